@@ -1,0 +1,275 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/wire"
+)
+
+// adminFlags are the flags every admin verb takes.
+type adminFlags struct {
+	coordinator string
+	tokenFile   string
+	asJSON      bool
+}
+
+func (a *adminFlags) add(fs *pflag.FlagSet) {
+	fs.StringVar(&a.coordinator, "coordinator", "", "coordinator URL (default: the one in the admin token)")
+	fs.StringVar(&a.tokenFile, "token-file", "", "admin token file (or the token itself in WIREMESH_TOKEN)")
+	fs.BoolVar(&a.asJSON, "json", false, "print JSON")
+}
+
+// adminClient calls the coordinator's admin API with a pinned connection.
+type adminClient struct {
+	url   string
+	token string
+	http  *http.Client
+}
+
+func (a *adminFlags) client() (*adminClient, error) {
+	var text string
+	switch {
+	case a.tokenFile != "":
+		b, err := os.ReadFile(a.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("read admin token: %w", err)
+		}
+		text = string(b)
+	case os.Getenv("WIREMESH_TOKEN") != "":
+		text = os.Getenv("WIREMESH_TOKEN")
+	default:
+		return nil, errors.New("no admin token: give --token-file FILE or set WIREMESH_TOKEN")
+	}
+	b, err := credential.ParseAdminToken(text)
+	if err != nil {
+		return nil, err
+	}
+	url := b.URL
+	if a.coordinator != "" {
+		url = strings.TrimRight(a.coordinator, "/")
+	}
+	return &adminClient{
+		url:   url,
+		token: b.Secret.String(),
+		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: credential.ClientTLS(b.Pin), ForceAttemptHTTP2: true,
+		}},
+	}, nil
+}
+
+// do sends a request and decodes a 2xx JSON answer into out (if non-nil);
+// other answers become errors with the coordinator's message.
+func (c *adminClient) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.url+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("reach coordinator: %w", err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("read answer: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e wire.Error
+		if json.Unmarshal(raw, &e) != nil || e.Error == "" {
+			return fmt.Errorf("coordinator: HTTP %d: %.200s", resp.StatusCode, raw)
+		}
+		return fmt.Errorf("coordinator: %s", e.Error)
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return fmt.Errorf("bad answer: %w", err)
+		}
+	}
+	return nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func table(w io.Writer, header string, rows [][]string) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := time.Since(t).Round(time.Second)
+	if d < 0 {
+		d = 0
+	}
+	return d.String() + " ago"
+}
+
+func newKeysCmd() *cobra.Command {
+	var af adminFlags
+	cmd := &cobra.Command{Use: "keys", Short: "Manage join keys"}
+	af.add(cmd.PersistentFlags())
+
+	var req wire.CreateJoinKeyRequest
+	var expiry time.Duration
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Create a join key and print it (only here)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			if expiry < 0 {
+				return errors.New("--expiry must not be negative")
+			}
+			req.Expiry = wire.Duration(expiry)
+			var out wire.CreateJoinKeyResponse
+			if err := c.do(cmd.Context(), http.MethodPost, wire.PathJoinKeys, req, &out); err != nil {
+				return err
+			}
+			if af.asJSON {
+				return printJSON(cmd.OutOrStdout(), out)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), out.JoinKey)
+			return nil
+		},
+	}
+	create.Flags().BoolVar(&req.Reusable, "reusable", false, "admit any number of nodes (default: one)")
+	create.Flags().DurationVar(&expiry, "expiry", 0, "validity, e.g. 1h or 720h (default: forever)")
+	create.Flags().StringSliceVar(&req.Tags, "tag", nil, "tag:NAME given to nodes the key admits (repeatable)")
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List join keys",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			var keys []wire.JoinKey
+			if err := c.do(cmd.Context(), http.MethodGet, wire.PathJoinKeys, nil, &keys); err != nil {
+				return err
+			}
+			if af.asJSON {
+				return printJSON(cmd.OutOrStdout(), keys)
+			}
+			var rows [][]string
+			for _, k := range keys {
+				state := "valid"
+				switch {
+				case !k.Revoked.IsZero():
+					state = "revoked"
+				case !k.Expires.IsZero() && time.Now().After(k.Expires):
+					state = "expired"
+				case !k.Reusable && k.Uses > 0:
+					state = "used"
+				}
+				exp := "never"
+				if !k.Expires.IsZero() {
+					exp = k.Expires.Format(time.RFC3339)
+				}
+				rows = append(rows, []string{k.ID, state, fmt.Sprint(k.Reusable), fmt.Sprint(k.Uses), exp, strings.Join(k.Tags, ",")})
+			}
+			return table(cmd.OutOrStdout(), "ID\tSTATE\tREUSABLE\tUSES\tEXPIRES\tTAGS", rows)
+		},
+	}
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke a join key",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			return c.do(cmd.Context(), http.MethodDelete, wire.PathJoinKeys+"/"+args[0], nil, nil)
+		},
+	}
+	cmd.AddCommand(create, list, revoke)
+	return cmd
+}
+
+func newNodesCmd() *cobra.Command {
+	var af adminFlags
+	cmd := &cobra.Command{Use: "nodes", Short: "Manage nodes"}
+	af.add(cmd.PersistentFlags())
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List nodes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			var nodes []wire.Node
+			if err := c.do(cmd.Context(), http.MethodGet, wire.PathNodes, nil, &nodes); err != nil {
+				return err
+			}
+			if af.asJSON {
+				return printJSON(cmd.OutOrStdout(), nodes)
+			}
+			var rows [][]string
+			for _, n := range nodes {
+				var addrs []string
+				for _, a := range n.Addresses {
+					addrs = append(addrs, a.Addr().String())
+				}
+				online := "offline"
+				if n.Online {
+					online = "online"
+				}
+				rows = append(rows, []string{n.Name, strings.Join(addrs, ","), online, ago(n.LastSeen), strings.Join(n.Endpoints, ","), strings.Join(n.Tags, ",")})
+			}
+			return table(cmd.OutOrStdout(), "NAME\tADDRESSES\tSTATE\tLAST SEEN\tENDPOINTS\tTAGS", rows)
+		},
+	}
+	del := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a node; its peers drop it and its credential stops working",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			return c.do(cmd.Context(), http.MethodDelete, wire.PathNodes+"/"+args[0], nil, nil)
+		},
+	}
+	cmd.AddCommand(list, del)
+	return cmd
+}

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+	"github.com/wiremesh/wiremesh/node"
+)
+
+func newAgentCmd() *cobra.Command {
+	cfg := node.DefaultConfig()
+	var lf logFlags
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the node agent",
+		Long: `Run the agent: enroll with a join key on the first start (the WireGuard
+private key is generated here and never leaves the state dir), bring up the
+WireGuard interface and follow the coordinator's netmap. Later starts need
+no --join. While the coordinator is unreachable the agent keeps, and
+restarts from, its last netmap.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if cfg.Logger, err = lf.logger(); err != nil {
+				return err
+			}
+			a, err := node.New(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			return a.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.JoinKey, "join", "", "join key (needed only on the first start)")
+	f.StringVar(&cfg.StateDir, "state-dir", "/var/lib/wiremesh-agent", "directory for the key, identity and netmap cache (mode 0700)")
+	f.StringVar(&cfg.Name, "name", "", "node name to ask for (default: derived from the host name)")
+	f.IntVar(&cfg.ListenPort, "listen-port", cfg.ListenPort, "WireGuard UDP port")
+	f.StringVar(&cfg.Interface, "interface", cfg.Interface, "WireGuard interface name")
+	f.StringSliceVar(&cfg.Endpoints, "endpoint", nil, "extra IP:PORT endpoint to advertise to peers (repeatable)")
+	f.IntVar(&cfg.MTU, "mtu", cfg.MTU, "interface MTU")
+	lf.add(f)
+	return cmd
+}

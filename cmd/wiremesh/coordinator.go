@@ -1,0 +1,70 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/wiremesh/wiremesh/coordinator"
+)
+
+func newCoordinatorCmd() *cobra.Command {
+	cfg := coordinator.DefaultConfig()
+	var lf logFlags
+	var prefix4, prefix6 string
+	cmd := &cobra.Command{
+		Use:   "coordinator",
+		Short: "Run the control plane",
+		Long: `Run the coordinator: the registry of nodes and join keys and the netmap
+streams of every agent. The first start creates the database, a TLS CA and
+certificate, and an admin token file in --data-dir, and prints their paths.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if cfg.Logger, err = lf.logger(); err != nil {
+				return err
+			}
+			if cfg.Prefix4, err = optPrefix(prefix4); err != nil {
+				return fmt.Errorf("--prefix: %w", err)
+			}
+			if cfg.Prefix6, err = optPrefix(prefix6); err != nil {
+				return fmt.Errorf("--prefix6: %w", err)
+			}
+			c, files, err := coordinator.New(cfg)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			out := cmd.OutOrStdout()
+			for _, f := range files.Created {
+				fmt.Fprintf(out, "created %s\n", f)
+			}
+			fmt.Fprintf(out, "database:         %s\n", files.Database)
+			if files.CACert != "" {
+				fmt.Fprintf(out, "CA certificate:   %s\n", files.CACert)
+			}
+			fmt.Fprintf(out, "certificate pin:  %s\n", c.Pin())
+			fmt.Fprintf(out, "admin token file: %s (use: wiremesh keys create --token-file %s)\n", files.AdminToken, files.AdminToken)
+			return c.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/wiremesh", "directory for the database, TLS material and admin token")
+	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "HOST:PORT of the HTTPS API")
+	f.StringVar(&cfg.AdvertiseURL, "advertise-url", "", "https://HOST:PORT that agents and admins reach (default: https:// + --listen)")
+	f.StringVar(&prefix4, "prefix", "", "IPv4 overlay prefix (default 100.64.0.0/10 for a new database)")
+	f.StringVar(&prefix6, "prefix6", "", "IPv6 overlay prefix (default fd77:6d65:7368::/48 for a new database)")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate chain to serve instead of a generated one")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM key of --tls-cert")
+	f.DurationVar(&cfg.KeepAlive, "keepalive", 15*time.Second, "interval of keep-alives on idle netmap streams")
+	lf.add(f)
+	return cmd
+}
+
+func optPrefix(s string) (netip.Prefix, error) {
+	if s == "" {
+		return netip.Prefix{}, nil
+	}
+	return netip.ParsePrefix(s)
+}

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/wiremesh/wiremesh/node"
+	"github.com/wiremesh/wiremesh/wire"
+)
+
+func newStatusCmd() *cobra.Command {
+	var stateDir string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show this node and its peers, from the local agent",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			resp, err := node.LocalClient(stateDir).Get("http://agent/v1/status")
+			if err != nil {
+				return fmt.Errorf("no agent answers on %s/%s (is it running?): %w", stateDir, node.SocketName, err)
+			}
+			defer resp.Body.Close()
+			raw, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+			if resp.StatusCode != http.StatusOK {
+				var e wire.Error
+				json.Unmarshal(raw, &e)
+				return fmt.Errorf("agent: %s", e.Error)
+			}
+			var st node.Status
+			if err := json.Unmarshal(raw, &st); err != nil {
+				return fmt.Errorf("bad answer from agent: %w", err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return printJSON(out, st)
+			}
+			var addrs []string
+			for _, a := range st.Self.Addresses {
+				addrs = append(addrs, a.Addr().String())
+			}
+			conn := "connected"
+			if !st.Connected {
+				conn = "not connected"
+				if st.LastError != "" {
+					conn += " (" + st.LastError + ")"
+				}
+			}
+			fmt.Fprintf(out, "node:        %s %s\n", st.Self.Name, strings.Join(addrs, " "))
+			fmt.Fprintf(out, "interface:   %s, port %d\n", st.Interface, st.ListenPort)
+			fmt.Fprintf(out, "coordinator: %s, %s, netmap version %d\n\n", st.Coordinator, conn, st.NetmapVersion)
+			var rows [][]string
+			for _, p := range st.Peers {
+				ep := p.Endpoint
+				if ep == "" {
+					ep = "-"
+				}
+				rows = append(rows, []string{p.Name, strings.Join(p.Addresses, ","), ep, ago(p.LastHandshake), fmt.Sprint(p.RxBytes), fmt.Sprint(p.TxBytes)})
+			}
+			return table(out, "PEER\tADDRESSES\tENDPOINT\tHANDSHAKE\tRX\tTX", rows)
+		},
+	}
+	cmd.Flags().StringVar(&stateDir, "state-dir", "/var/lib/wiremesh-agent", "the agent's state dir")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}

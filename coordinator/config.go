@@ -1,0 +1,92 @@
+// Package coordinator is the control plane of a mesh: it keeps the
+// registry of nodes and join keys in SQLite, admits agents, and streams to
+// each agent its netmap, pushing a new one on every change.
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"time"
+)
+
+// Default overlay prefixes: the CGNAT range, as Tailscale uses, and a ULA.
+var (
+	DefaultPrefix4 = netip.MustParsePrefix("100.64.0.0/10")
+	DefaultPrefix6 = netip.MustParsePrefix("fd77:6d65:7368::/48")
+)
+
+// Config configures a Coordinator. Only cmd/ fills it from flags.
+type Config struct {
+	// DataDir holds the database, TLS material and the first admin token.
+	// Required; created (0700) if missing.
+	DataDir string
+	// Listen is the HOST:PORT of the HTTPS API. Required.
+	Listen string
+	// AdvertiseURL is the https URL agents and admins reach the API at; it
+	// goes into join keys and admin tokens. Empty: https:// + Listen, when
+	// Listen names a host.
+	AdvertiseURL string
+	// Prefix4 and Prefix6 are the overlay prefixes. Zero: what the database
+	// was created with, or DefaultPrefix4/DefaultPrefix6 for a new one.
+	Prefix4, Prefix6 netip.Prefix
+	// TLSCert and TLSKey are PEM files of an operator's certificate chain
+	// and key. Empty: a CA and certificate generated in DataDir. The pin is
+	// that of the last certificate in the chain.
+	TLSCert, TLSKey string
+	// KeepAlive is how often an idle netmap stream gets a keep-alive.
+	// Zero: 15 s.
+	KeepAlive time.Duration
+	// Logger receives the coordinator's logs. Nil: slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config with every default filled in.
+func DefaultConfig() Config {
+	return Config{
+		Listen:    ":8443",
+		Prefix4:   netip.Prefix{},
+		KeepAlive: 15 * time.Second,
+	}
+}
+
+// Validate checks c and fills in defaults.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("data dir is required")
+	}
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("bad listen address %q: %w", c.Listen, err)
+	}
+	if c.AdvertiseURL == "" {
+		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+			return fmt.Errorf("advertise URL is required when listening on %q (all addresses)", c.Listen)
+		}
+		c.AdvertiseURL = "https://" + c.Listen
+	}
+	u, err := url.Parse(c.AdvertiseURL)
+	if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return fmt.Errorf("bad advertise URL %q: want https://HOST:PORT", c.AdvertiseURL)
+	}
+	c.AdvertiseURL = "https://" + u.Host
+	if c.Prefix4.IsValid() && (!c.Prefix4.Addr().Is4() || c.Prefix4.Bits() > 30) {
+		return fmt.Errorf("bad IPv4 overlay prefix %s: want an IPv4 prefix of /30 or larger", c.Prefix4)
+	}
+	if c.Prefix6.IsValid() && (c.Prefix6.Addr().Is4() || c.Prefix6.Bits() > 126) {
+		return fmt.Errorf("bad IPv6 overlay prefix %s", c.Prefix6)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("TLS certificate and key must be given together")
+	}
+	if c.KeepAlive <= 0 {
+		c.KeepAlive = 15 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}

@@ -1,0 +1,210 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/internal/atomicfile"
+	"github.com/wiremesh/wiremesh/wire"
+)
+
+// Coordinator is a running control plane.
+type Coordinator struct {
+	cfg   Config
+	log   *slog.Logger
+	store *Store
+	cert  tls.Certificate
+	pin   credential.Pin
+
+	// pubMu serialises publish so snapshots replace each other in order.
+	pubMu sync.Mutex
+	state atomic.Pointer[snapshot]
+
+	onlineMu sync.Mutex
+	online   map[int64]int // node id → open netmap streams; guarded by onlineMu
+}
+
+// snapshot is an immutable view of the nodes at one state version. When a
+// newer snapshot replaces it, changed is closed.
+type snapshot struct {
+	version uint64
+	nodes   []wire.Node // by id
+	byID    map[int64]int
+	changed chan struct{}
+}
+
+// Files names what a coordinator keeps in its data dir.
+type Files struct {
+	Database   string
+	CACert     string // empty with an operator certificate
+	AdminToken string
+	// Created lists the files this start created.
+	Created []string
+}
+
+// New opens (creating on first start) the coordinator's data dir.
+func New(cfg Config) (*Coordinator, Files, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, Files{}, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, Files{}, fmt.Errorf("create data dir: %w", err)
+	}
+	f := Files{
+		Database:   filepath.Join(cfg.DataDir, "wiremesh.db"),
+		AdminToken: filepath.Join(cfg.DataDir, "admin.token"),
+	}
+	if cfg.TLSCert == "" {
+		f.CACert = filepath.Join(cfg.DataDir, "ca.crt")
+	}
+	_, dbErr := os.Stat(f.Database)
+	cert, pin, created, err := loadTLS(cfg.DataDir, cfg.TLSCert, cfg.TLSKey, cfg.AdvertiseURL)
+	if err != nil {
+		return nil, f, err
+	}
+	f.Created = created
+	store, err := OpenStore(f.Database, cfg.Prefix4, cfg.Prefix6)
+	if err != nil {
+		return nil, f, err
+	}
+	if errors.Is(dbErr, os.ErrNotExist) {
+		f.Created = append(f.Created, f.Database)
+	}
+	c := &Coordinator{cfg: cfg, log: cfg.Logger, store: store, cert: cert, pin: pin, online: map[int64]int{}}
+	if _, err := os.Stat(f.AdminToken); errors.Is(err, os.ErrNotExist) {
+		if err := c.writeAdminToken(f.AdminToken); err != nil {
+			store.Close()
+			return nil, f, err
+		}
+		f.Created = append(f.Created, f.AdminToken)
+	}
+	if err := c.publish(context.Background()); err != nil {
+		store.Close()
+		return nil, f, err
+	}
+	return c, f, nil
+}
+
+func (c *Coordinator) writeAdminToken(path string) error {
+	sec, err := c.store.CreateAdminToken(context.Background(), "coordinator")
+	if err != nil {
+		return err
+	}
+	tok := credential.Bundle{URL: c.cfg.AdvertiseURL, Pin: c.pin, Secret: sec}.Encode(credential.AdminTokenPrefix)
+	return atomicfile.Write(path, []byte(tok+"\n"), 0o600)
+}
+
+// Pin returns the pin of the coordinator's certificate.
+func (c *Coordinator) Pin() credential.Pin { return c.pin }
+
+// Store returns the coordinator's store.
+func (c *Coordinator) Store() *Store { return c.store }
+
+// Close closes the store. Call it after Serve returned.
+func (c *Coordinator) Close() error { return c.store.Close() }
+
+// Serve serves the API on ln until ctx is done, then shuts down, closing
+// open streams.
+func (c *Coordinator) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           c.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{c.cert}},
+		ErrorLog:          slog.NewLogLogger(c.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	c.log.Info("coordinator listening", "addr", ln.Addr().String(), "url", c.cfg.AdvertiseURL, "pin", c.pin.String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx) // streams end with ctx (their BaseContext), so this is quick
+	<-errc
+	return nil
+}
+
+// Run listens on the configured address and serves until ctx is done.
+func (c *Coordinator) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", c.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", c.cfg.Listen, err)
+	}
+	return c.Serve(ctx, ln)
+}
+
+// publish loads the nodes and makes them the current snapshot, waking
+// every stream, unless the current snapshot is as new.
+func (c *Coordinator) publish(ctx context.Context) error {
+	c.pubMu.Lock()
+	defer c.pubMu.Unlock()
+	nodes, ver, err := c.store.Nodes(ctx)
+	if err != nil {
+		return err
+	}
+	old := c.state.Load()
+	if old != nil && old.version >= ver {
+		return nil
+	}
+	s := &snapshot{version: ver, nodes: nodes, byID: make(map[int64]int, len(nodes)), changed: make(chan struct{})}
+	for i, n := range nodes {
+		s.byID[n.ID] = i
+	}
+	c.state.Store(s)
+	if old != nil {
+		close(old.changed)
+	}
+	return nil
+}
+
+// netmapFor builds node id's netmap from s; ok is false if the node is gone.
+func (c *Coordinator) netmapFor(s *snapshot, id int64) (nm *wire.Netmap, ok bool) {
+	i, ok := s.byID[id]
+	if !ok {
+		return nil, false
+	}
+	nm = &wire.Netmap{
+		Version:           s.version,
+		Self:              s.nodes[i],
+		Prefixes:          c.store.Prefixes(),
+		KeepAliveInterval: wire.Duration(c.cfg.KeepAlive),
+		Peers:             make([]wire.Node, 0, len(s.nodes)-1),
+	}
+	for j, n := range s.nodes {
+		if j != i {
+			nm.Peers = append(nm.Peers, n)
+		}
+	}
+	return nm, true
+}
+
+func (c *Coordinator) setOnline(id int64, delta int) {
+	c.onlineMu.Lock()
+	defer c.onlineMu.Unlock()
+	c.online[id] += delta
+	if c.online[id] <= 0 {
+		delete(c.online, id)
+	}
+}
+
+func (c *Coordinator) isOnline(id int64) bool {
+	c.onlineMu.Lock()
+	defer c.onlineMu.Unlock()
+	return c.online[id] > 0
+}

@@ -1,0 +1,351 @@
+package coordinator
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/wire"
+)
+
+// maxBody bounds every request body.
+const maxBody = 1 << 20
+
+// Handler returns the coordinator's HTTP API.
+func (c *Coordinator) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+wire.PathHealth, func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("POST "+wire.PathEnroll, c.handleEnroll)
+	mux.HandleFunc("POST "+wire.PathNetmap, c.handleNetmap)
+	mux.HandleFunc("GET "+wire.PathNodes, c.admin(c.handleNodes))
+	mux.HandleFunc("DELETE "+wire.PathNodes+"/{name}", c.admin(c.handleDeleteNode))
+	mux.HandleFunc("GET "+wire.PathJoinKeys, c.admin(c.handleJoinKeys))
+	mux.HandleFunc("POST "+wire.PathJoinKeys, c.admin(c.handleCreateJoinKey))
+	mux.HandleFunc("DELETE "+wire.PathJoinKeys+"/{id}", c.admin(c.handleRevokeJoinKey))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path), nil)
+	})
+	return mux
+}
+
+// bearer returns the secret of the request's bearer token.
+func bearer(r *http.Request) (credential.Secret, error) {
+	h := r.Header.Get("Authorization")
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok {
+		return credential.Secret{}, errors.New("missing bearer token")
+	}
+	return credential.ParseSecret(tok)
+}
+
+type actorKey struct{}
+
+// admin wraps h so that only a valid admin token reaches it.
+func (c *Coordinator) admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		sec, err := bearer(r)
+		if err == nil {
+			err = c.store.CheckAdminToken(r.Context(), sec)
+		}
+		if err != nil {
+			writeError(w, http.StatusUnauthorized, "admin token required: "+err.Error(), nil)
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), actorKey{}, sec.ID)))
+	}
+}
+
+func actor(r *http.Request) string {
+	a, _ := r.Context().Value(actorKey{}).(string)
+	return a
+}
+
+// writeError writes the API's error body.
+func writeError(w http.ResponseWriter, code int, msg string, detail any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(wire.Error{Error: msg, Detail: detail})
+}
+
+// writeStoreError maps a store error to its status code.
+func (c *Coordinator) writeStoreError(w http.ResponseWriter, err error) {
+	code := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, ErrNotFound):
+		code = http.StatusNotFound
+	case errors.Is(err, ErrConflict):
+		code = http.StatusConflict
+	case errors.Is(err, ErrDenied):
+		code = http.StatusUnauthorized
+	case errors.Is(err, ErrInvalid):
+		code = http.StatusBadRequest
+	}
+	msg := err.Error()
+	if code == http.StatusInternalServerError {
+		c.log.Error("request failed", "err", err)
+		msg = "internal error"
+	}
+	writeError(w, code, msg, nil)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+// decodeBody reads one JSON value from the body into v. strict refuses
+// unknown fields (admin API); the agent protocol tolerates them so newer
+// agents can talk to older coordinators. It writes the error answer and
+// returns false on failure.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any, strict bool) bool {
+	body := http.MaxBytesReader(w, r.Body, maxBody)
+	dec := json.NewDecoder(body)
+	if strict {
+		dec.DisallowUnknownFields()
+	}
+	err := dec.Decode(v)
+	if err == nil && dec.More() {
+		err = errors.New("trailing data after the JSON value")
+	}
+	if err == nil {
+		return true
+	}
+	var mbe *http.MaxBytesError
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &mbe):
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", mbe.Limit), nil)
+	case errors.As(err, &se):
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("malformed JSON at byte %d: %v", se.Offset, err), map[string]int64{"offset": se.Offset})
+	case errors.As(err, &te):
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("bad JSON at byte %d: field %q: want %s", te.Offset, te.Field, te.Type), map[string]any{"offset": te.Offset, "field": te.Field})
+	case errors.Is(err, io.EOF):
+		writeError(w, http.StatusBadRequest, "empty request body: want a JSON object", nil)
+	default:
+		writeError(w, http.StatusBadRequest, "bad JSON: "+err.Error(), nil)
+	}
+	return false
+}
+
+func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) {
+	key, err := bearer(r)
+	if err != nil {
+		writeError(w, http.StatusUnauthorized, "join key required: "+err.Error(), nil)
+		return
+	}
+	var req wire.EnrollRequest
+	if !decodeBody(w, r, &req, false) {
+		return
+	}
+	if err := validPublicKey(req.PublicKey); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	node, cred, _, err := c.store.Enroll(r.Context(), key, EnrollParams{PublicKey: req.PublicKey, Name: req.Name, Hostname: req.Hostname})
+	if err != nil {
+		c.log.Info("enrollment refused", "why", err.Error(), "addr", r.RemoteAddr)
+		c.writeStoreError(w, err)
+		return
+	}
+	if err := c.publish(r.Context()); err != nil {
+		c.log.Error("publish after enroll", "err", err)
+	}
+	c.log.Info("node enrolled", "node", node.Name, "addr", node.Addresses[0].Addr().String())
+	writeJSON(w, http.StatusOK, wire.EnrollResponse{Node: node, Credential: cred.String(), Prefixes: c.store.Prefixes()})
+}
+
+func validPublicKey(k string) error {
+	b, err := decodeKey(k)
+	if err != nil || len(b) != 32 {
+		return fmt.Errorf("bad public key %q: want 32 bytes in base64", k)
+	}
+	return nil
+}
+
+// handleNetmap streams the caller's netmap: one at once, another after
+// every change, keep-alives in between. It ends when the node is deleted.
+func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
+	cred, err := bearer(r)
+	if err != nil {
+		writeError(w, http.StatusUnauthorized, "node credential required: "+err.Error(), nil)
+		return
+	}
+	node, err := c.store.NodeByCredential(r.Context(), cred)
+	if err != nil {
+		c.writeStoreError(w, err)
+		return
+	}
+	var req wire.MapRequest
+	if !decodeBody(w, r, &req, false) {
+		return
+	}
+	if req.PublicKey != node.PublicKey {
+		writeError(w, http.StatusForbidden, "public key does not match the node's credential", nil)
+		return
+	}
+	if err := c.recordEndpoints(r, node.ID, req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	c.setOnline(node.ID, 1)
+	defer c.setOnline(node.ID, -1)
+	c.store.Touch(r.Context(), node.ID, time.Now())
+	defer c.store.Touch(context.WithoutCancel(r.Context()), node.ID, time.Now())
+	c.log.Info("netmap stream opened", "node", node.Name, "addr", r.RemoteAddr)
+	defer c.log.Info("netmap stream closed", "node", node.Name)
+
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	rc := http.NewResponseController(w)
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw)
+	send := func(m wire.MapMessage) error {
+		rc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if err := enc.Encode(m); err != nil {
+			return err
+		}
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	keepAlive := time.NewTicker(c.cfg.KeepAlive)
+	defer keepAlive.Stop()
+	var sent uint64
+	for {
+		s := c.state.Load()
+		if s.version != sent {
+			nm, ok := c.netmapFor(s, node.ID)
+			if !ok {
+				return // deleted: the agent's next request is refused
+			}
+			if err := send(wire.MapMessage{Netmap: nm}); err != nil {
+				return
+			}
+			sent = s.version
+			keepAlive.Reset(c.cfg.KeepAlive)
+		}
+		select {
+		case <-s.changed:
+		case <-keepAlive.C:
+			if err := send(wire.MapMessage{KeepAlive: true}); err != nil {
+				return
+			}
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+// recordEndpoints stores where the node's WireGuard can be reached: the
+// endpoints it names, then the address this request came from.
+func (c *Coordinator) recordEndpoints(r *http.Request, id int64, req wire.MapRequest) error {
+	var eps []string
+	for _, e := range req.Endpoints {
+		if _, _, err := net.SplitHostPort(e); err != nil {
+			return fmt.Errorf("bad endpoint %q: want IP:PORT", e)
+		}
+		eps = append(eps, e)
+	}
+	if req.ListenPort < 0 || req.ListenPort > 65535 {
+		return fmt.Errorf("bad listen port %d", req.ListenPort)
+	}
+	if req.ListenPort > 0 {
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			obs := net.JoinHostPort(host, strconv.Itoa(req.ListenPort))
+			if !contains(eps, obs) {
+				eps = append(eps, obs)
+			}
+		}
+	}
+	ver, err := c.store.SetEndpoints(r.Context(), id, eps)
+	if err != nil {
+		return err
+	}
+	if ver != 0 {
+		return c.publish(r.Context())
+	}
+	return nil
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Coordinator) handleNodes(w http.ResponseWriter, r *http.Request) {
+	nodes, _, err := c.store.Nodes(r.Context())
+	if err != nil {
+		c.writeStoreError(w, err)
+		return
+	}
+	if nodes == nil {
+		nodes = []wire.Node{}
+	}
+	for i := range nodes {
+		nodes[i].Online = c.isOnline(nodes[i].ID)
+	}
+	writeJSON(w, http.StatusOK, nodes)
+}
+
+func (c *Coordinator) handleDeleteNode(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if _, err := c.store.DeleteNode(r.Context(), actor(r), name); err != nil {
+		c.writeStoreError(w, err)
+		return
+	}
+	if err := c.publish(r.Context()); err != nil {
+		c.log.Error("publish after delete", "err", err)
+	}
+	c.log.Info("node deleted", "node", name)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (c *Coordinator) handleJoinKeys(w http.ResponseWriter, r *http.Request) {
+	keys, err := c.store.JoinKeys(r.Context())
+	if err != nil {
+		c.writeStoreError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, keys)
+}
+
+func (c *Coordinator) handleCreateJoinKey(w http.ResponseWriter, r *http.Request) {
+	var req wire.CreateJoinKeyRequest
+	if !decodeBody(w, r, &req, true) {
+		return
+	}
+	k, sec, err := c.store.CreateJoinKey(r.Context(), actor(r), req)
+	if err != nil {
+		c.writeStoreError(w, err)
+		return
+	}
+	jk := credential.Bundle{URL: c.cfg.AdvertiseURL, Pin: c.pin, Secret: sec}.Encode(credential.JoinKeyPrefix)
+	writeJSON(w, http.StatusCreated, wire.CreateJoinKeyResponse{Key: k, JoinKey: jk})
+}
+
+func (c *Coordinator) handleRevokeJoinKey(w http.ResponseWriter, r *http.Request) {
+	if err := c.store.RevokeJoinKey(r.Context(), actor(r), r.PathValue("id")); err != nil {
+		c.writeStoreError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func decodeKey(k string) ([]byte, error) { return base64.StdEncoding.DecodeString(k) }

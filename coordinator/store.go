@@ -1,0 +1,648 @@
+package coordinator
+
+import (
+	"context"
+	"database/sql"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/wire"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// Errors a caller of the store branches on. They are wrapped with detail.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("conflict")
+	ErrDenied   = errors.New("denied")
+	ErrInvalid  = errors.New("invalid")
+)
+
+//go:embed schema.sql
+var schemaV1 string
+
+// migrations are applied in order; PRAGMA user_version counts those done.
+var migrations = []string{schemaV1}
+
+// Store keeps the coordinator's state in a SQLite database. Every change is
+// one transaction; a crash leaves either all of it or none.
+type Store struct {
+	db       *sql.DB
+	prefixes [2]netip.Prefix // IPv4 and IPv6 overlay prefixes, fixed at creation
+	now      func() time.Time
+}
+
+// OpenStore opens (creating if needed) the database at path. prefix4 and
+// prefix6 are the overlay prefixes; they are recorded on creation and a
+// database created with other prefixes is refused. A zero prefix means
+// "whatever the database has, or the default".
+func OpenStore(path string, prefix4, prefix6 netip.Prefix) (*Store, error) {
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	// One connection: SQLite serialises writers anyway, and this keeps
+	// every transaction's view simple.
+	db.SetMaxOpenConns(1)
+	s := &Store{db: db, now: time.Now}
+	if err := s.migrate(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
+	if err := s.initPrefixes(prefix4, prefix6); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+func (s *Store) migrate() error {
+	var v int
+	if err := s.db.QueryRow("PRAGMA user_version").Scan(&v); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this binary knows (%d)", v, len(migrations))
+	}
+	for ; v < len(migrations); v++ {
+		tx, err := s.db.Begin()
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(migrations[v]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", v+1, err)
+		}
+		if _, err := tx.Exec("PRAGMA user_version = " + strconv.Itoa(v+1)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", v+1, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migration %d: %w", v+1, err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) initPrefixes(p4, p6 netip.Prefix) error {
+	for i, p := range []netip.Prefix{p4, p6} {
+		key := [2]string{"prefix4", "prefix6"}[i]
+		stored, err := s.setting(key)
+		if err != nil {
+			return err
+		}
+		switch {
+		case stored == "" && !p.IsValid():
+			p = [2]netip.Prefix{DefaultPrefix4, DefaultPrefix6}[i]
+			fallthrough
+		case stored == "":
+			if _, err := s.db.Exec("INSERT INTO settings(key, value) VALUES(?, ?)", key, p.String()); err != nil {
+				return fmt.Errorf("store %s: %w", key, err)
+			}
+			s.prefixes[i] = p
+		default:
+			sp, err := netip.ParsePrefix(stored)
+			if err != nil {
+				return fmt.Errorf("stored %s %q: %w", key, stored, err)
+			}
+			if p.IsValid() && p != sp {
+				return fmt.Errorf("overlay prefix %s differs from %s the database was created with; addresses cannot move", p, sp)
+			}
+			s.prefixes[i] = sp
+		}
+	}
+	return nil
+}
+
+func (s *Store) setting(key string) (string, error) {
+	var v string
+	err := s.db.QueryRow("SELECT value FROM settings WHERE key = ?", key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read setting %s: %w", key, err)
+	}
+	return v, nil
+}
+
+// Prefixes returns the IPv4 and IPv6 overlay prefixes.
+func (s *Store) Prefixes() []netip.Prefix { return s.prefixes[:] }
+
+// CheckIntegrity runs SQLite's integrity check.
+func (s *Store) CheckIntegrity(ctx context.Context) error {
+	var res string
+	if err := s.db.QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&res); err != nil {
+		return fmt.Errorf("integrity check: %w", err)
+	}
+	if res != "ok" {
+		return fmt.Errorf("integrity check: %s", res)
+	}
+	return nil
+}
+
+// tx runs fn in one immediate transaction that also bumps the state
+// version; it returns the new version.
+func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) (uint64, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return 0, err
+	}
+	var v uint64
+	err = tx.QueryRowContext(ctx, `INSERT INTO settings(key, value) VALUES('version', '1')
+		ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1 RETURNING CAST(value AS INTEGER)`).Scan(&v)
+	if err != nil {
+		return 0, fmt.Errorf("bump version: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
+	}
+	return v, nil
+}
+
+func audit(ctx context.Context, tx *sql.Tx, now time.Time, actor, action, target, detail string) error {
+	_, err := tx.ExecContext(ctx, "INSERT INTO audit(time, actor, action, target, detail) VALUES(?, ?, ?, ?, ?)",
+		now.UnixMilli(), actor, action, target, detail)
+	if err != nil {
+		return fmt.Errorf("write audit log: %w", err)
+	}
+	return nil
+}
+
+// Version returns the current state version.
+func (s *Store) Version(ctx context.Context) (uint64, error) {
+	v, err := s.setting("version")
+	if err != nil || v == "" {
+		return 0, err
+	}
+	return strconv.ParseUint(v, 10, 64)
+}
+
+const nodeColumns = "id, name, public_key, host_index, tags, endpoints, created, last_seen"
+
+func (s *Store) scanNode(sc interface{ Scan(...any) error }) (wire.Node, error) {
+	var n wire.Node
+	var idx int64
+	var tags, eps string
+	var created, seen int64
+	if err := sc.Scan(&n.ID, &n.Name, &n.PublicKey, &idx, &tags, &eps, &created, &seen); err != nil {
+		return n, err
+	}
+	if err := json.Unmarshal([]byte(tags), &n.Tags); err != nil {
+		return n, fmt.Errorf("node %s: bad stored tags: %w", n.Name, err)
+	}
+	if err := json.Unmarshal([]byte(eps), &n.Endpoints); err != nil {
+		return n, fmt.Errorf("node %s: bad stored endpoints: %w", n.Name, err)
+	}
+	for _, p := range s.prefixes {
+		a, err := hostAddr(p, idx)
+		if err != nil {
+			return n, fmt.Errorf("node %s: %w", n.Name, err)
+		}
+		n.Addresses = append(n.Addresses, netip.PrefixFrom(a, a.BitLen()))
+	}
+	n.Created = fromMillis(created)
+	n.LastSeen = fromMillis(seen)
+	return n, nil
+}
+
+// Nodes returns every node, ordered by id, and the state version they
+// belong to.
+func (s *Store) Nodes(ctx context.Context) ([]wire.Node, uint64, error) {
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, 0, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, "SELECT "+nodeColumns+" FROM nodes ORDER BY id")
+	if err != nil {
+		return nil, 0, fmt.Errorf("list nodes: %w", err)
+	}
+	defer rows.Close()
+	var nodes []wire.Node
+	for rows.Next() {
+		n, err := s.scanNode(rows)
+		if err != nil {
+			return nil, 0, fmt.Errorf("list nodes: %w", err)
+		}
+		nodes = append(nodes, n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("list nodes: %w", err)
+	}
+	var v string
+	err = tx.QueryRowContext(ctx, "SELECT value FROM settings WHERE key = 'version'").Scan(&v)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, 0, fmt.Errorf("read version: %w", err)
+	}
+	ver, _ := strconv.ParseUint(v, 10, 64)
+	return nodes, ver, nil
+}
+
+// EnrollParams are what an enrolling agent asks for.
+type EnrollParams struct {
+	PublicKey string // WireGuard public key, base64; required
+	Name      string // requested name; taken names are refused
+	Hostname  string // used for a name when Name is empty; made unique
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// ValidName reports why name is not a valid node name (a DNS label), or nil.
+func ValidName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("%w: node name %q must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'", ErrInvalid, name)
+	}
+	return nil
+}
+
+func sanitizeName(h string) string {
+	h, _, _ = strings.Cut(strings.ToLower(h), ".")
+	b := []byte(h)
+	for i, c := range b {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+			b[i] = '-'
+		}
+	}
+	n := strings.Trim(string(b), "-")
+	if len(n) > 50 {
+		n = n[:50]
+	}
+	if n == "" {
+		n = "node"
+	}
+	return n
+}
+
+// Enroll admits a node with a join key: it checks the key, picks a name and
+// the next free address, stores the node and its credential and counts the
+// key's use, all in one transaction.
+func (s *Store) Enroll(ctx context.Context, key credential.Secret, p EnrollParams) (wire.Node, credential.Secret, uint64, error) {
+	if p.Name != "" {
+		if err := ValidName(p.Name); err != nil {
+			return wire.Node{}, credential.Secret{}, 0, err
+		}
+	}
+	now := s.now()
+	cred := credential.NewSecret("nd")
+	var id int64
+	ver, err := s.tx(ctx, func(tx *sql.Tx) error {
+		tags, err := useJoinKeyTx(ctx, tx, key, now)
+		if err != nil {
+			return err
+		}
+		var other string
+		err = tx.QueryRowContext(ctx, "SELECT name FROM nodes WHERE public_key = ?", p.PublicKey).Scan(&other)
+		if err == nil {
+			return fmt.Errorf("%w: public key already enrolled as node %q", ErrConflict, other)
+		} else if !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("check key: %w", err)
+		}
+		name, err := pickNameTx(ctx, tx, p)
+		if err != nil {
+			return err
+		}
+		idx, err := s.allocateTx(ctx, tx)
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `INSERT INTO nodes(name, public_key, host_index, cred_id, cred_hash, tags, join_key_id, created)
+			VALUES(?, ?, ?, ?, ?, ?, ?, ?)`, name, p.PublicKey, idx, cred.ID, cred.Hash(), tags, key.ID, now.UnixMilli())
+		if err != nil {
+			return fmt.Errorf("insert node: %w", err)
+		}
+		if id, err = res.LastInsertId(); err != nil {
+			return fmt.Errorf("insert node: %w", err)
+		}
+		return audit(ctx, tx, now, key.ID, "node.enroll", name, "")
+	})
+	if err != nil {
+		return wire.Node{}, credential.Secret{}, 0, err
+	}
+	n, err := s.node(ctx, "id = ?", id)
+	return n, cred, ver, err
+}
+
+func useJoinKeyTx(ctx context.Context, tx *sql.Tx, key credential.Secret, now time.Time) (tags string, err error) {
+	var hash string
+	var reusable bool
+	var expires, revoked int64
+	var uses int
+	err = tx.QueryRowContext(ctx, "SELECT hash, reusable, tags, expires, revoked, uses FROM join_keys WHERE id = ?", key.ID).
+		Scan(&hash, &reusable, &tags, &expires, &revoked, &uses)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && !key.Matches(hash)) {
+		return "", fmt.Errorf("%w: unknown join key", ErrDenied)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read join key: %w", err)
+	}
+	switch {
+	case revoked != 0:
+		return "", fmt.Errorf("%w: join key %s was revoked", ErrDenied, key.ID)
+	case expires != 0 && now.UnixMilli() >= expires:
+		return "", fmt.Errorf("%w: join key %s expired at %s", ErrDenied, key.ID, fromMillis(expires).UTC().Format(time.RFC3339))
+	case !reusable && uses > 0:
+		return "", fmt.Errorf("%w: join key %s is a one-time key and was already used", ErrDenied, key.ID)
+	}
+	if _, err := tx.ExecContext(ctx, "UPDATE join_keys SET uses = uses + 1 WHERE id = ?", key.ID); err != nil {
+		return "", fmt.Errorf("count join key use: %w", err)
+	}
+	return tags, nil
+}
+
+func pickNameTx(ctx context.Context, tx *sql.Tx, p EnrollParams) (string, error) {
+	taken := func(n string) (bool, error) {
+		var one int
+		err := tx.QueryRowContext(ctx, "SELECT 1 FROM nodes WHERE name = ?", n).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	if p.Name != "" {
+		t, err := taken(p.Name)
+		if err != nil {
+			return "", fmt.Errorf("check name: %w", err)
+		}
+		if t {
+			return "", fmt.Errorf("%w: node name %q is taken", ErrConflict, p.Name)
+		}
+		return p.Name, nil
+	}
+	base := sanitizeName(p.Hostname)
+	for i := 1; i < 10000; i++ {
+		n := base
+		if i > 1 {
+			n = base + "-" + strconv.Itoa(i)
+		}
+		t, err := taken(n)
+		if err != nil {
+			return "", fmt.Errorf("check name: %w", err)
+		}
+		if !t {
+			return n, nil
+		}
+	}
+	return "", fmt.Errorf("%w: no free name for host %q", ErrConflict, p.Hostname)
+}
+
+// allocateTx returns the next free host index. Indexes are handed out in
+// increasing order and wrap only when the prefix is exhausted, so a deleted
+// node's address is not reused while peers may still remember it.
+func (s *Store) allocateTx(ctx context.Context, tx *sql.Tx) (int64, error) {
+	size := hostCount(s.prefixes[0])
+	next := int64(1)
+	var v string
+	err := tx.QueryRowContext(ctx, "SELECT value FROM settings WHERE key = 'ipam_next'").Scan(&v)
+	if err == nil {
+		next, _ = strconv.ParseInt(v, 10, 64)
+	} else if !errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("read ipam: %w", err)
+	}
+	var used int64
+	if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM nodes").Scan(&used); err != nil {
+		return 0, fmt.Errorf("count nodes: %w", err)
+	}
+	if used >= size-2 {
+		return 0, fmt.Errorf("%w: overlay prefix %s is full", ErrConflict, s.prefixes[0])
+	}
+	for {
+		if next < 1 || next >= size-1 { // skip the network and broadcast addresses
+			next = 1
+		}
+		var one int
+		err := tx.QueryRowContext(ctx, "SELECT 1 FROM nodes WHERE host_index = ?", next).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("check address: %w", err)
+		}
+		next++
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO settings(key, value) VALUES('ipam_next', ?)
+		ON CONFLICT(key) DO UPDATE SET value = excluded.value`, strconv.FormatInt(next+1, 10))
+	if err != nil {
+		return 0, fmt.Errorf("write ipam: %w", err)
+	}
+	return next, nil
+}
+
+// hostCount is the number of addresses in p, capped to fit an int64.
+func hostCount(p netip.Prefix) int64 {
+	bits := p.Addr().BitLen() - p.Bits()
+	if bits >= 62 {
+		return 1 << 62
+	}
+	return 1 << bits
+}
+
+// hostAddr returns the address at index idx inside p.
+func hostAddr(p netip.Prefix, idx int64) (netip.Addr, error) {
+	if idx < 0 || idx >= hostCount(p) {
+		return netip.Addr{}, fmt.Errorf("host index %d outside %s", idx, p)
+	}
+	base := new(big.Int).SetBytes(p.Masked().Addr().AsSlice())
+	base.Add(base, big.NewInt(idx))
+	b := base.FillBytes(make([]byte, p.Addr().BitLen()/8))
+	a, _ := netip.AddrFromSlice(b)
+	return a, nil
+}
+
+func (s *Store) node(ctx context.Context, where string, arg any) (wire.Node, error) {
+	row := s.db.QueryRowContext(ctx, "SELECT "+nodeColumns+" FROM nodes WHERE "+where, arg)
+	n, err := s.scanNode(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return n, fmt.Errorf("%w: no such node", ErrNotFound)
+	}
+	if err != nil {
+		return n, fmt.Errorf("read node: %w", err)
+	}
+	return n, nil
+}
+
+// NodeByCredential returns the node that cred authenticates.
+func (s *Store) NodeByCredential(ctx context.Context, cred credential.Secret) (wire.Node, error) {
+	var id int64
+	var hash string
+	err := s.db.QueryRowContext(ctx, "SELECT id, cred_hash FROM nodes WHERE cred_id = ?", cred.ID).Scan(&id, &hash)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && !cred.Matches(hash)) {
+		return wire.Node{}, fmt.Errorf("%w: unknown node credential (node deleted?)", ErrDenied)
+	}
+	if err != nil {
+		return wire.Node{}, fmt.Errorf("read credential: %w", err)
+	}
+	return s.node(ctx, "id = ?", id)
+}
+
+// SetEndpoints records a node's endpoints. It returns version 0 when they
+// did not change (and nothing was written).
+func (s *Store) SetEndpoints(ctx context.Context, id int64, eps []string) (uint64, error) {
+	j, _ := json.Marshal(eps)
+	if eps == nil {
+		j = []byte("[]")
+	}
+	var cur string
+	if err := s.db.QueryRowContext(ctx, "SELECT endpoints FROM nodes WHERE id = ?", id).Scan(&cur); err != nil {
+		return 0, fmt.Errorf("read endpoints: %w", err)
+	}
+	if cur == string(j) {
+		return 0, nil
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "UPDATE nodes SET endpoints = ? WHERE id = ?", string(j), id)
+		return err
+	})
+}
+
+// Touch records that node id was seen at t. It does not bump the version.
+func (s *Store) Touch(ctx context.Context, id int64, t time.Time) error {
+	_, err := s.db.ExecContext(ctx, "UPDATE nodes SET last_seen = ? WHERE id = ?", t.UnixMilli(), id)
+	if err != nil {
+		return fmt.Errorf("record last seen: %w", err)
+	}
+	return nil
+}
+
+// DeleteNode removes the node named name; its credential stops working.
+func (s *Store) DeleteNode(ctx context.Context, actor, name string) (uint64, error) {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "DELETE FROM nodes WHERE name = ?", name)
+		if err != nil {
+			return fmt.Errorf("delete node: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("%w: no node named %q", ErrNotFound, name)
+		}
+		return audit(ctx, tx, s.now(), actor, "node.delete", name, "")
+	})
+}
+
+var tagRE = regexp.MustCompile(`^tag:[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// CreateJoinKey makes a join key; the returned secret is not stored.
+func (s *Store) CreateJoinKey(ctx context.Context, actor string, req wire.CreateJoinKeyRequest) (wire.JoinKey, credential.Secret, error) {
+	for _, t := range req.Tags {
+		if !tagRE.MatchString(t) {
+			return wire.JoinKey{}, credential.Secret{}, fmt.Errorf("%w: tag %q must look like tag:NAME (lowercase letters, digits, '-')", ErrInvalid, t)
+		}
+	}
+	now := s.now()
+	sec := credential.NewSecret("jk")
+	k := wire.JoinKey{ID: sec.ID, Reusable: req.Reusable, Tags: req.Tags, Created: now.Truncate(time.Millisecond)}
+	if req.Expiry > 0 {
+		k.Expires = now.Add(time.Duration(req.Expiry)).Truncate(time.Millisecond)
+	}
+	tags, _ := json.Marshal(req.Tags)
+	if req.Tags == nil {
+		tags = []byte("[]")
+	}
+	_, err := s.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "INSERT INTO join_keys(id, hash, reusable, tags, created, expires) VALUES(?, ?, ?, ?, ?, ?)",
+			sec.ID, sec.Hash(), req.Reusable, string(tags), now.UnixMilli(), millis(k.Expires))
+		if err != nil {
+			return fmt.Errorf("insert join key: %w", err)
+		}
+		return audit(ctx, tx, now, actor, "joinkey.create", sec.ID, "")
+	})
+	return k, sec, err
+}
+
+// JoinKeys lists every join key, newest first.
+func (s *Store) JoinKeys(ctx context.Context) ([]wire.JoinKey, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT id, reusable, tags, created, expires, revoked, uses FROM join_keys ORDER BY created DESC, id")
+	if err != nil {
+		return nil, fmt.Errorf("list join keys: %w", err)
+	}
+	defer rows.Close()
+	keys := []wire.JoinKey{}
+	for rows.Next() {
+		var k wire.JoinKey
+		var tags string
+		var c, e, r int64
+		if err := rows.Scan(&k.ID, &k.Reusable, &tags, &c, &e, &r, &k.Uses); err != nil {
+			return nil, fmt.Errorf("list join keys: %w", err)
+		}
+		if err := json.Unmarshal([]byte(tags), &k.Tags); err != nil {
+			return nil, fmt.Errorf("join key %s: bad stored tags: %w", k.ID, err)
+		}
+		k.Created, k.Expires, k.Revoked = fromMillis(c), fromMillis(e), fromMillis(r)
+		keys = append(keys, k)
+	}
+	return keys, rows.Err()
+}
+
+// RevokeJoinKey stops the join key id from admitting nodes.
+func (s *Store) RevokeJoinKey(ctx context.Context, actor, id string) error {
+	now := s.now()
+	_, err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE join_keys SET revoked = ? WHERE id = ? AND revoked = 0", now.UnixMilli(), id)
+		if err != nil {
+			return fmt.Errorf("revoke join key: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("%w: no unrevoked join key %q", ErrNotFound, id)
+		}
+		return audit(ctx, tx, now, actor, "joinkey.revoke", id, "")
+	})
+	return err
+}
+
+// CreateAdminToken makes an admin token; the returned secret is not stored.
+func (s *Store) CreateAdminToken(ctx context.Context, actor string) (credential.Secret, error) {
+	now := s.now()
+	sec := credential.NewSecret("ad")
+	_, err := s.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "INSERT INTO admin_tokens(id, hash, created) VALUES(?, ?, ?)", sec.ID, sec.Hash(), now.UnixMilli())
+		if err != nil {
+			return fmt.Errorf("insert admin token: %w", err)
+		}
+		return audit(ctx, tx, now, actor, "admintoken.create", sec.ID, "")
+	})
+	return sec, err
+}
+
+// CheckAdminToken returns nil when sec is a valid, unrevoked admin token.
+func (s *Store) CheckAdminToken(ctx context.Context, sec credential.Secret) error {
+	var hash string
+	var revoked int64
+	err := s.db.QueryRowContext(ctx, "SELECT hash, revoked FROM admin_tokens WHERE id = ?", sec.ID).Scan(&hash, &revoked)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && (!sec.Matches(hash) || revoked != 0)) {
+		return fmt.Errorf("%w: invalid or revoked admin token", ErrDenied)
+	}
+	if err != nil {
+		return fmt.Errorf("read admin token: %w", err)
+	}
+	return nil
+}
+
+func millis(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromMillis(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}

@@ -1,0 +1,176 @@
+package coordinator
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/internal/atomicfile"
+)
+
+// leafLifetime is how long a generated server certificate lasts; it is
+// renewed at start when less than leafRenew remains. Agents pin the CA, so
+// renewal is invisible to them.
+const (
+	caLifetime   = 20 * 365 * 24 * time.Hour
+	leafLifetime = 397 * 24 * time.Hour
+	leafRenew    = 30 * 24 * time.Hour
+)
+
+// loadTLS returns the server certificate and the pin agents trust. With no
+// operator certificate it uses (creating on first start) a CA and a leaf in
+// dir. created lists files it wrote.
+func loadTLS(dir, certFile, keyFile, advertise string) (cert tls.Certificate, pin credential.Pin, created []string, err error) {
+	if certFile != "" {
+		cert, err = tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return cert, pin, nil, fmt.Errorf("load TLS certificate: %w", err)
+		}
+		last, err := x509.ParseCertificate(cert.Certificate[len(cert.Certificate)-1])
+		if err != nil {
+			return cert, pin, nil, fmt.Errorf("parse TLS certificate %s: %w", certFile, err)
+		}
+		return cert, credential.PinOf(last), nil, nil
+	}
+	caCert, caKey, made, err := loadOrCreateCA(dir)
+	if err != nil {
+		return cert, pin, nil, err
+	}
+	if made {
+		created = append(created, filepath.Join(dir, "ca.crt"))
+	}
+	leafPath, leafKeyPath := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	cert, err = tls.LoadX509KeyPair(leafPath, leafKeyPath)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return cert, pin, nil, fmt.Errorf("load %s: %w", leafPath, err)
+	default:
+		leaf, err := x509.ParseCertificate(cert.Certificate[0])
+		if err != nil {
+			return cert, pin, nil, fmt.Errorf("parse %s: %w", leafPath, err)
+		}
+		if leaf.CheckSignatureFrom(caCert) == nil && time.Until(leaf.NotAfter) > leafRenew {
+			return cert, credential.PinOf(caCert), created, nil
+		}
+	}
+	if cert, err = issueLeaf(caCert, caKey, advertise, leafPath, leafKeyPath); err != nil {
+		return cert, pin, nil, err
+	}
+	return cert, credential.PinOf(caCert), append(created, leafPath), nil
+}
+
+func loadOrCreateCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, bool, error) {
+	certPath, keyPath := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
+	certPEM, err1 := os.ReadFile(certPath)
+	keyPEM, err2 := os.ReadFile(keyPath)
+	if err1 == nil && err2 == nil {
+		c, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, nil, false, fmt.Errorf("load CA %s: %w", certPath, err)
+		}
+		ca, err := x509.ParseCertificate(c.Certificate[0])
+		if err != nil {
+			return nil, nil, false, fmt.Errorf("parse CA %s: %w", certPath, err)
+		}
+		key, ok := c.PrivateKey.(*ecdsa.PrivateKey)
+		if !ok {
+			return nil, nil, false, fmt.Errorf("CA key %s: want an ECDSA key", keyPath)
+		}
+		return ca, key, false, nil
+	}
+	if !errors.Is(err1, os.ErrNotExist) || !errors.Is(err2, os.ErrNotExist) {
+		return nil, nil, false, fmt.Errorf("CA files %s and %s must both exist or both be absent", certPath, keyPath)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("generate CA key: %w", err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: "wiremesh coordinator CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(caLifetime),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("create CA: %w", err)
+	}
+	if err := writePEM(keyPath, key); err != nil {
+		return nil, nil, false, err
+	}
+	if err := atomicfile.Write(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		return nil, nil, false, err
+	}
+	ca, _ := x509.ParseCertificate(der)
+	return ca, key, true, nil
+}
+
+func issueLeaf(ca *x509.Certificate, caKey *ecdsa.PrivateKey, advertise, certPath, keyPath string) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("generate TLS key: %w", err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: "wiremesh coordinator"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(leafLifetime),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	if u, err := url.Parse(advertise); err == nil {
+		if ip := net.ParseIP(u.Hostname()); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else if u.Hostname() != "" {
+			tmpl.DNSNames = append(tmpl.DNSNames, u.Hostname())
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("issue TLS certificate: %w", err)
+	}
+	if err := writePEM(keyPath, key); err != nil {
+		return tls.Certificate{}, err
+	}
+	chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw})...)
+	if err := atomicfile.Write(certPath, chain, 0o600); err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der, ca.Raw}, PrivateKey: key}, nil
+}
+
+func writePEM(path string, key *ecdsa.PrivateKey) error {
+	b, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return fmt.Errorf("encode key %s: %w", path, err)
+	}
+	return atomicfile.Write(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: b}), 0o600)
+}
+
+func serial() *big.Int {
+	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	return n
+}

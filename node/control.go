@@ -1,0 +1,122 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/wire"
+)
+
+// ErrRefused is returned (wrapped) when the coordinator refuses a join key
+// or node credential: retrying cannot help.
+var ErrRefused = errors.New("refused by coordinator")
+
+// controlClient talks to the coordinator over pinned HTTPS.
+type controlClient struct {
+	url  string
+	http *http.Client
+	log  *slog.Logger
+}
+
+func newControlClient(url string, pin credential.Pin, log *slog.Logger) *controlClient {
+	tr := &http.Transport{
+		TLSClientConfig:     credential.ClientTLS(pin),
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 15 * time.Second}).DialContext,
+		TLSHandshakeTimeout: 5 * time.Second,
+		ForceAttemptHTTP2:   true,
+		IdleConnTimeout:     time.Minute,
+	}
+	return &controlClient{url: url, http: &http.Client{Transport: tr}, log: log}
+}
+
+func (c *controlClient) close() { c.http.CloseIdleConnections() }
+
+// post sends a JSON request with a bearer token and returns the response
+// when it is 2xx; otherwise an error carrying the coordinator's message.
+func (c *controlClient) post(ctx context.Context, path, token string, body any) (*http.Response, error) {
+	b, _ := json.Marshal(body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url+path, bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if errors.Is(err, credential.ErrPinMismatch) {
+			return nil, fmt.Errorf("%w: %w", ErrRefused, err)
+		}
+		return nil, fmt.Errorf("reach coordinator %s: %w", c.url, err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	var e wire.Error
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if json.Unmarshal(raw, &e) != nil || e.Error == "" {
+		e.Error = fmt.Sprintf("HTTP %d: %.200s", resp.StatusCode, raw)
+	}
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden ||
+		resp.StatusCode == http.StatusConflict || resp.StatusCode == http.StatusBadRequest {
+		return nil, fmt.Errorf("%w: %s", ErrRefused, e.Error)
+	}
+	return nil, fmt.Errorf("coordinator %s: %s", c.url, e.Error)
+}
+
+// enroll admits this node with a join key secret.
+func (c *controlClient) enroll(ctx context.Context, key credential.Secret, req wire.EnrollRequest) (wire.EnrollResponse, error) {
+	var out wire.EnrollResponse
+	resp, err := c.post(ctx, wire.PathEnroll, key.String(), req)
+	if err != nil {
+		return out, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil {
+		return out, fmt.Errorf("read enrollment answer: %w", err)
+	}
+	return out, nil
+}
+
+// stream opens a netmap stream and calls fn with every netmap until the
+// stream ends, ctx is done, or nothing arrives for three keep-alive
+// intervals.
+func (c *controlClient) stream(ctx context.Context, cred string, req wire.MapRequest, fn func(*wire.Netmap)) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	// A watchdog ends a silent stream; every message pushes it back.
+	silence := 45 * time.Second
+	watchdog := time.AfterFunc(silence, func() { cancel(errors.New("netmap stream silent")) })
+	defer watchdog.Stop()
+	resp, err := c.post(ctx, wire.PathNetmap, cred, req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(io.LimitReader(resp.Body, 1<<40))
+	for {
+		var m wire.MapMessage
+		if err := dec.Decode(&m); err != nil {
+			if cause := context.Cause(ctx); cause != nil {
+				return cause
+			}
+			return fmt.Errorf("netmap stream: %w", err)
+		}
+		if m.Netmap != nil {
+			if ka := time.Duration(m.Netmap.KeepAliveInterval); ka > 0 {
+				silence = 3 * ka
+			}
+			fn(m.Netmap)
+		}
+		watchdog.Reset(silence)
+	}
+}

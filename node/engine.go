@@ -1,0 +1,282 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/wiremesh/wiremesh/wire"
+	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/ipc"
+	"golang.zx2c4.com/wireguard/tun"
+	"golang.zx2c4.com/wireguard/wgctrl"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// Engine is the data path an agent drives: a WireGuard interface with the
+// node's addresses, routes to the overlay and one peer per netmap peer.
+type Engine interface {
+	// Apply makes the interface match nm: addresses of nm.Self, routes for
+	// nm.Prefixes and exactly nm.Peers as WireGuard peers. Peers that stay
+	// keep their sessions.
+	Apply(nm *wire.Netmap) error
+	// Stats returns per-peer counters keyed by base64 public key.
+	Stats() (map[string]PeerStats, error)
+	// Close removes the interface, its addresses and routes.
+	Close() error
+}
+
+// PeerStats are a peer's WireGuard counters.
+type PeerStats struct {
+	Endpoint      string    `json:"endpoint,omitempty"`
+	LastHandshake time.Time `json:"last_handshake,omitzero"`
+	RxBytes       int64     `json:"rx_bytes"`
+	TxBytes       int64     `json:"tx_bytes"`
+}
+
+// EngineConfig configures a wireguard-go engine.
+type EngineConfig struct {
+	Interface  string // interface name, also the UAPI socket name
+	ListenPort int    // UDP port; 0: random
+	MTU        int    // interface MTU
+	PrivateKey wgtypes.Key
+	Logger     *slog.Logger
+	// WrapTUN, if set, wraps the TUN device before wireguard-go uses it
+	// (the packet filter hooks in here). Nil: no wrapping.
+	WrapTUN func(tun.Device) tun.Device
+}
+
+// wgEngine is an Engine on a userspace wireguard-go device, configured
+// through wgctrl over its UAPI socket so that wg(8) sees it too.
+type wgEngine struct {
+	cfg    EngineConfig
+	log    *slog.Logger
+	dev    *device.Device
+	uapi   net.Listener
+	wg     *wgctrl.Client
+	link   netlink.Link
+	uapiWG sync.WaitGroup // the UAPI accept loop and its connections
+
+	mu      sync.Mutex
+	addrs   []netip.Prefix          // guarded by mu; addresses set on the link
+	applied map[wgtypes.Key]peerCfg // guarded by mu; what Apply last set per peer
+}
+
+type peerCfg struct {
+	endpoint string
+	allowed  string
+}
+
+// NewWireGuardEngine creates the TUN interface and the WireGuard device and
+// brings the interface up with the key and listen port. Addresses and
+// peers come with Apply.
+func NewWireGuardEngine(cfg EngineConfig) (_ Engine, err error) {
+	e := &wgEngine{cfg: cfg, log: cfg.Logger, applied: map[wgtypes.Key]peerCfg{}}
+	uapiFile, err := ipc.UAPIOpen(cfg.Interface)
+	if err != nil {
+		return nil, fmt.Errorf("interface %s: UAPI socket /var/run/wireguard/%s.sock: %w (is another WireGuard process using this interface name?)", cfg.Interface, cfg.Interface, err)
+	}
+	defer func() {
+		if err != nil {
+			e.Close()
+		}
+	}()
+	if e.uapi, err = ipc.UAPIListen(cfg.Interface, uapiFile); err != nil {
+		uapiFile.Close()
+		return nil, fmt.Errorf("interface %s: UAPI listen: %w", cfg.Interface, err)
+	}
+	tdev, err := tun.CreateTUN(cfg.Interface, cfg.MTU)
+	if err != nil {
+		return nil, fmt.Errorf("create TUN interface %s: %w", cfg.Interface, err)
+	}
+	if cfg.WrapTUN != nil {
+		tdev = cfg.WrapTUN(tdev)
+	}
+	wlog := &device.Logger{
+		Verbosef: func(string, ...any) {},
+		Errorf: func(f string, a ...any) {
+			e.log.Debug("wireguard: " + fmt.Sprintf(f, a...))
+		},
+	}
+	e.dev = device.NewDevice(tdev, conn.NewDefaultBind(), wlog)
+	e.uapiWG.Add(1)
+	go e.serveUAPI()
+	if e.wg, err = wgctrl.New(); err != nil {
+		return nil, fmt.Errorf("open wgctrl: %w", err)
+	}
+	port := cfg.ListenPort
+	err = e.wg.ConfigureDevice(cfg.Interface, wgtypes.Config{PrivateKey: &cfg.PrivateKey, ListenPort: &port, ReplacePeers: true})
+	if err != nil {
+		if isAddrInUse(err) {
+			return nil, fmt.Errorf("listen port %d is already in use", cfg.ListenPort)
+		}
+		return nil, fmt.Errorf("configure %s: %w", cfg.Interface, err)
+	}
+	if e.link, err = netlink.LinkByName(cfg.Interface); err != nil {
+		return nil, fmt.Errorf("find interface %s: %w", cfg.Interface, err)
+	}
+	if err := netlink.LinkSetUp(e.link); err != nil {
+		return nil, fmt.Errorf("bring %s up: %w", cfg.Interface, err)
+	}
+	return e, nil
+}
+
+// isAddrInUse reports whether err is the device's "port in use" answer,
+// which wgctrl passes on as an errno.
+func isAddrInUse(err error) bool {
+	return errors.Is(err, unix.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
+}
+
+func (e *wgEngine) serveUAPI() {
+	defer e.uapiWG.Done()
+	for {
+		c, err := e.uapi.Accept()
+		if err != nil {
+			return
+		}
+		e.uapiWG.Add(1)
+		go func() {
+			defer e.uapiWG.Done()
+			e.dev.IpcHandle(c)
+		}()
+	}
+}
+
+// Apply implements Engine.
+func (e *wgEngine) Apply(nm *wire.Netmap) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.setAddrsLocked(nm.Self.Addresses, nm.Prefixes); err != nil {
+		return err
+	}
+	cfg := wgtypes.Config{}
+	want := map[wgtypes.Key]peerCfg{}
+	for _, p := range nm.Peers {
+		key, err := wgtypes.ParseKey(p.PublicKey)
+		if err != nil {
+			e.log.Warn("peer with bad public key skipped", "peer", p.Name, "err", err)
+			continue
+		}
+		pc := peerCfg{allowed: fmt.Sprint(p.Addresses)}
+		if len(p.Endpoints) > 0 {
+			pc.endpoint = p.Endpoints[0]
+		}
+		want[key] = pc
+		old, had := e.applied[key]
+		if had && old == pc {
+			continue
+		}
+		c := wgtypes.PeerConfig{PublicKey: key, ReplaceAllowedIPs: true}
+		for _, a := range p.Addresses {
+			c.AllowedIPs = append(c.AllowedIPs, net.IPNet{IP: a.Addr().AsSlice(), Mask: net.CIDRMask(a.Bits(), a.Addr().BitLen())})
+		}
+		if pc.endpoint != "" && (!had || old.endpoint != pc.endpoint) {
+			ep, err := net.ResolveUDPAddr("udp", pc.endpoint)
+			if err != nil {
+				e.log.Warn("peer endpoint unusable", "peer", p.Name, "addr", pc.endpoint, "err", err)
+			} else {
+				c.Endpoint = ep
+			}
+		}
+		cfg.Peers = append(cfg.Peers, c)
+	}
+	for key := range e.applied {
+		if _, ok := want[key]; !ok {
+			cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: key, Remove: true})
+		}
+	}
+	if len(cfg.Peers) == 0 {
+		return nil
+	}
+	if err := e.wg.ConfigureDevice(e.cfg.Interface, cfg); err != nil {
+		return fmt.Errorf("configure peers on %s: %w", e.cfg.Interface, err)
+	}
+	e.applied = want
+	return nil
+}
+
+// setAddrsLocked gives the link the node's addresses with the overlay
+// prefix lengths, which also routes the overlay prefixes into the link.
+func (e *wgEngine) setAddrsLocked(self, prefixes []netip.Prefix) error {
+	var want []netip.Prefix
+	for _, a := range self {
+		for _, p := range prefixes {
+			if p.Contains(a.Addr()) {
+				want = append(want, netip.PrefixFrom(a.Addr(), p.Bits()))
+			}
+		}
+	}
+	if fmt.Sprint(want) == fmt.Sprint(e.addrs) {
+		return nil
+	}
+	for _, old := range e.addrs {
+		if !containsPrefix(want, old) {
+			netlink.AddrDel(e.link, nlAddr(old))
+		}
+	}
+	for _, a := range want {
+		if err := netlink.AddrReplace(e.link, nlAddr(a)); err != nil {
+			return fmt.Errorf("set address %s on %s: %w", a, e.cfg.Interface, err)
+		}
+	}
+	e.addrs = want
+	return nil
+}
+
+func containsPrefix(ps []netip.Prefix, p netip.Prefix) bool {
+	for _, x := range ps {
+		if x == p {
+			return true
+		}
+	}
+	return false
+}
+
+func nlAddr(p netip.Prefix) *netlink.Addr {
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+	if p.Addr().Is6() {
+		a.Flags = 0x80 // IFA_F_NODAD: usable at once, no duplicate address detection wait
+	}
+	return a
+}
+
+// Stats implements Engine.
+func (e *wgEngine) Stats() (map[string]PeerStats, error) {
+	d, err := e.wg.Device(e.cfg.Interface)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", e.cfg.Interface, err)
+	}
+	out := make(map[string]PeerStats, len(d.Peers))
+	for _, p := range d.Peers {
+		s := PeerStats{LastHandshake: p.LastHandshakeTime, RxBytes: p.ReceiveBytes, TxBytes: p.TransmitBytes}
+		if p.Endpoint != nil {
+			s.Endpoint = p.Endpoint.String()
+		}
+		out[p.PublicKey.String()] = s
+	}
+	return out, nil
+}
+
+// Close implements Engine. Closing the device closes the TUN, and the
+// kernel removes the interface with its addresses and routes.
+func (e *wgEngine) Close() error {
+	if e.uapi != nil {
+		e.uapi.Close()
+	}
+	if e.dev != nil {
+		e.dev.Close()
+	}
+	e.uapiWG.Wait()
+	if e.wg != nil {
+		e.wg.Close()
+	}
+	return nil
+}

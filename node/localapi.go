@@ -1,0 +1,135 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/wiremesh/wiremesh/wire"
+)
+
+// Status is what `wiremesh status` shows, served on the local API.
+type Status struct {
+	// Self is this node.
+	Self wire.Node `json:"self"`
+	// Interface is the WireGuard interface name.
+	Interface string `json:"interface"`
+	// ListenPort is WireGuard's UDP port.
+	ListenPort int `json:"listen_port"`
+	// Coordinator is the coordinator URL.
+	Coordinator string `json:"coordinator"`
+	// Connected reports whether the netmap stream is open now.
+	Connected bool `json:"connected"`
+	// LastError says why the stream last ended. Empty: it did not.
+	LastError string `json:"last_error,omitempty"`
+	// NetmapVersion is the version of the applied netmap (0: none yet).
+	NetmapVersion uint64 `json:"netmap_version"`
+	// Peers are the netmap's peers with their WireGuard counters.
+	Peers []PeerStatus `json:"peers"`
+}
+
+// PeerStatus is one peer in Status.
+type PeerStatus struct {
+	Name      string   `json:"name"`
+	PublicKey string   `json:"public_key"`
+	Addresses []string `json:"addresses"`
+	PeerStats
+}
+
+// Status returns the agent's current status.
+func (a *Agent) Status() (Status, error) {
+	a.mu.Lock()
+	nm, connected, lastErr := a.netmap, a.connected, a.lastErr
+	a.mu.Unlock()
+	st := Status{
+		Self: a.id.Node, Interface: a.cfg.Interface, ListenPort: a.cfg.ListenPort,
+		Coordinator: a.id.Coordinator, Connected: connected, LastError: lastErr, Peers: []PeerStatus{},
+	}
+	if nm == nil {
+		return st, nil
+	}
+	st.Self, st.NetmapVersion = nm.Self, nm.Version
+	stats, err := a.engine.Stats()
+	if err != nil {
+		return st, err
+	}
+	for _, p := range nm.Peers {
+		ps := PeerStatus{Name: p.Name, PublicKey: p.PublicKey, PeerStats: stats[p.PublicKey]}
+		for _, ad := range p.Addresses {
+			ps.Addresses = append(ps.Addresses, ad.Addr().String())
+		}
+		st.Peers = append(st.Peers, ps)
+	}
+	return st, nil
+}
+
+// localAPI serves the agent's unix socket.
+type localAPI struct {
+	srv  *http.Server
+	path string
+	wg   sync.WaitGroup
+}
+
+func (a *Agent) listenLocalAPI() (*localAPI, error) {
+	path := a.state.file(SocketName)
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("local API socket %s is in use", path)
+	}
+	os.Remove(path) // stale from a killed agent
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("local API: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("local API: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
+		st, err := a.Status()
+		w.Header().Set("Content-Type", "application/json")
+		if err != nil {
+			w.WriteHeader(http.StatusInternalServerError)
+			json.NewEncoder(w).Encode(wire.Error{Error: err.Error()})
+			return
+		}
+		json.NewEncoder(w).Encode(st)
+	})
+	l := &localAPI{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, path: path}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		if err := l.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("local API stopped", "err", err)
+		}
+	}()
+	return l, nil
+}
+
+func (l *localAPI) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	l.srv.Shutdown(ctx)
+	l.wg.Wait()
+	os.Remove(l.path)
+}
+
+// LocalClient returns an HTTP client that reaches the agent whose state dir
+// is dir over its socket.
+func LocalClient(dir string) *http.Client {
+	path := dir + "/" + SocketName
+	return &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}},
+	}
+}

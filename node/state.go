@@ -1,0 +1,193 @@
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/internal/atomicfile"
+	"github.com/wiremesh/wiremesh/wire"
+	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// Files in a state dir.
+const (
+	keyFile      = "private.key" // WireGuard private key, base64, 0600
+	identityFile = "node.json"   // Identity, 0600
+	netmapFile   = "netmap.json" // last netmap, 0600
+	lockFile     = "agent.lock"  // flock'd by the running agent; holds its pid
+	// SocketName is the agent's local API socket in its state dir.
+	SocketName = "agent.sock"
+)
+
+// Identity is what enrollment gave a node, kept in the state dir.
+type Identity struct {
+	// Coordinator is the coordinator's https URL.
+	Coordinator string `json:"coordinator"`
+	// Pin is the coordinator's certificate pin.
+	Pin credential.Pin `json:"pin"`
+	// Credential is the node's bearer secret.
+	Credential string `json:"credential"`
+	// Node is the node as enrolled.
+	Node wire.Node `json:"node"`
+	// Prefixes are the overlay prefixes.
+	Prefixes []netip.Prefix `json:"prefixes"`
+}
+
+// stateDir is an agent's state directory, locked for its lifetime.
+type stateDir struct {
+	path string
+	lock *os.File
+}
+
+// openStateDir creates (0700) or checks the state dir and locks it so that
+// a second agent cannot use it at the same time.
+func openStateDir(path string) (*stateDir, error) {
+	if err := os.MkdirAll(path, 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("state dir %s is not a directory", path)
+	}
+	if m := fi.Mode().Perm(); m&0o077 != 0 {
+		return nil, fmt.Errorf("state dir %s has mode %#o: it holds a private key, so it must not be accessible to group or others (chmod 700 %s)", path, m, path)
+	}
+	lp := filepath.Join(path, lockFile)
+	f, err := os.OpenFile(lp, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("state dir %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		b, _ := os.ReadFile(lp)
+		f.Close()
+		pid := strings.TrimSpace(string(b))
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("state dir %s is in use by another agent (pid %s)", path, pid)
+		}
+		return nil, fmt.Errorf("lock state dir %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return &stateDir{path: path, lock: f}, nil
+}
+
+// Close releases the lock.
+func (s *stateDir) Close() error { return s.lock.Close() }
+
+func (s *stateDir) file(name string) string { return filepath.Join(s.path, name) }
+
+// read returns the contents of a state file, checking that only the owner
+// can read it. A missing file gives os.ErrNotExist.
+func (s *stateDir) read(name string) ([]byte, error) {
+	p := s.file(name)
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	if m := fi.Mode().Perm(); m&0o077 != 0 {
+		return nil, fmt.Errorf("%s has mode %#o; want 0600 (chmod 600 %s)", p, m, p)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", p, err)
+	}
+	return b, nil
+}
+
+// loadKey returns the stored private key; ok is false if there is none.
+func (s *stateDir) loadKey() (k wgtypes.Key, ok bool, err error) {
+	b, err := s.read(keyFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return k, false, nil
+	}
+	if err != nil {
+		return k, false, err
+	}
+	k, err = wgtypes.ParseKey(strings.TrimSpace(string(b)))
+	if err != nil {
+		return k, false, fmt.Errorf("corrupt %s: %w (move it away to make a new key and re-enroll)", s.file(keyFile), err)
+	}
+	return k, true, nil
+}
+
+func (s *stateDir) saveKey(k wgtypes.Key) error {
+	return atomicfile.Write(s.file(keyFile), []byte(k.String()+"\n"), 0o600)
+}
+
+// loadIdentity returns the stored identity; ok is false if there is none.
+func (s *stateDir) loadIdentity() (id Identity, ok bool, err error) {
+	b, err := s.read(identityFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return id, false, nil
+	}
+	if err != nil {
+		return id, false, err
+	}
+	if err := decodeStrict(b, &id); err != nil {
+		return id, false, fmt.Errorf("corrupt %s: %w", s.file(identityFile), err)
+	}
+	if id.Coordinator == "" || id.Credential == "" || id.Pin.IsZero() || len(id.Node.Addresses) == 0 {
+		return id, false, fmt.Errorf("corrupt %s: missing coordinator, pin, credential or addresses", s.file(identityFile))
+	}
+	return id, true, nil
+}
+
+func (s *stateDir) saveIdentity(id Identity) error {
+	b, _ := json.MarshalIndent(id, "", "  ")
+	return atomicfile.Write(s.file(identityFile), append(b, '\n'), 0o600)
+}
+
+// loadNetmap returns the cached netmap, or nil if there is none. A corrupt
+// cache is reported, not fatal: the coordinator sends a fresh one.
+func (s *stateDir) loadNetmap() (*wire.Netmap, error) {
+	b, err := s.read(netmapFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var nm wire.Netmap
+	if err := decodeStrict(b, &nm); err != nil {
+		return nil, fmt.Errorf("corrupt %s: %w", s.file(netmapFile), err)
+	}
+	return &nm, nil
+}
+
+func (s *stateDir) saveNetmap(nm *wire.Netmap) error {
+	b, _ := json.Marshal(nm)
+	return atomicfile.Write(s.file(netmapFile), append(b, '\n'), 0o600)
+}
+
+func decodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return fmt.Errorf("malformed JSON at byte %d: %w", se.Offset, err)
+		}
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data after the JSON value")
+	}
+	return nil
+}

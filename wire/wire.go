@@ -1,0 +1,168 @@
+// Package wire holds the types that the coordinator and its agents and
+// admin clients exchange as JSON over HTTPS. It imports neither side.
+//
+// Every field documents what its zero value (or omission) means. Changes
+// that a peer must know about bump ProtocolVersion; the history is below.
+package wire
+
+import (
+	"net/netip"
+	"time"
+)
+
+// ProtocolVersion is the version of the agent ↔ coordinator protocol.
+//
+// History:
+//
+//	1 (2026-11-25): enrollment, streamed full netmaps with keep-alives.
+const ProtocolVersion = 1
+
+// Paths of the coordinator's HTTPS API.
+const (
+	PathEnroll   = "/v1/enroll"    // POST EnrollRequest → EnrollResponse (join key auth)
+	PathNetmap   = "/v1/netmap"    // POST MapRequest → stream of MapMessage (node credential)
+	PathNodes    = "/v1/nodes"     // GET → []Node (admin); DELETE /v1/nodes/NAME
+	PathJoinKeys = "/v1/join-keys" // GET → []JoinKey, POST CreateJoinKeyRequest → CreateJoinKeyResponse; DELETE /v1/join-keys/ID
+	PathHealth   = "/v1/health"    // GET → 200 "ok" (no auth)
+)
+
+// Node is one member of the mesh as the coordinator knows it.
+type Node struct {
+	// ID is the coordinator's stable numeric id of the node; never reused.
+	ID int64 `json:"id"`
+	// Name is unique in the mesh and usable as a DNS label.
+	Name string `json:"name"`
+	// PublicKey is the node's WireGuard public key, base64 as in wg(8).
+	PublicKey string `json:"public_key"`
+	// Addresses are the node's overlay addresses as single-host prefixes
+	// (/32 and /128). They never change for the life of the node.
+	Addresses []netip.Prefix `json:"addresses"`
+	// Endpoints are underlay "ip:port" candidates at which the node's
+	// WireGuard listens, best first. Empty: not known (the node is only
+	// reachable once it has contacted us).
+	Endpoints []string `json:"endpoints,omitempty"`
+	// Tags are the node's "tag:NAME" identities. Empty: none.
+	Tags []string `json:"tags,omitempty"`
+	// Online reports whether the node holds a netmap stream now. Only set
+	// in admin listings.
+	Online bool `json:"online,omitempty"`
+	// Created is when the node enrolled.
+	Created time.Time `json:"created"`
+	// LastSeen is when the node last held a netmap stream. Zero: never.
+	LastSeen time.Time `json:"last_seen,omitzero"`
+}
+
+// EnrollRequest asks the coordinator to admit a node. It is authenticated by
+// the join key's secret, sent as the bearer token.
+type EnrollRequest struct {
+	// ProtocolVersion is the agent's ProtocolVersion.
+	ProtocolVersion int `json:"protocol_version"`
+	// PublicKey is the node's WireGuard public key (base64). Required.
+	PublicKey string `json:"public_key"`
+	// Name is the requested node name. Empty: the coordinator picks one.
+	// A name already taken is refused, not renamed.
+	Name string `json:"name,omitempty"`
+	// Hostname is the agent's host name, from which the coordinator makes
+	// a unique name when Name is empty. Empty: "node".
+	Hostname string `json:"hostname,omitempty"`
+}
+
+// EnrollResponse admits a node.
+type EnrollResponse struct {
+	// Node is the node as stored.
+	Node Node `json:"node"`
+	// Credential authenticates every later request of this node (bearer
+	// token). The coordinator keeps only its hash.
+	Credential string `json:"credential"`
+	// Prefixes are the overlay prefixes, as in Netmap.
+	Prefixes []netip.Prefix `json:"prefixes"`
+}
+
+// MapRequest opens a netmap stream. It is authenticated by the node
+// credential, sent as the bearer token.
+type MapRequest struct {
+	// ProtocolVersion is the agent's ProtocolVersion.
+	ProtocolVersion int `json:"protocol_version"`
+	// PublicKey must be the key the node enrolled with; a credential is
+	// bound to its key.
+	PublicKey string `json:"public_key"`
+	// ListenPort is the agent's WireGuard UDP port. Zero: unknown, the
+	// coordinator advertises no endpoint for the node.
+	ListenPort int `json:"listen_port,omitempty"`
+	// Endpoints are "ip:port" endpoints the operator gave the agent; they
+	// come before the address the coordinator observes. Empty: only the
+	// observed address is advertised.
+	Endpoints []string `json:"endpoints,omitempty"`
+}
+
+// MapMessage is one newline-delimited JSON message of a netmap stream.
+// Exactly one field is set.
+type MapMessage struct {
+	// Netmap is a full netmap that replaces the previous one.
+	Netmap *Netmap `json:"netmap,omitempty"`
+	// KeepAlive is sent when nothing changed for a while; the agent treats
+	// a stream silent for three keep-alive intervals as dead.
+	KeepAlive bool `json:"keepalive,omitempty"`
+}
+
+// Netmap is one node's view of the mesh.
+type Netmap struct {
+	// Version increases with every change the coordinator makes; an agent
+	// ignores a netmap older than the one it has.
+	Version uint64 `json:"version"`
+	// Self is the node itself.
+	Self Node `json:"self"`
+	// Peers are the nodes this node may exchange traffic with. Empty: none.
+	Peers []Node `json:"peers,omitempty"`
+	// Prefixes are the overlay prefixes (IPv4 and IPv6) the agent routes
+	// into its WireGuard interface.
+	Prefixes []netip.Prefix `json:"prefixes"`
+	// KeepAliveInterval is how often the coordinator sends keep-alives.
+	KeepAliveInterval Duration `json:"keepalive_interval"`
+}
+
+// JoinKey describes a join key without its secret.
+type JoinKey struct {
+	// ID names the key in listings and revocation.
+	ID string `json:"id"`
+	// Reusable keys admit any number of nodes; others admit one.
+	Reusable bool `json:"reusable"`
+	// Tags are given to every node the key admits. Empty: none.
+	Tags []string `json:"tags,omitempty"`
+	// Created is when the key was made.
+	Created time.Time `json:"created"`
+	// Expires is when the key stops admitting nodes. Zero: never.
+	Expires time.Time `json:"expires,omitzero"`
+	// Revoked is when an admin revoked the key. Zero: not revoked.
+	Revoked time.Time `json:"revoked,omitzero"`
+	// Uses counts the nodes the key admitted.
+	Uses int `json:"uses"`
+}
+
+// CreateJoinKeyRequest asks for a new join key.
+type CreateJoinKeyRequest struct {
+	// Reusable makes the key admit any number of nodes. False: one.
+	Reusable bool `json:"reusable,omitempty"`
+	// Expiry is how long the key stays valid. Zero: forever.
+	Expiry Duration `json:"expiry,omitempty"`
+	// Tags ("tag:NAME") are given to every node the key admits.
+	Tags []string `json:"tags,omitempty"`
+}
+
+// CreateJoinKeyResponse returns a new join key; its secret is shown only
+// here.
+type CreateJoinKeyResponse struct {
+	// Key describes the new key.
+	Key JoinKey `json:"key"`
+	// JoinKey is the complete join key string an agent needs: coordinator
+	// URL, certificate pin and secret.
+	JoinKey string `json:"join_key"`
+}
+
+// Error is the body of every non-2xx answer of the API.
+type Error struct {
+	// Error says what went wrong, for a person.
+	Error string `json:"error"`
+	// Detail carries structured detail, such as a position. Nil: none.
+	Detail any `json:"detail,omitempty"`
+}
