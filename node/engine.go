@@ -132,7 +132,7 @@ func NewWireGuardEngine(cfg EngineConfig) (_ Engine, err error) {
 // isAddrInUse reports whether err is the device's "port in use" answer,
 // which wgctrl passes on as an errno.
 func isAddrInUse(err error) bool {
-	return errors.Is(err, unix.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
+	return errors.Is(err, unix.EADDRINUSE) || strings.Contains(err.Error(), "address already in use") || strings.Contains(err.Error(), "errno=-98")
 }
 
 func (e *wgEngine) serveUAPI() {

@@ -22,7 +22,7 @@ restarts from, its last netmap.`,
 			if cfg.Logger, err = lf.logger(); err != nil {
 				return err
 			}
-			a, err := node.New(cmd.Context(), cfg)
+			a, err := node.New(cfg)
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,161 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wiremesh/wiremesh/credential"
+)
+
+// runAgent runs `wiremesh agent` on host h to completion (it must fail) and
+// returns its output.
+func (m *mesh) runAgentFail(t *testing.T, a *agent, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	full := append([]string{"netns", "exec", a.host.NS, bin, "agent", "--state-dir", a.stateDir, "--interface", a.iface, "--name", a.name}, args...)
+	out, err := exec.CommandContext(ctx, "ip", full...).CombinedOutput()
+	if err == nil {
+		t.Fatalf("agent %s with %v succeeded; want an error\n%s", a.name, args, out)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("agent %s with %v hung\n%s", a.name, args, out)
+	}
+	return string(out)
+}
+
+// stateFiles lists what is in dir (nothing if it does not exist), without
+// the lock file that any start creates.
+func stateFiles(dir string) []string {
+	ents, _ := os.ReadDir(dir)
+	var out []string
+	for _, e := range ents {
+		if e.Name() != "agent.lock" {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// TestBadInput: every malformed or refused input gives a clear error and a
+// non-zero exit, and leaves nothing half-written.
+func TestBadInput(t *testing.T) {
+	m := newMesh(t)
+	h := &agent{name: "bad", host: m.lab.AddHost("bad"), iface: m.lab.Prefix() + "bad"}
+	fresh := func() { h.stateDir = filepath.Join(t.TempDir(), "state") }
+	key := func(args ...string) string { return strings.TrimSpace(m.cli(append([]string{"keys", "create"}, args...)...)) }
+	keyID := func(k string) string {
+		b, err := credential.ParseJoinKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.Secret.ID
+	}
+
+	used := key()
+	first := m.addAgent("first", "--join", used)
+	_ = first
+	revoked := key()
+	m.cli("keys", "revoke", keyID(revoked))
+	expired := key("--expiry", "1ms")
+	time.Sleep(5 * time.Millisecond)
+	wrongPin := func() string {
+		b, _ := credential.ParseJoinKey(key())
+		b.Pin[0] ^= 0xff
+		return b.Encode(credential.JoinKeyPrefix)
+	}()
+
+	for _, tc := range []struct {
+		name, join, want string
+	}{
+		{"malformed", "wmjoin1-@@@not-a-key", "malformed join key"},
+		{"not a join key", "hello", "malformed join key"},
+		{"revoked", revoked, "was revoked"},
+		{"expired", expired, "expired at"},
+		{"used one-time", used, "already used"},
+		{"pin mismatch", wrongPin, "does not match the pin"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fresh()
+			out := m.runAgentFail(t, h, "--join", tc.join)
+			if !strings.Contains(out, tc.want) {
+				t.Fatalf("error does not say %q:\n%s", tc.want, out)
+			}
+			if files := stateFiles(h.stateDir); len(files) != 0 {
+				t.Fatalf("refused enrollment left %v in the state dir", files)
+			}
+		})
+	}
+	if n := len(m.nodes()); n != 1 {
+		t.Fatalf("coordinator has %d nodes after refused enrollments; want 1", n)
+	}
+
+	t.Run("state dir mode", func(t *testing.T) {
+		fresh()
+		os.MkdirAll(h.stateDir, 0o755)
+		os.Chmod(h.stateDir, 0o755)
+		out := m.runAgentFail(t, h, "--join", m.joinKey)
+		if !strings.Contains(out, "chmod 700") {
+			t.Fatalf("error does not say how to fix the mode:\n%s", out)
+		}
+	})
+	t.Run("corrupt identity", func(t *testing.T) {
+		fresh()
+		os.MkdirAll(h.stateDir, 0o700)
+		os.WriteFile(filepath.Join(h.stateDir, "private.key"), []byte("not a key\n"), 0o600)
+		os.WriteFile(filepath.Join(h.stateDir, "node.json"), []byte(`{"coordinator": "https://x"`), 0o600)
+		out := m.runAgentFail(t, h)
+		if !strings.Contains(out, "corrupt") || !strings.Contains(out, "private.key") {
+			t.Fatalf("error does not name the corrupt file:\n%s", out)
+		}
+		os.WriteFile(filepath.Join(h.stateDir, "private.key"), []byte("cGRhbmthbmtwZGFua2Fua3BkYW5rYW5rcGRhbmthbms=\n"), 0o600)
+		out = m.runAgentFail(t, h)
+		if !strings.Contains(out, "corrupt") || !strings.Contains(out, "node.json") {
+			t.Fatalf("error does not name the corrupt file:\n%s", out)
+		}
+	})
+	t.Run("file mode", func(t *testing.T) {
+		fresh()
+		os.MkdirAll(h.stateDir, 0o700)
+		os.WriteFile(filepath.Join(h.stateDir, "private.key"), []byte("x\n"), 0o644)
+		out := m.runAgentFail(t, h)
+		if !strings.Contains(out, "want 0600") {
+			t.Fatalf("error does not mention the mode:\n%s", out)
+		}
+	})
+	t.Run("no join key", func(t *testing.T) {
+		fresh()
+		out := m.runAgentFail(t, h)
+		if !strings.Contains(out, "--join") {
+			t.Fatalf("error does not say a join key is needed:\n%s", out)
+		}
+	})
+	t.Run("listen port in use", func(t *testing.T) {
+		fresh()
+		pc, err := h.host.ListenPacket("udp", ":51820")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		out := m.runAgentFail(t, h, "--join", m.joinKey, "--name", "portclash")
+		if !strings.Contains(out, "listen port 51820 is already in use") {
+			t.Fatalf("error does not name the port:\n%s", out)
+		}
+	})
+	t.Run("second agent on one state dir", func(t *testing.T) {
+		a := m.agents["first"]
+		other := &agent{name: "first", host: a.host, iface: m.lab.Prefix() + "x", stateDir: a.stateDir}
+		out := m.runAgentFail(t, other, "--listen-port", "51999")
+		if !strings.Contains(out, "in use by another agent") {
+			t.Fatalf("second agent not refused clearly:\n%s", out)
+		}
+		if a.proc.Exited() {
+			t.Fatalf("first agent died")
+		}
+	})
+}

@@ -1,0 +1,183 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/wire"
+)
+
+// TestJoinAndDeletePush: a node that enrolls appears in every other agent's
+// WireGuard config within 1 s of enrolling; a deleted node leaves every peer
+// within 1 s, its agent stops with a clear error and its credential is
+// refused from then on.
+func TestJoinAndDeletePush(t *testing.T) {
+	m := newMesh(t)
+	h1, h2 := m.addAgent("h1"), m.addAgent("h2")
+	waitFor(t, 5*time.Second, "h1 and h2 peered", func() bool { return h1.hasPeer(h2.publicKey(t)) && h2.hasPeer(h1.publicKey(t)) })
+
+	h3 := m.addAgent("h3")
+	enrolled := logTime(t, h3.proc, "enrolled")
+	pub := h3.publicKey(t)
+	waitFor(t, 5*time.Second, "h3 in h1 and h2", func() bool { return h1.hasPeer(pub) && h2.hasPeer(pub) })
+	if d := time.Since(enrolled); d > time.Second {
+		// The loop above polls every 10 ms, so its end is within 10 ms
+		// of the moment both peers had h3.
+		t.Fatalf("h3 reached its peers %s after enrolling; want ≤ 1 s", d)
+	} else {
+		t.Logf("join → in every peer's WireGuard config: ≤ %s", d.Round(time.Millisecond))
+	}
+	h1.ping(t, h3.addr(t, false), 1, "0.2")
+
+	cred := h3.identity(t).Credential
+	start := time.Now()
+	m.cli("nodes", "delete", "h3")
+	d := waitFor(t, 5*time.Second, "h3 gone from h1 and h2", func() bool { return !h1.hasPeer(pub) && !h2.hasPeer(pub) })
+	if d > time.Second {
+		t.Fatalf("deleted node left its peers after %s; want ≤ 1 s", d)
+	}
+	t.Logf("delete → gone from every peer: %s (since the CLI started: %s)", d.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+
+	code, err := h3.proc.Wait(10 * time.Second)
+	if err != nil || code == 0 {
+		t.Fatalf("deleted node's agent: exit %d, %v; want a non-zero exit", code, err)
+	}
+	if !strings.Contains(h3.proc.Log(), "coordinator refused this node") {
+		t.Fatalf("deleted node's agent does not say why it stopped:\n%s", h3.proc.Log())
+	}
+	if got := m.netmapStatus(t, cred, pub); got != http.StatusUnauthorized {
+		t.Fatalf("deleted node's credential: HTTP %d, want 401", got)
+	}
+	if got := m.netmapStatus(t, h1.identity(t).Credential, h2.publicKey(t)); got != http.StatusForbidden {
+		t.Fatalf("h1's credential with h2's key: HTTP %d, want 403", got)
+	}
+}
+
+// netmapStatus opens a netmap stream with cred and key from the coordinator
+// host and returns the HTTP status.
+func (m *mesh) netmapStatus(t *testing.T, cred, pub string) int {
+	t.Helper()
+	tr := &http.Transport{DialContext: m.coordHost.DialContext, TLSClientConfig: m.pinnedTLS(t)}
+	defer tr.CloseIdleConnections()
+	body := strings.NewReader(`{"protocol_version":1,"public_key":"` + pub + `","listen_port":51820}`)
+	req, _ := http.NewRequest(http.MethodPost, m.coordURL()+wire.PathNetmap, body)
+	req.Header.Set("Authorization", "Bearer "+cred)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := tr.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		t.Fatalf("netmap request: %v", err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func (m *mesh) pinnedTLS(t *testing.T) *tls.Config {
+	t.Helper()
+	b, err := os.ReadFile(m.tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := credential.ParseAdminToken(string(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return credential.ClientTLS(tok.Pin)
+}
+
+// TestRestartsAndOutage: an agent restart keeps key and address; a
+// coordinator restart keeps every node; while the coordinator is down,
+// traffic keeps flowing and an agent restarted meanwhile comes back from its
+// cached netmap; when it returns the agents reconnect by themselves.
+func TestRestartsAndOutage(t *testing.T) {
+	m := newMesh(t)
+	h1, h2 := m.addAgent("h1"), m.addAgent("h2")
+	waitFor(t, 5*time.Second, "h1 and h2 peered", func() bool { return h1.hasPeer(h2.publicKey(t)) && h2.hasPeer(h1.publicKey(t)) })
+
+	// Agent restart: same key, same address, no join key needed.
+	before := h2.identity(t)
+	h2.stop(t)
+	h2.start(t)
+	after := h2.identity(t)
+	if after.Node.PublicKey != before.Node.PublicKey || after.Node.Addresses[0] != before.Node.Addresses[0] {
+		t.Fatalf("restart changed identity: %v → %v", before.Node, after.Node)
+	}
+	if st := h2.status(t); st.Self.PublicKey != before.Node.PublicKey {
+		t.Fatalf("agent runs with key %s, enrolled with %s", st.Self.PublicKey, before.Node.PublicKey)
+	}
+	h2.ping(t, h1.addr(t, false), 2, "0.2")
+
+	// Coordinator restart: every node, address and key kept.
+	nodesBefore := m.nodes()
+	m.coord.Signal(sigterm)
+	if code, err := m.coord.Wait(10 * time.Second); err != nil || code != 0 {
+		t.Fatalf("coordinator exit %d, %v", code, err)
+	}
+	m.startCoordinator()
+	nodesAfter := m.nodes()
+	if len(nodesAfter) != len(nodesBefore) {
+		t.Fatalf("coordinator restart: %d nodes, had %d", len(nodesAfter), len(nodesBefore))
+	}
+	for i := range nodesBefore {
+		b, a := nodesBefore[i], nodesAfter[i]
+		if a.ID != b.ID || a.Name != b.Name || a.PublicKey != b.PublicKey || a.Addresses[0] != b.Addresses[0] {
+			t.Fatalf("coordinator restart changed node %v → %v", b, a)
+		}
+	}
+	waitFor(t, 10*time.Second, "agents reconnected", func() bool { return h1.status(t).Connected && h2.status(t).Connected })
+
+	// Outage: the coordinator is killed; traffic keeps flowing with no loss.
+	m.coord.Kill()
+	h1.ping(t, h2.addr(t, false), 20, "0.1")
+	// An agent restarted during the outage comes back from its cache.
+	h2.stop(t)
+	h2.start(t)
+	if !strings.Contains(h2.proc.Log(), "starting from cached netmap") {
+		t.Fatalf("restarted agent did not use its cached netmap:\n%s", h2.proc.Log())
+	}
+	if st := h2.status(t); st.Connected || len(st.Peers) != 1 {
+		t.Fatalf("during the outage: connected=%v peers=%d, want not connected with 1 peer", st.Connected, len(st.Peers))
+	}
+	h2.ping(t, h1.addr(t, false), 5, "0.2")
+	h1.ping(t, h2.addr(t, false), 5, "0.2")
+
+	// The coordinator returns; both agents resync without a restart.
+	m.startCoordinator()
+	waitFor(t, 10*time.Second, "agents reconnected after the outage", func() bool { return h1.status(t).Connected && h2.status(t).Connected })
+}
+
+// TestSIGTERMCleanup: SIGTERM makes the agent remove its interface, its
+// routes and its socket and exit 0.
+func TestSIGTERMCleanup(t *testing.T) {
+	m := newMesh(t)
+	h1 := m.addAgent("h1")
+	ctx := context.Background()
+	if out, err := h1.host.Run(ctx, "ip", "route", "show", "dev", h1.iface); err != nil || !strings.Contains(string(out), "100.64.0.0/10") {
+		t.Fatalf("overlay route missing while running: %v: %s", err, out)
+	}
+	h1.stop(t)
+	if out, err := h1.host.Run(ctx, "ip", "link", "show", h1.iface); err == nil {
+		t.Fatalf("interface %s still there after SIGTERM:\n%s", h1.iface, out)
+	}
+	if out, _ := h1.host.Run(ctx, "ip", "route", "show", "100.64.0.0/10"); strings.TrimSpace(string(out)) != "" {
+		t.Fatalf("overlay route still there after SIGTERM: %s", out)
+	}
+	if _, err := os.Stat(filepath.Join(h1.stateDir, "agent.sock")); !os.IsNotExist(err) {
+		t.Fatalf("agent socket left behind: %v", err)
+	}
+	if _, err := os.Stat("/var/run/wireguard/" + h1.iface + ".sock"); !os.IsNotExist(err) {
+		t.Fatalf("UAPI socket left behind: %v", err)
+	}
+	// And a SIGKILLed agent leaves nothing that blocks the next start.
+	h1.start(t)
+	h1.proc.Kill()
+	h1.start(t)
+	h1.stop(t)
+}
