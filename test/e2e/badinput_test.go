@@ -48,7 +48,9 @@ func TestBadInput(t *testing.T) {
 	m := newMesh(t)
 	h := &agent{name: "bad", host: m.lab.AddHost("bad"), iface: m.lab.Prefix() + "bad"}
 	fresh := func() { h.stateDir = filepath.Join(t.TempDir(), "state") }
-	key := func(args ...string) string { return strings.TrimSpace(m.cli(append([]string{"keys", "create"}, args...)...)) }
+	key := func(args ...string) string {
+		return strings.TrimSpace(m.cli(append([]string{"keys", "create"}, args...)...))
+	}
 	keyID := func(k string) string {
 		b, err := credential.ParseJoinKey(k)
 		if err != nil {

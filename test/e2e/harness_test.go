@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/node"
 	"github.com/wiremesh/wiremesh/test/lab"
 	"github.com/wiremesh/wiremesh/wire"
@@ -300,4 +301,46 @@ func (m *mesh) nodes() []wire.Node {
 		m.t.Fatalf("nodes list: %v", err)
 	}
 	return ns
+}
+
+// assertNoSecrets fails if any process log of the mesh holds a secret: the
+// join key or its secret, the admin token secret, a node credential or a
+// private key.
+func (m *mesh) assertNoSecrets(t *testing.T) {
+	t.Helper()
+	var secrets []string
+	jk, err := credential.ParseJoinKey(m.joinKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets = append(secrets, m.joinKey, jk.Secret.Value)
+	tb, _ := os.ReadFile(m.tokenFile)
+	if tok, err := credential.ParseAdminToken(string(tb)); err == nil {
+		secrets = append(secrets, tok.Secret.Value)
+	}
+	for _, a := range m.agents {
+		b, err := os.ReadFile(filepath.Join(a.stateDir, "private.key"))
+		if err == nil {
+			secrets = append(secrets, strings.TrimSpace(string(b)))
+		}
+		if id, err := os.ReadFile(filepath.Join(a.stateDir, "node.json")); err == nil {
+			var n node.Identity
+			json.Unmarshal(id, &n)
+			if _, v, ok := strings.Cut(n.Credential, "."); ok {
+				secrets = append(secrets, v)
+			}
+		}
+	}
+	procs := []*lab.Proc{m.coord}
+	for _, a := range m.agents {
+		procs = append(procs, a.proc)
+	}
+	for _, p := range procs {
+		log := p.Log()
+		for _, s := range secrets {
+			if s != "" && strings.Contains(log, s) {
+				t.Errorf("log of %s contains a secret (%.12s…)", p, s)
+			}
+		}
+	}
 }

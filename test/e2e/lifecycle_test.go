@@ -58,6 +58,7 @@ func TestJoinAndDeletePush(t *testing.T) {
 	if got := m.netmapStatus(t, h1.identity(t).Credential, h2.publicKey(t)); got != http.StatusForbidden {
 		t.Fatalf("h1's credential with h2's key: HTTP %d, want 403", got)
 	}
+	m.assertNoSecrets(t)
 }
 
 // netmapStatus opens a netmap stream with cred and key from the coordinator

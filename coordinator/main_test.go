@@ -1,0 +1,109 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"net/netip"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/wire"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// cmpNet lets cmp compare the netip types, which have unexported fields.
+var cmpNet = cmp.Options{
+	cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
+	cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
+}
+
+// newPublicKey returns a random WireGuard-shaped public key.
+func newPublicKey(t *testing.T) string {
+	t.Helper()
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return base64.StdEncoding.EncodeToString(b[:])
+}
+
+// openTestStore opens a new store with the default prefixes in a temporary
+// directory; it is closed when the test ends.
+func openTestStore(t *testing.T) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "wiremesh.db")
+	s, err := OpenStore(path, netip.Prefix{}, netip.Prefix{})
+	if err != nil {
+		t.Fatalf("OpenStore: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+func newJoinKey(t *testing.T, s *Store, req wire.CreateJoinKeyRequest) credential.Secret {
+	t.Helper()
+	_, sec, err := s.CreateJoinKey(context.Background(), "test", req)
+	if err != nil {
+		t.Fatalf("CreateJoinKey(%+v): %v", req, err)
+	}
+	return sec
+}
+
+// enrolled is a node the store admitted with its credential.
+type enrolled struct {
+	node wire.Node
+	cred credential.Secret
+}
+
+func mustEnroll(t *testing.T, s *Store, key credential.Secret, p EnrollParams) enrolled {
+	t.Helper()
+	if p.PublicKey == "" {
+		p.PublicKey = newPublicKey(t)
+	}
+	n, cred, ver, err := s.Enroll(context.Background(), key, p)
+	if err != nil {
+		t.Fatalf("Enroll(%+v): %v", p, err)
+	}
+	if ver == 0 {
+		t.Errorf("Enroll(%+v) returned version 0", p)
+	}
+	return enrolled{n, cred}
+}
+
+func joinKeyByID(t *testing.T, s *Store, id string) wire.JoinKey {
+	t.Helper()
+	keys, err := s.JoinKeys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if k.ID == id {
+			return k
+		}
+	}
+	t.Fatalf("join key %s not listed in %+v", id, keys)
+	return wire.JoinKey{}
+}
+
+func mustVersion(t *testing.T, s *Store) uint64 {
+	t.Helper()
+	v, err := s.Version(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func mustNodes(t *testing.T, s *Store) []wire.Node {
+	t.Helper()
+	nodes, _, err := s.Nodes(context.Background())
+	if err != nil {
+		t.Fatalf("Nodes: %v", err)
+	}
+	return nodes
+}

@@ -1,0 +1,172 @@
+package credential_test
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/wiremesh/wiremesh/credential"
+)
+
+// testCA is a certificate authority made for one test.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func newKey(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+var serialNo int64
+
+func createCert(t *testing.T, tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) *x509.Certificate {
+	t.Helper()
+	serialNo++
+	tmpl.SerialNumber = big.NewInt(serialNo)
+	if tmpl.NotBefore.IsZero() {
+		tmpl.NotBefore = time.Now().Add(-time.Hour)
+		tmpl.NotAfter = time.Now().Add(time.Hour)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func newCA(t *testing.T, name string) testCA {
+	t.Helper()
+	key := newKey(t)
+	tmpl := &x509.Certificate{
+		Subject:               pkix.Name{CommonName: name},
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		SubjectKeyId:          []byte(name),
+	}
+	return testCA{cert: createCert(t, tmpl, tmpl, &key.PublicKey, key), key: key}
+}
+
+// leafTemplate is a server certificate for the loopback address.
+func leafTemplate(eku x509.ExtKeyUsage) *x509.Certificate {
+	return &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "coordinator"},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{eku},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+}
+
+// issue returns a server certificate signed by ca, with chain appended.
+func (ca testCA) issue(t *testing.T, tmpl *x509.Certificate, chain ...*x509.Certificate) tls.Certificate {
+	t.Helper()
+	key := newKey(t)
+	leaf := createCert(t, tmpl, ca.cert, &key.PublicKey, ca.key)
+	tc := tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key}
+	for _, c := range chain {
+		tc.Certificate = append(tc.Certificate, c.Raw)
+	}
+	return tc
+}
+
+// getVia makes one HTTPS request to a server presenting cert, trusting it
+// by pin only, and returns the client's error.
+func getVia(t *testing.T, cert tls.Certificate, pin credential.Pin) error {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are expected
+	srv.StartTLS()
+	defer srv.Close()
+	tr := &http.Transport{TLSClientConfig: credential.ClientTLS(pin)}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(srv.URL)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if string(b) != "ok" {
+		t.Fatalf("body %q, want ok", b)
+	}
+	return nil
+}
+
+func TestClientTLS(t *testing.T) {
+	ca := newCA(t, "wiremesh coordinator CA")
+	other := newCA(t, "some other CA")
+	caPin := credential.PinOf(ca.cert)
+
+	// The attacker holds the real CA certificate (it is public) but not its
+	// key: it signs a leaf naming the real CA as issuer with a key of its own.
+	attackerKey := newKey(t)
+	forgedParent := *ca.cert
+	forgedParent.PublicKey = &attackerKey.PublicKey
+	forged := testCA{cert: &forgedParent, key: attackerKey}.issue(t, leafTemplate(x509.ExtKeyUsageServerAuth), ca.cert)
+	// Or it presents the real CA certificate itself as its leaf.
+	caAsLeaf := tls.Certificate{Certificate: [][]byte{ca.cert.Raw}, PrivateKey: attackerKey}
+	// Or the real CA's certificate follows a chain of the attacker's CA.
+	viaOther := other.issue(t, leafTemplate(x509.ExtKeyUsageServerAuth), other.cert, ca.cert)
+
+	expired := leafTemplate(x509.ExtKeyUsageServerAuth)
+	expired.NotBefore, expired.NotAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour)
+
+	for _, tc := range []struct {
+		name    string
+		cert    tls.Certificate
+		pin     credential.Pin
+		wantErr bool
+		// wantPin says the error must wrap ErrPinMismatch.
+		wantPin bool
+	}{
+		{name: "leaf and CA, CA pinned", cert: ca.issue(t, leafTemplate(x509.ExtKeyUsageServerAuth), ca.cert), pin: caPin},
+		{name: "other pin", cert: ca.issue(t, leafTemplate(x509.ExtKeyUsageServerAuth), ca.cert), pin: credential.PinOf(other.cert), wantErr: true, wantPin: true},
+		{name: "CA not presented", cert: ca.issue(t, leafTemplate(x509.ExtKeyUsageServerAuth)), pin: caPin, wantErr: true, wantPin: true},
+		{name: "leaf signed by another key with the real CA in the chain", cert: forged, pin: caPin, wantErr: true, wantPin: true},
+		{name: "chain of another CA ending in the real CA", cert: viaOther, pin: caPin, wantErr: true, wantPin: true},
+		{name: "real CA certificate as leaf without its key", cert: caAsLeaf, pin: caPin, wantErr: true},
+		{name: "client-auth leaf", cert: ca.issue(t, leafTemplate(x509.ExtKeyUsageClientAuth), ca.cert), pin: caPin, wantErr: true, wantPin: true},
+		{name: "expired leaf", cert: ca.issue(t, expired, ca.cert), pin: caPin, wantErr: true, wantPin: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := getVia(t, tc.cert, tc.pin)
+			switch {
+			case !tc.wantErr && err != nil:
+				t.Fatalf("request failed: %v", err)
+			case tc.wantErr && err == nil:
+				t.Fatal("request succeeded, want the server refused")
+			case tc.wantPin && !errors.Is(err, credential.ErrPinMismatch):
+				t.Fatalf("error %v does not wrap ErrPinMismatch", err)
+			}
+		})
+	}
+}
+
+func TestClientTLSNoOldVersions(t *testing.T) {
+	if v := credential.ClientTLS(credential.Pin{1}).MinVersion; v < tls.VersionTLS13 {
+		t.Errorf("MinVersion = %#x, want TLS 1.3", v)
+	}
+}

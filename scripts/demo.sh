@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# A local wiremesh: one coordinator and three agents, each "host" its own
+# network namespace wired to a bridge in a switch namespace. Nothing leaves
+# the machine. Runs until Ctrl-C, then removes everything it created.
+set -euo pipefail
+[ "$(id -u)" = 0 ] || { echo "demo: run as root (it creates network namespaces)" >&2; exit 1; }
+bin=$(realpath "${1:-bin/wiremesh}")
+
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v ping >/dev/null || need+=(iputils-ping)
+command -v wg >/dev/null || need+=(wireguard-tools)
+if [ ${#need[@]} -gt 0 ]; then
+	echo "demo: installing ${need[*]}"
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+p=wmdemo
+dir=$(mktemp -d /tmp/wiremesh-demo.XXXXXX)
+pids=()
+cleanup() {
+	trap - EXIT INT TERM
+	echo
+	echo "demo: stopping"
+	for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+	for ns in $p-sw $p-coord $p-host1 $p-host2 $p-host3; do ip netns del "$ns" 2>/dev/null || true; done
+	rm -rf "$dir"
+	echo "demo: removed namespaces $p-*, processes and $dir"
+	exit "${1:-0}"
+}
+trap cleanup EXIT INT TERM
+
+for ns in $p-sw $p-coord $p-host1 $p-host2 $p-host3; do
+	ip netns del "$ns" 2>/dev/null || true # a previous demo killed hard
+	ip netns add "$ns"
+	ip -n "$ns" link set lo up
+done
+ip -n $p-sw link add br0 type bridge
+ip -n $p-sw link set br0 up
+i=1
+for h in coord host1 host2 host3; do
+	ip link add eth0 netns $p-$h type veth peer name v$i netns $p-sw
+	ip -n $p-sw link set v$i master br0 up
+	ip -n $p-$h addr add 10.99.0.$i/24 dev eth0
+	ip -n $p-$h link set eth0 up
+	i=$((i + 1))
+done
+
+echo "demo: starting the coordinator on $p-coord (10.99.0.1:8443)"
+ip netns exec $p-coord "$bin" coordinator --data-dir "$dir/coord" --listen 10.99.0.1:8443 \
+	>"$dir/coordinator.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$dir/coord/admin.token" ] && grep -q "coordinator listening" "$dir/coordinator.log" && break; sleep 0.1; done
+admin=(--token-file "$dir/coord/admin.token")
+key=$(ip netns exec $p-coord "$bin" keys create --reusable --tag tag:demo "${admin[@]}")
+
+for n in 1 2 3; do
+	ip netns exec $p-host$n "$bin" agent --join "$key" --state-dir "$dir/host$n" --name host$n \
+		--interface wmdemo$n >"$dir/host$n.log" 2>&1 &
+	pids+=($!)
+done
+for n in 1 2 3; do
+	for _ in $(seq 100); do grep -q "agent up" "$dir/host$n.log" && break; sleep 0.1; done
+done
+sleep 0.5
+ip netns exec $p-coord "$bin" nodes list "${admin[@]}"
+addr() { ip netns exec $p-coord "$bin" nodes list --json "${admin[@]}" | grep -A3 "\"name\": \"$1\"" | grep -o '100\.[0-9.]*' | head -1; }
+a2=$(addr host2)
+a3=$(addr host3)
+echo
+echo "demo: host1 → host2 over the overlay:"
+ip netns exec $p-host1 ping -c 3 -i 0.2 "$a2" | tail -2
+cat <<MSG
+
+The mesh is up. Try, in another shell (as root):
+
+  ip netns exec $p-host1 ping $a3                      # host1 → host3 over WireGuard
+  ip netns exec $p-host1 $bin status --state-dir $dir/host1
+  wg show wmdemo1                                       # the WireGuard side
+  ip netns exec $p-coord $bin nodes list --token-file $dir/coord/admin.token
+  ip netns exec $p-coord $bin keys create --token-file $dir/coord/admin.token
+  ip netns exec $p-coord $bin nodes delete host3 --token-file $dir/coord/admin.token
+
+Logs are in $dir/*.log. Press Ctrl-C to stop and remove everything.
+MSG
+wait -n "${pids[@]}" || true
+echo "demo: a process exited unexpectedly; its log:" >&2
+tail -n 20 "$dir"/*.log >&2
+cleanup 1
