@@ -84,7 +84,7 @@ type agent struct {
 // with addAgent.
 func newMesh(t *testing.T) *mesh {
 	t.Helper()
-	lab.Require(t, "ip", "ping")
+	lab.Require(t, "ip", "ping", "wg")
 	l := lab.New(t)
 	m := &mesh{t: t, lab: l, agents: map[string]*agent{}}
 	m.coordHost = l.AddHost("coord")

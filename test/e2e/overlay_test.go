@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"io"
 	"net/netip"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -32,6 +33,17 @@ func TestOverlayAllPairs(t *testing.T) {
 				pub := b.publicKey(t)
 				waitFor(t, 5*time.Second, a.name+" has peer "+b.name, func() bool { return a.hasPeer(pub) })
 			}
+		}
+	}
+	// wg(8) sees the interface through its UAPI socket.
+	h1 := m.agents["h1"]
+	out, err := h1.host.Run(context.Background(), "wg", "show", h1.iface, "peers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"h2", "h3"} {
+		if !strings.Contains(string(out), m.agents[n].publicKey(t)) {
+			t.Fatalf("wg show %s does not list %s:\n%s", h1.iface, n, out)
 		}
 	}
 	capture, err := m.lab.Switch().Capture("br0")

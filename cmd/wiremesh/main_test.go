@@ -1,0 +1,35 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// TestEnvFlags: every flag can come from its WIREMESH_* variable, a flag on
+// the command line wins, and a bad value is an error naming the variable.
+func TestEnvFlags(t *testing.T) {
+	t.Setenv("WIREMESH_STATE_DIR", "/nonexistent/wiremesh-env-test")
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs([]string{"status"})
+	err := root.Execute()
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/wiremesh-env-test/agent.sock") {
+		t.Fatalf("status with WIREMESH_STATE_DIR: %v; want an error naming the socket in that dir", err)
+	}
+
+	root = newRoot()
+	root.SetArgs([]string{"status", "--state-dir", "/nonexistent/from-flag"})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "/nonexistent/from-flag/") {
+		t.Fatalf("flag did not win over the environment: %v", err)
+	}
+
+	t.Setenv("WIREMESH_LISTEN_PORT", "not-a-port")
+	root = newRoot()
+	root.SetArgs([]string{"agent"})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "WIREMESH_LISTEN_PORT") {
+		t.Fatalf("bad env value: %v; want an error naming WIREMESH_LISTEN_PORT", err)
+	}
+}
