@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wiremesh/wiremesh/acl"
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/internal/atomicfile"
 	"github.com/wiremesh/wiremesh/wire"
@@ -35,13 +36,16 @@ type Coordinator struct {
 	online   map[int64]int // node id → open netmap streams; guarded by onlineMu
 }
 
-// snapshot is an immutable view of the nodes at one state version. When a
-// newer snapshot replaces it, changed is closed.
+// snapshot is an immutable view of the nodes and the compiled policy at
+// one state version. When a newer snapshot replaces it, changed is closed.
 type snapshot struct {
-	version uint64
-	nodes   []wire.Node // by id
-	byID    map[int64]int
-	changed chan struct{}
+	version  uint64
+	nodes    []wire.Node // by id
+	aclNodes []acl.Node  // the same nodes, as the policy sees them
+	byID     map[int64]int
+	policy   wire.Policy // the active policy, Version 0 if none
+	compiled *acl.Compiled
+	changed  chan struct{}
 }
 
 // Files names what a coordinator keeps in its data dir.
@@ -92,6 +96,9 @@ func New(cfg Config) (*Coordinator, Files, error) {
 	if err := c.publish(context.Background()); err != nil {
 		store.Close()
 		return nil, f, err
+	}
+	if c.state.Load().policy.Version == 0 {
+		c.log.Warn("no access policy is set: all traffic between nodes is denied; set one with: wiremesh acl set FILE")
 	}
 	return c, f, nil
 }
@@ -154,7 +161,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 func (c *Coordinator) publish(ctx context.Context) error {
 	c.pubMu.Lock()
 	defer c.pubMu.Unlock()
-	nodes, ver, err := c.store.Nodes(ctx)
+	nodes, pol, ver, err := c.store.State(ctx)
 	if err != nil {
 		return err
 	}
@@ -162,10 +169,26 @@ func (c *Coordinator) publish(ctx context.Context) error {
 	if old != nil && old.version >= ver {
 		return nil
 	}
-	s := &snapshot{version: ver, nodes: nodes, byID: make(map[int64]int, len(nodes)), changed: make(chan struct{})}
+	s := &snapshot{version: ver, nodes: nodes, byID: make(map[int64]int, len(nodes)), policy: pol, changed: make(chan struct{})}
+	s.aclNodes = make([]acl.Node, len(nodes))
 	for i, n := range nodes {
 		s.byID[n.ID] = i
+		s.aclNodes[i] = acl.Node{ID: n.ID, Name: n.Name, Tags: n.Tags, Addrs: n.Addresses}
 	}
+	var parsed *acl.Policy
+	if pol.Version != 0 {
+		if old != nil && old.policy.Version == pol.Version {
+			parsed = old.compiled.Policy()
+		} else if parsed, err = acl.Parse(fmt.Sprintf("policy v%d", pol.Version), []byte(pol.Text)); err != nil {
+			// Only validated policies are stored; this takes a change of
+			// the language. Deny everything rather than guess.
+			c.log.Error("stored policy does not parse; denying all traffic", "version", pol.Version, "err", err)
+			s.policy = wire.Policy{}
+		}
+	}
+	start := time.Now()
+	s.compiled = acl.Compile(parsed, s.aclNodes)
+	c.log.Debug("policy compiled", "version", pol.Version, "nodes", len(nodes), "took", time.Since(start).String())
 	c.state.Store(s)
 	if old != nil {
 		close(old.changed)
@@ -184,13 +207,10 @@ func (c *Coordinator) netmapFor(s *snapshot, id int64) (nm *wire.Netmap, ok bool
 		Self:              s.nodes[i],
 		Prefixes:          c.store.Prefixes(),
 		KeepAliveInterval: wire.Duration(c.cfg.KeepAlive),
-		Peers:             make([]wire.Node, 0, len(s.nodes)-1),
+		PolicyVersion:     s.policy.Version,
+		Rules:             s.compiled.Rules(id),
 	}
-	for j, n := range s.nodes {
-		if j != i {
-			nm.Peers = append(nm.Peers, n)
-		}
-	}
+	s.compiled.Peers(id, func(j int) { nm.Peers = append(nm.Peers, s.nodes[j]) })
 	return nm, true
 }
 

@@ -32,6 +32,12 @@ func (c *Coordinator) Handler() http.Handler {
 	mux.HandleFunc("GET "+wire.PathJoinKeys, c.admin(c.handleJoinKeys))
 	mux.HandleFunc("POST "+wire.PathJoinKeys, c.admin(c.handleCreateJoinKey))
 	mux.HandleFunc("DELETE "+wire.PathJoinKeys+"/{id}", c.admin(c.handleRevokeJoinKey))
+	mux.HandleFunc("PUT "+wire.PathNodes+"/{name}/tags", c.admin(c.handleSetTags))
+	mux.HandleFunc("GET "+wire.PathPolicy, c.admin(c.handleGetPolicy))
+	mux.HandleFunc("PUT "+wire.PathPolicy, c.admin(c.handleSetPolicy))
+	mux.HandleFunc("POST "+wire.PathPolicy+"/check", c.admin(c.handleCheckPolicy))
+	mux.HandleFunc("GET "+wire.PathPolicy+"/history", c.admin(c.handlePolicyHistory))
+	mux.HandleFunc("POST "+wire.PathPolicy+"/rollback", c.admin(c.handleRollback))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path), nil)
 	})

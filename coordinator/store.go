@@ -30,8 +30,11 @@ var (
 //go:embed schema.sql
 var schemaV1 string
 
+//go:embed schema2.sql
+var schemaV2 string
+
 // migrations are applied in order; PRAGMA user_version counts those done.
-var migrations = []string{schemaV1}
+var migrations = []string{schemaV1, schemaV2}
 
 // Store keeps the coordinator's state in a SQLite database. Every change is
 // one transaction; a crash leaves either all of it or none.
@@ -226,34 +229,49 @@ func (s *Store) scanNode(sc interface{ Scan(...any) error }) (wire.Node, error) 
 // Nodes returns every node, ordered by id, and the state version they
 // belong to.
 func (s *Store) Nodes(ctx context.Context) ([]wire.Node, uint64, error) {
+	nodes, _, ver, err := s.State(ctx)
+	return nodes, ver, err
+}
+
+// State returns every node (ordered by id), the active policy and the
+// state version they belong to, read in one transaction.
+func (s *Store) State(ctx context.Context) ([]wire.Node, wire.Policy, uint64, error) {
+	var pol wire.Policy
 	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		return nil, 0, fmt.Errorf("begin: %w", err)
+		return nil, pol, 0, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback()
 	rows, err := tx.QueryContext(ctx, "SELECT "+nodeColumns+" FROM nodes ORDER BY id")
 	if err != nil {
-		return nil, 0, fmt.Errorf("list nodes: %w", err)
+		return nil, pol, 0, fmt.Errorf("list nodes: %w", err)
 	}
 	defer rows.Close()
 	var nodes []wire.Node
 	for rows.Next() {
 		n, err := s.scanNode(rows)
 		if err != nil {
-			return nil, 0, fmt.Errorf("list nodes: %w", err)
+			return nil, pol, 0, fmt.Errorf("list nodes: %w", err)
 		}
 		nodes = append(nodes, n)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, 0, fmt.Errorf("list nodes: %w", err)
+		return nil, pol, 0, fmt.Errorf("list nodes: %w", err)
 	}
+	var created int64
+	err = tx.QueryRowContext(ctx, "SELECT version, text, author, created, comment FROM policies ORDER BY version DESC LIMIT 1").
+		Scan(&pol.Version, &pol.Text, &pol.Author, &created, &pol.Comment)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, pol, 0, fmt.Errorf("read policy: %w", err)
+	}
+	pol.Created = fromMillis(created)
 	var v string
 	err = tx.QueryRowContext(ctx, "SELECT value FROM settings WHERE key = 'version'").Scan(&v)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return nil, 0, fmt.Errorf("read version: %w", err)
+		return nil, pol, 0, fmt.Errorf("read version: %w", err)
 	}
 	ver, _ := strconv.ParseUint(v, 10, 64)
-	return nodes, ver, nil
+	return nodes, pol, ver, nil
 }
 
 // EnrollParams are what an enrolling agent asks for.
@@ -645,4 +663,97 @@ func fromMillis(ms int64) time.Time {
 		return time.Time{}
 	}
 	return time.UnixMilli(ms)
+}
+
+// SetTags replaces the tags of the node named name.
+func (s *Store) SetTags(ctx context.Context, actor, name string, tags []string) (uint64, error) {
+	for _, t := range tags {
+		if !tagRE.MatchString(t) {
+			return 0, fmt.Errorf("%w: tag %q must look like tag:NAME (lowercase letters, digits, '-')", ErrInvalid, t)
+		}
+	}
+	j, _ := json.Marshal(tags)
+	if tags == nil {
+		j = []byte("[]")
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE nodes SET tags = ? WHERE name = ?", string(j), name)
+		if err != nil {
+			return fmt.Errorf("set tags: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("%w: no node named %q", ErrNotFound, name)
+		}
+		return audit(ctx, tx, s.now(), actor, "node.tag", name, string(j))
+	})
+}
+
+// ActivePolicy returns the newest policy; Version 0 means none is set.
+func (s *Store) ActivePolicy(ctx context.Context) (wire.Policy, error) {
+	return s.policy(ctx, "ORDER BY version DESC LIMIT 1")
+}
+
+// PolicyVersion returns policy version v.
+func (s *Store) PolicyVersion(ctx context.Context, v uint64) (wire.Policy, error) {
+	p, err := s.policy(ctx, "WHERE version = ?", v)
+	if err == nil && p.Version == 0 {
+		err = fmt.Errorf("%w: no policy version %d", ErrNotFound, v)
+	}
+	return p, err
+}
+
+func (s *Store) policy(ctx context.Context, where string, args ...any) (wire.Policy, error) {
+	var p wire.Policy
+	var created int64
+	err := s.db.QueryRowContext(ctx, "SELECT version, text, author, created, comment FROM policies "+where, args...).
+		Scan(&p.Version, &p.Text, &p.Author, &created, &p.Comment)
+	if errors.Is(err, sql.ErrNoRows) {
+		return wire.Policy{}, nil
+	}
+	if err != nil {
+		return p, fmt.Errorf("read policy: %w", err)
+	}
+	p.Created = fromMillis(created)
+	return p, nil
+}
+
+// SetPolicy stores text as the new active policy and returns its version.
+// The caller has validated it.
+func (s *Store) SetPolicy(ctx context.Context, actor, text, comment string) (wire.Policy, error) {
+	now := s.now()
+	var ver int64
+	_, err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "INSERT INTO policies(text, author, created, comment) VALUES(?, ?, ?, ?)", text, actor, now.UnixMilli(), comment)
+		if err != nil {
+			return fmt.Errorf("store policy: %w", err)
+		}
+		if ver, err = res.LastInsertId(); err != nil {
+			return fmt.Errorf("store policy: %w", err)
+		}
+		return audit(ctx, tx, now, actor, "policy.set", strconv.FormatInt(ver, 10), comment)
+	})
+	if err != nil {
+		return wire.Policy{}, err
+	}
+	return wire.Policy{Version: uint64(ver), Text: text, Author: actor, Created: now.Truncate(time.Millisecond), Comment: comment}, nil
+}
+
+// PolicyHistory lists every policy version, newest first, without text.
+func (s *Store) PolicyHistory(ctx context.Context) ([]wire.Policy, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT version, author, created, comment FROM policies ORDER BY version DESC")
+	if err != nil {
+		return nil, fmt.Errorf("policy history: %w", err)
+	}
+	defer rows.Close()
+	out := []wire.Policy{}
+	for rows.Next() {
+		var p wire.Policy
+		var created int64
+		if err := rows.Scan(&p.Version, &p.Author, &created, &p.Comment); err != nil {
+			return nil, fmt.Errorf("policy history: %w", err)
+		}
+		p.Created = fromMillis(created)
+		out = append(out, p)
+	}
+	return out, rows.Err()
 }

@@ -30,6 +30,11 @@ type Status struct {
 	LastError string `json:"last_error,omitempty"`
 	// NetmapVersion is the version of the applied netmap (0: none yet).
 	NetmapVersion uint64 `json:"netmap_version"`
+	// PolicyVersion is the access policy in force (0: none, all inbound
+	// traffic is denied).
+	PolicyVersion uint64 `json:"policy_version"`
+	// InboundRules counts the node's compiled inbound rules.
+	InboundRules int `json:"inbound_rules"`
 	// Peers are the netmap's peers with their WireGuard counters.
 	Peers []PeerStatus `json:"peers"`
 }
@@ -55,6 +60,7 @@ func (a *Agent) Status() (Status, error) {
 		return st, nil
 	}
 	st.Self, st.NetmapVersion = nm.Self, nm.Version
+	st.PolicyVersion, st.InboundRules = nm.PolicyVersion, len(nm.Rules)
 	stats, err := a.engine.Stats()
 	if err != nil {
 		return st, err

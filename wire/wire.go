@@ -14,7 +14,8 @@ import (
 //
 // History:
 //
-//	1 (2026-11-25): enrollment, streamed full netmaps with keep-alives.
+//	1 (2026-11-25): enrollment, streamed full netmaps with keep-alives;
+//	   policy version, filter rules and policy-filtered peers in netmaps.
 const ProtocolVersion = 1
 
 // Paths of the coordinator's HTTPS API.
@@ -24,6 +25,11 @@ const (
 	PathNodes    = "/v1/nodes"     // GET → []Node (admin); DELETE /v1/nodes/NAME
 	PathJoinKeys = "/v1/join-keys" // GET → []JoinKey, POST CreateJoinKeyRequest → CreateJoinKeyResponse; DELETE /v1/join-keys/ID
 	PathHealth   = "/v1/health"    // GET → 200 "ok" (no auth)
+	// PathPolicy: GET → Policy (the active one), PUT SetPolicyRequest →
+	// Policy; POST PathPolicy+"/check" SetPolicyRequest → PolicyCheck;
+	// GET PathPolicy+"/history" → []Policy (without text);
+	// POST PathPolicy+"/rollback" RollbackRequest → Policy. (admin)
+	PathPolicy = "/v1/policy"
 )
 
 // Node is one member of the mesh as the coordinator knows it.
@@ -119,6 +125,12 @@ type Netmap struct {
 	Prefixes []netip.Prefix `json:"prefixes"`
 	// KeepAliveInterval is how often the coordinator sends keep-alives.
 	KeepAliveInterval Duration `json:"keepalive_interval"`
+	// PolicyVersion is the version of the access policy the rules and
+	// peers come from. Zero: no policy is set, so everything is denied.
+	PolicyVersion uint64 `json:"policy_version"`
+	// Rules are the node's inbound filter rules. Empty: nothing may open
+	// a flow to the node (replies to its own flows still pass).
+	Rules []FilterRule `json:"rules,omitempty"`
 }
 
 // JoinKey describes a join key without its secret.
@@ -165,4 +177,70 @@ type Error struct {
 	Error string `json:"error"`
 	// Detail carries structured detail, such as a position. Nil: none.
 	Detail any `json:"detail,omitempty"`
+}
+
+// Policy is one version of the access policy.
+type Policy struct {
+	// Version numbers accepted policies from 1. Zero: no policy is set.
+	Version uint64 `json:"version"`
+	// Text is the HuJSON source. Empty in history listings.
+	Text string `json:"text,omitempty"`
+	// Author is the id of the admin token that set it.
+	Author string `json:"author,omitempty"`
+	// Created is when it was set.
+	Created time.Time `json:"created,omitzero"`
+	// Comment says why, e.g. "rollback to 3". Empty: none.
+	Comment string `json:"comment,omitempty"`
+}
+
+// SetPolicyRequest submits a policy text to set or to check.
+type SetPolicyRequest struct {
+	// Text is the HuJSON policy.
+	Text string `json:"text"`
+	// File names the text in error messages. Empty: "policy.hujson".
+	File string `json:"file,omitempty"`
+}
+
+// RollbackRequest sets an earlier policy version again, as a new version.
+type RollbackRequest struct {
+	Version uint64 `json:"version"`
+}
+
+// PolicyError is one problem in a policy text.
+type PolicyError struct {
+	Line    int    `json:"line,omitempty"`
+	Column  int    `json:"column,omitempty"`
+	Message string `json:"message"`
+	// Text is the whole message as a person reads it: FILE:LINE:COL: MSG.
+	Text string `json:"text"`
+}
+
+// PolicyCheck is the result of checking a policy against the live
+// inventory without setting it.
+type PolicyCheck struct {
+	// Valid is true when the policy parses and its tests pass.
+	Valid bool `json:"valid"`
+	// Errors are the problems found. Empty when Valid.
+	Errors []PolicyError `json:"errors,omitempty"`
+	// ActiveVersion is the version the changes are relative to (0: none).
+	ActiveVersion uint64 `json:"active_version"`
+	// Changes are the access differences setting the policy would make.
+	Changes []AccessChange `json:"changes,omitempty"`
+}
+
+// AccessChange is a (source node → destination node) flow that a policy
+// change grants (Gained) or takes away.
+type AccessChange struct {
+	Gained bool        `json:"gained"`
+	Src    string      `json:"src"`
+	Dst    string      `json:"dst"`
+	Proto  string      `json:"proto"`
+	Ports  []PortRange `json:"ports,omitempty"`
+	// Text is the change as a person reads it: "+ web-1 → api-1 tcp/443".
+	Text string `json:"text"`
+}
+
+// SetTagsRequest replaces a node's tags.
+type SetTagsRequest struct {
+	Tags []string `json:"tags"`
 }

@@ -96,11 +96,14 @@ func (c *adminClient) do(ctx context.Context, method, path string, body, out any
 		return fmt.Errorf("read answer: %w", err)
 	}
 	if resp.StatusCode/100 != 2 {
-		var e wire.Error
+		var e struct {
+			Error  string          `json:"error"`
+			Detail json.RawMessage `json:"detail"`
+		}
 		if json.Unmarshal(raw, &e) != nil || e.Error == "" {
 			return fmt.Errorf("coordinator: HTTP %d: %.200s", resp.StatusCode, raw)
 		}
-		return fmt.Errorf("coordinator: %s", e.Error)
+		return &apiError{status: resp.StatusCode, msg: e.Error, detail: e.Detail}
 	}
 	if out != nil {
 		if err := json.Unmarshal(raw, out); err != nil {
@@ -109,6 +112,15 @@ func (c *adminClient) do(ctx context.Context, method, path string, body, out any
 	}
 	return nil
 }
+
+// apiError is a non-2xx answer of the coordinator.
+type apiError struct {
+	status int
+	msg    string
+	detail json.RawMessage
+}
+
+func (e *apiError) Error() string { return "coordinator: " + e.msg }
 
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
@@ -270,6 +282,22 @@ func newNodesCmd() *cobra.Command {
 			return c.do(cmd.Context(), http.MethodDelete, wire.PathNodes+"/"+args[0], nil, nil)
 		},
 	}
-	cmd.AddCommand(list, del)
+	tag := &cobra.Command{
+		Use:   "tag NAME [tag:NAME...]",
+		Short: "Set a node's tags (none: remove all)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			tags := args[1:]
+			if tags == nil {
+				tags = []string{}
+			}
+			return c.do(cmd.Context(), http.MethodPut, wire.PathNodes+"/"+args[0]+"/tags", wire.SetTagsRequest{Tags: tags}, nil)
+		},
+	}
+	cmd.AddCommand(list, del, tag)
 	return cmd
 }

@@ -52,7 +52,12 @@ func newStatusCmd() *cobra.Command {
 			}
 			fmt.Fprintf(out, "node:        %s %s\n", st.Self.Name, strings.Join(addrs, " "))
 			fmt.Fprintf(out, "interface:   %s, port %d\n", st.Interface, st.ListenPort)
-			fmt.Fprintf(out, "coordinator: %s, %s, netmap version %d\n\n", st.Coordinator, conn, st.NetmapVersion)
+			fmt.Fprintf(out, "coordinator: %s, %s, netmap version %d\n", st.Coordinator, conn, st.NetmapVersion)
+			if st.PolicyVersion == 0 {
+				fmt.Fprintf(out, "policy:      none — all inbound traffic is denied and no peers are shown; set one with: wiremesh acl set FILE\n\n")
+			} else {
+				fmt.Fprintf(out, "policy:      version %d, %d inbound rules for this node\n\n", st.PolicyVersion, st.InboundRules)
+			}
 			var rows [][]string
 			for _, p := range st.Peers {
 				ep := p.Endpoint

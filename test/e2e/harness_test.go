@@ -92,7 +92,28 @@ func newMesh(t *testing.T) *mesh {
 	m.tokenFile = filepath.Join(m.dataDir, "admin.token")
 	m.startCoordinator()
 	m.joinKey = strings.TrimSpace(m.cli("keys", "create", "--reusable"))
+	m.setPolicy(allowAll)
 	return m
+}
+
+// allowAll lets every node reach every other on every port.
+const allowAll = `{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}`
+
+// setPolicy makes text the active policy through the CLI.
+func (m *mesh) setPolicy(text string) {
+	m.t.Helper()
+	if out, err := m.trySetPolicy(text); err != nil {
+		m.t.Fatalf("acl set: %v\n%s", err, out)
+	}
+}
+
+// trySetPolicy runs `wiremesh acl set` and returns its output.
+func (m *mesh) trySetPolicy(text string) (string, error) {
+	f := filepath.Join(m.t.TempDir(), "policy.hujson")
+	if err := os.WriteFile(f, []byte(text), 0o600); err != nil {
+		m.t.Fatal(err)
+	}
+	return m.cliErr("acl", "set", f)
 }
 
 // coordURL is the coordinator's advertised URL.

@@ -1,0 +1,230 @@
+package acl
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/wiremesh/wiremesh/wire"
+)
+
+// RunTests evaluates the policy's tests against the compiled inventory. The
+// error, if any, is an ErrorList naming every failing assertion.
+func (c *Compiled) RunTests() error {
+	if c.policy == nil {
+		return nil
+	}
+	var errs ErrorList
+	fail := func(t Test, format string, args ...any) {
+		errs = append(errs, &Error{File: c.policy.File, Pos: t.Pos, Msg: fmt.Sprintf(format, args...)})
+	}
+	r := newResolver(c.policy, c.nodes)
+	for ti, t := range c.policy.Tests {
+		protos := t.Protos
+		if protos == nil {
+			protos = []uint8{wire.ProtoTCP}
+		}
+		srcs := r.match(t.Src)
+		check := func(d Dest, want bool) {
+			dsts := r.match(d.Sel)
+			srcs.each(func(si int) {
+				dsts.each(func(di int) {
+					if si == di {
+						return
+					}
+					for _, proto := range protos {
+						for _, port := range testPorts(d.Ports, proto) {
+							ok, rule := c.Allows(c.nodes[si].ID, c.nodes[di].ID, proto, port)
+							if ok == want {
+								continue
+							}
+							what := fmt.Sprintf("%s → %s on %s", c.nodes[si].Name, c.nodes[di].Name, flowString(proto, port))
+							if want {
+								fail(t, "test %d failed: %s is denied, but %q is in \"accept\"", ti+1, what, d.String())
+							} else {
+								fail(t, "test %d failed: %s is allowed by rule %d (line %d), but %q is in \"deny\"", ti+1, what, rule, c.rules[rule-1].pos.Line, d.String())
+							}
+							return
+						}
+					}
+				})
+			})
+		}
+		for _, d := range t.Accept {
+			check(d, true)
+		}
+		for _, d := range t.Deny {
+			check(d, false)
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// testPorts returns the ports to probe for a test destination: both ends
+// of every range (one port for protocols without ports).
+func testPorts(ps []wire.PortRange, proto uint8) []uint16 {
+	if !hasPorts(proto) {
+		return []uint16{0}
+	}
+	var out []uint16
+	for _, p := range ps {
+		out = append(out, p.First)
+		if p.Last != p.First {
+			out = append(out, p.Last)
+		}
+	}
+	return out
+}
+
+func flowString(proto uint8, port uint16) string {
+	if !hasPorts(proto) {
+		return ProtoName(proto)
+	}
+	return fmt.Sprintf("%s/%d", ProtoName(proto), port)
+}
+
+// Change is one difference in access between two compiled policies over the
+// same nodes: Src may now (Gained) or no longer reach Dst with Proto on
+// Ports.
+type Change struct {
+	Gained bool             `json:"gained"`
+	Src    string           `json:"src"`
+	Dst    string           `json:"dst"`
+	Proto  string           `json:"proto"`
+	Ports  []wire.PortRange `json:"ports,omitempty"`
+}
+
+// String returns "+ web-1 → api-1 tcp/443,8080-8090" (or "-" for a loss).
+func (ch Change) String() string {
+	sign := "-"
+	if ch.Gained {
+		sign = "+"
+	}
+	s := fmt.Sprintf("%s %s → %s %s", sign, ch.Src, ch.Dst, ch.Proto)
+	if len(ch.Ports) > 0 {
+		s += "/" + portsString(ch.Ports)
+	}
+	return s
+}
+
+// access is what one source may open to one destination: per protocol,
+// the port ranges (nil slice for protocols without ports).
+type access map[uint8][]wire.PortRange
+
+// accessOf computes what node index si may open to node index di.
+func (c *Compiled) accessOf(si, di int) access {
+	a := access{}
+	for _, ri := range c.classes[c.classOf[di]].in {
+		r := &c.rules[ri]
+		if !r.src.has(si) {
+			continue
+		}
+		protos := r.protos
+		if protos == nil {
+			protos = []uint8{wire.ProtoTCP, wire.ProtoUDP, wire.ProtoICMP}
+		}
+		for _, p := range protos {
+			if p == wire.ProtoICMPv6 && slices.Contains(protos, wire.ProtoICMP) {
+				continue // "icmp" means both; show it once
+			}
+			if !hasPorts(p) {
+				a[p] = nil
+				continue
+			}
+			for _, d := range r.dsts {
+				if d.nodes.has(di) {
+					a[p] = append(a[p], d.ports...)
+				}
+			}
+		}
+	}
+	for p, ps := range a {
+		a[p] = normalizePorts(ps)
+	}
+	return a
+}
+
+// Diff lists the access that new grants and old does not (Gained) and the
+// reverse, for every ordered pair of distinct nodes. Both must have been
+// compiled against the same nodes. Pairs are computed once per pair of
+// classes.
+func Diff(old, new *Compiled) []Change {
+	var out []Change
+	type pair struct{ so, do, sn, dn int32 }
+	memo := map[pair][2]access{}
+	for di := range new.nodes {
+		for si := range new.nodes {
+			if si == di {
+				continue
+			}
+			k := pair{old.classOf[si], old.classOf[di], new.classOf[si], new.classOf[di]}
+			ab, ok := memo[k]
+			if !ok {
+				ab = [2]access{old.accessOf(si, di), new.accessOf(si, di)}
+				memo[k] = ab
+			}
+			src, dst := new.nodes[si].Name, new.nodes[di].Name
+			out = append(out, diffAccess(ab[0], ab[1], src, dst)...)
+		}
+	}
+	slices.SortFunc(out, func(a, b Change) int {
+		return strings.Compare(a.Src+"\x00"+a.Dst+"\x00"+a.Proto, b.Src+"\x00"+b.Dst+"\x00"+b.Proto)
+	})
+	return out
+}
+
+func diffAccess(a, b access, src, dst string) []Change {
+	var out []Change
+	protos := map[uint8]bool{}
+	for p := range a {
+		protos[p] = true
+	}
+	for p := range b {
+		protos[p] = true
+	}
+	for p := range protos {
+		pa, inA := a[p]
+		pb, inB := b[p]
+		name := ProtoName(p)
+		if !hasPorts(p) {
+			if inA != inB {
+				out = append(out, Change{Gained: inB, Src: src, Dst: dst, Proto: name})
+			}
+			continue
+		}
+		if g := subtractPorts(pb, pa); len(g) > 0 {
+			out = append(out, Change{Gained: true, Src: src, Dst: dst, Proto: name, Ports: g})
+		}
+		if l := subtractPorts(pa, pb); len(l) > 0 {
+			out = append(out, Change{Gained: false, Src: src, Dst: dst, Proto: name, Ports: l})
+		}
+	}
+	return out
+}
+
+// subtractPorts returns a − b for normalised range lists.
+func subtractPorts(a, b []wire.PortRange) []wire.PortRange {
+	var out []wire.PortRange
+	for _, r := range a {
+		lo, hi := uint32(r.First), uint32(r.Last)
+		for _, x := range b {
+			if uint32(x.Last) < lo || uint32(x.First) > hi {
+				continue
+			}
+			if uint32(x.First) > lo {
+				out = append(out, wire.PortRange{First: uint16(lo), Last: x.First - 1})
+			}
+			lo = uint32(x.Last) + 1
+			if lo > hi {
+				break
+			}
+		}
+		if lo <= hi {
+			out = append(out, wire.PortRange{First: uint16(lo), Last: uint16(hi)})
+		}
+	}
+	return out
+}

@@ -1,0 +1,364 @@
+package acl
+
+import (
+	"encoding/binary"
+	"hash/maphash"
+	"math/bits"
+	"net/netip"
+	"slices"
+
+	"github.com/wiremesh/wiremesh/wire"
+)
+
+// Node is what the policy knows of a node: its identity and addresses.
+type Node struct {
+	ID    int64
+	Name  string
+	Tags  []string
+	Addrs []netip.Prefix // single-host prefixes
+}
+
+// Compiled is a policy evaluated against an inventory of nodes: for every
+// node, its inbound filter rules and its peers. It is immutable.
+//
+// Nodes whose membership in every rule's sources and destinations is the
+// same share one class, and the rules and peers are computed once per
+// class: in a mesh of thousands of nodes with a handful of tags, that is a
+// handful of computations.
+type Compiled struct {
+	policy  *Policy
+	nodes   []Node
+	index   map[int64]int // node id → index in nodes
+	rules   []crule
+	classOf []int32 // node index → class
+	classes []class
+}
+
+// crule is a rule resolved against the inventory.
+type crule struct {
+	src         bitset         // nodes matched by the sources
+	srcPrefixes []netip.Prefix // source addresses for the packet filter
+	dsts        []cdest
+	protos      []uint8
+	pos         Pos
+	num         int // 1-based rule number
+}
+
+type cdest struct {
+	nodes bitset
+	ports []wire.PortRange
+}
+
+// class is a set of nodes with the same memberships.
+type class struct {
+	filter []wire.FilterRule
+	peers  bitset // nodes it may exchange traffic with (may include members of the class itself)
+	in     []int  // rules in which the class is a destination
+}
+
+// Compile evaluates p against nodes. A nil policy compiles to "deny
+// everything": no rules, no peers.
+func Compile(p *Policy, nodes []Node) *Compiled {
+	c := &Compiled{policy: p, nodes: nodes, index: make(map[int64]int, len(nodes)), classOf: make([]int32, len(nodes))}
+	for i, n := range nodes {
+		c.index[n.ID] = i
+	}
+	if p == nil {
+		c.classes = []class{{peers: newBitset(len(nodes))}}
+		return c
+	}
+	r := newResolver(p, nodes)
+	for i, rule := range p.ACLs {
+		cr := crule{src: newBitset(len(nodes)), protos: rule.Protos, pos: rule.Pos, num: i + 1}
+		for _, s := range rule.Src {
+			cr.src.or(r.match(s))
+			cr.srcPrefixes = append(cr.srcPrefixes, r.prefixes(s)...)
+		}
+		cr.srcPrefixes = dedupPrefixes(cr.srcPrefixes)
+		for _, d := range rule.Dst {
+			cr.dsts = append(cr.dsts, cdest{nodes: r.match(d.Sel), ports: d.Ports})
+		}
+		c.rules = append(c.rules, cr)
+	}
+	c.classify()
+	return c
+}
+
+// classify groups nodes by their memberships and computes each class.
+func (c *Compiled) classify() {
+	seed := maphash.MakeSeed()
+	type sigKey struct {
+		h   uint64
+		sig string
+	}
+	byKey := map[sigKey]int32{}
+	sig := make([]byte, 0, 64)
+	for i := range c.nodes {
+		sig = sig[:0]
+		var bitsBuf uint64
+		nbits := 0
+		push := func(b bool) {
+			if b {
+				bitsBuf |= 1 << nbits
+			}
+			nbits++
+			if nbits == 64 {
+				sig = binary.LittleEndian.AppendUint64(sig, bitsBuf)
+				bitsBuf, nbits = 0, 0
+			}
+		}
+		for _, r := range c.rules {
+			push(r.src.has(i))
+			for _, d := range r.dsts {
+				push(d.nodes.has(i))
+			}
+		}
+		sig = binary.LittleEndian.AppendUint64(sig, bitsBuf)
+		k := sigKey{maphash.Bytes(seed, sig), string(sig)}
+		cl, ok := byKey[k]
+		if !ok {
+			cl = int32(len(c.classes))
+			byKey[k] = cl
+			c.classes = append(c.classes, c.buildClass(i))
+		}
+		c.classOf[i] = cl
+	}
+	if len(c.classes) == 0 {
+		c.classes = []class{{peers: newBitset(0)}}
+	}
+}
+
+// buildClass computes the rules and peers of node i's class.
+func (c *Compiled) buildClass(i int) class {
+	cl := class{peers: newBitset(len(c.nodes))}
+	for ri, r := range c.rules {
+		var ports []wire.PortRange
+		isDst := false
+		for _, d := range r.dsts {
+			if d.nodes.has(i) {
+				isDst = true
+				ports = append(ports, d.ports...)
+			}
+			if r.src.has(i) {
+				cl.peers.or(d.nodes)
+			}
+		}
+		if isDst {
+			cl.peers.or(r.src)
+			cl.in = append(cl.in, ri)
+			if len(r.srcPrefixes) > 0 {
+				cl.filter = append(cl.filter, wire.FilterRule{Srcs: r.srcPrefixes, Protos: r.protos, Ports: normalizePorts(ports)})
+			}
+		}
+	}
+	return cl
+}
+
+// Policy returns the policy compiled, or nil.
+func (c *Compiled) Policy() *Policy { return c.policy }
+
+// Rules returns the inbound filter rules of node id. The slices are shared:
+// do not modify them.
+func (c *Compiled) Rules(id int64) []wire.FilterRule {
+	i, ok := c.index[id]
+	if !ok {
+		return nil
+	}
+	return c.classes[c.classOf[i]].filter
+}
+
+// Peers calls fn with the index (into the nodes given to Compile) of every
+// node that node id may exchange traffic with, in either direction, except
+// itself.
+func (c *Compiled) Peers(id int64, fn func(i int)) {
+	i, ok := c.index[id]
+	if !ok {
+		return
+	}
+	c.classes[c.classOf[i]].peers.each(func(j int) {
+		if j != i {
+			fn(j)
+		}
+	})
+}
+
+// Allows reports whether node src may open a flow to node dst with proto
+// on port (ignored for protocols without ports), and the rule that allows
+// it (1-based; 0 when denied).
+func (c *Compiled) Allows(src, dst int64, proto uint8, port uint16) (bool, int) {
+	si, ok1 := c.index[src]
+	di, ok2 := c.index[dst]
+	if !ok1 || !ok2 {
+		return false, 0
+	}
+	for _, ri := range c.classes[c.classOf[di]].in {
+		r := &c.rules[ri]
+		if !r.src.has(si) || !protoMatch(r.protos, proto) {
+			continue
+		}
+		if !hasPorts(proto) {
+			return true, r.num
+		}
+		for _, d := range r.dsts {
+			if d.nodes.has(di) && portIn(d.ports, port) {
+				return true, r.num
+			}
+		}
+	}
+	return false, 0
+}
+
+func protoMatch(protos []uint8, p uint8) bool {
+	if protos == nil {
+		return p == wire.ProtoTCP || p == wire.ProtoUDP || p == wire.ProtoICMP || p == wire.ProtoICMPv6
+	}
+	return slices.Contains(protos, p)
+}
+
+// hasPorts reports whether proto has ports: TCP, UDP, SCTP.
+func hasPorts(proto uint8) bool { return proto == wire.ProtoTCP || proto == wire.ProtoUDP || proto == 132 }
+
+func portIn(ps []wire.PortRange, p uint16) bool {
+	for _, r := range ps {
+		if r.First <= p && p <= r.Last {
+			return true
+		}
+	}
+	return false
+}
+
+// normalizePorts sorts and merges ranges.
+func normalizePorts(ps []wire.PortRange) []wire.PortRange {
+	if len(ps) <= 1 {
+		return ps
+	}
+	out := slices.Clone(ps)
+	slices.SortFunc(out, func(a, b wire.PortRange) int { return int(a.First) - int(b.First) })
+	n := 0
+	for _, r := range out[1:] {
+		last := &out[n]
+		if uint32(r.First) <= uint32(last.Last)+1 {
+			last.Last = max(last.Last, r.Last)
+			continue
+		}
+		n++
+		out[n] = r
+	}
+	return out[:n+1]
+}
+
+func dedupPrefixes(ps []netip.Prefix) []netip.Prefix {
+	slices.SortFunc(ps, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	return slices.Compact(ps)
+}
+
+// resolver turns selectors into node sets and prefixes.
+type resolver struct {
+	p      *Policy
+	nodes  []Node
+	byName map[string]int
+	byTag  map[string][]int
+	groups map[string]bitset // resolved groups, memoised
+}
+
+func newResolver(p *Policy, nodes []Node) *resolver {
+	r := &resolver{p: p, nodes: nodes, byName: map[string]int{}, byTag: map[string][]int{}, groups: map[string]bitset{}}
+	for i, n := range nodes {
+		r.byName[n.Name] = i
+		for _, t := range n.Tags {
+			r.byTag[t] = append(r.byTag[t], i)
+		}
+	}
+	return r
+}
+
+// match returns the nodes s matches.
+func (r *resolver) match(s Selector) bitset {
+	b := newBitset(len(r.nodes))
+	switch s.Kind {
+	case SelAny:
+		b.fill(len(r.nodes))
+	case SelNode:
+		if i, ok := r.byName[s.Name]; ok {
+			b.set(i)
+		}
+	case SelTag:
+		for _, i := range r.byTag[s.Name] {
+			b.set(i)
+		}
+	case SelGroup:
+		if g, ok := r.groups[s.Name]; ok {
+			return g
+		}
+		r.groups[s.Name] = b // a cycle (rejected by Parse) would end here
+		for _, m := range r.p.Groups[s.Name] {
+			b.or(r.match(m))
+		}
+	case SelHost, SelCIDR:
+		for i, n := range r.nodes {
+			for _, a := range n.Addrs {
+				if s.Prefix.Contains(a.Addr()) {
+					b.set(i)
+					break
+				}
+			}
+		}
+	}
+	return b
+}
+
+var anyPrefixes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+
+// prefixes returns the source addresses s stands for.
+func (r *resolver) prefixes(s Selector) []netip.Prefix {
+	switch s.Kind {
+	case SelAny:
+		return anyPrefixes
+	case SelHost, SelCIDR:
+		return []netip.Prefix{s.Prefix}
+	case SelGroup:
+		var out []netip.Prefix
+		for _, m := range r.p.Groups[s.Name] {
+			out = append(out, r.prefixes(m)...)
+		}
+		return out
+	}
+	var out []netip.Prefix
+	r.match(s).each(func(i int) { out = append(out, r.nodes[i].Addrs...) })
+	return out
+}
+
+// bitset is a set of node indexes.
+type bitset []uint64
+
+func newBitset(n int) bitset { return make(bitset, (n+63)/64) }
+
+func (b bitset) set(i int)      { b[i/64] |= 1 << (i % 64) }
+func (b bitset) has(i int) bool { return b[i/64]&(1<<(i%64)) != 0 }
+
+func (b bitset) or(o bitset) {
+	for i := range b {
+		b[i] |= o[i]
+	}
+}
+
+func (b bitset) fill(n int) {
+	for i := 0; i < n; i++ {
+		b.set(i)
+	}
+}
+
+func (b bitset) each(fn func(int)) {
+	for w, word := range b {
+		for word != 0 {
+			t := bits.TrailingZeros64(word)
+			fn(w*64 + t)
+			word &= word - 1
+		}
+	}
+}

@@ -1,0 +1,160 @@
+// Package acl is the access policy language of a mesh: it parses and
+// validates a HuJSON policy, runs its tests, and compiles it for each node
+// into the inbound rules its packet filter enforces and the set of peers it
+// may exchange traffic with.
+//
+// Rules only accept; what no rule accepts is denied, and the order of rules
+// never matters.
+package acl
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/wiremesh/wiremesh/wire"
+)
+
+// Policy is a parsed and validated policy.
+type Policy struct {
+	// Groups maps "group:NAME" to its members.
+	Groups map[string][]Selector
+	// Hosts maps a host name to its prefix.
+	Hosts map[string]netip.Prefix
+	// ACLs are the accept rules.
+	ACLs []Rule
+	// Tests are the assertions the policy must pass.
+	Tests []Test
+	// Text is the source the policy was parsed from.
+	Text []byte
+	// File names the source in messages.
+	File string
+}
+
+// SelectorKind says what a Selector names.
+type SelectorKind uint8
+
+// The selector kinds.
+const (
+	SelAny   SelectorKind = iota + 1 // "*": every node, any source
+	SelNode                          // "node:NAME"
+	SelTag                           // "tag:NAME"
+	SelGroup                         // "group:NAME"
+	SelHost                          // a name from "hosts"
+	SelCIDR                          // an address or prefix
+)
+
+// Selector names a set of nodes or addresses.
+type Selector struct {
+	Kind   SelectorKind
+	Name   string       // "web-1" for node:web-1, "tag:web", "group:x", a host name
+	Prefix netip.Prefix // for SelCIDR and, after resolving, SelHost
+	Pos    Pos
+}
+
+// String returns the selector as written.
+func (s Selector) String() string {
+	switch s.Kind {
+	case SelAny:
+		return "*"
+	case SelNode:
+		return "node:" + s.Name
+	case SelCIDR:
+		if s.Prefix.IsSingleIP() {
+			return s.Prefix.Addr().String()
+		}
+		return s.Prefix.String()
+	}
+	return s.Name
+}
+
+// Dest is a destination of a rule: a selector and its ports.
+type Dest struct {
+	Sel   Selector
+	Ports []wire.PortRange
+	Pos   Pos
+}
+
+// String returns the destination as written, normalised.
+func (d Dest) String() string { return d.Sel.String() + ":" + portsString(d.Ports) }
+
+// Rule is one accept rule.
+type Rule struct {
+	Src    []Selector
+	Dst    []Dest
+	Protos []uint8 // nil: TCP, UDP and ICMP
+	Pos    Pos
+}
+
+// Test is an assertion about the policy: from Src, with Proto, every
+// destination in Accept is reachable and none in Deny is.
+type Test struct {
+	Src    Selector
+	Protos []uint8 // nil: TCP
+	Accept []Dest
+	Deny   []Dest
+	Pos    Pos
+}
+
+// Pos is a position in the policy text (1-based).
+type Pos struct {
+	Line, Col int
+}
+
+// Error is a problem in the policy, at a position.
+type Error struct {
+	File string
+	Pos  Pos
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	if e.Pos.Line == 0 {
+		return e.File + ": " + e.Msg
+	}
+	return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Pos.Line, e.Pos.Col, e.Msg)
+}
+
+// ErrorList is every problem found in a policy, in text order.
+type ErrorList []*Error
+
+func (l ErrorList) Error() string {
+	var b strings.Builder
+	for i, e := range l {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(e.Error())
+	}
+	return b.String()
+}
+
+func portsString(ps []wire.PortRange) string {
+	var parts []string
+	for _, p := range ps {
+		switch {
+		case p == wire.AllPorts:
+			parts = append(parts, "*")
+		case p.First == p.Last:
+			parts = append(parts, fmt.Sprint(p.First))
+		default:
+			parts = append(parts, fmt.Sprintf("%d-%d", p.First, p.Last))
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// ProtoName returns the policy's name for an IP protocol number.
+func ProtoName(p uint8) string {
+	switch p {
+	case wire.ProtoTCP:
+		return "tcp"
+	case wire.ProtoUDP:
+		return "udp"
+	case wire.ProtoICMP:
+		return "icmp"
+	case wire.ProtoICMPv6:
+		return "icmpv6"
+	}
+	return fmt.Sprint(p)
+}

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/wiremesh/wiremesh/wire"
+)
+
+func newACLCmd() *cobra.Command {
+	var af adminFlags
+	cmd := &cobra.Command{Use: "acl", Short: "Manage the access policy"}
+	af.add(cmd.PersistentFlags())
+
+	get := &cobra.Command{
+		Use:   "get",
+		Short: "Print the active policy",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			var p wire.Policy
+			if err := c.do(cmd.Context(), http.MethodGet, wire.PathPolicy, nil, &p); err != nil {
+				return err
+			}
+			if af.asJSON {
+				return printJSON(cmd.OutOrStdout(), p)
+			}
+			if p.Version == 0 {
+				return errors.New("no policy is set: all traffic between nodes is denied (set one with: wiremesh acl set FILE)")
+			}
+			fmt.Fprint(cmd.OutOrStdout(), p.Text)
+			return nil
+		},
+	}
+	set := &cobra.Command{
+		Use:   "set FILE",
+		Short: "Validate FILE, run its tests and make it the active policy",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, req, err := policyRequest(&af, args[0])
+			if err != nil {
+				return err
+			}
+			var p wire.Policy
+			if err := c.do(cmd.Context(), http.MethodPut, wire.PathPolicy, req, &p); err != nil {
+				return policyError(cmd, err)
+			}
+			if af.asJSON {
+				return printJSON(cmd.OutOrStdout(), p)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "policy version %d is active\n", p.Version)
+			return nil
+		},
+	}
+	check := &cobra.Command{
+		Use:   "check FILE",
+		Short: "Validate FILE and run its tests against the live nodes; show the access it would change",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, req, err := policyRequest(&af, args[0])
+			if err != nil {
+				return err
+			}
+			var out wire.PolicyCheck
+			if err := c.do(cmd.Context(), http.MethodPost, wire.PathPolicy+"/check", req, &out); err != nil {
+				return err
+			}
+			if af.asJSON {
+				if err := printJSON(cmd.OutOrStdout(), out); err != nil {
+					return err
+				}
+			} else {
+				printCheck(cmd.OutOrStdout(), out)
+			}
+			if !out.Valid {
+				return fmt.Errorf("%s is not valid", args[0])
+			}
+			return nil
+		},
+	}
+	history := &cobra.Command{
+		Use:   "history",
+		Short: "List policy versions",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			var h []wire.Policy
+			if err := c.do(cmd.Context(), http.MethodGet, wire.PathPolicy+"/history", nil, &h); err != nil {
+				return err
+			}
+			if af.asJSON {
+				return printJSON(cmd.OutOrStdout(), h)
+			}
+			var rows [][]string
+			for _, p := range h {
+				rows = append(rows, []string{strconv.FormatUint(p.Version, 10), p.Created.Format(time.RFC3339), p.Author, p.Comment})
+			}
+			return table(cmd.OutOrStdout(), "VERSION\tCREATED\tAUTHOR\tCOMMENT", rows)
+		},
+	}
+	rollback := &cobra.Command{
+		Use:   "rollback VERSION",
+		Short: "Make an earlier policy version active again (as a new version)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := strconv.ParseUint(args[0], 10, 64)
+			if err != nil || v == 0 {
+				return fmt.Errorf("bad version %q: want a positive number from wiremesh acl history", args[0])
+			}
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			var p wire.Policy
+			if err := c.do(cmd.Context(), http.MethodPost, wire.PathPolicy+"/rollback", wire.RollbackRequest{Version: v}, &p); err != nil {
+				return policyError(cmd, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "policy version %d is active (%s)\n", p.Version, p.Comment)
+			return nil
+		},
+	}
+	cmd.AddCommand(get, set, check, history, rollback)
+	return cmd
+}
+
+func policyRequest(af *adminFlags, file string) (*adminClient, wire.SetPolicyRequest, error) {
+	var req wire.SetPolicyRequest
+	b, err := readPolicyFile(file)
+	if err != nil {
+		return nil, req, err
+	}
+	c, err := af.client()
+	if err != nil {
+		return nil, req, err
+	}
+	return c, wire.SetPolicyRequest{Text: string(b), File: filepath.Base(file)}, nil
+}
+
+func readPolicyFile(file string) ([]byte, error) {
+	if file == "-" {
+		return io.ReadAll(io.LimitReader(os.Stdin, 1<<20+1))
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read policy: %w", err)
+	}
+	return b, nil
+}
+
+// policyError prints every problem of a rejected policy to stderr, one per
+// line, and returns a short error.
+func policyError(cmd *cobra.Command, err error) error {
+	var ae *apiError
+	var errs []wire.PolicyError
+	if !errors.As(err, &ae) || json.Unmarshal(ae.detail, &errs) != nil || len(errs) == 0 {
+		return err
+	}
+	for _, e := range errs {
+		fmt.Fprintln(cmd.ErrOrStderr(), e.Text)
+	}
+	return fmt.Errorf("policy rejected (%d problems); the active policy is unchanged", len(errs))
+}
+
+func printCheck(w io.Writer, out wire.PolicyCheck) {
+	if !out.Valid {
+		for _, e := range out.Errors {
+			fmt.Fprintln(w, e.Text)
+		}
+		return
+	}
+	fmt.Fprintf(w, "valid; tests pass against the live nodes\n")
+	if len(out.Changes) == 0 {
+		fmt.Fprintf(w, "no access changes compared with the active policy (version %d)\n", out.ActiveVersion)
+		return
+	}
+	fmt.Fprintf(w, "access changes compared with the active policy (version %d):\n", out.ActiveVersion)
+	for _, ch := range out.Changes {
+		fmt.Fprintln(w, "  "+ch.Text)
+	}
+}

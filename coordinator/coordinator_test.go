@@ -1,0 +1,195 @@
+package coordinator
+
+import (
+	"context"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func newForTest(t *testing.T, dir string) (*Coordinator, Files) {
+	t.Helper()
+	c, f, err := New(Config{DataDir: dir, Listen: "127.0.0.1:0", AdvertiseURL: "https://127.0.0.1:1", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return c, f
+}
+
+func TestDataDirFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	c, f := newForTest(t, dir)
+	pin := c.Pin()
+	c.Close()
+
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := fi.Mode().Perm(); m != 0o700 {
+		t.Errorf("data dir mode %#o, want 0700", m)
+	}
+	for _, name := range []string{"admin.token", "ca.key", "tls.key", "ca.crt", "tls.crt"} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if m := fi.Mode().Perm(); m != 0o600 {
+			t.Errorf("%s mode %#o, want 0600", name, m)
+		}
+	}
+	wantCreated := []string{"admin.token", "ca.crt", "tls.crt", "wiremesh.db"}
+	var created []string
+	for _, p := range f.Created {
+		if filepath.Dir(p) != dir {
+			t.Errorf("created %s outside the data dir", p)
+		}
+		created = append(created, filepath.Base(p))
+	}
+	slices.Sort(created)
+	if diff := cmp.Diff(wantCreated, created); diff != "" {
+		t.Errorf("Files.Created (-want +got):\n%s", diff)
+	}
+	if f.AdminToken != filepath.Join(dir, "admin.token") || f.CACert != filepath.Join(dir, "ca.crt") {
+		t.Errorf("Files = %+v", f)
+	}
+
+	tok := readAdminToken(t, dir)
+	if tok.URL != "https://127.0.0.1:1" || tok.Pin != pin {
+		t.Errorf("admin token carries %s %s, want the advertised URL and %s", tok.URL, tok.Pin, pin)
+	}
+	before, err := os.ReadFile(f.AdminToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	beforeInfo, _ := os.Stat(f.AdminToken)
+	if !strings.HasSuffix(string(before), "\n") || strings.Count(string(before), "\n") != 1 {
+		t.Errorf("admin.token %q: want one line", before)
+	}
+
+	// A second start reuses everything.
+	c2, f2 := newForTest(t, dir)
+	defer c2.Close()
+	if c2.Pin() != pin {
+		t.Errorf("pin changed across restarts: %s, then %s", pin, c2.Pin())
+	}
+	if len(f2.Created) != 0 {
+		t.Errorf("second start created %v", f2.Created)
+	}
+	after, _ := os.ReadFile(f.AdminToken)
+	afterInfo, _ := os.Stat(f.AdminToken)
+	if string(after) != string(before) || !afterInfo.ModTime().Equal(beforeInfo.ModTime()) {
+		t.Errorf("second start rewrote admin.token")
+	}
+	if err := c2.Store().CheckAdminToken(context.Background(), tok.Secret); err != nil {
+		t.Errorf("first admin token after restart: %v", err)
+	}
+}
+
+// A data dir whose admin.token was removed gets a new, working token; the
+// old one keeps working.
+func TestAdminTokenRecreated(t *testing.T) {
+	dir := t.TempDir()
+	c, _ := newForTest(t, dir)
+	old := readAdminToken(t, dir)
+	c.Close()
+	if err := os.Remove(filepath.Join(dir, "admin.token")); err != nil {
+		t.Fatal(err)
+	}
+	c2, f := newForTest(t, dir)
+	defer c2.Close()
+	if !slices.Contains(f.Created, f.AdminToken) {
+		t.Errorf("Created %v does not list the new admin.token", f.Created)
+	}
+	tok := readAdminToken(t, dir)
+	if tok.Secret == old.Secret {
+		t.Error("same admin token written twice")
+	}
+	ctx := context.Background()
+	if err := c2.Store().CheckAdminToken(ctx, tok.Secret); err != nil {
+		t.Errorf("new token: %v", err)
+	}
+	if err := c2.Store().CheckAdminToken(ctx, old.Secret); err != nil {
+		t.Errorf("old token: %v", err)
+	}
+}
+
+func TestNewRefusesOtherPrefix(t *testing.T) {
+	dir := t.TempDir()
+	c, _ := newForTest(t, dir)
+	c.Close()
+	_, _, err := New(Config{DataDir: dir, Listen: "127.0.0.1:0", Prefix4: netip.MustParsePrefix("10.0.0.0/8"), Logger: slog.New(slog.DiscardHandler)})
+	if err == nil || !strings.Contains(err.Error(), "differs") {
+		t.Errorf("New with another prefix: %v, want a refusal", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cfg     Config
+		wantErr string
+		want    func(Config) bool
+	}{
+		{name: "no data dir", cfg: Config{Listen: "127.0.0.1:8443"}, wantErr: "data dir is required"},
+		{name: "bad listen", cfg: Config{DataDir: "d", Listen: "8443"}, wantErr: "bad listen address"},
+		{name: "all addresses, no URL", cfg: Config{DataDir: "d", Listen: ":8443"}, wantErr: "advertise URL is required"},
+		{name: "unspecified, no URL", cfg: Config{DataDir: "d", Listen: "0.0.0.0:8443"}, wantErr: "advertise URL is required"},
+		{name: "URL from listen", cfg: Config{DataDir: "d", Listen: "10.0.0.1:8443"},
+			want: func(c Config) bool { return c.AdvertiseURL == "https://10.0.0.1:8443" }},
+		{name: "trailing slash", cfg: Config{DataDir: "d", Listen: ":8443", AdvertiseURL: "https://c.example:8443/"},
+			want: func(c Config) bool { return c.AdvertiseURL == "https://c.example:8443" }},
+		{name: "http URL", cfg: Config{DataDir: "d", Listen: ":1", AdvertiseURL: "http://c:1"}, wantErr: "bad advertise URL"},
+		{name: "URL with path", cfg: Config{DataDir: "d", Listen: ":1", AdvertiseURL: "https://c:1/api"}, wantErr: "bad advertise URL"},
+		{name: "IPv6 as IPv4 prefix", cfg: Config{DataDir: "d", Listen: "127.0.0.1:1", Prefix4: netip.MustParsePrefix("fd00::/64")}, wantErr: "bad IPv4 overlay prefix"},
+		{name: "IPv4 /31", cfg: Config{DataDir: "d", Listen: "127.0.0.1:1", Prefix4: netip.MustParsePrefix("10.0.0.0/31")}, wantErr: "bad IPv4 overlay prefix"},
+		{name: "IPv4 as IPv6 prefix", cfg: Config{DataDir: "d", Listen: "127.0.0.1:1", Prefix6: netip.MustParsePrefix("10.0.0.0/8")}, wantErr: "bad IPv6 overlay prefix"},
+		{name: "cert without key", cfg: Config{DataDir: "d", Listen: "127.0.0.1:1", TLSCert: "c.pem"}, wantErr: "together"},
+		{name: "defaults", cfg: Config{DataDir: "d", Listen: "127.0.0.1:1"},
+			want: func(c Config) bool { return c.KeepAlive == 15*time.Second && c.Logger != nil }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tc.cfg
+			err := cfg.Validate()
+			switch {
+			case tc.wantErr != "":
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Errorf("Validate() = %v, want %q", err, tc.wantErr)
+				}
+			case err != nil:
+				t.Errorf("Validate(): %v", err)
+			case !tc.want(cfg):
+				t.Errorf("Validate() left %+v", cfg)
+			}
+		})
+	}
+}
+
+// The generated key files are never readable by others, whatever the umask.
+func TestKeyFilesNotWorldReadable(t *testing.T) {
+	dir := t.TempDir()
+	c, _ := newForTest(t, dir)
+	c.Close()
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".key") && !strings.HasSuffix(p, ".token") {
+			return err
+		}
+		fi, err := d.Info()
+		if err == nil && fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s has mode %#o", p, fi.Mode().Perm())
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,149 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/wiremesh/wiremesh/acl"
+	"github.com/wiremesh/wiremesh/wire"
+)
+
+// maxChanges bounds the access changes a check returns.
+const maxChanges = 10000
+
+func (c *Coordinator) handleGetPolicy(w http.ResponseWriter, r *http.Request) {
+	p, err := c.store.ActivePolicy(r.Context())
+	if err != nil {
+		c.writeStoreError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, p)
+}
+
+// validate parses text and runs its tests against the nodes of s. It
+// returns the compiled policy, or the problems found.
+func validate(s *snapshot, req wire.SetPolicyRequest) (*acl.Compiled, []wire.PolicyError) {
+	file := req.File
+	if file == "" {
+		file = "policy.hujson"
+	}
+	p, err := acl.Parse(file, []byte(req.Text))
+	if err == nil {
+		compiled := acl.Compile(p, s.aclNodes)
+		if err = compiled.RunTests(); err == nil {
+			return compiled, nil
+		}
+	}
+	var list acl.ErrorList
+	if !errors.As(err, &list) {
+		return nil, []wire.PolicyError{{Message: err.Error(), Text: err.Error()}}
+	}
+	out := make([]wire.PolicyError, len(list))
+	for i, e := range list {
+		out[i] = wire.PolicyError{Line: e.Pos.Line, Column: e.Pos.Col, Message: e.Msg, Text: e.Error()}
+	}
+	return nil, out
+}
+
+func policyRejected(w http.ResponseWriter, errs []wire.PolicyError) {
+	msg := "policy rejected: " + errs[0].Text
+	if len(errs) > 1 {
+		msg += fmt.Sprintf(" (and %d more problems)", len(errs)-1)
+	}
+	writeError(w, http.StatusBadRequest, msg, errs)
+}
+
+func (c *Coordinator) handleSetPolicy(w http.ResponseWriter, r *http.Request) {
+	var req wire.SetPolicyRequest
+	if !decodeBody(w, r, &req, true) {
+		return
+	}
+	if _, errs := validate(c.state.Load(), req); errs != nil {
+		policyRejected(w, errs)
+		return
+	}
+	c.setPolicy(w, r, req.Text, "")
+}
+
+func (c *Coordinator) setPolicy(w http.ResponseWriter, r *http.Request, text, comment string) {
+	p, err := c.store.SetPolicy(r.Context(), actor(r), text, comment)
+	if err != nil {
+		c.writeStoreError(w, err)
+		return
+	}
+	if err := c.publish(r.Context()); err != nil {
+		c.log.Error("publish after policy change", "err", err)
+	}
+	c.log.Info("policy set", "version", p.Version, "author", p.Author)
+	writeJSON(w, http.StatusOK, p)
+}
+
+func (c *Coordinator) handleCheckPolicy(w http.ResponseWriter, r *http.Request) {
+	var req wire.SetPolicyRequest
+	if !decodeBody(w, r, &req, true) {
+		return
+	}
+	s := c.state.Load()
+	out := wire.PolicyCheck{ActiveVersion: s.policy.Version}
+	compiled, errs := validate(s, req)
+	if errs != nil {
+		out.Errors = errs
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
+	out.Valid = true
+	for _, ch := range acl.Diff(s.compiled, compiled) {
+		if len(out.Changes) == maxChanges {
+			break
+		}
+		out.Changes = append(out.Changes, wire.AccessChange{Gained: ch.Gained, Src: ch.Src, Dst: ch.Dst, Proto: ch.Proto, Ports: ch.Ports, Text: ch.String()})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (c *Coordinator) handlePolicyHistory(w http.ResponseWriter, r *http.Request) {
+	h, err := c.store.PolicyHistory(r.Context())
+	if err != nil {
+		c.writeStoreError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, h)
+}
+
+func (c *Coordinator) handleRollback(w http.ResponseWriter, r *http.Request) {
+	var req wire.RollbackRequest
+	if !decodeBody(w, r, &req, true) {
+		return
+	}
+	old, err := c.store.PolicyVersion(r.Context(), req.Version)
+	if err != nil {
+		c.writeStoreError(w, err)
+		return
+	}
+	// The inventory may have changed since: the old policy's tests must
+	// still pass.
+	if _, errs := validate(c.state.Load(), wire.SetPolicyRequest{Text: old.Text, File: "policy v" + strconv.FormatUint(old.Version, 10)}); errs != nil {
+		policyRejected(w, errs)
+		return
+	}
+	c.setPolicy(w, r, old.Text, fmt.Sprintf("rollback to %d", old.Version))
+}
+
+func (c *Coordinator) handleSetTags(w http.ResponseWriter, r *http.Request) {
+	var req wire.SetTagsRequest
+	if !decodeBody(w, r, &req, true) {
+		return
+	}
+	name := r.PathValue("name")
+	if _, err := c.store.SetTags(r.Context(), actor(r), name, req.Tags); err != nil {
+		c.writeStoreError(w, err)
+		return
+	}
+	if err := c.publish(r.Context()); err != nil {
+		c.log.Error("publish after tag change", "err", err)
+	}
+	c.log.Info("node tagged", "node", name, "tags", req.Tags)
+	w.WriteHeader(http.StatusNoContent)
+}

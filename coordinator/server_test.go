@@ -1,0 +1,629 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/wire"
+)
+
+// testServer is a coordinator serving HTTPS on a loopback port.
+type testServer struct {
+	c      *Coordinator
+	dir    string
+	url    string
+	client *http.Client
+	admin  string // the bearer form of the first admin token
+}
+
+// startServer runs a coordinator on 127.0.0.1 until the test ends. The
+// client trusts it by pin only, as agents do.
+func startServer(t *testing.T, keepAlive time.Duration) *testServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	c, _, err := New(Config{
+		DataDir:      dir,
+		Listen:       ln.Addr().String(),
+		AdvertiseURL: "https://" + ln.Addr().String(),
+		KeepAlive:    keepAlive,
+		Logger:       slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		ln.Close()
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Serve(ctx, ln) }()
+	tr := &http.Transport{TLSClientConfig: credential.ClientTLS(c.Pin()), ForceAttemptHTTP2: true}
+	t.Cleanup(func() {
+		tr.CloseIdleConnections()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		c.Close()
+	})
+	ts := &testServer{c: c, dir: dir, url: "https://" + ln.Addr().String(), client: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
+	ts.admin = readAdminToken(t, dir).Secret.String()
+	return ts
+}
+
+func readAdminToken(t *testing.T, dir string) credential.Bundle {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := credential.ParseAdminToken(string(b))
+	if err != nil {
+		t.Fatalf("admin.token: %v", err)
+	}
+	return tok
+}
+
+// do sends a request and returns the status and body.
+func (ts *testServer) do(t *testing.T, method, path, token string, body io.Reader) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, ts.url+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := ts.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", method, path, err)
+	}
+	return resp.StatusCode, b
+}
+
+func (ts *testServer) doJSON(t *testing.T, method, path, token string, in any) (int, []byte) {
+	t.Helper()
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ts.do(t, method, path, token, bytes.NewReader(b))
+}
+
+// errorOf decodes an API error body, failing if it is not one.
+func errorOf(t *testing.T, body []byte) wire.Error {
+	t.Helper()
+	var e wire.Error
+	if err := json.Unmarshal(body, &e); err != nil || e.Error == "" {
+		t.Fatalf("body %q is not an API error", body)
+	}
+	return e
+}
+
+func decodeStrict(t *testing.T, body []byte, v any) {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		t.Fatalf("decode %q: %v", body, err)
+	}
+}
+
+func (ts *testServer) createJoinKey(t *testing.T, req wire.CreateJoinKeyRequest) wire.CreateJoinKeyResponse {
+	t.Helper()
+	code, body := ts.doJSON(t, "POST", wire.PathJoinKeys, ts.admin, req)
+	if code != http.StatusCreated {
+		t.Fatalf("create join key: %d %s", code, body)
+	}
+	var out wire.CreateJoinKeyResponse
+	decodeStrict(t, body, &out)
+	return out
+}
+
+func (ts *testServer) enroll(t *testing.T, joinKey string, req wire.EnrollRequest) wire.EnrollResponse {
+	t.Helper()
+	jk, err := credential.ParseJoinKey(joinKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, body := ts.doJSON(t, "POST", wire.PathEnroll, jk.Secret.String(), req)
+	if code != http.StatusOK {
+		t.Fatalf("enroll %+v: %d %s", req, code, body)
+	}
+	var out wire.EnrollResponse
+	decodeStrict(t, body, &out)
+	return out
+}
+
+func TestAdminAuth(t *testing.T) {
+	ts := startServer(t, time.Hour)
+	jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Reusable: true})
+	jkSecret, _ := credential.ParseJoinKey(jk.JoinKey)
+	adm, _ := credential.ParseSecret(ts.admin)
+	wrong := credential.Secret{ID: adm.ID, Value: credential.NewSecret("ad").Value}
+
+	endpoints := []struct{ method, path string }{
+		{"GET", wire.PathNodes},
+		{"DELETE", wire.PathNodes + "/a"},
+		{"GET", wire.PathJoinKeys},
+		{"POST", wire.PathJoinKeys},
+		{"DELETE", wire.PathJoinKeys + "/" + jk.Key.ID},
+	}
+	for _, tok := range []struct{ name, token string }{
+		{"no token", ""},
+		{"not a secret", "garbage"},
+		{"wrong secret", wrong.String()},
+		{"unknown token", credential.NewSecret("ad").String()},
+		{"join key", jkSecret.Secret.String()},
+	} {
+		for _, ep := range endpoints {
+			code, body := ts.do(t, ep.method, ep.path, tok.token, strings.NewReader("{}"))
+			if code != http.StatusUnauthorized {
+				t.Errorf("%s %s with %s: %d %s, want 401", ep.method, ep.path, tok.name, code, body)
+				continue
+			}
+			if e := errorOf(t, body); !strings.Contains(e.Error, "admin token required") {
+				t.Errorf("%s %s with %s: error %q", ep.method, ep.path, tok.name, e.Error)
+			}
+		}
+	}
+	// The key is intact after all that.
+	code, body := ts.do(t, "GET", wire.PathJoinKeys, ts.admin, nil)
+	var keys []wire.JoinKey
+	decodeStrict(t, body, &keys)
+	if code != http.StatusOK || len(keys) != 1 || !keys[0].Revoked.IsZero() {
+		t.Errorf("join keys: %d %s, want the one unrevoked key", code, body)
+	}
+	if code, body := ts.do(t, "GET", wire.PathNodes, ts.admin, nil); code != http.StatusOK || string(body) != "[]\n" {
+		t.Errorf("GET nodes with the admin token: %d %q, want 200 []", code, body)
+	}
+}
+
+func TestHealthAndUnknownPath(t *testing.T) {
+	ts := startServer(t, time.Hour)
+	if code, body := ts.do(t, "GET", wire.PathHealth, "", nil); code != http.StatusOK || string(body) != "ok\n" {
+		t.Errorf("health: %d %q", code, body)
+	}
+	code, body := ts.do(t, "GET", "/v1/nope", "", nil)
+	if code != http.StatusNotFound || !strings.Contains(errorOf(t, body).Error, "/v1/nope") {
+		t.Errorf("unknown path: %d %s, want 404 naming the path", code, body)
+	}
+}
+
+func TestCreateJoinKey(t *testing.T) {
+	ts := startServer(t, time.Hour)
+	before := time.Now().Truncate(time.Millisecond)
+	out := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Reusable: true, Expiry: wire.Duration(time.Hour), Tags: []string{"tag:web"}})
+	jk, err := credential.ParseJoinKey(out.JoinKey)
+	if err != nil {
+		t.Fatalf("join_key %q: %v", out.JoinKey, err)
+	}
+	if jk.URL != ts.url || jk.Pin != ts.c.Pin() || jk.Secret.ID != out.Key.ID {
+		t.Errorf("join key carries %s %s %s; want %s %s %s", jk.URL, jk.Pin, jk.Secret.ID, ts.url, ts.c.Pin(), out.Key.ID)
+	}
+	k := out.Key
+	if !k.Reusable || !cmp.Equal(k.Tags, []string{"tag:web"}) || k.Uses != 0 || !k.Revoked.IsZero() {
+		t.Errorf("key %+v", k)
+	}
+	if k.Created.Before(before) || !k.Expires.Equal(k.Created.Add(time.Hour)) {
+		t.Errorf("key created %v expires %v; want created now, expiring an hour later", k.Created, k.Expires)
+	}
+
+	// Listing shows it without the secret; revoking marks it.
+	code, body := ts.do(t, "GET", wire.PathJoinKeys, ts.admin, nil)
+	if code != http.StatusOK || bytes.Contains(body, []byte(jk.Secret.Value)) {
+		t.Fatalf("list: %d %s", code, body)
+	}
+	if code, body := ts.do(t, "DELETE", wire.PathJoinKeys+"/"+k.ID, ts.admin, nil); code != http.StatusNoContent {
+		t.Errorf("revoke: %d %s", code, body)
+	}
+	if code, _ := ts.do(t, "DELETE", wire.PathJoinKeys+"/"+k.ID, ts.admin, nil); code != http.StatusNotFound {
+		t.Errorf("revoke again: %d, want 404", code)
+	}
+	code, body = ts.doJSON(t, "POST", wire.PathEnroll, jk.Secret.String(), wire.EnrollRequest{PublicKey: newPublicKey(t)})
+	if code != http.StatusUnauthorized || !strings.Contains(errorOf(t, body).Error, "revoked") {
+		t.Errorf("enroll with revoked key: %d %s, want 401 saying revoked", code, body)
+	}
+}
+
+func TestBadRequestBodies(t *testing.T) {
+	ts := startServer(t, time.Hour)
+	big := `{"tags":["` + strings.Repeat("a", 1<<20) + `"]}`
+	for _, tc := range []struct {
+		name       string
+		body       string
+		wantCode   int
+		wantErr    string
+		wantDetail map[string]any
+	}{
+		{"malformed", `{"reusable": tru}`, 400, "malformed JSON at byte 17", map[string]any{"offset": 17.0}},
+		{"malformed later", "{\n  \"tags\": [\"tag:a\",,]}", 400, "malformed JSON at byte 22", map[string]any{"offset": 22.0}},
+		{"unknown field", `{"reusabel": true}`, 400, `unknown field "reusabel"`, nil},
+		{"wrong type", `{"reusable": "yes"}`, 400, `bad JSON at byte 18: field "reusable": want bool`, map[string]any{"offset": 18.0, "field": "reusable"}},
+		{"bad duration", `{"expiry": "soon"}`, 400, `bad duration "soon"`, nil},
+		{"negative duration", `{"expiry": "-1h"}`, 400, "negative", nil},
+		{"trailing data", `{} {}`, 400, "trailing data", nil},
+		{"empty", ``, 400, "empty request body", nil},
+		{"bad tag", `{"tags": ["web"]}`, 400, `tag "web" must look like tag:NAME`, nil},
+		{"too large", big, 413, "larger than 1048576 bytes", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := ts.do(t, "POST", wire.PathJoinKeys, ts.admin, strings.NewReader(tc.body))
+			if code != tc.wantCode {
+				t.Fatalf("status %d (%s), want %d", code, body, tc.wantCode)
+			}
+			e := errorOf(t, body)
+			if !strings.Contains(e.Error, tc.wantErr) {
+				t.Errorf("error %q, want it to contain %q", e.Error, tc.wantErr)
+			}
+			if tc.wantDetail != nil {
+				if diff := cmp.Diff(tc.wantDetail, e.Detail); diff != "" {
+					t.Errorf("detail (-want +got):\n%s", diff)
+				}
+			}
+		})
+	}
+	if code, body := ts.do(t, "GET", wire.PathJoinKeys, ts.admin, nil); code != 200 || string(body) != "[]\n" {
+		t.Errorf("bad requests created keys: %s", body)
+	}
+}
+
+func TestEnroll(t *testing.T) {
+	ts := startServer(t, time.Hour)
+	once := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Tags: []string{"tag:db"}})
+	onceKey, _ := credential.ParseJoinKey(once.JoinKey)
+
+	pub := newPublicKey(t)
+	for _, tc := range []struct {
+		name     string
+		token    string
+		body     string
+		wantCode int
+		wantErr  string
+	}{
+		{"no join key", "", `{"public_key":"` + pub + `"}`, 401, "join key required"},
+		{"not a secret", "x", `{"public_key":"` + pub + `"}`, 401, "join key required"},
+		{"unknown join key", credential.NewSecret("jk").String(), `{"public_key":"` + pub + `"}`, 401, "unknown join key"},
+		{"no public key", onceKey.Secret.String(), `{}`, 400, "bad public key"},
+		{"short public key", onceKey.Secret.String(), `{"public_key":"AAAA"}`, 400, "bad public key"},
+		{"31-byte public key", onceKey.Secret.String(), `{"public_key":"` + pub[:40] + `AA=="}`, 400, "bad public key"},
+		{"not base64", onceKey.Secret.String(), `{"public_key":"` + strings.Repeat("!", 44) + `"}`, 400, "bad public key"},
+		{"bad name", onceKey.Secret.String(), `{"public_key":"` + pub + `","name":"Bad_Name"}`, 400, "must be 1-63 lowercase"},
+		{"malformed", onceKey.Secret.String(), `{"public_key":`, 400, "JSON"},
+	} {
+		code, body := ts.do(t, "POST", wire.PathEnroll, tc.token, strings.NewReader(tc.body))
+		if code != tc.wantCode {
+			t.Errorf("%s: %d %s, want %d", tc.name, code, body, tc.wantCode)
+			continue
+		}
+		if e := errorOf(t, body); !strings.Contains(e.Error, tc.wantErr) {
+			t.Errorf("%s: error %q, want it to contain %q", tc.name, e.Error, tc.wantErr)
+		}
+	}
+
+	// The agent protocol tolerates fields it does not know (newer agents).
+	code, body := ts.do(t, "POST", wire.PathEnroll, onceKey.Secret.String(),
+		strings.NewReader(`{"protocol_version":99,"public_key":"`+pub+`","hostname":"db1.example.com","future":true}`))
+	if code != http.StatusOK {
+		t.Fatalf("enroll: %d %s", code, body)
+	}
+	var out wire.EnrollResponse
+	decodeStrict(t, body, &out)
+	if out.Node.Name != "db1" || out.Node.PublicKey != pub || !cmp.Equal(out.Node.Tags, []string{"tag:db"}) {
+		t.Errorf("enrolled node %+v", out.Node)
+	}
+	if diff := cmp.Diff([]netip.Prefix{DefaultPrefix4, DefaultPrefix6}, out.Prefixes, cmpNet); diff != "" {
+		t.Errorf("prefixes (-want +got):\n%s", diff)
+	}
+	if _, err := credential.ParseSecret(out.Credential); err != nil {
+		t.Errorf("credential %q: %v", out.Credential, err)
+	}
+
+	// The key was one-time; a second node is refused.
+	code, body = ts.doJSON(t, "POST", wire.PathEnroll, onceKey.Secret.String(), wire.EnrollRequest{PublicKey: newPublicKey(t)})
+	if code != http.StatusUnauthorized || !strings.Contains(errorOf(t, body).Error, "already used") {
+		t.Errorf("second use of a one-time key: %d %s", code, body)
+	}
+	// A taken name is a conflict.
+	multi := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Reusable: true})
+	multiKey, _ := credential.ParseJoinKey(multi.JoinKey)
+	code, body = ts.doJSON(t, "POST", wire.PathEnroll, multiKey.Secret.String(), wire.EnrollRequest{PublicKey: newPublicKey(t), Name: "db1"})
+	if code != http.StatusConflict {
+		t.Errorf("taken name: %d %s, want 409", code, body)
+	}
+
+	// The admin listing shows the node.
+	code, body = ts.do(t, "GET", wire.PathNodes, ts.admin, nil)
+	var nodes []wire.Node
+	decodeStrict(t, body, &nodes)
+	if code != 200 || len(nodes) != 1 || nodes[0].Name != "db1" || nodes[0].Online {
+		t.Errorf("nodes: %d %s", code, body)
+	}
+}
+
+// stream is an open netmap stream read by a goroutine.
+type stream struct {
+	msgs   chan wire.MapMessage
+	done   chan struct{} // closed when the stream ended
+	err    error         // why it ended; read after done
+	cancel context.CancelFunc
+}
+
+func (ts *testServer) openStream(t *testing.T, cred string, req wire.MapRequest) *stream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	b, _ := json.Marshal(req)
+	hreq, _ := http.NewRequestWithContext(ctx, "POST", ts.url+wire.PathNetmap, bytes.NewReader(b))
+	hreq.Header.Set("Authorization", "Bearer "+cred)
+	client := &http.Client{Transport: ts.client.Transport} // no overall timeout
+	resp, err := client.Do(hreq)
+	if err != nil {
+		cancel()
+		t.Fatalf("open stream: %v", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cancel()
+		t.Fatalf("open stream: %d %s", resp.StatusCode, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/x-ndjson" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	s := &stream{msgs: make(chan wire.MapMessage), done: make(chan struct{}), cancel: cancel}
+	go func() {
+		defer close(s.done)
+		defer resp.Body.Close()
+		dec := json.NewDecoder(resp.Body)
+		for {
+			var m wire.MapMessage
+			if s.err = dec.Decode(&m); s.err != nil {
+				return
+			}
+			select {
+			case s.msgs <- m:
+			case <-ctx.Done():
+				s.err = ctx.Err()
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-s.done })
+	return s
+}
+
+const waitFor = 10 * time.Second
+
+// netmap returns the next netmap for which ok is true, skipping others and
+// keep-alives.
+func (s *stream) netmap(t *testing.T, what string, ok func(*wire.Netmap) bool) *wire.Netmap {
+	t.Helper()
+	timeout := time.After(waitFor)
+	for {
+		select {
+		case m := <-s.msgs:
+			if m.Netmap != nil && ok(m.Netmap) {
+				return m.Netmap
+			}
+		case <-s.done:
+			t.Fatalf("stream ended (%v) before %s", s.err, what)
+		case <-timeout:
+			t.Fatalf("no netmap with %s within %s", what, waitFor)
+		}
+	}
+}
+
+// ended waits until the server ends the stream.
+func (s *stream) ended(t *testing.T) {
+	t.Helper()
+	timeout := time.After(waitFor)
+	for {
+		select {
+		case <-s.msgs:
+		case <-s.done:
+			if !errors.Is(s.err, io.EOF) && !errors.Is(s.err, io.ErrUnexpectedEOF) {
+				t.Errorf("stream ended with %v, want the server to end it", s.err)
+			}
+			return
+		case <-timeout:
+			t.Fatalf("stream still open after %s", waitFor)
+		}
+	}
+}
+
+func peerNames(nm *wire.Netmap) []string {
+	names := []string{}
+	for _, p := range nm.Peers {
+		names = append(names, p.Name)
+	}
+	return names
+}
+
+func TestNetmapStream(t *testing.T) {
+	ts := startServer(t, time.Hour)
+	jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Reusable: true})
+	a := ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: "a"})
+
+	sa := ts.openStream(t, a.Credential, wire.MapRequest{PublicKey: a.Node.PublicKey, ListenPort: 51820, Endpoints: []string{"198.51.100.1:4000"}})
+	first := sa.netmap(t, "the first netmap", func(*wire.Netmap) bool { return true })
+	wantSelf := a.Node
+	wantSelf.Endpoints = []string{"198.51.100.1:4000", "127.0.0.1:51820"}
+	if diff := cmp.Diff(wantSelf, first.Self, cmpNet); diff != "" {
+		t.Errorf("first netmap's Self (-want +got):\n%s", diff)
+	}
+	if len(first.Peers) != 0 || first.Version == 0 || first.KeepAliveInterval != wire.Duration(time.Hour) {
+		t.Errorf("first netmap: version %d, peers %v, keep-alive %v", first.Version, peerNames(first), time.Duration(first.KeepAliveInterval))
+	}
+	if diff := cmp.Diff([]netip.Prefix{DefaultPrefix4, DefaultPrefix6}, first.Prefixes, cmpNet); diff != "" {
+		t.Errorf("prefixes (-want +got):\n%s", diff)
+	}
+
+	// A new node is pushed to the open stream.
+	b := ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: "b"})
+	nm := sa.netmap(t, "peer b", func(nm *wire.Netmap) bool { return len(nm.Peers) == 1 })
+	if diff := cmp.Diff([]wire.Node{b.Node}, nm.Peers, cmpNet); diff != "" {
+		t.Errorf("a's peers (-want +got):\n%s", diff)
+	}
+	if nm.Version <= first.Version {
+		t.Errorf("version %d after %d", nm.Version, first.Version)
+	}
+
+	// b connects: it sees a with a's endpoints, and a learns b's endpoint.
+	sb := ts.openStream(t, b.Credential, wire.MapRequest{PublicKey: b.Node.PublicKey, ListenPort: 51821})
+	nmb := sb.netmap(t, "b's first netmap", func(*wire.Netmap) bool { return true })
+	if got := peerNames(nmb); !cmp.Equal(got, []string{"a"}) || !cmp.Equal(nmb.Peers[0].Endpoints, wantSelf.Endpoints) {
+		t.Errorf("b's peers %v with endpoints %v, want a at %v", got, nmb.Peers, wantSelf.Endpoints)
+	}
+	sa.netmap(t, "b's endpoint", func(nm *wire.Netmap) bool {
+		return len(nm.Peers) == 1 && cmp.Equal(nm.Peers[0].Endpoints, []string{"127.0.0.1:51821"})
+	})
+
+	// Both are online in the admin listing.
+	_, body := ts.do(t, "GET", wire.PathNodes, ts.admin, nil)
+	var nodes []wire.Node
+	decodeStrict(t, body, &nodes)
+	for _, n := range nodes {
+		if !n.Online || n.LastSeen.IsZero() {
+			t.Errorf("node %s online %v last seen %v while streaming", n.Name, n.Online, n.LastSeen)
+		}
+	}
+
+	// Deleting b ends its stream, drops it from a's netmap and revokes its
+	// credential.
+	if code, body := ts.do(t, "DELETE", wire.PathNodes+"/b", ts.admin, nil); code != http.StatusNoContent {
+		t.Fatalf("delete b: %d %s", code, body)
+	}
+	sb.ended(t)
+	sa.netmap(t, "no peers", func(nm *wire.Netmap) bool { return len(nm.Peers) == 0 })
+	code, body := ts.doJSON(t, "POST", wire.PathNetmap, b.Credential, wire.MapRequest{PublicKey: b.Node.PublicKey})
+	if code != http.StatusUnauthorized {
+		t.Errorf("deleted node's credential: %d %s, want 401", code, body)
+	}
+	if code, _ := ts.do(t, "DELETE", wire.PathNodes+"/b", ts.admin, nil); code != http.StatusNotFound {
+		t.Errorf("delete b again: %d, want 404", code)
+	}
+}
+
+func TestNetmapKeepAlive(t *testing.T) {
+	ts := startServer(t, 20*time.Millisecond)
+	jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{})
+	a := ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t)})
+	s := ts.openStream(t, a.Credential, wire.MapRequest{PublicKey: a.Node.PublicKey})
+	s.netmap(t, "the first netmap", func(*wire.Netmap) bool { return true })
+	select {
+	case m := <-s.msgs:
+		if !m.KeepAlive || m.Netmap != nil {
+			t.Errorf("message after an idle interval: %+v, want a keep-alive", m)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("no keep-alive")
+	}
+}
+
+func TestNetmapRefusals(t *testing.T) {
+	ts := startServer(t, time.Hour)
+	jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Reusable: true})
+	a := ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t)})
+	cred, _ := credential.ParseSecret(a.Credential)
+	for _, tc := range []struct {
+		name     string
+		token    string
+		req      wire.MapRequest
+		wantCode int
+		wantErr  string
+	}{
+		{"no credential", "", wire.MapRequest{PublicKey: a.Node.PublicKey}, 401, "node credential required"},
+		{"wrong secret", credential.Secret{ID: cred.ID, Value: credential.NewSecret("nd").Value}.String(), wire.MapRequest{PublicKey: a.Node.PublicKey}, 401, "unknown node credential"},
+		{"join key", mustParseJoinKey(t, jk.JoinKey).String(), wire.MapRequest{PublicKey: a.Node.PublicKey}, 401, "unknown node credential"},
+		{"other public key", a.Credential, wire.MapRequest{PublicKey: newPublicKey(t)}, 403, "public key does not match"},
+		{"bad endpoint", a.Credential, wire.MapRequest{PublicKey: a.Node.PublicKey, Endpoints: []string{"nonsense"}}, 400, `bad endpoint "nonsense"`},
+		{"bad port", a.Credential, wire.MapRequest{PublicKey: a.Node.PublicKey, ListenPort: 70000}, 400, "bad listen port"},
+	} {
+		code, body := ts.doJSON(t, "POST", wire.PathNetmap, tc.token, tc.req)
+		if code != tc.wantCode {
+			t.Errorf("%s: %d %s, want %d", tc.name, code, body, tc.wantCode)
+			continue
+		}
+		if e := errorOf(t, body); !strings.Contains(e.Error, tc.wantErr) {
+			t.Errorf("%s: error %q, want it to contain %q", tc.name, e.Error, tc.wantErr)
+		}
+	}
+	if eps := mustNodes(t, ts.c.Store())[0].Endpoints; len(eps) != 0 {
+		t.Errorf("refused requests recorded endpoints %v", eps)
+	}
+}
+
+func mustParseJoinKey(t *testing.T, s string) credential.Secret {
+	t.Helper()
+	b, err := credential.ParseJoinKey(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.Secret
+}
+
+// Closing the coordinator's serve context ends open streams and Serve
+// returns promptly.
+func TestServeShutdownEndsStreams(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := New(Config{DataDir: t.TempDir(), Listen: ln.Addr().String(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Serve(ctx, ln) }()
+	tr := &http.Transport{TLSClientConfig: credential.ClientTLS(c.Pin()), ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	ts := &testServer{c: c, url: "https://" + ln.Addr().String(), client: &http.Client{Transport: tr}}
+	_, sec, err := c.Store().CreateJoinKey(context.Background(), "test", wire.CreateJoinKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := ts.enroll(t, credential.Bundle{URL: ts.url, Pin: c.Pin(), Secret: sec}.Encode(credential.JoinKeyPrefix), wire.EnrollRequest{PublicKey: newPublicKey(t)})
+	s := ts.openStream(t, a.Credential, wire.MapRequest{PublicKey: a.Node.PublicKey})
+	s.netmap(t, "the first netmap", func(*wire.Netmap) bool { return true })
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("Serve did not return")
+	}
+	select {
+	case <-s.done:
+	case <-time.After(waitFor):
+		t.Fatal("stream still open after shutdown")
+	}
+	if _, err := ts.client.Get(ts.url + wire.PathHealth); err == nil {
+		t.Error("still serving after shutdown")
+	}
+}
