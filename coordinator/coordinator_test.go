@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -171,25 +170,5 @@ func TestConfigValidate(t *testing.T) {
 				t.Errorf("Validate() left %+v", cfg)
 			}
 		})
-	}
-}
-
-// The generated key files are never readable by others, whatever the umask.
-func TestKeyFilesNotWorldReadable(t *testing.T) {
-	dir := t.TempDir()
-	c, _ := newForTest(t, dir)
-	c.Close()
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".key") && !strings.HasSuffix(p, ".token") {
-			return err
-		}
-		fi, err := d.Info()
-		if err == nil && fi.Mode().Perm()&0o077 != 0 {
-			t.Errorf("%s has mode %#o", p, fi.Mode().Perm())
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 }

@@ -460,6 +460,20 @@ func peerNames(nm *wire.Netmap) []string {
 	return names
 }
 
+// allowAll is a policy that lets every node reach every other.
+const allowAll = `{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}`
+
+func (ts *testServer) setPolicy(t *testing.T, text string) wire.Policy {
+	t.Helper()
+	code, body := ts.doJSON(t, "PUT", wire.PathPolicy, ts.admin, wire.SetPolicyRequest{Text: text})
+	if code != http.StatusOK {
+		t.Fatalf("set policy: %d %s", code, body)
+	}
+	var p wire.Policy
+	decodeStrict(t, body, &p)
+	return p
+}
+
 func TestNetmapStream(t *testing.T) {
 	ts := startServer(t, time.Hour)
 	jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Reusable: true})
@@ -472,21 +486,29 @@ func TestNetmapStream(t *testing.T) {
 	if diff := cmp.Diff(wantSelf, first.Self, cmpNet); diff != "" {
 		t.Errorf("first netmap's Self (-want +got):\n%s", diff)
 	}
-	if len(first.Peers) != 0 || first.Version == 0 || first.KeepAliveInterval != wire.Duration(time.Hour) {
-		t.Errorf("first netmap: version %d, peers %v, keep-alive %v", first.Version, peerNames(first), time.Duration(first.KeepAliveInterval))
+	if len(first.Peers) != 0 || first.Version == 0 || first.KeepAliveInterval != wire.Duration(time.Hour) || first.PolicyVersion != 0 {
+		t.Errorf("first netmap: version %d, peers %v, keep-alive %v, policy %d", first.Version, peerNames(first), time.Duration(first.KeepAliveInterval), first.PolicyVersion)
 	}
 	if diff := cmp.Diff([]netip.Prefix{DefaultPrefix4, DefaultPrefix6}, first.Prefixes, cmpNet); diff != "" {
 		t.Errorf("prefixes (-want +got):\n%s", diff)
 	}
 
-	// A new node is pushed to the open stream.
+	// A new node is pushed to the open stream at once; with no policy set,
+	// it is not a peer.
 	b := ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: "b"})
-	nm := sa.netmap(t, "peer b", func(nm *wire.Netmap) bool { return len(nm.Peers) == 1 })
+	nm := sa.netmap(t, "a newer version", func(nm *wire.Netmap) bool { return nm.Version > first.Version })
+	if len(nm.Peers) != 0 {
+		t.Errorf("with no policy, a's peers are %v, want none", peerNames(nm))
+	}
+
+	// A policy that allows it makes b a's peer.
+	pol := ts.setPolicy(t, allowAll)
+	nm = sa.netmap(t, "peer b", func(nm *wire.Netmap) bool { return len(nm.Peers) == 1 })
 	if diff := cmp.Diff([]wire.Node{b.Node}, nm.Peers, cmpNet); diff != "" {
 		t.Errorf("a's peers (-want +got):\n%s", diff)
 	}
-	if nm.Version <= first.Version {
-		t.Errorf("version %d after %d", nm.Version, first.Version)
+	if nm.PolicyVersion != pol.Version || len(nm.Rules) == 0 {
+		t.Errorf("a's netmap has policy %d and %d rules, want policy %d and rules", nm.PolicyVersion, len(nm.Rules), pol.Version)
 	}
 
 	// b connects: it sees a with a's endpoints, and a learns b's endpoint.

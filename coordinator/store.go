@@ -299,10 +299,11 @@ func sanitizeName(h string) string {
 			b[i] = '-'
 		}
 	}
-	n := strings.Trim(string(b), "-")
+	n := string(b)
 	if len(n) > 50 {
 		n = n[:50]
 	}
+	n = strings.Trim(n, "-")
 	if n == "" {
 		n = "node"
 	}
@@ -425,7 +426,8 @@ func pickNameTx(ctx context.Context, tx *sql.Tx, p EnrollParams) (string, error)
 // increasing order and wrap only when the prefix is exhausted, so a deleted
 // node's address is not reused while peers may still remember it.
 func (s *Store) allocateTx(ctx context.Context, tx *sql.Tx) (int64, error) {
-	size := hostCount(s.prefixes[0])
+	// Both prefixes hold the address at the same index: the smaller bounds.
+	size := min(hostCount(s.prefixes[0]), hostCount(s.prefixes[1]))
 	next := int64(1)
 	var v string
 	err := tx.QueryRowContext(ctx, "SELECT value FROM settings WHERE key = 'ipam_next'").Scan(&v)
@@ -439,7 +441,7 @@ func (s *Store) allocateTx(ctx context.Context, tx *sql.Tx) (int64, error) {
 		return 0, fmt.Errorf("count nodes: %w", err)
 	}
 	if used >= size-2 {
-		return 0, fmt.Errorf("%w: overlay prefix %s is full", ErrConflict, s.prefixes[0])
+		return 0, fmt.Errorf("%w: overlay prefixes %s and %s are full", ErrConflict, s.prefixes[0], s.prefixes[1])
 	}
 	for {
 		if next < 1 || next >= size-1 { // skip the network and broadcast addresses

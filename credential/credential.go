@@ -126,7 +126,7 @@ func decode(s, prefix string) (Bundle, error) {
 		return Bundle{}, fmt.Errorf("bad contents: %w", err)
 	}
 	u, err := url.Parse(b.URL)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
 		return Bundle{}, fmt.Errorf("bad coordinator URL %q: want https://HOST:PORT", b.URL)
 	}
 	if b.Pin.IsZero() {

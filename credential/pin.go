@@ -32,7 +32,10 @@ func ParsePin(s string) (Pin, error) {
 		return Pin{}, fmt.Errorf("bad pin %q: want sha256:HEX", s)
 	}
 	var p Pin
-	if n, err := hex.Decode(p[:], []byte(h)); err != nil || n != len(p) || len(h) != 2*len(p) {
+	if len(h) != 2*len(p) {
+		return Pin{}, fmt.Errorf("bad pin %q: want 64 hex digits", s)
+	}
+	if _, err := hex.Decode(p[:], []byte(h)); err != nil {
 		return Pin{}, fmt.Errorf("bad pin %q: want 64 hex digits", s)
 	}
 	return p, nil

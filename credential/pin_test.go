@@ -164,9 +164,3 @@ func TestClientTLS(t *testing.T) {
 		})
 	}
 }
-
-func TestClientTLSNoOldVersions(t *testing.T) {
-	if v := credential.ClientTLS(credential.Pin{1}).MinVersion; v < tls.VersionTLS13 {
-		t.Errorf("MinVersion = %#x, want TLS 1.3", v)
-	}
-}

@@ -1,9 +1,11 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -81,21 +83,42 @@ func (tc *testCoordinator) joinKey(t *testing.T, reusable bool) string {
 	return credential.Bundle{URL: tc.url, Pin: tc.c.Pin(), Secret: sec}.Encode(credential.JoinKeyPrefix)
 }
 
-// deleteNode deletes a node through the admin API, which pushes the change.
-func (tc *testCoordinator) deleteNode(t *testing.T, name string) {
+// adminDo sends an admin API request and checks its status.
+func (tc *testCoordinator) adminDo(t *testing.T, method, path string, body any, want int) {
 	t.Helper()
 	tr := &http.Transport{TLSClientConfig: credential.ClientTLS(tc.c.Pin())}
 	defer tr.CloseIdleConnections()
-	req, _ := http.NewRequest("DELETE", tc.url+wire.PathNodes+"/"+name, nil)
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, tc.url+path, r)
 	req.Header.Set("Authorization", "Bearer "+tc.admin)
 	resp, err := (&http.Client{Transport: tr, Timeout: waitFor}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
-		t.Fatalf("delete node %s: %s", name, resp.Status)
+	defer resp.Body.Close()
+	if resp.StatusCode != want {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("%s %s: %s %s", method, path, resp.Status, b)
 	}
+}
+
+// allowAll is a policy that lets every node reach every other.
+const allowAll = `{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}`
+
+// setPolicy sets the access policy through the admin API.
+func (tc *testCoordinator) setPolicy(t *testing.T, text string) {
+	t.Helper()
+	tc.adminDo(t, "PUT", wire.PathPolicy, wire.SetPolicyRequest{Text: text}, http.StatusOK)
+}
+
+// deleteNode deletes a node through the admin API, which pushes the change.
+func (tc *testCoordinator) deleteNode(t *testing.T, name string) {
+	t.Helper()
+	tc.adminDo(t, "DELETE", wire.PathNodes+"/"+name, nil, http.StatusNoContent)
 }
 
 // runningAgent is an agent whose Run is in progress.
@@ -156,6 +179,17 @@ func (ra *runningAgent) stop(t *testing.T) error {
 	return ra.wait(t)
 }
 
+// waitUp waits until the agent has enrolled and has a netmap from the
+// coordinator.
+func (ra *runningAgent) waitUp(t *testing.T) {
+	t.Helper()
+	ra.eng.wait(t, "netmap from the coordinator for "+ra.name, func(e *fakeEngine) bool {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.last != nil && e.last.Version != 0
+	})
+}
+
 // pub returns the agent's public key, which New loads or makes.
 func (ra *runningAgent) pub() string { return ra.key.PublicKey().String() }
 
@@ -200,6 +234,7 @@ func status(t *testing.T, dir string) Status {
 
 func TestAgentEndToEnd(t *testing.T) {
 	co := startCoordinator(t)
+	co.setPolicy(t, allowAll)
 	key := co.joinKey(t, true)
 	dirs := map[string]string{}
 	for _, n := range []string{"a", "b", "c"} {
@@ -234,8 +269,8 @@ func TestAgentEndToEnd(t *testing.T) {
 			t.Errorf("status peer %+v, want engine counters and two addresses", p)
 		}
 	}
-	if st.Self.Name != "a" || !st.Connected || st.NetmapVersion == 0 || !cmp.Equal(sorted(names...), []string{"b", "c"}) {
-		t.Errorf("status of a: self %s, connected %v, version %d, peers %v", st.Self.Name, st.Connected, st.NetmapVersion, names)
+	if st.Self.Name != "a" || !st.Connected || st.NetmapVersion == 0 || st.PolicyVersion == 0 || !cmp.Equal(sorted(names...), []string{"b", "c"}) {
+		t.Errorf("status of a: self %s, connected %v, version %d, policy %d, peers %v", st.Self.Name, st.Connected, st.NetmapVersion, st.PolicyVersion, names)
 	}
 
 	// Deleting c removes it from the others; c's agent gives up.
@@ -296,7 +331,7 @@ func TestAgentStateDirInUse(t *testing.T) {
 func TestEnrollRefused(t *testing.T) {
 	co := startCoordinator(t)
 	used := co.joinKey(t, false)
-	startAgent(t, "first", filepath.Join(t.TempDir(), "first"), used)
+	startAgent(t, "first", filepath.Join(t.TempDir(), "first"), used).waitUp(t)
 
 	wrongPin := func() string {
 		b, _ := credential.ParseJoinKey(co.joinKey(t, true))
@@ -353,7 +388,9 @@ func TestEnrollRefused(t *testing.T) {
 					t.Errorf("New: %v; want the refusal from Run", nerr)
 				}
 			} else {
-				err = a.Run(context.Background())
+				ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+				defer cancel()
+				err = a.Run(ctx)
 				if err == nil {
 					t.Fatal("Run returned nil, want the enrollment refused")
 				}

@@ -359,7 +359,7 @@ func (a *agent) start(b *testing.B, extra ...string) {
 	b.Helper()
 	args := append([]string{a.bin, "agent", "--state-dir", a.stateDir, "--name", a.name,
 		"--interface", a.iface, "--log-format", "json"}, extra...)
-	a.proc = a.host.Start(b, "agent", tempEnv(), args...)
+	a.proc = a.host.Start(b, "agent", nil, args...)
 }
 
 // stop sends SIGTERM and waits for a clean exit.
@@ -389,11 +389,22 @@ func logTime(p *lab.Proc, msg string) time.Time {
 	return time.Time{}
 }
 
-// TEMP
-func tempEnv() []string { if v := os.Getenv("BENCH_WG_ENV"); v != "" { return strings.Fields(v) }; return nil }
-
 // logf prints a progress line to stdout at once (b.Logf keeps only the
 // first 10 lines of a benchmark's log, and prints them at the end).
 func logf(format string, args ...any) {
 	fmt.Printf("bench: "+format+"\n", args...)
+}
+
+// loadAvg returns the first three fields of /proc/loadavg: other work on
+// the machine skews every figure.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }

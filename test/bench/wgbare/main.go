@@ -24,8 +24,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
-	"runtime/debug"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
@@ -76,14 +74,6 @@ func run(name string) error {
 		}
 	}()
 
-	if v := os.Getenv("WGBARE_FREEOS"); v != "" { // TEMP
-		d, _ := time.ParseDuration(v)
-		go func() {
-			for range time.Tick(d) {
-				debug.FreeOSMemory()
-			}
-		}()
-	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	fmt.Println("wgbare up")

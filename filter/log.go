@@ -1,0 +1,90 @@
+package filter
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+)
+
+// The denied-packet log is a token bucket (GCRA): logEvery apart on
+// average, bursts of logBurst.
+const (
+	logEvery = 200 // milliseconds
+	logBurst = 10
+)
+
+// limiter rate-limits log lines without a lock: a flood of denied packets
+// costs one atomic load and one add each.
+type limiter struct {
+	tat        atomic.Int64  // theoretical arrival time of the next line, ms
+	suppressed atomic.Uint64 // lines refused since the last one let through
+}
+
+// allow reports whether a line may be logged at time now (milliseconds).
+func (l *limiter) allow(now int64) bool {
+	for {
+		old := l.tat.Load()
+		tat := max(old, now)
+		if tat-now >= logEvery*logBurst {
+			l.suppressed.Add(1)
+			return false
+		}
+		if l.tat.CompareAndSwap(old, tat+logEvery) {
+			return true
+		}
+	}
+}
+
+// denied logs a dropped inbound packet, if the limiter lets it. Nothing is
+// formatted before that.
+func (f *Filter) denied(p *packet, v Verdict, now int64) {
+	if !f.log.Enabled(context.Background(), slog.LevelInfo) || !f.limit.allow(now) {
+		return
+	}
+	f.logDenied(p, v)
+}
+
+// logDenied writes the "packet denied" line: src, dst, proto, port (for
+// protocols with ports), peer (the source's node name, when known), why,
+// and suppressed (lines dropped by the limiter since the last one).
+func (f *Filter) logDenied(p *packet, v Verdict) {
+	attrs := make([]slog.Attr, 0, 8)
+	if p.fam != 0 {
+		src := p.src.netip(p.fam == 6)
+		attrs = append(attrs,
+			slog.String("src", src.String()),
+			slog.String("dst", p.dst.netip(p.fam == 6).String()),
+			slog.String("proto", protoName(p.proto)))
+		if hasPorts(p.proto) && p.frag != fragLater && v != DropMalformed {
+			attrs = append(attrs, slog.Int("port", int(p.dport)))
+		}
+		if f.cfg.NameOf != nil {
+			if name := f.cfg.NameOf(src); name != "" {
+				attrs = append(attrs, slog.String("peer", name))
+			}
+		}
+	}
+	attrs = append(attrs, slog.String("why", v.String()))
+	if n := f.limit.suppressed.Swap(0); n > 0 {
+		attrs = append(attrs, slog.Uint64("suppressed", n))
+	}
+	f.log.LogAttrs(context.Background(), slog.LevelInfo, "packet denied", attrs...)
+}
+
+// protoName is the name of an IP protocol in the log.
+func protoName(proto uint8) string {
+	switch proto {
+	case protoTCP:
+		return "tcp"
+	case protoUDP:
+		return "udp"
+	case protoICMP:
+		return "icmp"
+	case protoICMPv6:
+		return "icmpv6"
+	case protoSCTP:
+		return "sctp"
+	}
+	return strconv.Itoa(int(proto))
+}
