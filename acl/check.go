@@ -71,8 +71,9 @@ func testPorts(ps []wire.PortRange, proto uint8) []uint16 {
 	}
 	var out []uint16
 	for _, p := range ps {
-		out = append(out, p.First)
-		if p.Last != p.First {
+		first := max(p.First, 1) // port 0 is not a port anyone connects to
+		out = append(out, first)
+		if p.Last != first {
 			out = append(out, p.Last)
 		}
 	}
@@ -110,6 +111,9 @@ func (ch Change) String() string {
 	return s
 }
 
+// defaultProtos is what a rule without "proto" allows.
+var defaultProtos = []uint8{wire.ProtoTCP, wire.ProtoUDP, wire.ProtoICMP, wire.ProtoICMPv6}
+
 // access is what one source may open to one destination: per protocol,
 // the port ranges (nil slice for protocols without ports).
 type access map[uint8][]wire.PortRange
@@ -124,12 +128,9 @@ func (c *Compiled) accessOf(si, di int) access {
 		}
 		protos := r.protos
 		if protos == nil {
-			protos = []uint8{wire.ProtoTCP, wire.ProtoUDP, wire.ProtoICMP}
+			protos = defaultProtos
 		}
 		for _, p := range protos {
-			if p == wire.ProtoICMPv6 && slices.Contains(protos, wire.ProtoICMP) {
-				continue // "icmp" means both; show it once
-			}
 			if !hasPorts(p) {
 				a[p] = nil
 				continue
@@ -148,48 +149,93 @@ func (c *Compiled) accessOf(si, di int) access {
 }
 
 // Diff lists the access that new grants and old does not (Gained) and the
-// reverse, for every ordered pair of distinct nodes. Both must have been
-// compiled against the same nodes. Pairs are computed once per pair of
-// classes.
+// reverse, for every ordered pair of distinct nodes, ordered by source and
+// destination. Both must have been compiled against the same nodes. Only
+// pairs that a rule present in one policy and not the other connects are
+// examined, so a small edit to a large policy is cheap.
 func Diff(old, new *Compiled) []Change {
-	var out []Change
-	type pair struct{ so, do, sn, dn int32 }
-	memo := map[pair][2]access{}
-	for di := range new.nodes {
-		for si := range new.nodes {
-			if si == di {
-				continue
-			}
-			k := pair{old.classOf[si], old.classOf[di], new.classOf[si], new.classOf[di]}
-			ab, ok := memo[k]
-			if !ok {
-				ab = [2]access{old.accessOf(si, di), new.accessOf(si, di)}
-				memo[k] = ab
-			}
-			src, dst := new.nodes[si].Name, new.nodes[di].Name
-			out = append(out, diffAccess(ab[0], ab[1], src, dst)...)
+	oldKeys, newKeys := ruleKeys(old), ruleKeys(new)
+	cand := make([]bitset, len(new.nodes)) // per destination: sources to examine
+	mark := func(c *Compiled, r *crule) {
+		for _, d := range r.dsts {
+			d.nodes.each(func(di int) {
+				if cand[di] == nil {
+					cand[di] = newBitset(len(new.nodes))
+				}
+				cand[di].or(r.src)
+			})
 		}
 	}
-	slices.SortFunc(out, func(a, b Change) int {
-		return strings.Compare(a.Src+"\x00"+a.Dst+"\x00"+a.Proto, b.Src+"\x00"+b.Dst+"\x00"+b.Proto)
+	for i := range old.rules {
+		if newKeys[ruleKey(&old.rules[i])] == 0 {
+			mark(old, &old.rules[i])
+		}
+	}
+	for i := range new.rules {
+		if oldKeys[ruleKey(&new.rules[i])] == 0 {
+			mark(new, &new.rules[i])
+		}
+	}
+	var out []Change
+	for si := range new.nodes {
+		for di := range new.nodes {
+			if si == di || cand[di] == nil || !cand[di].has(si) {
+				continue
+			}
+			out = append(out, diffAccess(old.accessOf(si, di), new.accessOf(si, di), new.nodes[si].Name, new.nodes[di].Name)...)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b Change) int {
+		return strings.Compare(a.Src+"\x00"+a.Dst, b.Src+"\x00"+b.Dst)
 	})
 	return out
 }
 
+// ruleKey identifies what a compiled rule allows: its source nodes and
+// prefixes, destinations, ports and protocols.
+func ruleKey(r *crule) string {
+	var b strings.Builder
+	fmt.Fprint(&b, r.src, r.srcPrefixes, r.protos == nil, r.protos)
+	for _, d := range r.dsts {
+		fmt.Fprint(&b, d.nodes, d.ports)
+	}
+	return b.String()
+}
+
+func ruleKeys(c *Compiled) map[string]int {
+	m := make(map[string]int, len(c.rules))
+	for i := range c.rules {
+		m[ruleKey(&c.rules[i])]++
+	}
+	return m
+}
+
 func diffAccess(a, b access, src, dst string) []Change {
 	var out []Change
-	protos := map[uint8]bool{}
+	var protos []uint8
 	for p := range a {
-		protos[p] = true
+		protos = append(protos, p)
 	}
 	for p := range b {
-		protos[p] = true
+		if _, ok := a[p]; !ok {
+			protos = append(protos, p)
+		}
 	}
-	for p := range protos {
+	slices.Sort(protos)
+	// ICMP and ICMPv6 that change together show as one "icmp" line.
+	_, a1 := a[wire.ProtoICMP]
+	_, b1 := b[wire.ProtoICMP]
+	_, a58 := a[wire.ProtoICMPv6]
+	_, b58 := b[wire.ProtoICMPv6]
+	mergeICMP := a1 != b1 && a1 == a58 && b1 == b58
+	for _, p := range protos {
 		pa, inA := a[p]
 		pb, inB := b[p]
 		name := ProtoName(p)
 		if !hasPorts(p) {
+			if p == wire.ProtoICMPv6 && mergeICMP {
+				continue
+			}
 			if inA != inB {
 				out = append(out, Change{Gained: inB, Src: src, Dst: dst, Proto: name})
 			}

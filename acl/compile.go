@@ -72,9 +72,15 @@ func Compile(p *Policy, nodes []Node) *Compiled {
 		cr := crule{src: newBitset(len(nodes)), protos: rule.Protos, pos: rule.Pos, num: i + 1}
 		for _, s := range rule.Src {
 			cr.src.or(r.match(s))
-			cr.srcPrefixes = append(cr.srcPrefixes, r.prefixes(s)...)
 		}
-		cr.srcPrefixes = dedupPrefixes(cr.srcPrefixes)
+		if len(rule.Src) == 1 {
+			cr.srcPrefixes = r.sourcePrefixes(rule.Src[0]) // shared, not copied
+		} else {
+			for _, s := range rule.Src {
+				cr.srcPrefixes = append(cr.srcPrefixes, r.sourcePrefixes(s)...)
+			}
+			cr.srcPrefixes = dedupPrefixes(cr.srcPrefixes)
+		}
 		for _, d := range rule.Dst {
 			cr.dsts = append(cr.dsts, cdest{nodes: r.match(d.Sel), ports: d.Ports})
 		}
@@ -216,7 +222,9 @@ func protoMatch(protos []uint8, p uint8) bool {
 }
 
 // hasPorts reports whether proto has ports: TCP, UDP, SCTP.
-func hasPorts(proto uint8) bool { return proto == wire.ProtoTCP || proto == wire.ProtoUDP || proto == 132 }
+func hasPorts(proto uint8) bool {
+	return proto == wire.ProtoTCP || proto == wire.ProtoUDP || proto == 132
+}
 
 func portIn(ps []wire.PortRange, p uint16) bool {
 	for _, r := range ps {
@@ -259,15 +267,16 @@ func dedupPrefixes(ps []netip.Prefix) []netip.Prefix {
 
 // resolver turns selectors into node sets and prefixes.
 type resolver struct {
-	p      *Policy
-	nodes  []Node
-	byName map[string]int
-	byTag  map[string][]int
-	groups map[string]bitset // resolved groups, memoised
+	p        *Policy
+	nodes    []Node
+	byName   map[string]int
+	byTag    map[string][]int
+	groups   map[string]bitset         // resolved groups, memoised
+	prefixOf map[string][]netip.Prefix // sorted, deduplicated source prefixes by selector, memoised
 }
 
 func newResolver(p *Policy, nodes []Node) *resolver {
-	r := &resolver{p: p, nodes: nodes, byName: map[string]int{}, byTag: map[string][]int{}, groups: map[string]bitset{}}
+	r := &resolver{p: p, nodes: nodes, byName: map[string]int{}, byTag: map[string][]int{}, groups: map[string]bitset{}, prefixOf: map[string][]netip.Prefix{}}
 	for i, n := range nodes {
 		r.byName[n.Name] = i
 		for _, t := range n.Tags {
@@ -312,13 +321,25 @@ func (r *resolver) match(s Selector) bitset {
 	return b
 }
 
+// sourcePrefixes returns prefixes(s), sorted and deduplicated, computed
+// once per selector. The result is shared.
+func (r *resolver) sourcePrefixes(s Selector) []netip.Prefix {
+	k := s.String()
+	if ps, ok := r.prefixOf[k]; ok {
+		return ps
+	}
+	ps := dedupPrefixes(r.prefixes(s))
+	r.prefixOf[k] = ps
+	return ps
+}
+
 var anyPrefixes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
 
 // prefixes returns the source addresses s stands for.
 func (r *resolver) prefixes(s Selector) []netip.Prefix {
 	switch s.Kind {
 	case SelAny:
-		return anyPrefixes
+		return slices.Clone(anyPrefixes)
 	case SelHost, SelCIDR:
 		return []netip.Prefix{s.Prefix}
 	case SelGroup:

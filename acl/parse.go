@@ -282,7 +282,8 @@ func (ps *parser) dest(v *hujson.Value, s string) (Dest, bool) {
 			ps.errorf(v, "destination %q has no ports: want %s:PORTS, e.g. %s:443 or %s:*", s, s, s, s)
 			return Dest{}, false
 		}
-		if strings.Count(selText, ":") > 1 && !strings.HasPrefix(selText, "tag:") && !strings.HasPrefix(selText, "group:") && !strings.HasPrefix(selText, "node:") {
+		_, wholeErr := parsePrefix(s)
+		if wholeErr == nil || strings.Count(selText, ":") > 1 && !strings.HasPrefix(selText, "tag:") && !strings.HasPrefix(selText, "group:") && !strings.HasPrefix(selText, "node:") {
 			ps.errorf(v, "bad destination %q: write IPv6 addresses as [ADDR]:PORTS", s)
 			return Dest{}, false
 		}

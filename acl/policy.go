@@ -76,7 +76,13 @@ type Dest struct {
 }
 
 // String returns the destination as written, normalised.
-func (d Dest) String() string { return d.Sel.String() + ":" + portsString(d.Ports) }
+func (d Dest) String() string {
+	sel := d.Sel.String()
+	if d.Sel.Kind == SelCIDR && d.Sel.Prefix.Addr().Is6() {
+		sel = "[" + sel + "]"
+	}
+	return sel + ":" + portsString(d.Ports)
+}
 
 // Rule is one accept rule.
 type Rule struct {

@@ -214,35 +214,29 @@ func parse6(b []byte, p *packet, inner bool) Verdict {
 	p.end = end
 	p.frag = fragNone
 	nh, off, sawFrag := b[6], 40, false
-	for i := 0; ; i++ {
-		if i == maxExtHeaders {
+	for n := 0; isExtHeader(nh); n++ {
+		if n == maxExtHeaders {
 			return DropMalformed
 		}
+		if off+8 > end {
+			return truncated(p)
+		}
 		switch nh {
-		case 0, 43, 60, 135, 139, 140, 253, 254:
-			// Hop-by-hop, routing, destination options, mobility, HIP,
-			// shim6, experimental: next header, length in 8-octet units.
-			if off+8 > end {
-				return truncated(p)
+		case 0: // hop-by-hop
+			if n != 0 {
+				return DropMalformed // it must come first (RFC 8200)
 			}
-			if nh == 0 && i != 0 {
-				return DropMalformed // hop-by-hop must come first (RFC 8200)
-			}
-			if nh == 43 && b[off+3] != 0 {
+			nh, off = b[off], off+(int(b[off+1])+1)*8
+		case 43: // routing
+			if b[off+3] != 0 {
 				// Segments left: the packet is to be forwarded elsewhere,
 				// so its ports are not ours to judge.
 				return DropMalformed
 			}
 			nh, off = b[off], off+(int(b[off+1])+1)*8
 		case 51: // authentication header: length in 4-octet units, minus 2
-			if off+8 > end {
-				return truncated(p)
-			}
 			nh, off = b[off], off+(int(b[off+1])+2)*4
 		case 44: // fragment
-			if off+8 > end {
-				return truncated(p)
-			}
 			if sawFrag {
 				return DropMalformed
 			}
@@ -262,13 +256,26 @@ func parse6(b []byte, p *packet, inner bool) Verdict {
 				p.frag = fragFirst
 			}
 		default:
-			if off > end {
-				return truncated(p)
-			}
-			p.proto, p.l4 = nh, off
-			return parseL4(b[:end], p, inner)
+			// Destination options, mobility, HIP, shim6, experimental:
+			// next header, then length in 8-octet units, minus 1.
+			nh, off = b[off], off+(int(b[off+1])+1)*8
 		}
 	}
+	if off > end {
+		return truncated(p)
+	}
+	p.proto, p.l4 = nh, off
+	return parseL4(b[:end], p, inner)
+}
+
+// isExtHeader reports whether nh is an IPv6 extension header the parser
+// walks past. ESP (50) is not: what follows it is encrypted.
+func isExtHeader(nh uint8) bool {
+	switch nh {
+	case 0, 43, 44, 51, 60, 135, 139, 140, 253, 254:
+		return true
+	}
+	return false
 }
 
 // truncated is the verdict on a header chain that runs past the packet: a
