@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"slices"
+	"sync/atomic"
 	"testing"
 )
 
@@ -74,13 +76,26 @@ func BenchmarkInboundEstablished(b *testing.B) {
 	}
 }
 
+// BenchmarkInboundEstablishedParallel runs goroutines that each carry
+// their own peers' packets, as wireguard-go's per-peer goroutines do.
 func BenchmarkInboundEstablishedParallel(b *testing.B) {
 	f, pkts := benchSetup(b, 1000)
+	byShard := make([][][]byte, counterShards)
+	for _, p := range pkts {
+		byShard[shardOf(p)] = append(byShard[shardOf(p)], p)
+	}
+	var next atomic.Int32
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
-		i := rand.IntN(256)
+		// Goroutine g takes the peers of shards g, g+P, g+2P...
+		g, procs := int(next.Add(1)-1), runtime.GOMAXPROCS(0)
+		var mine [][]byte
+		for s := g % procs; s < counterShards; s += procs {
+			mine = append(mine, byShard[s]...)
+		}
+		i := 0
 		for pb.Next() {
-			f.Inbound(pkts[i&255])
+			f.Inbound(mine[i%len(mine)])
 			i++
 		}
 	})

@@ -44,6 +44,7 @@
 package filter
 
 import (
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -270,7 +271,7 @@ func (f *Filter) SetRules(r *Rules) {
 // host. A packet it accepts may open or renew a tracked flow.
 func (f *Filter) Inbound(pkt []byte) Verdict {
 	v := f.inbound(pkt, f.now.Load(), f.rules.Load())
-	f.count.add(v, 1)
+	f.count.add(shardOf(pkt), int(v), 1)
 	return v
 }
 
@@ -296,13 +297,13 @@ func (f *Filter) inbound(b []byte, now int64, rs *ruleset) Verdict {
 		}
 		return v
 	}
-	f.denied(&p, v, now)
+	f.denied(b, &p, v, now)
 	return v
 }
 
 // setFrag makes k name the datagram p is a fragment of.
 func (k *flowKey) setFrag(p *packet) {
-	k.set(p.fam|0x80, p.dst, p.src, uint16(p.fragID>>16), uint16(p.fragID), p.proto)
+	k.set(p.fam|0x80, p.dst, p.src, uint16(p.fragID>>16), uint16(p.fragID), p.fragProto)
 }
 
 // decide judges a parsed inbound packet.
@@ -461,34 +462,65 @@ type Stats struct {
 // Stats returns the filter's counters. It walks the connection table.
 func (f *Filter) Stats() Stats {
 	s := Stats{
-		Accepted: f.count.n[Accept].Load(),
+		Accepted: f.count.sum(int(Accept)),
 		Dropped:  make(map[Verdict]uint64),
 		Conns:    f.conns.count(f.now.Load()),
 		Evicted:  f.conns.evicted.Load(),
 	}
 	for v := DropNoRule; v < numVerdicts; v++ {
-		if n := f.count.n[v].Load(); n > 0 {
+		if n := f.count.sum(int(v)); n > 0 {
 			s.Dropped[v] = n
 		}
 	}
 	return s
 }
 
-// counters count inbound verdicts.
+// counterShards is how many copies of the counters there are: packets
+// add to the copy of their source address, so that wireguard-go's
+// per-peer goroutines do not fight over one cache line.
+const counterShards = 16
+
+// suppressedSlot is the counter of log lines the limiter refused.
+const suppressedSlot = int(numVerdicts)
+
+// counters count inbound verdicts (and refused log lines) in shards.
 type counters struct {
-	n [numVerdicts]atomic.Uint64
+	shards [counterShards]counterShard
 }
 
-func (c *counters) add(v Verdict, n uint64) { c.n[v].Add(n) }
+type counterShard struct {
+	n [numVerdicts + 1]atomic.Uint64
+	_ [128 - 8*(numVerdicts+1)]byte // a cache line pair of its own
+}
+
+// shardOf picks the counter shard of packet b by its source address.
+func shardOf(b []byte) int {
+	if len(b) < 16 {
+		return 0
+	}
+	x := binary.LittleEndian.Uint32(b[12:16]) // IPv4 source, or part of IPv6's
+	return int(x * 0x9e3779b1 >> 28)
+}
+
+func (c *counters) add(shard, slot int, n uint64) { c.shards[shard].n[slot].Add(n) }
+
+// sum returns the total of slot over the shards.
+func (c *counters) sum(slot int) uint64 {
+	var n uint64
+	for i := range c.shards {
+		n += c.shards[i].n[slot].Load()
+	}
+	return n
+}
 
 // tally counts verdicts of a batch locally, to add them to the shared
 // counters once.
 type tally [numVerdicts]uint64
 
-func (c *counters) addTally(t *tally) {
+func (c *counters) addTally(shard int, t *tally) {
 	for v, n := range t {
 		if n > 0 {
-			c.n[v].Add(n)
+			c.add(shard, v, n)
 		}
 	}
 }

@@ -354,6 +354,19 @@ func TestFragments(t *testing.T) {
 			}
 		})
 	}
+	t.Run("v6 options after the fragment header", func(t *testing.T) {
+		f, _ := newFilter(t, rules)
+		// The first fragment: fragment header (next: destination options),
+		// options, UDP. Later fragments: fragment header (next: options).
+		first := hdr{src: alice6, dst: me6, proto: protoUDP, sport: 5353, dport: 53, exts: []uint8{44, 60}, more: true, fragID: 5}.bytes()
+		later := hdr{src: alice6, dst: me6, proto: protoUDP, exts: []uint8{44, 60}, fragOff: 64, fragID: 5, payload: 8}.bytes()
+		if v := f.Inbound(first); v != Accept {
+			t.Fatalf("first fragment: %v, want accept", v)
+		}
+		if v := f.Inbound(later); v != Accept {
+			t.Errorf("later fragment: %v, want accept", v)
+		}
+	})
 	t.Run("reply", func(t *testing.T) {
 		f, _ := newFilter(t, nil)
 		f.Outbound(udp(me, bob, 5353, 53))
@@ -474,17 +487,12 @@ func TestConcurrent(t *testing.T) {
 	r1 := Compile([]wire.FilterRule{rule([]string{alice + "/32"}, nil, wire.AllPorts)})
 	r2 := Compile([]wire.FilterRule{rule([]string{alice + "/32"}, []uint8{protoUDP}, ports(0, 1000))})
 	var wg sync.WaitGroup
-	stop := make(chan struct{})
+	done := make(chan struct{})
 	errs := make(chan error, 8)
 	for g := range 4 {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(g), 0))
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
+			for range 20000 {
 				sp, dp := uint16(rng.IntN(50)), uint16(rng.IntN(2000))
 				f.Outbound(udp(me, alice, sp, dp))
 				f.Inbound(udp(alice, me, dp, sp))
@@ -496,16 +504,17 @@ func TestConcurrent(t *testing.T) {
 			}
 		})
 	}
-	for i := range 200 {
-		if i%2 == 0 {
-			f.SetRules(r1)
-		} else {
-			f.SetRules(r2)
+	go func() { wg.Wait(); close(done) }()
+	for i := 0; ; i++ {
+		select {
+		case <-done:
+		default:
+			f.SetRules([]*Rules{r1, r2}[i%2])
+			_ = f.Stats()
+			continue
 		}
-		_ = f.Stats()
+		break
 	}
-	close(stop)
-	wg.Wait()
 	close(errs)
 	for err := range errs {
 		t.Error(err)

@@ -14,11 +14,12 @@ const (
 	logBurst = 10
 )
 
-// limiter rate-limits log lines without a lock: a flood of denied packets
-// costs one atomic load and one add each.
+// limiter rate-limits log lines without a lock: in a flood of denied
+// packets, each costs one atomic load (and the caller counts the refusal
+// in its counter shard).
 type limiter struct {
-	tat        atomic.Int64  // theoretical arrival time of the next line, ms
-	suppressed atomic.Uint64 // lines refused since the last one let through
+	tat      atomic.Int64  // theoretical arrival time of the next line, ms
+	reported atomic.Uint64 // refused lines already reported as suppressed
 }
 
 // allow reports whether a line may be logged at time now (milliseconds).
@@ -27,7 +28,6 @@ func (l *limiter) allow(now int64) bool {
 		old := l.tat.Load()
 		tat := max(old, now)
 		if tat-now >= logEvery*logBurst {
-			l.suppressed.Add(1)
 			return false
 		}
 		if l.tat.CompareAndSwap(old, tat+logEvery) {
@@ -38,8 +38,12 @@ func (l *limiter) allow(now int64) bool {
 
 // denied logs a dropped inbound packet, if the limiter lets it. Nothing is
 // formatted before that.
-func (f *Filter) denied(p *packet, v Verdict, now int64) {
-	if !f.log.Enabled(context.Background(), slog.LevelInfo) || !f.limit.allow(now) {
+func (f *Filter) denied(b []byte, p *packet, v Verdict, now int64) {
+	if !f.log.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
+	if !f.limit.allow(now) {
+		f.count.add(shardOf(b), suppressedSlot, 1)
 		return
 	}
 	f.logDenied(p, v)
@@ -66,7 +70,8 @@ func (f *Filter) logDenied(p *packet, v Verdict) {
 		}
 	}
 	attrs = append(attrs, slog.String("why", v.String()))
-	if n := f.limit.suppressed.Swap(0); n > 0 {
+	total := f.count.sum(suppressedSlot)
+	if n := total - min(total, f.limit.reported.Swap(total)); n > 0 {
 		attrs = append(attrs, slog.Uint64("suppressed", n))
 	}
 	f.log.LogAttrs(context.Background(), slog.LevelInfo, "packet denied", attrs...)

@@ -89,9 +89,13 @@ type packet struct {
 	// and that load stalls store forwarding (about 10 ns a packet).
 	sport  uint16 // TCP, UDP, SCTP; ICMP echo: the identifier
 	fragID uint32 // identification of a fragment
-	dport  uint16 // TCP, UDP, SCTP
-	l4     int    // offset of the transport header
-	end    int    // end of the IP packet in the buffer
+	// fragProto is what a datagram's fragments agree on besides fragID:
+	// the IPv4 protocol, or the Next Header of the IPv6 fragment header
+	// (an extension header may follow it in the first fragment only).
+	fragProto uint8
+	dport     uint16 // TCP, UDP, SCTP
+	l4        int    // offset of the transport header
+	end       int    // end of the IP packet in the buffer
 }
 
 // hasPorts reports whether proto carries ports that rules match on.
@@ -175,6 +179,7 @@ func parse4(b []byte, p *packet, inner bool) Verdict {
 	p.src = addr{lo: uint64(binary.BigEndian.Uint32(b[12:16]))}
 	p.dst = addr{lo: uint64(binary.BigEndian.Uint32(b[16:20]))}
 	p.fragID = uint32(binary.BigEndian.Uint16(b[4:6]))
+	p.fragProto = p.proto
 	p.l4 = ihl
 	p.end = end
 	ff := binary.BigEndian.Uint16(b[6:8])
@@ -243,7 +248,7 @@ func parse6(b []byte, p *packet, inner bool) Verdict {
 			sawFrag = true
 			fo := binary.BigEndian.Uint16(b[off+2 : off+4])
 			nh = b[off]
-			p.fragID = binary.BigEndian.Uint32(b[off+4 : off+8])
+			p.fragID, p.fragProto = binary.BigEndian.Uint32(b[off+4:off+8]), nh
 			off += 8
 			if at := int(fo>>3) * 8; at != 0 {
 				p.frag, p.proto, p.l4 = fragLater, nh, off

@@ -5,11 +5,12 @@ import "golang.zx2c4.com/wireguard/tun"
 // Wrap returns dev with f in its data path, for wireguard-go:
 //
 //   - Write (decrypted packets towards the host) drops the packets f
-//     refuses by compacting bufs in place, then writes the rest, in order
-//     and at the same offset, with one call to dev.Write. Elements of
-//     bufs past the packets written are left as they were; wireguard-go
-//     does not use bufs after Write. It returns len(bufs) when all were
-//     written or dropped, or dev's count and error.
+//     refuses by compacting bufs in place: the packets let in move to the
+//     front, in order, and one call to dev.Write gets them at the same
+//     offset. Elements of bufs past them are left as they were (the
+//     caller's slice is changed; wireguard-go does not use it after
+//     Write). It returns len(bufs) when every packet was written or
+//     dropped, else dev's count and error.
 //   - Read (packets from the host) reads from dev, then records each
 //     packet it returns with f.Outbound, also when dev returns an error
 //     with packets (tun.ErrTooManySegments).
@@ -32,6 +33,10 @@ type device struct {
 func (d *device) Write(bufs [][]byte, offset int) (int, error) {
 	f := d.f
 	now, rs := f.now.Load(), f.rules.Load()
+	shard := 0 // a batch comes from one peer: count it in its source's shard
+	if len(bufs) > 0 && offset >= 0 && offset <= len(bufs[0]) {
+		shard = shardOf(bufs[0][offset:])
+	}
 	var t tally
 	kept := 0
 	for _, b := range bufs {
@@ -45,7 +50,7 @@ func (d *device) Write(bufs [][]byte, offset int) (int, error) {
 			kept++
 		}
 	}
-	f.count.addTally(&t)
+	f.count.addTally(shard, &t)
 	if kept == 0 {
 		return len(bufs), nil
 	}

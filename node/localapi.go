@@ -35,8 +35,17 @@ type Status struct {
 	PolicyVersion uint64 `json:"policy_version"`
 	// InboundRules counts the node's compiled inbound rules.
 	InboundRules int `json:"inbound_rules"`
+	// Filter are the packet filter's counters. Nil: the filter is off.
+	Filter *FilterStats `json:"filter,omitempty"`
 	// Peers are the netmap's peers with their WireGuard counters.
 	Peers []PeerStatus `json:"peers"`
+}
+
+// FilterStats are the inbound packet filter's counters.
+type FilterStats struct {
+	Accepted uint64            `json:"accepted"`
+	Dropped  map[string]uint64 `json:"dropped"` // by reason ("no rule", "malformed", "fragment")
+	Conns    int               `json:"conns"`   // tracked flows
 }
 
 // PeerStatus is one peer in Status.
@@ -55,6 +64,13 @@ func (a *Agent) Status() (Status, error) {
 	st := Status{
 		Self: a.id.Node, Interface: a.cfg.Interface, ListenPort: a.cfg.ListenPort,
 		Coordinator: a.id.Coordinator, Connected: connected, LastError: lastErr, Peers: []PeerStatus{},
+	}
+	if a.filter != nil {
+		fs := a.filter.Stats()
+		st.Filter = &FilterStats{Accepted: fs.Accepted, Dropped: map[string]uint64{}, Conns: fs.Conns}
+		for v, n := range fs.Dropped {
+			st.Filter.Dropped[v.String()] = n
+		}
 	}
 	if nm == nil {
 		return st, nil

@@ -37,6 +37,8 @@ restarts from, its last netmap.`,
 	f.StringVar(&cfg.Interface, "interface", cfg.Interface, "WireGuard interface name")
 	f.StringSliceVar(&cfg.Endpoints, "endpoint", nil, "extra IP:PORT endpoint to advertise to peers (repeatable)")
 	f.IntVar(&cfg.MTU, "mtu", cfg.MTU, "interface MTU")
+	f.BoolVar(&cfg.NoFilter, "unsafe-no-filter", false, "turn the inbound packet filter off (only to measure its cost)")
+	f.MarkHidden("unsafe-no-filter")
 	lf.add(f)
 	return cmd
 }

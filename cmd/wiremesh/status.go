@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -57,6 +58,18 @@ func newStatusCmd() *cobra.Command {
 				fmt.Fprintf(out, "policy:      none — all inbound traffic is denied and no peers are shown; set one with: wiremesh acl set FILE\n\n")
 			} else {
 				fmt.Fprintf(out, "policy:      version %d, %d inbound rules for this node\n\n", st.PolicyVersion, st.InboundRules)
+			}
+			if st.Filter != nil {
+				var drops []string
+				for why, n := range st.Filter.Dropped {
+					drops = append(drops, fmt.Sprintf("%d %s", n, why))
+				}
+				sort.Strings(drops)
+				d := "none"
+				if len(drops) > 0 {
+					d = strings.Join(drops, ", ")
+				}
+				fmt.Fprintf(out, "filter:      %d accepted, dropped: %s; %d tracked flows\n\n", st.Filter.Accepted, d, st.Filter.Conns)
 			}
 			var rows [][]string
 			for _, p := range st.Peers {
