@@ -80,9 +80,17 @@ type agent struct {
 	proc     *lab.Proc
 }
 
-// newMesh starts a coordinator and creates a reusable join key. Agents come
-// with addAgent.
+// newMesh starts a coordinator with an allow-all policy and creates a
+// reusable join key. Agents come with addAgent.
 func newMesh(t *testing.T) *mesh {
+	t.Helper()
+	m := newBareMesh(t)
+	m.setPolicy(allowAll)
+	return m
+}
+
+// newBareMesh is newMesh without a policy: everything is denied.
+func newBareMesh(t *testing.T) *mesh {
 	t.Helper()
 	lab.Require(t, "ip", "ping", "wg")
 	l := lab.New(t)
@@ -92,8 +100,17 @@ func newMesh(t *testing.T) *mesh {
 	m.tokenFile = filepath.Join(m.dataDir, "admin.token")
 	m.startCoordinator()
 	m.joinKey = strings.TrimSpace(m.cli("keys", "create", "--reusable"))
-	m.setPolicy(allowAll)
 	return m
+}
+
+// taggedAgent adds an agent enrolled with a one-time key carrying tags.
+func (m *mesh) taggedAgent(name string, tags ...string) *agent {
+	m.t.Helper()
+	args := []string{"keys", "create"}
+	for _, t := range tags {
+		args = append(args, "--tag", t)
+	}
+	return m.addAgent(name, "--join", strings.TrimSpace(m.cli(args...)))
 }
 
 // allowAll lets every node reach every other on every port.
@@ -107,13 +124,18 @@ func (m *mesh) setPolicy(text string) {
 	}
 }
 
-// trySetPolicy runs `wiremesh acl set` and returns its output.
+// trySetPolicy runs `wiremesh acl set` and returns its stdout and, on
+// failure, stderr.
 func (m *mesh) trySetPolicy(text string) (string, error) {
 	f := filepath.Join(m.t.TempDir(), "policy.hujson")
 	if err := os.WriteFile(f, []byte(text), 0o600); err != nil {
 		m.t.Fatal(err)
 	}
-	return m.cliErr("acl", "set", f)
+	out, err := m.cliErr("acl", "set", f)
+	if err != nil {
+		out += err.Error()
+	}
+	return out, err
 }
 
 // coordURL is the coordinator's advertised URL.
