@@ -53,9 +53,12 @@ ip netns exec $p-coord "$bin" coordinator --data-dir "$dir/coord" --listen 10.99
 pids+=($!)
 for _ in $(seq 100); do [ -s "$dir/coord/admin.token" ] && grep -q "coordinator listening" "$dir/coordinator.log" && break; sleep 0.1; done
 admin=(--token-file "$dir/coord/admin.token")
-key=$(ip netns exec $p-coord "$bin" keys create --reusable --tag tag:demo "${admin[@]}")
+policy=$(dirname "$0")/../examples/demo-policy.hujson
+ip netns exec $p-coord "$bin" acl set "$policy" "${admin[@]}" >/dev/null
+tags=(x tag:web tag:api tag:db)
 
 for n in 1 2 3; do
+	key=$(ip netns exec $p-coord "$bin" keys create --tag "${tags[$n]}" "${admin[@]}")
 	ip netns exec $p-host$n "$bin" agent --join "$key" --state-dir "$dir/host$n" --name host$n \
 		--interface wmdemo$n >"$dir/host$n.log" 2>&1 &
 	pids+=($!)
@@ -69,18 +72,28 @@ addr() { ip netns exec $p-coord "$bin" nodes list --json "${admin[@]}" | grep -A
 a2=$(addr host2)
 a3=$(addr host3)
 echo
-echo "demo: host1 → host2 over the overlay:"
+echo "demo: policy $policy: host1 (tag:web) → host2 (tag:api) → host3 (tag:db)"
+echo "demo: host1 → host2, allowed:"
 ip netns exec $p-host1 ping -c 3 -i 0.2 "$a2" | tail -2
+echo "demo: host2 → host3, allowed:"
+ip netns exec $p-host2 ping -c 3 -i 0.2 "$a3" | tail -2
+echo "demo: host1 → host3, denied (web may not reach db; they are not even peers):"
+ip netns exec $p-host1 ping -c 2 -W 1 "$a3" | tail -2 || true
+echo "demo: host2 → host1, denied (the api may not open flows to web):"
+ip netns exec $p-host2 ping -c 2 -W 1 "$(addr host1)" | tail -2 || true
 cat <<MSG
 
 The mesh is up. Try, in another shell (as root):
 
-  ip netns exec $p-host1 ping $a3                      # host1 → host3 over WireGuard
-  ip netns exec $p-host1 $bin status --state-dir $dir/host1
-  wg show wmdemo1                                       # the WireGuard side
-  ip netns exec $p-coord $bin nodes list --token-file $dir/coord/admin.token
-  ip netns exec $p-coord $bin keys create --token-file $dir/coord/admin.token
-  ip netns exec $p-coord $bin nodes delete host3 --token-file $dir/coord/admin.token
+  ip netns exec $p-host1 ping $a2                      # host1 → host2 over WireGuard
+  ip netns exec $p-host2 $bin status --state-dir $dir/host2
+  wg show wmdemo2                                       # the WireGuard side
+  export WIREMESH_TOKEN_FILE=$dir/coord/admin.token
+  ip netns exec $p-coord $bin nodes list
+  ip netns exec $p-coord $bin acl get
+  ip netns exec $p-coord $bin acl check my-policy.hujson   # what a change would do
+  ip netns exec $p-coord $bin nodes tag host3 tag:db tag:api  # host1 may now reach host3
+  ip netns exec $p-coord $bin nodes delete host3
 
 Logs are in $dir/*.log. Press Ctrl-C to stop and remove everything.
 MSG
