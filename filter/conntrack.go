@@ -59,7 +59,6 @@ func (k *flowKey) fam() uint8     { return uint8(k[4]) & 0x7f }
 func (k *flowKey) proto() uint8   { return uint8(k[4] >> 8) }
 func (k *flowKey) lport() uint16  { return uint16(k[4] >> 48) }
 func (k *flowKey) remote() addr   { return addr{k[2], k[3]} }
-func (k *flowKey) isFrag() bool   { return k[4]&0x80 != 0 }
 func (k *flowKey) remoteV6() bool { return k.fam() == 6 }
 
 // table is the connection table: a fixed array of buckets of ways
