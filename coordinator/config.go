@@ -40,6 +40,9 @@ type Config struct {
 	// KeepAlive is how often an idle netmap stream gets a keep-alive.
 	// Zero: 15 s.
 	KeepAlive time.Duration
+	// WriteTimeout bounds each write to a netmap stream; a client that
+	// does not read for that long is dropped. Zero: 10 s.
+	WriteTimeout time.Duration
 	// Logger receives the coordinator's logs. Nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -84,6 +87,9 @@ func (c *Config) Validate() error {
 	}
 	if c.KeepAlive <= 0 {
 		c.KeepAlive = 15 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -218,14 +218,18 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 	bw := bufio.NewWriter(w)
 	enc := json.NewEncoder(bw)
 	send := func(m wire.MapMessage) error {
-		rc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		rc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
 		if err := enc.Encode(m); err != nil {
 			return err
 		}
 		if err := bw.Flush(); err != nil {
 			return err
 		}
-		return rc.Flush()
+		if err := rc.Flush(); err != nil {
+			return err
+		}
+		// An expired deadline would reset an idle HTTP/2 stream.
+		return rc.SetWriteDeadline(time.Time{})
 	}
 	keepAlive := time.NewTicker(c.cfg.KeepAlive)
 	defer keepAlive.Stop()

@@ -32,20 +32,24 @@ type testServer struct {
 
 // startServer runs a coordinator on 127.0.0.1 until the test ends. The
 // client trusts it by pin only, as agents do.
-func startServer(t *testing.T, keepAlive time.Duration) *testServer {
+func startServer(t *testing.T, keepAlive time.Duration, opts ...func(*Config)) *testServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	c, _, err := New(Config{
+	cfg := Config{
 		DataDir:      dir,
 		Listen:       ln.Addr().String(),
 		AdvertiseURL: "https://" + ln.Addr().String(),
 		KeepAlive:    keepAlive,
 		Logger:       slog.New(slog.DiscardHandler),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	c, _, err := New(cfg)
 	if err != nil {
 		ln.Close()
 		t.Fatalf("New: %v", err)
@@ -560,6 +564,30 @@ func TestNetmapKeepAlive(t *testing.T) {
 		}
 	case <-time.After(waitFor):
 		t.Fatal("no keep-alive")
+	}
+}
+
+// TestNetmapStreamOutlivesWriteTimeout: a stream idle for longer than the
+// write timeout stays open (an expired write deadline used to reset idle
+// HTTP/2 streams between keep-alives).
+func TestNetmapStreamOutlivesWriteTimeout(t *testing.T) {
+	ts := startServer(t, 300*time.Millisecond, func(c *Config) { c.WriteTimeout = 50 * time.Millisecond })
+	jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{})
+	a := ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t)})
+	s := ts.openStream(t, a.Credential, wire.MapRequest{PublicKey: a.Node.PublicKey})
+	s.netmap(t, "the first netmap", func(*wire.Netmap) bool { return true })
+	for i := 0; i < 3; i++ {
+		select {
+		case m, ok := <-s.msgs:
+			if !ok {
+				t.Fatalf("stream ended after %d keep-alives", i)
+			}
+			if !m.KeepAlive {
+				t.Fatalf("message %d: %+v, want a keep-alive", i, m)
+			}
+		case <-time.After(waitFor):
+			t.Fatalf("no keep-alive %d", i)
+		}
 	}
 }
 

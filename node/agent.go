@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -262,7 +263,54 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 	defer api.close()
 	a.log.Info("agent up", "node", a.id.Node.Name, "interface", a.cfg.Interface, "port", a.cfg.ListenPort)
+	trimCtx, stopTrim := context.WithCancel(ctx)
+	trimDone := make(chan struct{})
+	go func() {
+		defer close(trimDone)
+		a.trimMemory(trimCtx)
+	}()
+	defer func() { stopTrim(); <-trimDone }()
 	return a.follow(ctx)
+}
+
+// trimMemory hands memory back to the OS once traffic calms down.
+// wireguard-go gives every packet a 64 KiB buffer from unbounded pools, so
+// a burst of traffic grows the heap by hundreds of MiB, which the Go runtime
+// would return only minutes later.
+func (a *Agent) trimMemory(ctx context.Context) {
+	const (
+		every = 10 * time.Second
+		calm  = 64 << 20 // bytes per interval below which traffic is calm
+	)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var last int64
+	busy := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		stats, err := a.engine.Stats()
+		if err != nil {
+			continue
+		}
+		var total int64
+		for _, s := range stats {
+			total += s.RxBytes + s.TxBytes
+		}
+		moved := total - last
+		last = total
+		if moved >= calm {
+			busy = true
+			continue
+		}
+		if busy {
+			debug.FreeOSMemory()
+			busy = false
+		}
+	}
 }
 
 // follow keeps a netmap stream open, reconnecting with backoff, until ctx

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -82,7 +83,7 @@ func NewWireGuardEngine(cfg EngineConfig) (_ Engine, err error) {
 	e := &wgEngine{cfg: cfg, log: cfg.Logger, applied: map[wgtypes.Key]peerCfg{}}
 	uapiFile, err := ipc.UAPIOpen(cfg.Interface)
 	if err != nil {
-		return nil, fmt.Errorf("interface %s: UAPI socket /var/run/wireguard/%s.sock: %w (is another WireGuard process using this interface name?)", cfg.Interface, cfg.Interface, err)
+		return nil, fmt.Errorf("interface %s: UAPI socket %s: %w (is another WireGuard process using this interface name?)", cfg.Interface, uapiSocket(cfg.Interface), err)
 	}
 	defer func() {
 		if err != nil {
@@ -128,6 +129,9 @@ func NewWireGuardEngine(cfg EngineConfig) (_ Engine, err error) {
 	}
 	return e, nil
 }
+
+// uapiSocket is where wireguard-go's UAPI socket for iface lives.
+func uapiSocket(iface string) string { return "/var/run/wireguard/" + iface + ".sock" }
 
 // isAddrInUse reports whether err is the device's "port in use" answer,
 // which wgctrl passes on as an errno.
@@ -270,6 +274,9 @@ func (e *wgEngine) Stats() (map[string]PeerStats, error) {
 func (e *wgEngine) Close() error {
 	if e.uapi != nil {
 		e.uapi.Close()
+		// Closing the listener leaves the socket file; wg(8) would list a
+		// dead interface.
+		os.Remove(uapiSocket(e.cfg.Interface))
 	}
 	if e.dev != nil {
 		e.dev.Close()

@@ -408,3 +408,24 @@ func loadAvg() string {
 	}
 	return strings.Join(f[:3], " ")
 }
+
+// filterStats describes the agent's packet filter counters from "wiremesh
+// status --json", e.g. "accepted 1234567, dropped map[], 3 flows", or
+// "off".
+func (a *agent) filterStats(b *testing.B) string {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := output(ctx, a.host, a.bin, "status", "--json", "--state-dir", a.stateDir)
+	if err != nil {
+		b.Fatalf("status on %s: %v", a.name, err)
+	}
+	var st node.Status
+	if err := json.Unmarshal(out, &st); err != nil {
+		b.Fatalf("status on %s: %v: %s", a.name, err, out)
+	}
+	if st.Filter == nil {
+		return "off"
+	}
+	return fmt.Sprintf("accepted %d, dropped %v, %d flows", st.Filter.Accepted, st.Filter.Dropped, st.Filter.Conns)
+}

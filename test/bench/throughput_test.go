@@ -110,6 +110,7 @@ func BenchmarkDataPath(b *testing.B) {
 	m := startMesh(b, wmBin, coordHost)
 	a1 := m.addAgent(h1, prefixName(b, l, "a1"))
 	a2 := m.addAgent(h2, prefixName(b, l, "a2"))
+	a2Started := time.Now()
 
 	// Every path works both ways (this also completes the handshakes).
 	for _, w := range []struct {
@@ -183,6 +184,8 @@ func BenchmarkDataPath(b *testing.B) {
 	// (e) RSS right after the iperf3 runs.
 	agentRSS, bareRSS := maxRSS(b, agents), maxRSS(b, bares)
 	loadEnded := time.Now()
+	filterStats := a2.filterStats(b) // the receiver's inbound filter saw every packet
+	logf("packet filter of the receiving agent: %s", filterStats)
 
 	// (d) agent start → first ping reply, over restarts of the h1 agent.
 	var ready, upLogged []float64
@@ -226,6 +229,8 @@ func BenchmarkDataPath(b *testing.B) {
 		iperfRuns, iperfSecs, pct(median(paths[0].busy)), pct(median(paths[1].busy)), pct(median(paths[2].busy)))
 	fmt.Fprintf(&sb, "WireGuard CPU seconds per run, both ends: wgbare %s, wiremesh %s; idle CPU per process: agent %.2f%%, wgbare %.2f%%;\n",
 		floats(paths[1].cpu, "%.2f"), floats(paths[2].cpu, "%.2f"), 100*agentIdle, 100*bareIdle)
+	fmt.Fprintf(&sb, "packet filter of the receiving agent after the runs: %s; its netmap stream broke %d times in %v;\n",
+		filterStats, strings.Count(a2.proc.Log(), `"msg":"coordinator unreachable`), time.Since(a2Started).Round(time.Second))
 	fmt.Fprintf(&sb, "restarts: \"agent up\" logged after %s ms; benchmark wall time %v.\n",
 		floats(upLogged, "%.0f"), time.Since(began).Round(time.Second))
 	if otherBusy > maxOtherBusy {
