@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -307,6 +308,9 @@ func (a *Agent) trimMemory(ctx context.Context) {
 			continue
 		}
 		if busy {
+			// wireguard-go keeps its buffers in sync.Pools, which let go
+			// of them only after two collections.
+			runtime.GC()
 			debug.FreeOSMemory()
 			busy = false
 		}
