@@ -25,22 +25,14 @@ func newACLCmd() *cobra.Command {
 		Short: "Print the active policy",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := af.client()
-			if err != nil {
-				return err
-			}
 			var p wire.Policy
-			if err := c.do(cmd.Context(), http.MethodGet, wire.PathPolicy, nil, &p); err != nil {
+			return af.call(cmd, http.MethodGet, wire.PathPolicy, nil, &p, func(w io.Writer) error {
+				if p.Version == 0 {
+					return errors.New("no policy is set: all traffic between nodes is denied (set one with: wiremesh acl set FILE)")
+				}
+				_, err := fmt.Fprint(w, p.Text)
 				return err
-			}
-			if af.asJSON {
-				return printJSON(cmd.OutOrStdout(), p)
-			}
-			if p.Version == 0 {
-				return errors.New("no policy is set: all traffic between nodes is denied (set one with: wiremesh acl set FILE)")
-			}
-			fmt.Fprint(cmd.OutOrStdout(), p.Text)
-			return nil
+			})
 		},
 	}
 	set := &cobra.Command{
@@ -94,22 +86,14 @@ func newACLCmd() *cobra.Command {
 		Short: "List policy versions",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := af.client()
-			if err != nil {
-				return err
-			}
 			var h []wire.Policy
-			if err := c.do(cmd.Context(), http.MethodGet, wire.PathPolicy+"/history", nil, &h); err != nil {
-				return err
-			}
-			if af.asJSON {
-				return printJSON(cmd.OutOrStdout(), h)
-			}
-			var rows [][]string
-			for _, p := range h {
-				rows = append(rows, []string{strconv.FormatUint(p.Version, 10), p.Created.Format(time.RFC3339), p.Author, p.Comment})
-			}
-			return table(cmd.OutOrStdout(), "VERSION\tCREATED\tAUTHOR\tCOMMENT", rows)
+			return af.call(cmd, http.MethodGet, wire.PathPolicy+"/history", nil, &h, func(w io.Writer) error {
+				var rows [][]string
+				for _, p := range h {
+					rows = append(rows, []string{strconv.FormatUint(p.Version, 10), p.Created.Format(time.RFC3339), p.Author, p.Comment})
+				}
+				return table(w, "VERSION\tCREATED\tAUTHOR\tCOMMENT", rows)
+			})
 		},
 	}
 	rollback := &cobra.Command{

@@ -113,6 +113,25 @@ func (c *adminClient) do(ctx context.Context, method, path string, body, out any
 	return nil
 }
 
+// call sends one admin request and prints its answer out: as JSON with
+// --json, otherwise with human (nil: nothing to print).
+func (a *adminFlags) call(cmd *cobra.Command, method, path string, body, out any, human func(io.Writer) error) error {
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	if err := c.do(cmd.Context(), method, path, body, out); err != nil {
+		return err
+	}
+	if a.asJSON && out != nil {
+		return printJSON(cmd.OutOrStdout(), out)
+	}
+	if human == nil {
+		return nil
+	}
+	return human(cmd.OutOrStdout())
+}
+
 // apiError is a non-2xx answer of the coordinator.
 type apiError struct {
 	status int
@@ -160,23 +179,15 @@ func newKeysCmd() *cobra.Command {
 		Short: "Create a join key and print it (only here)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := af.client()
-			if err != nil {
-				return err
-			}
 			if expiry < 0 {
 				return errors.New("--expiry must not be negative")
 			}
 			req.Expiry = wire.Duration(expiry)
 			var out wire.CreateJoinKeyResponse
-			if err := c.do(cmd.Context(), http.MethodPost, wire.PathJoinKeys, req, &out); err != nil {
+			return af.call(cmd, http.MethodPost, wire.PathJoinKeys, req, &out, func(w io.Writer) error {
+				_, err := fmt.Fprintln(w, out.JoinKey)
 				return err
-			}
-			if af.asJSON {
-				return printJSON(cmd.OutOrStdout(), out)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), out.JoinKey)
-			return nil
+			})
 		},
 	}
 	create.Flags().BoolVar(&req.Reusable, "reusable", false, "admit any number of nodes (default: one)")
@@ -188,35 +199,8 @@ func newKeysCmd() *cobra.Command {
 		Short: "List join keys",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := af.client()
-			if err != nil {
-				return err
-			}
 			var keys []wire.JoinKey
-			if err := c.do(cmd.Context(), http.MethodGet, wire.PathJoinKeys, nil, &keys); err != nil {
-				return err
-			}
-			if af.asJSON {
-				return printJSON(cmd.OutOrStdout(), keys)
-			}
-			var rows [][]string
-			for _, k := range keys {
-				state := "valid"
-				switch {
-				case !k.Revoked.IsZero():
-					state = "revoked"
-				case !k.Expires.IsZero() && time.Now().After(k.Expires):
-					state = "expired"
-				case !k.Reusable && k.Uses > 0:
-					state = "used"
-				}
-				exp := "never"
-				if !k.Expires.IsZero() {
-					exp = k.Expires.Format(time.RFC3339)
-				}
-				rows = append(rows, []string{k.ID, state, fmt.Sprint(k.Reusable), fmt.Sprint(k.Uses), exp, strings.Join(k.Tags, ",")})
-			}
-			return table(cmd.OutOrStdout(), "ID\tSTATE\tREUSABLE\tUSES\tEXPIRES\tTAGS", rows)
+			return af.call(cmd, http.MethodGet, wire.PathJoinKeys, nil, &keys, func(w io.Writer) error { return keysTable(w, keys) })
 		},
 	}
 	revoke := &cobra.Command{
@@ -224,15 +208,32 @@ func newKeysCmd() *cobra.Command {
 		Short: "Revoke a join key",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := af.client()
-			if err != nil {
-				return err
-			}
-			return c.do(cmd.Context(), http.MethodDelete, wire.PathJoinKeys+"/"+args[0], nil, nil)
+			return af.call(cmd, http.MethodDelete, wire.PathJoinKeys+"/"+args[0], nil, nil, nil)
 		},
 	}
 	cmd.AddCommand(create, list, revoke)
 	return cmd
+}
+
+func keysTable(w io.Writer, keys []wire.JoinKey) error {
+	var rows [][]string
+	for _, k := range keys {
+		state := "valid"
+		switch {
+		case !k.Revoked.IsZero():
+			state = "revoked"
+		case !k.Expires.IsZero() && time.Now().After(k.Expires):
+			state = "expired"
+		case !k.Reusable && k.Uses > 0:
+			state = "used"
+		}
+		exp := "never"
+		if !k.Expires.IsZero() {
+			exp = k.Expires.Format(time.RFC3339)
+		}
+		rows = append(rows, []string{k.ID, state, fmt.Sprint(k.Reusable), fmt.Sprint(k.Uses), exp, strings.Join(k.Tags, ",")})
+	}
+	return table(w, "ID\tSTATE\tREUSABLE\tUSES\tEXPIRES\tTAGS", rows)
 }
 
 func newNodesCmd() *cobra.Command {
@@ -244,30 +245,8 @@ func newNodesCmd() *cobra.Command {
 		Short: "List nodes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := af.client()
-			if err != nil {
-				return err
-			}
 			var nodes []wire.Node
-			if err := c.do(cmd.Context(), http.MethodGet, wire.PathNodes, nil, &nodes); err != nil {
-				return err
-			}
-			if af.asJSON {
-				return printJSON(cmd.OutOrStdout(), nodes)
-			}
-			var rows [][]string
-			for _, n := range nodes {
-				var addrs []string
-				for _, a := range n.Addresses {
-					addrs = append(addrs, a.Addr().String())
-				}
-				online := "offline"
-				if n.Online {
-					online = "online"
-				}
-				rows = append(rows, []string{n.Name, strings.Join(addrs, ","), online, ago(n.LastSeen), strings.Join(n.Endpoints, ","), strings.Join(n.Tags, ",")})
-			}
-			return table(cmd.OutOrStdout(), "NAME\tADDRESSES\tSTATE\tLAST SEEN\tENDPOINTS\tTAGS", rows)
+			return af.call(cmd, http.MethodGet, wire.PathNodes, nil, &nodes, func(w io.Writer) error { return nodesTable(w, nodes) })
 		},
 	}
 	del := &cobra.Command{
@@ -275,11 +254,7 @@ func newNodesCmd() *cobra.Command {
 		Short: "Delete a node; its peers drop it and its credential stops working",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := af.client()
-			if err != nil {
-				return err
-			}
-			return c.do(cmd.Context(), http.MethodDelete, wire.PathNodes+"/"+args[0], nil, nil)
+			return af.call(cmd, http.MethodDelete, wire.PathNodes+"/"+args[0], nil, nil, nil)
 		},
 	}
 	tag := &cobra.Command{
@@ -287,17 +262,26 @@ func newNodesCmd() *cobra.Command {
 		Short: "Set a node's tags (none: remove all)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := af.client()
-			if err != nil {
-				return err
-			}
-			tags := args[1:]
-			if tags == nil {
-				tags = []string{}
-			}
-			return c.do(cmd.Context(), http.MethodPut, wire.PathNodes+"/"+args[0]+"/tags", wire.SetTagsRequest{Tags: tags}, nil)
+			tags := append([]string{}, args[1:]...)
+			return af.call(cmd, http.MethodPut, wire.PathNodes+"/"+args[0]+"/tags", wire.SetTagsRequest{Tags: tags}, nil, nil)
 		},
 	}
 	cmd.AddCommand(list, del, tag)
 	return cmd
+}
+
+func nodesTable(w io.Writer, nodes []wire.Node) error {
+	var rows [][]string
+	for _, n := range nodes {
+		var addrs []string
+		for _, a := range n.Addresses {
+			addrs = append(addrs, a.Addr().String())
+		}
+		online := "offline"
+		if n.Online {
+			online = "online"
+		}
+		rows = append(rows, []string{n.Name, strings.Join(addrs, ","), online, ago(n.LastSeen), strings.Join(n.Endpoints, ","), strings.Join(n.Tags, ",")})
+	}
+	return table(w, "NAME\tADDRESSES\tSTATE\tLAST SEEN\tENDPOINTS\tTAGS", rows)
 }
