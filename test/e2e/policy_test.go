@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -214,6 +216,16 @@ func TestPolicyChanges(t *testing.T) {
 	}
 	granted := strings.Replace(matrixPolicy, `"tag:api:8080"], "proto"`, `"tag:api:8080,9090"], "proto"`, 1)
 	granted = strings.Replace(granted, `"deny": ["tag:api:9090", `, `"deny": [`, 1)
+	// acl check shows exactly the access the change grants, and sets nothing.
+	f := filepath.Join(t.TempDir(), "granted.hujson")
+	os.WriteFile(f, []byte(granted), 0o600)
+	check := m.cli("acl", "check", f)
+	if !strings.Contains(check, "+ web → api tcp/9090") || strings.Count(check, "\n  ") != 1 {
+		t.Fatalf("acl check does not show the one change:\n%s", check)
+	}
+	if canTCP(t, web, api, 9090, 300*time.Millisecond) {
+		t.Fatal("acl check changed access")
+	}
 	m.setPolicy(granted)
 	d := waitFor(t, 5*time.Second, "web reaches api:9090", func() bool { return canTCP(t, web, api, 9090, 200*time.Millisecond) })
 	if d > time.Second {
