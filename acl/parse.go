@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -106,7 +107,7 @@ func (ps *parser) object(v *hujson.Value, what string, known ...string) []hujson
 			continue
 		}
 		seen[k] = true
-		if len(known) > 0 && !contains(known, k) {
+		if len(known) > 0 && !slices.Contains(known, k) {
 			ps.errorf(&m.Name, "unknown key %q in %s%s (want %s)", k, what, suggest(k, known), strings.Join(known, ", "))
 			continue
 		}
@@ -451,12 +452,12 @@ func (ps *parser) resolve() {
 		switch s.Kind {
 		case SelGroup:
 			if _, ok := ps.p.Groups[s.Name]; !ok {
-				ps.errorAt(s.Pos, "unknown group %q%s", s.Name, suggest(s.Name, keys(ps.p.Groups)))
+				ps.errorAt(s.Pos, "unknown group %q%s", s.Name, suggest(s.Name, sortedKeys(ps.p.Groups)))
 			}
 		case SelHost:
 			p, ok := ps.p.Hosts[s.Name]
 			if !ok {
-				ps.errorAt(s.Pos, "unknown host %q%s (hosts are defined in \"hosts\"; nodes are node:NAME)", s.Name, suggest(s.Name, keys(ps.p.Hosts)))
+				ps.errorAt(s.Pos, "unknown host %q%s (hosts are defined in \"hosts\"; nodes are node:NAME)", s.Name, suggest(s.Name, sortedKeys(ps.p.Hosts)))
 			}
 			s.Prefix = p
 		}
@@ -501,7 +502,7 @@ func (ps *parser) cycles() {
 	visit = func(name string, ref Pos) bool {
 		switch state[name] {
 		case active:
-			cycle := append(append([]string{}, path[indexOf(path, name):]...), name)
+			cycle := append(append([]string{}, path[slices.Index(path, name):]...), name)
 			ps.errorAt(ref, "group cycle: %s", strings.Join(cycle, " → "))
 			return true
 		case done:
@@ -523,19 +524,6 @@ func (ps *parser) cycles() {
 		}
 	}
 }
-
-func indexOf(ss []string, s string) int {
-	for i, x := range ss {
-		if x == s {
-			return i
-		}
-	}
-	return -1
-}
-
-func contains(ss []string, s string) bool { return indexOf(ss, s) >= 0 }
-
-func keys[V any](m map[string]V) []string { return sortedKeys(m) }
 
 func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))

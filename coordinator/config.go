@@ -51,7 +51,6 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Listen:    ":8443",
-		Prefix4:   netip.Prefix{},
 		KeepAlive: 15 * time.Second,
 	}
 }

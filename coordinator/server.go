@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -275,7 +276,7 @@ func (c *Coordinator) recordEndpoints(r *http.Request, id int64, req wire.MapReq
 	if req.ListenPort > 0 {
 		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 			obs := net.JoinHostPort(host, strconv.Itoa(req.ListenPort))
-			if !contains(eps, obs) {
+			if !slices.Contains(eps, obs) {
 				eps = append(eps, obs)
 			}
 		}
@@ -288,15 +289,6 @@ func (c *Coordinator) recordEndpoints(r *http.Request, id int64, req wire.MapReq
 		return c.publish(r.Context())
 	}
 	return nil
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (c *Coordinator) handleNodes(w http.ResponseWriter, r *http.Request) {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -222,7 +223,7 @@ func (e *wgEngine) setAddrsLocked(self, prefixes []netip.Prefix) error {
 		return nil
 	}
 	for _, old := range e.addrs {
-		if !containsPrefix(want, old) {
+		if !slices.Contains(want, old) {
 			netlink.AddrDel(e.link, nlAddr(old))
 		}
 	}
@@ -233,15 +234,6 @@ func (e *wgEngine) setAddrsLocked(self, prefixes []netip.Prefix) error {
 	}
 	e.addrs = want
 	return nil
-}
-
-func containsPrefix(ps []netip.Prefix, p netip.Prefix) bool {
-	for _, x := range ps {
-		if x == p {
-			return true
-		}
-	}
-	return false
 }
 
 func nlAddr(p netip.Prefix) *netlink.Addr {
