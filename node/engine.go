@@ -219,7 +219,7 @@ func (e *wgEngine) setAddrsLocked(self, prefixes []netip.Prefix) error {
 			}
 		}
 	}
-	if fmt.Sprint(want) == fmt.Sprint(e.addrs) {
+	if slices.Equal(want, e.addrs) {
 		return nil
 	}
 	for _, old := range e.addrs {
