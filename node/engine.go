@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -70,6 +71,10 @@ type wgEngine struct {
 	mu      sync.Mutex
 	addrs   []netip.Prefix          // guarded by mu; addresses set on the link
 	applied map[wgtypes.Key]peerCfg // guarded by mu; what Apply last set per peer
+	timers  []*time.Timer           // guarded by mu; pending greetings
+	closed  bool                    // guarded by mu
+
+	greeters sync.WaitGroup // running greeting timers
 }
 
 type peerCfg struct {
@@ -159,11 +164,15 @@ func (e *wgEngine) serveUAPI() {
 func (e *wgEngine) Apply(nm *wire.Netmap) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.closed {
+		return errors.New("engine closed")
+	}
 	if err := e.setAddrsLocked(nm.Self.Addresses, nm.Prefixes); err != nil {
 		return err
 	}
 	cfg := wgtypes.Config{}
 	want := map[wgtypes.Key]peerCfg{}
+	var added []wgtypes.Key
 	for _, p := range nm.Peers {
 		key, err := wgtypes.ParseKey(p.PublicKey)
 		if err != nil {
@@ -178,6 +187,9 @@ func (e *wgEngine) Apply(nm *wire.Netmap) error {
 		old, had := e.applied[key]
 		if had && old == pc {
 			continue
+		}
+		if !had {
+			added = append(added, key)
 		}
 		c := wgtypes.PeerConfig{PublicKey: key, ReplaceAllowedIPs: true}
 		for _, a := range p.Addresses {
@@ -205,7 +217,49 @@ func (e *wgEngine) Apply(nm *wire.Netmap) error {
 		return fmt.Errorf("configure peers on %s: %w", e.cfg.Interface, err)
 	}
 	e.applied = want
+	for _, k := range added {
+		e.greetLocked(k)
+	}
 	return nil
+}
+
+// greetDelay is how long the peer with the greater public key waits before
+// it starts a handshake with a new peer.
+const greetDelay = 200 * time.Millisecond
+
+// greetLocked starts a handshake with a peer just added, so that traffic
+// can flow at once. Both sides learn of each other at about the same time
+// and a handshake that reaches a side that does not know the sender yet is
+// dropped; WireGuard would retry only after 5 s. Two handshakes that cross
+// (each side answers the other's and then drops the answer to its own)
+// stall the same way. So the side with the smaller key starts one at once,
+// and the other, after greetDelay, if none has completed by then, discards
+// whatever handshake it has in flight and starts a fresh one, which the
+// other side, knowing it by then, answers.
+func (e *wgEngine) greetLocked(k wgtypes.Key) {
+	self := e.cfg.PrivateKey.PublicKey()
+	if bytes.Compare(self[:], k[:]) < 0 {
+		if p := e.dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
+			p.SendKeepalive()
+		}
+		return
+	}
+	e.greeters.Add(1)
+	t := time.AfterFunc(greetDelay, func() {
+		defer e.greeters.Done()
+		if d, err := e.wg.Device(e.cfg.Interface); err == nil {
+			for _, p := range d.Peers {
+				if p.PublicKey == k && !p.LastHandshakeTime.IsZero() {
+					return
+				}
+			}
+		}
+		if p := e.dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
+			p.ExpireCurrentKeypairs() // lifts WireGuard's 5 s limit between attempts
+			p.SendKeepalive()
+		}
+	})
+	e.timers = append(e.timers, t)
 }
 
 // setAddrsLocked gives the link the node's addresses with the overlay
@@ -264,6 +318,16 @@ func (e *wgEngine) Stats() (map[string]PeerStats, error) {
 // Close implements Engine. Closing the device closes the TUN, and the
 // kernel removes the interface with its addresses and routes.
 func (e *wgEngine) Close() error {
+	e.mu.Lock()
+	e.closed = true
+	for _, t := range e.timers {
+		if t.Stop() {
+			e.greeters.Done()
+		}
+	}
+	e.timers = nil
+	e.mu.Unlock()
+	e.greeters.Wait()
 	if e.uapi != nil {
 		e.uapi.Close()
 		// Closing the listener leaves the socket file; wg(8) would list a

@@ -207,6 +207,14 @@ func TestPolicyMatrix(t *testing.T) {
 // leaves the active one in force, and a new tag takes effect within 1 s.
 func TestPolicyChanges(t *testing.T) {
 	m, web, api, db := tiers(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, a := range []*agent{web, api, db} {
+				out, _ := a.host.Run(context.Background(), "wg", "show", a.iface)
+				t.Logf("%s: wg show %s at failure:\n%s", time.Now().Format("15:04:05.000"), a.name, out)
+			}
+		}
+	})
 	server(t, api, 9090)
 	server(t, api, 8080)
 
