@@ -5,6 +5,7 @@
 package credential
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -63,6 +64,9 @@ func ParseSecret(s string) (Secret, error) {
 	if len(id) > 64 || len(v) > 128 {
 		return Secret{}, errors.New("malformed secret: too long")
 	}
+	if strings.Trim(id, "abcdefghijklmnopqrstuvwxyz0123456789") != "" {
+		return Secret{}, errors.New("malformed secret: the ID must be lowercase letters and digits")
+	}
 	if _, err := base64.RawURLEncoding.DecodeString(v); err != nil {
 		return Secret{}, fmt.Errorf("malformed secret value: %w", err)
 	}
@@ -85,8 +89,11 @@ type Bundle struct {
 // Encode returns the bundle as a single copy-pasteable string with prefix.
 func (b Bundle) Encode(prefix string) string {
 	b.SecretText = b.Secret.String()
-	j, _ := json.Marshal(b)
-	return prefix + base64.RawURLEncoding.EncodeToString(j)
+	var j bytes.Buffer
+	enc := json.NewEncoder(&j)
+	enc.SetEscapeHTML(false) // keep "&" in URLs short
+	enc.Encode(b)
+	return prefix + base64.RawURLEncoding.EncodeToString(bytes.TrimSpace(j.Bytes()))
 }
 
 // ParseJoinKey reads a join key string.
@@ -124,6 +131,9 @@ func decode(s, prefix string) (Bundle, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil {
 		return Bundle{}, fmt.Errorf("bad contents: %w", err)
+	}
+	if len(b.URL) > 512 {
+		return Bundle{}, errors.New("coordinator URL longer than 512 bytes")
 	}
 	u, err := url.Parse(b.URL)
 	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs every native Go fuzz target in the module for the given time each.
+# A failing input is saved under the package's testdata/fuzz/ by go test.
 set -euo pipefail
 fuzztime=${1:-10s}
 cd "$(dirname "$0")/.."
@@ -7,6 +8,10 @@ for pkg in $(go list ./...); do
 	dir=$(go list -f '{{.Dir}}' "$pkg")
 	for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
 		echo "fuzz $pkg $target ($fuzztime)"
-		go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" 2>&1 | tail -n 3
+		if ! out=$(go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" 2>&1); then
+			echo "$out"
+			exit 1
+		fi
+		echo "$out" | tail -n 3
 	done
 done
