@@ -39,6 +39,8 @@ type Status struct {
 	Filter *FilterStats `json:"filter,omitempty"`
 	// Peers are the netmap's peers with their WireGuard counters.
 	Peers []PeerStatus `json:"peers"`
+	// Services are the node's local services with their checks.
+	Services []ServiceStatus `json:"services"`
 }
 
 // FilterStats are the inbound packet filter's counters.
@@ -64,6 +66,9 @@ func (a *Agent) Status() (Status, error) {
 	st := Status{
 		Self: a.id.Node, Interface: a.cfg.Interface, ListenPort: a.cfg.ListenPort,
 		Coordinator: a.id.Coordinator, Connected: connected, LastError: lastErr, Peers: []PeerStatus{},
+	}
+	if a.svc != nil {
+		st.Services = a.svc.status()
 	}
 	if a.filter != nil {
 		fs := a.filter.Stats()
@@ -124,6 +129,7 @@ func (a *Agent) listenLocalAPI() (*localAPI, error) {
 		}
 		json.NewEncoder(w).Encode(st)
 	})
+	a.svc.handle(mux)
 	l := &localAPI{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, path: path}
 	l.wg.Add(1)
 	go func() {

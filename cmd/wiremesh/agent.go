@@ -1,6 +1,11 @@
 package main
 
 import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
 	"github.com/spf13/cobra"
 	"github.com/wiremesh/wiremesh/node"
 )
@@ -26,7 +31,27 @@ restarts from, its last netmap.`,
 			if err != nil {
 				return err
 			}
-			return a.Run(cmd.Context())
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-hup:
+						if err := a.Reload(); err != nil {
+							cfg.Logger.Error("reload refused; services unchanged", "err", err)
+						}
+					}
+				}
+			}()
+			defer func() { cancel(); <-done }()
+			return a.Run(ctx)
 		},
 	}
 	f := cmd.Flags()
@@ -37,6 +62,7 @@ restarts from, its last netmap.`,
 	f.StringVar(&cfg.Interface, "interface", cfg.Interface, "WireGuard interface name")
 	f.StringSliceVar(&cfg.Endpoints, "endpoint", nil, "extra IP:PORT endpoint to advertise to peers (repeatable)")
 	f.IntVar(&cfg.MTU, "mtu", cfg.MTU, "interface MTU")
+	f.StringVar(&cfg.ServicesFile, "config", "", "HuJSON file of local services and checks (reloaded on SIGHUP)")
 	f.BoolVar(&cfg.NoFilter, "unsafe-no-filter", false, "turn the inbound packet filter off (only to measure its cost)")
 	f.MarkHidden("unsafe-no-filter")
 	lf.add(f)

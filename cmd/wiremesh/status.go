@@ -79,7 +79,22 @@ func newStatusCmd() *cobra.Command {
 				}
 				rows = append(rows, []string{p.Name, strings.Join(p.Addresses, ","), ep, ago(p.LastHandshake), fmt.Sprint(p.RxBytes), fmt.Sprint(p.TxBytes)})
 			}
-			return table(out, "PEER\tADDRESSES\tENDPOINT\tHANDSHAKE\tRX\tTX", rows)
+			if err := table(out, "PEER\tADDRESSES\tENDPOINT\tHANDSHAKE\tRX\tTX", rows); err != nil {
+				return err
+			}
+			if len(st.Services) == 0 {
+				return nil
+			}
+			rows = nil
+			for _, s := range st.Services {
+				var checks []string
+				for _, c := range s.Checks {
+					checks = append(checks, c.CheckID+"="+c.Status.String())
+				}
+				rows = append(rows, []string{s.Name, fmt.Sprint(s.Port), s.Health.String(), strings.Join(checks, " ")})
+			}
+			fmt.Fprintln(out)
+			return table(out, "SERVICE\tPORT\tHEALTH\tCHECKS", rows)
 		},
 	}
 	cmd.Flags().StringVar(&stateDir, "state-dir", "/var/lib/wiremesh-agent", "the agent's state dir")
