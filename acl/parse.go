@@ -1,7 +1,6 @@
 package acl
 
 import (
-	"bytes"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -11,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/tailscale/hujson"
+	"github.com/wiremesh/wiremesh/internal/hudoc"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -19,135 +19,56 @@ const MaxPolicySize = 1 << 20
 
 var (
 	nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	hujErr = regexp.MustCompile(`^hujson: line (\d+), column (\d+): (.*)$`)
 )
 
 // parser walks the HuJSON tree, collecting errors with positions.
 type parser struct {
-	file string
-	text []byte
-	errs ErrorList
-	p    *Policy
+	*hudoc.Doc
+	p *Policy
 }
 
 // Parse parses and validates a policy. file names the text in messages. The
 // error, if any, is an ErrorList with every problem found.
 func Parse(file string, text []byte) (*Policy, error) {
-	ps := &parser{file: file, text: text, p: &Policy{Groups: map[string][]Selector{}, Hosts: map[string]netip.Prefix{}, Text: text, File: file}}
 	if len(text) > MaxPolicySize {
 		return nil, ErrorList{{File: file, Msg: fmt.Sprintf("policy is %d bytes; the limit is %d", len(text), MaxPolicySize)}}
 	}
-	root, err := hujson.Parse(text)
+	root, doc, err := hudoc.Parse(file, text, MaxPolicySize)
 	if err != nil {
-		e := &Error{File: file, Msg: err.Error()}
-		if m := hujErr.FindStringSubmatch(err.Error()); m != nil {
-			e.Pos.Line, _ = strconv.Atoi(m[1])
-			e.Pos.Col, _ = strconv.Atoi(m[2])
-			e.Msg = "syntax error: " + m[3]
-		}
-		return nil, ErrorList{e}
+		return nil, err
 	}
+	ps := &parser{Doc: doc, p: &Policy{Groups: map[string][]Selector{}, Hosts: map[string]netip.Prefix{}, Text: text, File: file}}
 	ps.top(&root)
 	ps.resolve()
-	if len(ps.errs) > 0 {
-		sort.SliceStable(ps.errs, func(i, j int) bool {
-			a, b := ps.errs[i].Pos, ps.errs[j].Pos
-			return a.Line < b.Line || a.Line == b.Line && a.Col < b.Col
-		})
-		return nil, ps.errs
+	if err := ps.Err(); err != nil {
+		return nil, err
 	}
 	return ps.p, nil
-}
-
-func (ps *parser) pos(v *hujson.Value) Pos {
-	off := min(v.StartOffset, len(ps.text))
-	line := 1 + bytes.Count(ps.text[:off], []byte("\n"))
-	col := 1 + off - (bytes.LastIndexByte(ps.text[:off], '\n') + 1)
-	return Pos{Line: line, Col: col}
-}
-
-func (ps *parser) errorf(v *hujson.Value, format string, args ...any) {
-	ps.errs = append(ps.errs, &Error{File: ps.file, Pos: ps.pos(v), Msg: fmt.Sprintf(format, args...)})
-}
-
-func (ps *parser) errorAt(p Pos, format string, args ...any) {
-	ps.errs = append(ps.errs, &Error{File: ps.file, Pos: p, Msg: fmt.Sprintf(format, args...)})
-}
-
-func kindName(v *hujson.Value) string {
-	switch v.Value.Kind() {
-	case '{':
-		return "an object"
-	case '[':
-		return "a list"
-	case '"':
-		return "a string"
-	case '0':
-		return "a number"
-	case 'n':
-		return "null"
-	}
-	return "a boolean"
 }
 
 // object returns the members of v, checking it is an object, that every key
 // is among known (if given) and that none repeats.
 func (ps *parser) object(v *hujson.Value, what string, known ...string) []hujson.ObjectMember {
-	obj, ok := v.Value.(*hujson.Object)
-	if !ok {
-		ps.errorf(v, "%s must be an object, not %s", what, kindName(v))
-		return nil
-	}
-	seen := map[string]bool{}
-	var out []hujson.ObjectMember
-	for _, m := range obj.Members {
-		k := m.Name.Value.(hujson.Literal).String()
-		if seen[k] {
-			ps.errorf(&m.Name, "duplicate key %q in %s", k, what)
-			continue
-		}
-		seen[k] = true
-		if len(known) > 0 && !slices.Contains(known, k) {
-			ps.errorf(&m.Name, "unknown key %q in %s%s (want %s)", k, what, suggest(k, known), strings.Join(known, ", "))
-			continue
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-func (ps *parser) array(v *hujson.Value, what string) []hujson.Value {
-	arr, ok := v.Value.(*hujson.Array)
-	if !ok {
-		ps.errorf(v, "%s must be a list, not %s", what, kindName(v))
-		return nil
-	}
-	return arr.Elements
-}
-
-func (ps *parser) str(v *hujson.Value, what string) (string, bool) {
-	lit, ok := v.Value.(hujson.Literal)
-	if !ok || lit.Kind() != '"' {
-		ps.errorf(v, "%s must be a string, not %s", what, kindName(v))
-		return "", false
-	}
-	return lit.String(), true
+	isKnown := func(k string) bool { return len(known) == 0 || slices.Contains(known, k) }
+	return ps.Members(v, what, isKnown, func(m *hujson.ObjectMember, k string) {
+		ps.Errorf(&m.Name, "unknown key %q in %s%s (want %s)", k, what, suggest(k, known), strings.Join(known, ", "))
+	})
 }
 
 func (ps *parser) top(v *hujson.Value) {
 	for _, m := range ps.object(v, "the policy", "groups", "hosts", "acls", "tests") {
 		val := m.Value
-		switch m.Name.Value.(hujson.Literal).String() {
+		switch hudoc.Key(&m) {
 		case "groups":
 			ps.groups(&val)
 		case "hosts":
 			ps.hosts(&val)
 		case "acls":
-			for i, r := range ps.array(&val, `"acls"`) {
+			for i, r := range ps.Array(&val, `"acls"`) {
 				ps.rule(&r, i)
 			}
 		case "tests":
-			for i, t := range ps.array(&val, `"tests"`) {
+			for i, t := range ps.Array(&val, `"tests"`) {
 				ps.test(&t, i)
 			}
 		}
@@ -156,16 +77,16 @@ func (ps *parser) top(v *hujson.Value) {
 
 func (ps *parser) groups(v *hujson.Value) {
 	for _, m := range ps.object(v, `"groups"`) {
-		name := m.Name.Value.(hujson.Literal).String()
+		name := hudoc.Key(&m)
 		g, ok := strings.CutPrefix(name, "group:")
 		if !ok || !nameRE.MatchString(g) {
-			ps.errorf(&m.Name, "bad group name %q: want group:NAME (lowercase letters, digits, '-')", name)
+			ps.Errorf(&m.Name, "bad group name %q: want group:NAME (lowercase letters, digits, '-')", name)
 			continue
 		}
 		val := m.Value
 		members := []Selector{}
-		for _, e := range ps.array(&val, "group "+strconv.Quote(name)) {
-			s, ok := ps.str(&e, "a group member")
+		for _, e := range ps.Array(&val, "group "+strconv.Quote(name)) {
+			s, ok := ps.Str(&e, "a group member")
 			if !ok {
 				continue
 			}
@@ -174,7 +95,7 @@ func (ps *parser) groups(v *hujson.Value) {
 				continue
 			}
 			if sel.Kind == SelAny {
-				ps.errorf(&e, `"*" cannot be a group member; use "*" in the rule instead`)
+				ps.Errorf(&e, `"*" cannot be a group member; use "*" in the rule instead`)
 				continue
 			}
 			members = append(members, sel)
@@ -185,19 +106,19 @@ func (ps *parser) groups(v *hujson.Value) {
 
 func (ps *parser) hosts(v *hujson.Value) {
 	for _, m := range ps.object(v, `"hosts"`) {
-		name := m.Name.Value.(hujson.Literal).String()
+		name := hudoc.Key(&m)
 		if !nameRE.MatchString(name) {
-			ps.errorf(&m.Name, "bad host name %q: want lowercase letters, digits and '-'", name)
+			ps.Errorf(&m.Name, "bad host name %q: want lowercase letters, digits and '-'", name)
 			continue
 		}
 		val := m.Value
-		s, ok := ps.str(&val, "host "+strconv.Quote(name))
+		s, ok := ps.Str(&val, "host "+strconv.Quote(name))
 		if !ok {
 			continue
 		}
 		p, err := parsePrefix(s)
 		if err != nil {
-			ps.errorf(&val, "host %q: bad address or prefix %q", name, s)
+			ps.Errorf(&val, "host %q: bad address or prefix %q", name, s)
 			continue
 		}
 		ps.p.Hosts[name] = p
@@ -225,20 +146,20 @@ func parsePrefix(s string) (netip.Prefix, error) {
 // selector parses a source selector. Group and host names are checked
 // later, when every group and host is known.
 func (ps *parser) selector(v *hujson.Value, s string) (Selector, bool) {
-	pos := ps.pos(v)
+	pos := ps.Pos(v)
 	switch {
 	case s == "*":
 		return Selector{Kind: SelAny, Pos: pos}, true
 	case strings.HasPrefix(s, "node:"):
 		n := s[len("node:"):]
 		if !nameRE.MatchString(n) {
-			ps.errorf(v, "bad node name in %q: want node:NAME (lowercase letters, digits, '-')", s)
+			ps.Errorf(v, "bad node name in %q: want node:NAME (lowercase letters, digits, '-')", s)
 			return Selector{}, false
 		}
 		return Selector{Kind: SelNode, Name: n, Pos: pos}, true
 	case strings.HasPrefix(s, "tag:"):
 		if !nameRE.MatchString(s[len("tag:"):]) {
-			ps.errorf(v, "bad tag %q: want tag:NAME (lowercase letters, digits, '-')", s)
+			ps.Errorf(v, "bad tag %q: want tag:NAME (lowercase letters, digits, '-')", s)
 			return Selector{}, false
 		}
 		return Selector{Kind: SelTag, Name: s, Pos: pos}, true
@@ -248,9 +169,9 @@ func (ps *parser) selector(v *hujson.Value, s string) (Selector, bool) {
 		p, err := parsePrefix(s)
 		if err != nil {
 			if strings.Contains(err.Error(), "host bits") {
-				ps.errorf(v, "bad CIDR %q: %v", s, err)
+				ps.Errorf(v, "bad CIDR %q: %v", s, err)
 			} else {
-				ps.errorf(v, "bad address or CIDR %q", s)
+				ps.Errorf(v, "bad address or CIDR %q", s)
 			}
 			return Selector{}, false
 		}
@@ -258,7 +179,7 @@ func (ps *parser) selector(v *hujson.Value, s string) (Selector, bool) {
 	case nameRE.MatchString(s):
 		return Selector{Kind: SelHost, Name: s, Pos: pos}, true
 	}
-	ps.errorf(v, "bad selector %q: want *, node:NAME, tag:NAME, group:NAME, a host name or a CIDR", s)
+	ps.Errorf(v, "bad selector %q: want *, node:NAME, tag:NAME, group:NAME, a host name or a CIDR", s)
 	return Selector{}, false
 }
 
@@ -268,24 +189,24 @@ func (ps *parser) dest(v *hujson.Value, s string) (Dest, bool) {
 	if strings.HasPrefix(s, "[") { // [IPv6]:PORTS or [IPv6/len]:PORTS
 		end := strings.Index(s, "]:")
 		if end < 0 {
-			ps.errorf(v, "bad destination %q: want [IPv6]:PORTS", s)
+			ps.Errorf(v, "bad destination %q: want [IPv6]:PORTS", s)
 			return Dest{}, false
 		}
 		selText, portText = s[1:end], s[end+2:]
 	} else {
 		i := strings.LastIndexByte(s, ':')
 		if i < 0 {
-			ps.errorf(v, "destination %q has no ports: want %s:PORTS, e.g. %s:443 or %s:*", s, s, s, s)
+			ps.Errorf(v, "destination %q has no ports: want %s:PORTS, e.g. %s:443 or %s:*", s, s, s, s)
 			return Dest{}, false
 		}
 		selText, portText = s[:i], s[i+1:]
 		if selText == "tag" || selText == "node" || selText == "group" {
-			ps.errorf(v, "destination %q has no ports: want %s:PORTS, e.g. %s:443 or %s:*", s, s, s, s)
+			ps.Errorf(v, "destination %q has no ports: want %s:PORTS, e.g. %s:443 or %s:*", s, s, s, s)
 			return Dest{}, false
 		}
 		_, wholeErr := parsePrefix(s)
 		if wholeErr == nil || strings.Count(selText, ":") > 1 && !strings.HasPrefix(selText, "tag:") && !strings.HasPrefix(selText, "group:") && !strings.HasPrefix(selText, "node:") {
-			ps.errorf(v, "bad destination %q: write IPv6 addresses as [ADDR]:PORTS", s)
+			ps.Errorf(v, "bad destination %q: write IPv6 addresses as [ADDR]:PORTS", s)
 			return Dest{}, false
 		}
 	}
@@ -296,9 +217,9 @@ func (ps *parser) dest(v *hujson.Value, s string) (Dest, bool) {
 	ports, err := parsePorts(portText)
 	if err != nil {
 		// Point at the ports: the column of the text after the last ':'.
-		p := ps.pos(v)
+		p := ps.Pos(v)
 		p.Col += 1 + strings.LastIndex(s, portText)
-		ps.errorAt(p, "bad ports %q in %q: %v", portText, s, err)
+		ps.ErrorAt(p, "bad ports %q in %q: %v", portText, s, err)
 		return Dest{}, false
 	}
 	return Dest{Sel: sel, Ports: ports, Pos: sel.Pos}, true
@@ -346,7 +267,7 @@ func parsePort(s string) (uint16, error) {
 func (ps *parser) proto(v *hujson.Value) ([]uint8, bool) {
 	lit, ok := v.Value.(hujson.Literal)
 	if !ok {
-		ps.errorf(v, `"proto" must be a string or a number, not %s`, kindName(v))
+		ps.Errorf(v, `"proto" must be a string or a number, not %s`, hudoc.KindName(v))
 		return nil, false
 	}
 	s := lit.String()
@@ -360,7 +281,7 @@ func (ps *parser) proto(v *hujson.Value) ([]uint8, bool) {
 	}
 	n, err := strconv.ParseUint(s, 10, 8)
 	if err != nil {
-		ps.errorf(v, `bad proto %q: want tcp, udp, icmp or a protocol number 0-255%s`, s, suggest(s, []string{"tcp", "udp", "icmp"}))
+		ps.Errorf(v, `bad proto %q: want tcp, udp, icmp or a protocol number 0-255%s`, s, suggest(s, []string{"tcp", "udp", "icmp"}))
 		return nil, false
 	}
 	return []uint8{uint8(n)}, true
@@ -368,20 +289,20 @@ func (ps *parser) proto(v *hujson.Value) ([]uint8, bool) {
 
 func (ps *parser) rule(v *hujson.Value, i int) {
 	what := fmt.Sprintf("rule %d of \"acls\"", i+1)
-	r := Rule{Pos: ps.pos(v)}
+	r := Rule{Pos: ps.Pos(v)}
 	var haveSrc, haveDst, haveAction bool
 	for _, m := range ps.object(v, what, "action", "src", "dst", "proto") {
 		val := m.Value
-		switch m.Name.Value.(hujson.Literal).String() {
+		switch hudoc.Key(&m) {
 		case "action":
 			haveAction = true
-			if s, ok := ps.str(&val, `"action"`); ok && s != "accept" {
-				ps.errorf(&val, `bad action %q: rules only accept (want "accept"); what no rule accepts is denied`, s)
+			if s, ok := ps.Str(&val, `"action"`); ok && s != "accept" {
+				ps.Errorf(&val, `bad action %q: rules only accept (want "accept"); what no rule accepts is denied`, s)
 			}
 		case "src":
 			haveSrc = true
-			for _, e := range ps.array(&val, `"src"`) {
-				if s, ok := ps.str(&e, "a source"); ok {
+			for _, e := range ps.Array(&val, `"src"`) {
+				if s, ok := ps.Str(&e, "a source"); ok {
 					if sel, ok := ps.selector(&e, s); ok {
 						r.Src = append(r.Src, sel)
 					}
@@ -389,8 +310,8 @@ func (ps *parser) rule(v *hujson.Value, i int) {
 			}
 		case "dst":
 			haveDst = true
-			for _, e := range ps.array(&val, `"dst"`) {
-				if s, ok := ps.str(&e, "a destination"); ok {
+			for _, e := range ps.Array(&val, `"dst"`) {
+				if s, ok := ps.Str(&e, "a destination"); ok {
 					if d, ok := ps.dest(&e, s); ok {
 						r.Dst = append(r.Dst, d)
 					}
@@ -401,33 +322,33 @@ func (ps *parser) rule(v *hujson.Value, i int) {
 		}
 	}
 	if !haveAction {
-		ps.errorAt(r.Pos, `%s has no "action" (want "action": "accept")`, what)
+		ps.ErrorAt(r.Pos, `%s has no "action" (want "action": "accept")`, what)
 	}
 	if !haveSrc {
-		ps.errorAt(r.Pos, `%s has no "src"`, what)
+		ps.ErrorAt(r.Pos, `%s has no "src"`, what)
 	}
 	if !haveDst {
-		ps.errorAt(r.Pos, `%s has no "dst"`, what)
+		ps.ErrorAt(r.Pos, `%s has no "dst"`, what)
 	}
 	ps.p.ACLs = append(ps.p.ACLs, r)
 }
 
 func (ps *parser) test(v *hujson.Value, i int) {
 	what := fmt.Sprintf("test %d of \"tests\"", i+1)
-	t := Test{Pos: ps.pos(v)}
+	t := Test{Pos: ps.Pos(v)}
 	haveSrc := false
 	for _, m := range ps.object(v, what, "src", "proto", "accept", "deny") {
 		val := m.Value
-		switch k := m.Name.Value.(hujson.Literal).String(); k {
+		switch k := hudoc.Key(&m); k {
 		case "src":
-			if s, ok := ps.str(&val, `"src"`); ok {
+			if s, ok := ps.Str(&val, `"src"`); ok {
 				t.Src, haveSrc = ps.selector(&val, s)
 			}
 		case "proto":
 			t.Protos, _ = ps.proto(&val)
 		case "accept", "deny":
-			for _, e := range ps.array(&val, strconv.Quote(k)) {
-				if s, ok := ps.str(&e, "a destination"); ok {
+			for _, e := range ps.Array(&val, strconv.Quote(k)) {
+				if s, ok := ps.Str(&e, "a destination"); ok {
 					if d, ok := ps.dest(&e, s); ok {
 						if k == "accept" {
 							t.Accept = append(t.Accept, d)
@@ -440,7 +361,7 @@ func (ps *parser) test(v *hujson.Value, i int) {
 		}
 	}
 	if !haveSrc {
-		ps.errorAt(t.Pos, `%s has no "src"`, what)
+		ps.ErrorAt(t.Pos, `%s has no "src"`, what)
 	}
 	ps.p.Tests = append(ps.p.Tests, t)
 }
@@ -452,12 +373,12 @@ func (ps *parser) resolve() {
 		switch s.Kind {
 		case SelGroup:
 			if _, ok := ps.p.Groups[s.Name]; !ok {
-				ps.errorAt(s.Pos, "unknown group %q%s", s.Name, suggest(s.Name, sortedKeys(ps.p.Groups)))
+				ps.ErrorAt(s.Pos, "unknown group %q%s", s.Name, suggest(s.Name, sortedKeys(ps.p.Groups)))
 			}
 		case SelHost:
 			p, ok := ps.p.Hosts[s.Name]
 			if !ok {
-				ps.errorAt(s.Pos, "unknown host %q%s (hosts are defined in \"hosts\"; nodes are node:NAME)", s.Name, suggest(s.Name, sortedKeys(ps.p.Hosts)))
+				ps.ErrorAt(s.Pos, "unknown host %q%s (hosts are defined in \"hosts\"; nodes are node:NAME)", s.Name, suggest(s.Name, sortedKeys(ps.p.Hosts)))
 			}
 			s.Prefix = p
 		}
@@ -503,7 +424,7 @@ func (ps *parser) cycles() {
 		switch state[name] {
 		case active:
 			cycle := append(append([]string{}, path[slices.Index(path, name):]...), name)
-			ps.errorAt(ref, "group cycle: %s", strings.Join(cycle, " → "))
+			ps.ErrorAt(ref, "group cycle: %s", strings.Join(cycle, " → "))
 			return true
 		case done:
 			return false

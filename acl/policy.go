@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/wiremesh/wiremesh/internal/hudoc"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -103,37 +104,13 @@ type Test struct {
 }
 
 // Pos is a position in the policy text (1-based).
-type Pos struct {
-	Line, Col int
-}
+type Pos = hudoc.Pos
 
 // Error is a problem in the policy, at a position.
-type Error struct {
-	File string
-	Pos  Pos
-	Msg  string
-}
-
-func (e *Error) Error() string {
-	if e.Pos.Line == 0 {
-		return e.File + ": " + e.Msg
-	}
-	return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Pos.Line, e.Pos.Col, e.Msg)
-}
+type Error = hudoc.Error
 
 // ErrorList is every problem found in a policy, in text order.
-type ErrorList []*Error
-
-func (l ErrorList) Error() string {
-	var b strings.Builder
-	for i, e := range l {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		b.WriteString(e.Error())
-	}
-	return b.String()
-}
+type ErrorList = hudoc.ErrorList
 
 func portsString(ps []wire.PortRange) string {
 	var parts []string

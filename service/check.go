@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tailscale/hujson"
+	"github.com/wiremesh/wiremesh/internal/hudoc"
 )
 
 // check parses check i of service svc (named svcWhat in messages). It
@@ -23,22 +24,22 @@ func (ps *parser) check(v *hujson.Value, svc, svcWhat string, i int) (CheckDef, 
 	if c.ID == "" {
 		what = fmt.Sprintf("check #%d of %s", i+1, svcWhat)
 	}
-	errs := len(ps.errs)
-	idAt := ps.pos(v)
+	errs := len(ps.Errs)
+	idAt := ps.Pos(v)
 	keys := map[string]*hujson.Value{} // key → its name, for later messages
 	vals := map[string]*hujson.Value{} // key → its value
 	for _, m := range ps.object(v, what, checkKeys...) {
-		k, val := key(&m), &m.Value
+		k, val := hudoc.Key(&m), &m.Value
 		keys[k], vals[k] = &m.Name, val
 		switch k {
 		case "id":
-			idAt = ps.pos(val)
-			if s, ok := ps.str(val, `"id" of `+what); ok && !idRE.MatchString(s) {
-				ps.errorf(val, "bad check ID %q: want letters, digits and '.', ':', '_', '-' (at most 128)", s)
+			idAt = ps.Pos(val)
+			if s, ok := ps.Str(val, `"id" of `+what); ok && !idRE.MatchString(s) {
+				ps.Errorf(val, "bad check ID %q: want letters, digits and '.', ':', '_', '-' (at most 128)", s)
 			}
 		case KindHTTP, KindTCP, KindExec, KindTTL:
 			if c.Kind != "" {
-				ps.errorf(&m.Name, "%s has both %q and %q; want exactly one", what, c.Kind, k)
+				ps.Errorf(&m.Name, "%s has both %q and %q; want exactly one", what, c.Kind, k)
 				continue
 			}
 			c.Kind = k
@@ -53,14 +54,14 @@ func (ps *parser) check(v *hujson.Value, svc, svcWhat string, i int) (CheckDef, 
 			c.FailuresBeforeCritical = ps.threshold(val, k, what)
 		}
 	}
-	start := ps.pos(v)
+	start := ps.Pos(v)
 	switch c.Kind {
 	case "":
-		ps.errorAt(start, "%s has no \"http\", \"tcp\", \"exec\" or \"ttl\"", what)
+		ps.ErrorAt(start, "%s has no \"http\", \"tcp\", \"exec\" or \"ttl\"", what)
 	case KindTTL:
 		for _, k := range checkKeys[5:] {
 			if keys[k] != nil {
-				ps.errorf(keys[k], "%s is a ttl check; it takes no %q", what, k)
+				ps.Errorf(keys[k], "%s is a ttl check; it takes no %q", what, k)
 			}
 		}
 		c.Interval, c.Timeout = 0, 0
@@ -70,12 +71,12 @@ func (ps *parser) check(v *hujson.Value, svc, svcWhat string, i int) (CheckDef, 
 	}
 	if c.ID != "" {
 		if first, dup := ps.ids[c.ID]; dup {
-			ps.errorAt(idAt, "duplicate check ID %q (first at %d:%d)", c.ID, first.Line, first.Col)
+			ps.ErrorAt(idAt, "duplicate check ID %q (first at %d:%d)", c.ID, first.Line, first.Col)
 		} else {
 			ps.ids[c.ID] = idAt
 		}
 	}
-	return c, len(ps.errs) == errs
+	return c, len(ps.Errs) == errs
 }
 
 // timing checks the interval and timeout of an http, tcp or exec check and
@@ -83,14 +84,14 @@ func (ps *parser) check(v *hujson.Value, svc, svcWhat string, i int) (CheckDef, 
 func (ps *parser) timing(c *CheckDef, what string, start Pos, vals map[string]*hujson.Value) {
 	switch {
 	case vals["interval"] == nil:
-		ps.errorAt(start, "%s has no \"interval\"", what)
+		ps.ErrorAt(start, "%s has no \"interval\"", what)
 	case c.Interval < MinInterval && ps.isDuration(vals["interval"]):
-		ps.errorf(vals["interval"], "interval of %s is %s; the minimum is %s", what, c.Interval, MinInterval)
+		ps.Errorf(vals["interval"], "interval of %s is %s; the minimum is %s", what, c.Interval, MinInterval)
 	}
 	if vals["timeout"] == nil {
 		c.Timeout = DefaultTimeout(c.Interval)
 	} else if c.Timeout < 0 || c.Timeout == 0 && ps.isDuration(vals["timeout"]) {
-		ps.errorf(vals["timeout"], "timeout of %s is %s; it must be positive", what, c.Timeout)
+		ps.Errorf(vals["timeout"], "timeout of %s is %s; it must be positive", what, c.Timeout)
 	}
 	if c.SuccessBeforePassing == 0 {
 		c.SuccessBeforePassing = 1
@@ -119,7 +120,7 @@ func (ps *parser) threshold(v *hujson.Value, name, what string) int {
 	}
 	n, err := strconv.ParseUint(s, 10, 8)
 	if err != nil || n < 1 || n > MaxThreshold {
-		ps.errorf(v, "bad %s %s in %s: want a whole number from 1 to %d", name, s, what, MaxThreshold)
+		ps.Errorf(v, "bad %s %s in %s: want a whole number from 1 to %d", name, s, what, MaxThreshold)
 		return 0
 	}
 	return int(n)
@@ -135,12 +136,12 @@ func (ps *parser) target(v *hujson.Value, what string, c *CheckDef) {
 	if c.Kind == KindTTL {
 		d, ok := ps.duration(v, KindTTL, what)
 		if ok && d < MinInterval {
-			ps.errorf(v, "ttl of %s is %s; the minimum is %s", what, d, MinInterval)
+			ps.Errorf(v, "ttl of %s is %s; the minimum is %s", what, d, MinInterval)
 		}
 		c.TTL = d
 		return
 	}
-	s, ok := ps.str(v, fmt.Sprintf("%q of %s", c.Kind, what))
+	s, ok := ps.Str(v, fmt.Sprintf("%q of %s", c.Kind, what))
 	if !ok {
 		return
 	}
@@ -148,27 +149,27 @@ func (ps *parser) target(v *hujson.Value, what string, c *CheckDef) {
 	if c.Kind == KindHTTP {
 		u, err := url.Parse(s)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			ps.errorf(v, "bad http URL %q in %s: want http://HOST[:PORT]/PATH or https://…", s, what)
+			ps.Errorf(v, "bad http URL %q in %s: want http://HOST[:PORT]/PATH or https://…", s, what)
 		}
 		return
 	}
 	host, port, err := net.SplitHostPort(s)
 	if n, perr := strconv.ParseUint(port, 10, 16); err != nil || host == "" || perr != nil || n == 0 {
-		ps.errorf(v, "bad tcp address %q in %s: want HOST:PORT with a port from 1 to 65535", s, what)
+		ps.Errorf(v, "bad tcp address %q in %s: want HOST:PORT with a port from 1 to 65535", s, what)
 	}
 }
 
 func (ps *parser) argv(v *hujson.Value, what string, c *CheckDef) {
-	elems := ps.array(v, `"exec" of `+what)
+	elems := ps.Array(v, `"exec" of `+what)
 	for i := range elems {
-		if s, ok := ps.str(&elems[i], "an exec argument"); ok {
+		if s, ok := ps.Str(&elems[i], "an exec argument"); ok {
 			c.Args = append(c.Args, s)
 		}
 	}
 	switch {
 	case len(elems) == 0 && v.Value.Kind() == '[':
-		ps.errorf(v, "\"exec\" of %s is empty: want [\"PROGRAM\", \"ARG\", …]", what)
+		ps.Errorf(v, "\"exec\" of %s is empty: want [\"PROGRAM\", \"ARG\", …]", what)
 	case len(c.Args) > 0 && c.Args[0] == "":
-		ps.errorf(&elems[0], "empty program name in %s", what)
+		ps.Errorf(&elems[0], "empty program name in %s", what)
 	}
 }

@@ -1,16 +1,15 @@
 package service
 
 import (
-	"bytes"
 	"fmt"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/tailscale/hujson"
+	"github.com/wiremesh/wiremesh/internal/hudoc"
 )
 
 // MaxFileSize bounds the text of a services file.
@@ -19,7 +18,6 @@ const MaxFileSize = 1 << 20
 var (
 	labelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	idRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
-	hujErr  = regexp.MustCompile(`^hujson: line (\d+), column (\d+): (.*)$`)
 
 	serviceKeys = []string{"name", "port", "protocol", "tags", "checks"}
 	checkKeys   = []string{"id", "http", "tcp", "exec", "ttl", "interval", "timeout", "success_before_passing", "failures_before_critical"}
@@ -42,80 +40,32 @@ func ParseRegistration(file string, text []byte) ([]Definition, error) {
 
 // parser walks the HuJSON tree, collecting errors with positions.
 type parser struct {
-	file  string
-	text  []byte
-	errs  ErrorList
+	*hudoc.Doc
 	defs  []Definition
 	names map[string]Pos // service name → where it is first defined
 	ids   map[string]Pos // check ID → where it is first defined
 }
 
 func parse(file string, text []byte, single bool) ([]Definition, error) {
-	if len(text) > MaxFileSize {
-		return nil, ErrorList{{File: file, Msg: fmt.Sprintf("the file is %d bytes; the limit is %d", len(text), MaxFileSize)}}
-	}
-	root, err := hujson.Parse(text)
+	root, doc, err := hudoc.Parse(file, text, MaxFileSize)
 	if err != nil {
-		e := &Error{File: file, Msg: err.Error()}
-		if m := hujErr.FindStringSubmatch(err.Error()); m != nil {
-			e.Pos.Line, _ = strconv.Atoi(m[1])
-			e.Pos.Col, _ = strconv.Atoi(m[2])
-			e.Msg = "syntax error: " + m[3]
-		}
-		return nil, ErrorList{e}
+		return nil, err
 	}
-	ps := &parser{file: file, text: text, names: map[string]Pos{}, ids: map[string]Pos{}}
+	ps := &parser{Doc: doc, names: map[string]Pos{}, ids: map[string]Pos{}}
 	if _, isFile := member(&root, "services"); single && !isFile {
 		if _, ok := root.Value.(*hujson.Object); ok {
 			ps.service(&root, "the service")
 		} else {
-			ps.errorf(&root, "a registration must be a service object or an object with \"services\", not %s", kindName(&root))
+			ps.Errorf(&root, "a registration must be a service object or an object with \"services\", not %s", hudoc.KindName(&root))
 		}
 	} else {
 		ps.top(&root)
 	}
-	if len(ps.errs) > 0 {
-		sort.SliceStable(ps.errs, func(i, j int) bool {
-			a, b := ps.errs[i].Pos, ps.errs[j].Pos
-			return a.Line < b.Line || a.Line == b.Line && a.Col < b.Col
-		})
-		return nil, ps.errs
+	if err := ps.Err(); err != nil {
+		return nil, err
 	}
 	return ps.defs, nil
 }
-
-func (ps *parser) pos(v *hujson.Value) Pos {
-	off := min(v.StartOffset, len(ps.text))
-	line := 1 + bytes.Count(ps.text[:off], []byte("\n"))
-	col := 1 + off - (bytes.LastIndexByte(ps.text[:off], '\n') + 1)
-	return Pos{Line: line, Col: col}
-}
-
-func (ps *parser) errorf(v *hujson.Value, format string, args ...any) {
-	ps.errorAt(ps.pos(v), format, args...)
-}
-
-func (ps *parser) errorAt(p Pos, format string, args ...any) {
-	ps.errs = append(ps.errs, &Error{File: ps.file, Pos: p, Msg: fmt.Sprintf(format, args...)})
-}
-
-func kindName(v *hujson.Value) string {
-	switch v.Value.Kind() {
-	case '{':
-		return "an object"
-	case '[':
-		return "a list"
-	case '"':
-		return "a string"
-	case '0':
-		return "a number"
-	case 'n':
-		return "null"
-	}
-	return "a boolean"
-}
-
-func key(m *hujson.ObjectMember) string { return m.Name.Value.(hujson.Literal).String() }
 
 // member returns the value of the first member of object v named k.
 func member(v *hujson.Value, k string) (*hujson.Value, bool) {
@@ -124,7 +74,7 @@ func member(v *hujson.Value, k string) (*hujson.Value, bool) {
 		return nil, false
 	}
 	for i := range obj.Members {
-		if key(&obj.Members[i]) == k {
+		if hudoc.Key(&obj.Members[i]) == k {
 			return &obj.Members[i].Value, true
 		}
 	}
@@ -147,69 +97,33 @@ func stringMember(v *hujson.Value, k string) (string, bool) {
 // object returns the members of v, checking it is an object, that every key
 // is among known and that none repeats.
 func (ps *parser) object(v *hujson.Value, what string, known ...string) []hujson.ObjectMember {
-	obj, ok := v.Value.(*hujson.Object)
-	if !ok {
-		ps.errorf(v, "%s must be an object, not %s", what, kindName(v))
-		return nil
-	}
-	seen := map[string]bool{}
-	var out []hujson.ObjectMember
-	for _, m := range obj.Members {
-		k := key(&m)
-		if seen[k] {
-			ps.errorf(&m.Name, "duplicate key %q in %s", k, what)
-			continue
+	return ps.Members(v, what, func(k string) bool { return slices.Contains(known, k) }, func(m *hujson.ObjectMember, k string) {
+		hint := suggest(k, known)
+		if hint == "" {
+			hint = " (want " + strings.Join(known, ", ") + ")"
 		}
-		seen[k] = true
-		if !slices.Contains(known, k) {
-			hint := suggest(k, known)
-			if hint == "" {
-				hint = " (want " + strings.Join(known, ", ") + ")"
-			}
-			ps.errorf(&m.Name, "unknown key %q in %s%s", k, what, hint)
-			continue
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-func (ps *parser) array(v *hujson.Value, what string) []hujson.Value {
-	arr, ok := v.Value.(*hujson.Array)
-	if !ok {
-		ps.errorf(v, "%s must be a list, not %s", what, kindName(v))
-		return nil
-	}
-	return arr.Elements
-}
-
-func (ps *parser) str(v *hujson.Value, what string) (string, bool) {
-	lit, ok := v.Value.(hujson.Literal)
-	if !ok || lit.Kind() != '"' {
-		ps.errorf(v, "%s must be a string, not %s", what, kindName(v))
-		return "", false
-	}
-	return lit.String(), true
+		ps.Errorf(&m.Name, "unknown key %q in %s%s", k, what, hint)
+	})
 }
 
 // number returns the text of a JSON number.
 func (ps *parser) number(v *hujson.Value, what string) (string, bool) {
 	lit, ok := v.Value.(hujson.Literal)
 	if !ok || lit.Kind() != '0' {
-		ps.errorf(v, "%s must be a number, not %s", what, kindName(v))
+		ps.Errorf(v, "%s must be a number, not %s", what, hudoc.KindName(v))
 		return "", false
 	}
 	return string(lit), true
 }
 
 func (ps *parser) duration(v *hujson.Value, name, what string) (time.Duration, bool) {
-	s, ok := ps.str(v, fmt.Sprintf("%q of %s", name, what))
+	s, ok := ps.Str(v, fmt.Sprintf("%q of %s", name, what))
 	if !ok {
 		return 0, false
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		ps.errorf(v, "bad %s %q in %s: want a duration like \"10s\" or \"1m30s\"", name, s, what)
+		ps.Errorf(v, "bad %s %q in %s: want a duration like \"10s\" or \"1m30s\"", name, s, what)
 		return 0, false
 	}
 	return d, true
@@ -217,7 +131,7 @@ func (ps *parser) duration(v *hujson.Value, name, what string) (time.Duration, b
 
 func (ps *parser) top(v *hujson.Value) {
 	for _, m := range ps.object(v, "the services file", "services") {
-		for i, s := range ps.array(&m.Value, `"services"`) {
+		for i, s := range ps.Array(&m.Value, `"services"`) {
 			ps.service(&s, fmt.Sprintf("service #%d", i+1))
 		}
 	}
@@ -230,16 +144,16 @@ func (ps *parser) service(v *hujson.Value, what string) {
 		what = fmt.Sprintf("service %q", name)
 	}
 	if _, ok := v.Value.(*hujson.Object); !ok {
-		ps.errorf(v, "%s must be an object, not %s", what, kindName(v))
+		ps.Errorf(v, "%s must be an object, not %s", what, hudoc.KindName(v))
 		return
 	}
-	start := ps.pos(v)
+	start := ps.Pos(v)
 	d := Definition{Protocol: TCP}
 	var haveName, havePort bool
 	var checks []hujson.Value
 	for _, m := range ps.object(v, what, serviceKeys...) {
 		val := &m.Value
-		switch key(&m) {
+		switch hudoc.Key(&m) {
 		case "name":
 			haveName = true
 			ps.name(val, &d)
@@ -247,23 +161,23 @@ func (ps *parser) service(v *hujson.Value, what string) {
 			havePort = true
 			ps.port(val, what, &d)
 		case "protocol":
-			if s, ok := ps.str(val, `"protocol" of `+what); ok {
+			if s, ok := ps.Str(val, `"protocol" of `+what); ok {
 				if s != TCP && s != UDP {
-					ps.errorf(val, "bad protocol %q in %s: want \"tcp\" or \"udp\"%s", s, what, suggest(s, []string{TCP, UDP}))
+					ps.Errorf(val, "bad protocol %q in %s: want \"tcp\" or \"udp\"%s", s, what, suggest(s, []string{TCP, UDP}))
 				}
 				d.Protocol = s
 			}
 		case "tags":
 			ps.tags(val, what, &d)
 		case "checks":
-			checks = ps.array(val, `"checks" of `+what)
+			checks = ps.Array(val, `"checks" of `+what)
 		}
 	}
 	if !haveName {
-		ps.errorAt(start, "%s has no \"name\"", what)
+		ps.ErrorAt(start, "%s has no \"name\"", what)
 	}
 	if !havePort {
-		ps.errorAt(start, "%s has no \"port\"", what)
+		ps.ErrorAt(start, "%s has no \"port\"", what)
 	}
 	for i := range checks {
 		if c, ok := ps.check(&checks[i], d.Name, what, i); ok {
@@ -274,19 +188,19 @@ func (ps *parser) service(v *hujson.Value, what string) {
 }
 
 func (ps *parser) name(v *hujson.Value, d *Definition) {
-	s, ok := ps.str(v, `"name" of a service`)
+	s, ok := ps.Str(v, `"name" of a service`)
 	if !ok {
 		return
 	}
 	if !labelRE.MatchString(s) {
-		ps.errorf(v, "bad service name %q: want a DNS label (lowercase letters, digits and '-')", s)
+		ps.Errorf(v, "bad service name %q: want a DNS label (lowercase letters, digits and '-')", s)
 		return
 	}
 	if first, dup := ps.names[s]; dup {
-		ps.errorf(v, "duplicate service %q (first at %d:%d)", s, first.Line, first.Col)
+		ps.Errorf(v, "duplicate service %q (first at %d:%d)", s, first.Line, first.Col)
 		return
 	}
-	ps.names[s] = ps.pos(v)
+	ps.names[s] = ps.Pos(v)
 	d.Name = s
 }
 
@@ -297,21 +211,21 @@ func (ps *parser) port(v *hujson.Value, what string, d *Definition) {
 	}
 	n, err := strconv.ParseUint(s, 10, 16)
 	if err != nil || n == 0 {
-		ps.errorf(v, "bad port %s in %s: want 1-65535", s, what)
+		ps.Errorf(v, "bad port %s in %s: want 1-65535", s, what)
 		return
 	}
 	d.Port = uint16(n)
 }
 
 func (ps *parser) tags(v *hujson.Value, what string, d *Definition) {
-	for _, e := range ps.array(v, `"tags" of `+what) {
-		s, ok := ps.str(&e, "a tag")
+	for _, e := range ps.Array(v, `"tags" of `+what) {
+		s, ok := ps.Str(&e, "a tag")
 		switch {
 		case !ok:
 		case !labelRE.MatchString(s):
-			ps.errorf(&e, "bad tag %q in %s: want a DNS label (lowercase letters, digits and '-')", s, what)
+			ps.Errorf(&e, "bad tag %q in %s: want a DNS label (lowercase letters, digits and '-')", s, what)
 		case slices.Contains(d.Tags, s):
-			ps.errorf(&e, "duplicate tag %q in %s", s, what)
+			ps.Errorf(&e, "duplicate tag %q in %s", s, what)
 		default:
 			d.Tags = append(d.Tags, s)
 		}

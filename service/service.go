@@ -20,8 +20,8 @@ package service
 
 import (
 	"fmt"
+	"github.com/wiremesh/wiremesh/internal/hudoc"
 	"slices"
-	"strings"
 	"time"
 )
 
@@ -117,34 +117,10 @@ func (c CheckDef) String() string {
 
 // Pos is a position in a services file (1-based; Line 0 means the whole
 // file).
-type Pos struct {
-	Line, Col int
-}
+type Pos = hudoc.Pos
 
 // Error is a problem in a services file, at a position.
-type Error struct {
-	File string
-	Pos  Pos
-	Msg  string
-}
-
-func (e *Error) Error() string {
-	if e.Pos.Line == 0 {
-		return e.File + ": " + e.Msg
-	}
-	return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Pos.Line, e.Pos.Col, e.Msg)
-}
+type Error = hudoc.Error
 
 // ErrorList is every problem found in a services file, in text order.
-type ErrorList []*Error
-
-func (l ErrorList) Error() string {
-	var b strings.Builder
-	for i, e := range l {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		b.WriteString(e.Error())
-	}
-	return b.String()
-}
+type ErrorList = hudoc.ErrorList
