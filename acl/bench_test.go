@@ -183,3 +183,33 @@ func BenchmarkDiff(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(changes)), "changes")
 }
+
+// BenchmarkCompileServices is the worst case of svc: destinations without
+// ports: every node runs "web" on a port of its own (as with dynamic
+// ports), so every node is a class of its own, and most rules name it.
+func BenchmarkCompileServices(b *testing.B) {
+	const nnodes = 10000
+	m := newBenchMesh(nnodes, 1000, 1)
+	for i := range m.nodes {
+		m.nodes[i].Services = []NodeService{
+			{Name: "web", Port: uint16(20000 + i), Proto: 6},
+			{Name: fmt.Sprintf("s%02d", i%benchTags), Port: 443, Proto: 6},
+		}
+	}
+	text := strings.Replace(m.text, "  ],\n}\n", `    {"action": "accept", "src": ["*"], "dst": ["svc:web"], "proto": "tcp"},
+    {"action": "accept", "src": ["svc:web"], "dst": ["svc:web", "svc:s01:8443"]},
+    {"action": "accept", "src": ["tag:t01", "svc:s02"], "dst": ["svc:s03", "svc:s04"], "proto": "tcp"},
+  ],
+}
+`, 1)
+	p, err := Parse("bench.hujson", []byte(text))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var c *Compiled
+	b.ReportAllocs()
+	for range b.N {
+		c = Compile(p, m.nodes)
+	}
+	b.ReportMetric(float64(len(c.classes)), "classes")
+}

@@ -26,14 +26,14 @@ func (c *Compiled) RunTests() error {
 		}
 		srcs := r.match(t.Src)
 		check := func(d Dest, want bool) {
-			dsts := r.match(d.Sel)
+			dst := r.dest(d)
 			srcs.each(func(si int) {
-				dsts.each(func(di int) {
+				dst.nodes.each(func(di int) {
 					if si == di {
 						return
 					}
 					for _, proto := range protos {
-						for _, port := range testPorts(d.Ports, proto) {
+						for _, port := range testPorts(dst, di, proto) {
 							ok, rule := c.Allows(c.nodes[si].ID, c.nodes[di].ID, proto, port)
 							if ok == want {
 								continue
@@ -63,14 +63,24 @@ func (c *Compiled) RunTests() error {
 	return nil
 }
 
-// testPorts returns the ports to probe for a test destination: both ends
-// of every range (one port for protocols without ports).
-func testPorts(ps []wire.PortRange, proto uint8) []uint16 {
+// testPorts returns the ports to probe on node di for a test destination:
+// both ends of every range or, for a svc destination without ports, every
+// port the node runs the service on (one port for protocols without
+// ports).
+func testPorts(d cdest, di int, proto uint8) []uint16 {
 	if !hasPorts(proto) {
 		return []uint16{0}
 	}
 	var out []uint16
-	for _, p := range ps {
+	if d.svc != nil {
+		for _, p := range d.portsOf(di) { // single ports, merged when adjacent
+			for port := uint32(p.First); port <= uint32(p.Last); port++ {
+				out = append(out, uint16(port))
+			}
+		}
+		return out
+	}
+	for _, p := range d.ports {
 		first := max(p.First, 1) // port 0 is not a port anyone connects to
 		out = append(out, first)
 		if p.Last != first {
@@ -137,7 +147,7 @@ func (c *Compiled) accessOf(si, di int) access {
 			}
 			for _, d := range r.dsts {
 				if d.nodes.has(di) {
-					a[p] = append(a[p], d.ports...)
+					a[p] = append(a[p], d.portsOf(di)...)
 				}
 			}
 		}
@@ -154,7 +164,8 @@ func (c *Compiled) accessOf(si, di int) access {
 // pairs that a rule present in one policy and not the other connects are
 // examined, so a small edit to a large policy is cheap.
 func Diff(old, new *Compiled) []Change {
-	oldKeys, newKeys := ruleKeys(old), ruleKeys(new)
+	oldKeys, oldCount := ruleKeys(old)
+	newKeys, newCount := ruleKeys(new)
 	cand := make([]bitset, len(new.nodes)) // per destination: sources to examine
 	mark := func(c *Compiled, r *crule) {
 		for _, d := range r.dsts {
@@ -167,12 +178,12 @@ func Diff(old, new *Compiled) []Change {
 		}
 	}
 	for i := range old.rules {
-		if newKeys[ruleKey(&old.rules[i])] == 0 {
+		if newCount[oldKeys[i]] == 0 {
 			mark(old, &old.rules[i])
 		}
 	}
 	for i := range new.rules {
-		if oldKeys[ruleKey(&new.rules[i])] == 0 {
+		if oldCount[newKeys[i]] == 0 {
 			mark(new, &new.rules[i])
 		}
 	}
@@ -192,22 +203,39 @@ func Diff(old, new *Compiled) []Change {
 }
 
 // ruleKey identifies what a compiled rule allows: its source nodes and
-// prefixes, destinations, ports and protocols.
-func ruleKey(r *crule) string {
+// prefixes, destinations, ports and protocols. svcKeys memoises the text
+// of each service's ports, which names every node that runs it.
+func ruleKey(r *crule, svcKeys map[*svcPorts]string) string {
 	var b strings.Builder
 	fmt.Fprint(&b, r.src, r.srcPrefixes, r.protos == nil, r.protos)
 	for _, d := range r.dsts {
-		fmt.Fprint(&b, d.nodes, d.ports)
+		if d.svc == nil {
+			fmt.Fprint(&b, d.nodes, d.ports)
+			continue
+		}
+		k, ok := svcKeys[d.svc]
+		if !ok {
+			var sb strings.Builder
+			sb.WriteString("svc")
+			d.nodes.each(func(i int) { fmt.Fprint(&sb, " ", i, d.portsOf(i)) })
+			k = sb.String()
+			svcKeys[d.svc] = k
+		}
+		b.WriteString(k)
 	}
 	return b.String()
 }
 
-func ruleKeys(c *Compiled) map[string]int {
-	m := make(map[string]int, len(c.rules))
+// ruleKeys returns the key of each rule of c and how many rules have each.
+func ruleKeys(c *Compiled) ([]string, map[string]int) {
+	keys := make([]string, len(c.rules))
+	count := make(map[string]int, len(c.rules))
+	svcKeys := map[*svcPorts]string{}
 	for i := range c.rules {
-		m[ruleKey(&c.rules[i])]++
+		keys[i] = ruleKey(&c.rules[i], svcKeys)
+		count[keys[i]]++
 	}
-	return m
+	return keys, count
 }
 
 func diffAccess(a, b access, src, dst string) []Change {

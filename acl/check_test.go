@@ -119,6 +119,83 @@ func TestRunTests(t *testing.T) {
 	}
 }
 
+// servicesTestsPolicy is the policy of TestRunTestsServices over
+// smallInventory, where web-1 runs web on 8080 and web-2 on 8081; TESTS
+// starts on line 7, column 5.
+const servicesTestsPolicy = `{
+  "acls": [
+    {"action": "accept", "src": ["tag:api"], "dst": ["svc:web"], "proto": "tcp"},
+    {"action": "accept", "src": ["svc:api"], "dst": ["tag:web:8080", "svc:db:5432"]},
+  ],
+  "tests": [
+    TESTS
+  ],
+}`
+
+func TestRunTestsServices(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		tests string
+		want  []string
+	}{{
+		name:  "pass",
+		tests: `{"src": "svc:api", "accept": ["svc:web", "svc:db", "svc:web:8080"], "deny": ["svc:web:8082", "svc:metrics", "svc:nobody", "svc:nobody:1"]},`,
+	}, {
+		name:  "udp",
+		tests: `{"src": "node:api-1", "proto": "udp", "accept": ["svc:db"], "deny": ["svc:web:8081"]},`,
+	}, {
+		name:  "own ports, each instance probed",
+		tests: `{"src": "tag:api", "deny": ["svc:web"]},`,
+		want: []string{
+			`policy.hujson:7:5: test 1 failed: api-1 → web-1 on tcp/8080 is allowed by rule 1 (line 3), but "svc:web" is in "deny"`,
+			`policy.hujson:7:5: test 1 failed: api-1 → web-2 on tcp/8081 is allowed by rule 1 (line 3), but "svc:web" is in "deny"`,
+		},
+	}, {
+		name:  "own ports, one instance denied",
+		tests: `{"src": "tag:api", "proto": "udp", "accept": ["svc:web"]},`,
+		want: []string{
+			`policy.hujson:7:5: test 1 failed: api-1 → web-2 on udp/8081 is denied, but "svc:web" is in "accept"`,
+		},
+	}, {
+		name:  "a service source",
+		tests: `{"src": "svc:metrics", "accept": ["svc:web"]},`,
+		want: []string{
+			`policy.hujson:7:5: test 1 failed: db-1 → web-1 on tcp/8080 is denied, but "svc:web" is in "accept"`,
+			`policy.hujson:7:5: test 1 failed: db-1 → web-2 on tcp/8081 is denied, but "svc:web" is in "accept"`,
+		},
+	}} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := mustCompile(t, strings.Replace(servicesTestsPolicy, "TESTS", tt.tests, 1), smallInventory())
+			var got []string
+			if err := c.RunTests(); err != nil {
+				for _, e := range err.(ErrorList) {
+					got = append(got, e.Error())
+				}
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("RunTests:\n%s\nwant:\n%s", lines(got), lines(tt.want))
+			}
+		})
+	}
+}
+
+// TestRunTestsServicePorts: a svc destination without ports probes every
+// port of every instance, not only the ends of the ranges they make up.
+func TestRunTestsServicePorts(t *testing.T) {
+	nodes := []Node{
+		testNode(1, "client"),
+		withServices(testNode(2, "web"), tcp("web", 10), tcp("web", 11), tcp("web", 12)),
+	}
+	c := mustCompile(t, `{
+  "acls": [{"action": "accept", "src": ["node:client"], "dst": ["svc:web:10,12"]}],
+  "tests": [{"src": "node:client", "accept": ["svc:web"]}],
+}`, nodes)
+	want := `policy.hujson:3:13: test 1 failed: client → web on tcp/11 is denied, but "svc:web" is in "accept"`
+	if err := c.RunTests(); err == nil || err.Error() != want {
+		t.Errorf("RunTests: %v\nwant: %s", err, want)
+	}
+}
+
 func TestAllows(t *testing.T) {
 	c := mustCompile(t, strings.Replace(testsPolicy, "TESTS", "", 1), smallInventory())
 	const (
@@ -272,6 +349,54 @@ func TestDiff(t *testing.T) {
 		b := mustCompile(t, `{"acls": [{"action": "accept", "src": ["node:web-1"], "dst": ["node:api-1:1-65534"], "proto": "tcp"}]}`, nodes)
 		got, want := diffStrings(t, a, b), []string{"- web-1 → api-1 tcp/0,65535"}
 		if !slices.Equal(got, want) {
+			t.Errorf("Diff:\n%s\nwant:\n%s", lines(got), lines(want))
+		}
+	})
+}
+
+func TestDiffServices(t *testing.T) {
+	nodes := smallInventory()
+	own := mustCompile(t, `{"acls": [{"action": "accept", "src": ["svc:api"], "dst": ["svc:web", "svc:ipp"], "proto": "tcp"}]}`, nodes)
+	for _, tt := range []struct {
+		name string
+		new  string
+		want []string
+	}{{
+		name: "own ports to one port",
+		new:  `{"acls": [{"action": "accept", "src": ["svc:api"], "dst": ["svc:web:8080", "svc:ipp"], "proto": "tcp"}]}`,
+		want: []string{"- api-1 → web-2 tcp/8081", "+ api-1 → web-2 tcp/8080"},
+	}, {
+		name: "the same, written with nodes and ports",
+		new: `{"acls": [
+  {"action": "accept", "src": ["node:api-1"], "dst": ["node:web-1:8080", "node:web-2:8081"], "proto": "tcp"},
+  {"action": "accept", "src": ["tag:api"], "dst": ["node:printer:631"], "proto": "tcp"},
+]}`,
+	}, {
+		name: "a service dropped",
+		new:  `{"acls": [{"action": "accept", "src": ["svc:api"], "dst": ["svc:web"], "proto": "tcp"}]}`,
+		want: []string{"- api-1 → printer tcp/631"},
+	}, {
+		name: "every protocol",
+		new:  `{"acls": [{"action": "accept", "src": ["svc:api"], "dst": ["svc:web", "svc:ipp"]}]}`,
+		want: []string{"+ api-1 → printer icmp", "+ api-1 → printer udp/631", "+ api-1 → web-1 icmp", "+ api-1 → web-1 udp/8080", "+ api-1 → web-2 icmp", "+ api-1 → web-2 udp/8081"},
+	}} {
+		t.Run(tt.name, func(t *testing.T) {
+			new := mustCompile(t, tt.new, nodes)
+			if got := diffStrings(t, own, new); !slices.Equal(sorted(got), sorted(tt.want)) {
+				t.Errorf("Diff:\n%s\nwant:\n%s", lines(got), lines(tt.want))
+			}
+			if back := diffStrings(t, new, own); !slices.Equal(sorted(back), sorted(flip(tt.want))) {
+				t.Errorf("Diff back:\n%s\nwant:\n%s", lines(back), lines(flip(tt.want)))
+			}
+		})
+	}
+	// Two services on the same nodes, on other ports: the rules differ
+	// only in the ports.
+	t.Run("another service on the same nodes", func(t *testing.T) {
+		nodes := []Node{testNode(1, "client"), withServices(testNode(2, "a"), tcp("x", 80), tcp("y", 81))}
+		x := mustCompile(t, `{"acls": [{"action": "accept", "src": ["node:client"], "dst": ["svc:x"], "proto": "tcp"}]}`, nodes)
+		y := mustCompile(t, `{"acls": [{"action": "accept", "src": ["node:client"], "dst": ["svc:y"], "proto": "tcp"}]}`, nodes)
+		if got, want := diffStrings(t, x, y), []string{"+ client → a tcp/81", "- client → a tcp/80"}; !slices.Equal(sorted(got), sorted(want)) {
 			t.Errorf("Diff:\n%s\nwant:\n%s", lines(got), lines(want))
 		}
 	})

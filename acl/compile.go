@@ -6,23 +6,34 @@ import (
 	"math/bits"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/wiremesh/wiremesh/wire"
 )
 
-// Node is what the policy knows of a node: its identity and addresses.
+// Node is what the policy knows of a node: its identity, addresses and the
+// services it runs.
 type Node struct {
-	ID    int64
-	Name  string
-	Tags  []string
-	Addrs []netip.Prefix // single-host prefixes
+	ID       int64
+	Name     string
+	Tags     []string
+	Addrs    []netip.Prefix // single-host prefixes
+	Services []NodeService  // nil: none; a name may repeat with other ports or protocols
+}
+
+// NodeService is a service a node runs, as the policy sees it.
+type NodeService struct {
+	Name  string // DNS label, lowercase
+	Port  uint16
+	Proto uint8 // wire.ProtoTCP or wire.ProtoUDP
 }
 
 // Compiled is a policy evaluated against an inventory of nodes: for every
 // node, its inbound filter rules and its peers. It is immutable.
 //
 // Nodes whose membership in every rule's sources and destinations is the
-// same share one class, and the rules and peers are computed once per
+// same (and, for a svc:NAME destination without ports, whose ports for
+// NAME are) share one class, and the rules and peers are computed once per
 // class: in a mesh of thousands of nodes with a handful of tags, that is a
 // handful of computations.
 type Compiled struct {
@@ -44,9 +55,31 @@ type crule struct {
 	num         int // 1-based rule number
 }
 
+// cdest is a destination resolved against the inventory: its nodes and
+// the ports open on them, the same on every node or, for a svc:NAME
+// destination without ports, each node's own (svc set, ports nil).
 type cdest struct {
 	nodes bitset
 	ports []wire.PortRange
+	svc   *svcPorts
+}
+
+// portsOf returns the ports d opens on node i, one of d.nodes.
+func (d *cdest) portsOf(i int) []wire.PortRange {
+	if d.svc == nil {
+		return d.ports
+	}
+	return d.svc.lists[d.svc.listOf[i]]
+}
+
+// svcPorts is where a service listens: the nodes that run it and, for
+// each, the ports of its instances there. Each distinct list of ports is
+// kept once, under a number, which classify uses to tell apart nodes that
+// run the service on other ports.
+type svcPorts struct {
+	nodes  bitset
+	lists  [][]wire.PortRange // distinct, each sorted and merged
+	listOf map[int]int32      // node index → its ports, an index into lists
 }
 
 // class is a set of nodes with the same memberships.
@@ -82,7 +115,7 @@ func Compile(p *Policy, nodes []Node) *Compiled {
 			cr.srcPrefixes = dedupPrefixes(cr.srcPrefixes)
 		}
 		for _, d := range rule.Dst {
-			cr.dsts = append(cr.dsts, cdest{nodes: r.match(d.Sel), ports: d.Ports})
+			cr.dsts = append(cr.dsts, r.dest(d))
 		}
 		c.rules = append(c.rules, cr)
 	}
@@ -90,7 +123,11 @@ func Compile(p *Policy, nodes []Node) *Compiled {
 	return c
 }
 
-// classify groups nodes by their memberships and computes each class.
+// classify groups nodes by their memberships and computes each class. The
+// signature of a node is a bit per rule source and destination and, for
+// each svc destination without ports that it is in, the number of its
+// port list there: nodes that run a service on other ports get other
+// filter rules.
 func (c *Compiled) classify() {
 	seed := maphash.MakeSeed()
 	type sigKey struct {
@@ -99,8 +136,9 @@ func (c *Compiled) classify() {
 	}
 	byKey := map[sigKey]int32{}
 	sig := make([]byte, 0, 64)
+	var lists []byte
 	for i := range c.nodes {
-		sig = sig[:0]
+		sig, lists = sig[:0], lists[:0]
 		var bitsBuf uint64
 		nbits := 0
 		push := func(b bool) {
@@ -116,10 +154,15 @@ func (c *Compiled) classify() {
 		for _, r := range c.rules {
 			push(r.src.has(i))
 			for _, d := range r.dsts {
-				push(d.nodes.has(i))
+				in := d.nodes.has(i)
+				push(in)
+				if in && d.svc != nil {
+					lists = binary.LittleEndian.AppendUint32(lists, uint32(d.svc.listOf[i]))
+				}
 			}
 		}
 		sig = binary.LittleEndian.AppendUint64(sig, bitsBuf)
+		sig = append(sig, lists...) // the bits say how many there are
 		k := sigKey{maphash.Bytes(seed, sig), string(sig)}
 		cl, ok := byKey[k]
 		if !ok {
@@ -143,7 +186,7 @@ func (c *Compiled) buildClass(i int) class {
 		for _, d := range r.dsts {
 			if d.nodes.has(i) {
 				isDst = true
-				ports = append(ports, d.ports...)
+				ports = append(ports, d.portsOf(i)...)
 			}
 			if r.src.has(i) {
 				cl.peers.or(d.nodes)
@@ -206,7 +249,7 @@ func (c *Compiled) Allows(src, dst int64, proto uint8, port uint16) (bool, int) 
 			return true, r.num
 		}
 		for _, d := range r.dsts {
-			if d.nodes.has(di) && portIn(d.ports, port) {
+			if d.nodes.has(di) && portIn(d.portsOf(di), port) {
 				return true, r.num
 			}
 		}
@@ -271,19 +314,73 @@ type resolver struct {
 	nodes    []Node
 	byName   map[string]int
 	byTag    map[string][]int
+	bySvc    map[string][]int          // service name (no "svc:") → the nodes that run it, each once, in order
 	groups   map[string]bitset         // resolved groups, memoised
 	prefixOf map[string][]netip.Prefix // sorted, deduplicated source prefixes by selector, memoised
+	svcPorts map[string]*svcPorts      // by "svc:NAME", memoised
 }
 
 func newResolver(p *Policy, nodes []Node) *resolver {
-	r := &resolver{p: p, nodes: nodes, byName: map[string]int{}, byTag: map[string][]int{}, groups: map[string]bitset{}, prefixOf: map[string][]netip.Prefix{}}
+	r := &resolver{p: p, nodes: nodes, byName: map[string]int{}, byTag: map[string][]int{}, bySvc: map[string][]int{},
+		groups: map[string]bitset{}, prefixOf: map[string][]netip.Prefix{}, svcPorts: map[string]*svcPorts{}}
 	for i, n := range nodes {
 		r.byName[n.Name] = i
 		for _, t := range n.Tags {
 			r.byTag[t] = append(r.byTag[t], i)
 		}
+		for _, s := range n.Services {
+			if on := r.bySvc[s.Name]; len(on) == 0 || on[len(on)-1] != i {
+				r.bySvc[s.Name] = append(on, i)
+			}
+		}
 	}
 	return r
+}
+
+// dest resolves d.
+func (r *resolver) dest(d Dest) cdest {
+	if d.OwnPorts() {
+		sp := r.servicePorts(d.Sel.Name)
+		return cdest{nodes: sp.nodes, svc: sp}
+	}
+	return cdest{nodes: r.match(d.Sel), ports: d.Ports}
+}
+
+// servicePorts returns where the service of sel ("svc:NAME") listens,
+// computed once per service. The result is shared.
+func (r *resolver) servicePorts(sel string) *svcPorts {
+	if sp, ok := r.svcPorts[sel]; ok {
+		return sp
+	}
+	name := strings.TrimPrefix(sel, "svc:")
+	on := r.bySvc[name]
+	sp := &svcPorts{nodes: newBitset(len(r.nodes)), listOf: make(map[int]int32, len(on))}
+	index := map[string]int32{} // port list, encoded → index in lists
+	var key []byte
+	for _, i := range on {
+		var ports []wire.PortRange
+		for _, s := range r.nodes[i].Services {
+			if s.Name == name {
+				ports = append(ports, wire.PortRange{First: s.Port, Last: s.Port})
+			}
+		}
+		ports = normalizePorts(ports)
+		key = key[:0]
+		for _, p := range ports {
+			key = binary.LittleEndian.AppendUint16(key, p.First)
+			key = binary.LittleEndian.AppendUint16(key, p.Last)
+		}
+		li, ok := index[string(key)]
+		if !ok {
+			li = int32(len(sp.lists))
+			index[string(key)] = li
+			sp.lists = append(sp.lists, ports)
+		}
+		sp.nodes.set(i)
+		sp.listOf[i] = li
+	}
+	r.svcPorts[sel] = sp
+	return sp
 }
 
 // match returns the nodes s matches.
@@ -298,6 +395,10 @@ func (r *resolver) match(s Selector) bitset {
 		}
 	case SelTag:
 		for _, i := range r.byTag[s.Name] {
+			b.set(i)
+		}
+	case SelSvc:
+		for _, i := range r.bySvc[strings.TrimPrefix(s.Name, "svc:")] {
 			b.set(i)
 		}
 	case SelGroup:

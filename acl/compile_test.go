@@ -33,17 +33,41 @@ func v6Addr(n int) netip.Addr {
 	return netip.AddrFrom16([16]byte{0xfd, 0x77, 0x6d, 0x65, 0x73, 0x68, 14: byte(n >> 8), 15: byte(n)})
 }
 
-// smallInventory is the inventory of the golden tests.
+// withServices returns n running the services given.
+func withServices(n Node, svcs ...NodeService) Node {
+	n.Services = svcs
+	return n
+}
+
+func tcp(name string, port uint16) NodeService {
+	return NodeService{Name: name, Port: port, Proto: wire.ProtoTCP}
+}
+
+func udp(name string, port uint16) NodeService {
+	return NodeService{Name: name, Port: port, Proto: wire.ProtoUDP}
+}
+
+// smallInventory is the inventory of the golden tests. The two web nodes
+// run "web" on different ports; the printer runs "ipp" on TCP and UDP.
 func smallInventory() []Node {
 	return []Node{
-		testNode(1, "web-1", "tag:web"),
-		testNode(2, "web-2", "tag:web", "tag:canary"),
-		testNode(3, "api-1", "tag:api"),
-		testNode(4, "db-1", "tag:db"),
+		withServices(testNode(1, "web-1", "tag:web"), tcp("web", 8080)),
+		withServices(testNode(2, "web-2", "tag:web", "tag:canary"), tcp("web", 8081)),
+		withServices(testNode(3, "api-1", "tag:api"), tcp("api", 443), tcp("metrics", 9100)),
+		withServices(testNode(4, "db-1", "tag:db"), tcp("db", 5432), tcp("metrics", 9100)),
 		testNode(5, "bastion", "tag:ops"),
-		testNode(6, "printer"),
+		withServices(testNode(6, "printer"), tcp("ipp", 631), udp("ipp", 631)),
 		testNode(7, "lonely", "tag:lonely"),
 	}
+}
+
+// servicesText renders a node's services as "svc:web/8080/tcp ...".
+func servicesText(svcs []NodeService) string {
+	var out []string
+	for _, s := range svcs {
+		out = append(out, fmt.Sprintf("svc:%s/%d/%s", s.Name, s.Port, protoText([]uint8{s.Proto})))
+	}
+	return strings.Join(out, " ")
 }
 
 // protoText names protocols independently of the package.
@@ -83,7 +107,11 @@ func peerNames(c *Compiled, nodes []Node, id int64) []string {
 func renderNetmaps(c *Compiled, nodes []Node) string {
 	var b strings.Builder
 	for _, n := range nodes {
-		fmt.Fprintf(&b, "%s (%s %s)\n", n.Name, n.Addrs[0].Addr(), strings.Join(n.Tags, ","))
+		about := strings.Join(n.Tags, ",")
+		if len(n.Services) > 0 {
+			about = strings.TrimPrefix(about+" "+servicesText(n.Services), " ")
+		}
+		fmt.Fprintf(&b, "%s (%s %s)\n", n.Name, n.Addrs[0].Addr(), about)
 		peers := peerNames(c, nodes, n.ID)
 		if len(peers) == 0 {
 			peers = []string{"(none)"}
@@ -251,6 +279,21 @@ func TestCompileProperties(t *testing.T) {
 			}
 		}
 	})
+	t.Run("services", func(t *testing.T) {
+		c := compile("services.hujson")
+		if err := c.RunTests(); err != nil {
+			t.Errorf("RunTests: %v", err)
+		}
+		// web-1 and web-2 are in the same rules, on their own ports.
+		for name, want := range map[string]string{"web-1": "8080", "web-2": "8081"} {
+			if r := c.Rules(id(name)); len(r) == 0 || portsText(r[0].Ports) != want {
+				t.Errorf("%s's rules: %v, want the first on port %s only", name, r, want)
+			}
+		}
+		if got := peerNames(c, nodes, id("printer")); !slices.Equal(got, []string{"bastion"}) {
+			t.Errorf("printer's peers: %v, want [bastion]", got)
+		}
+	})
 	t.Run("unknown node", func(t *testing.T) {
 		c := compile("oneway.hujson")
 		if r := c.Rules(999); r != nil {
@@ -301,4 +344,138 @@ func TestNormalizePorts(t *testing.T) {
 			t.Errorf("normalizePorts modified its argument: %v, was %v", in, tt.in)
 		}
 	}
+}
+
+// TestCompileServices checks svc: selectors over nodes that differ only in
+// the ports they run a service on.
+func TestCompileServices(t *testing.T) {
+	nodes := []Node{
+		testNode(1, "client", "tag:client"),
+		withServices(testNode(2, "a", "tag:x"), tcp("web", 80)),
+		withServices(testNode(3, "b", "tag:x"), tcp("web", 81)),
+		withServices(testNode(4, "c", "tag:x"), tcp("web", 80)),
+		withServices(testNode(5, "d", "tag:x"), tcp("web", 80), tcp("web", 8080), tcp("other", 81)),
+		withServices(testNode(6, "e", "tag:x"), tcp("web", 80), udp("web", 80)),
+		withServices(testNode(7, "f", "tag:x"), udp("dns", 53)),
+	}
+	const client, a, b, c, d, e, f = 1, 2, 3, 4, 5, 6, 7
+	rulePorts := func(cp *Compiled, id int64) []string {
+		var out []string
+		for _, r := range cp.Rules(id) {
+			out = append(out, protoText(r.Protos)+" "+portsText(r.Ports))
+		}
+		return out
+	}
+
+	t.Run("own ports", func(t *testing.T) {
+		cp := mustCompile(t, `{"acls": [{"action": "accept", "src": ["tag:client"], "dst": ["svc:web"], "proto": "tcp"}]}`, nodes)
+		for _, tt := range []struct {
+			id   int64
+			want []string
+		}{
+			{a, []string{"tcp 80"}},
+			{b, []string{"tcp 81"}},
+			{c, []string{"tcp 80"}},
+			{d, []string{"tcp 80,8080"}},
+			{e, []string{"tcp 80"}},
+			{f, nil},
+			{client, nil},
+		} {
+			if got := rulePorts(cp, tt.id); !slices.Equal(got, tt.want) {
+				t.Errorf("rules of node %d: %q, want %q", tt.id, got, tt.want)
+			}
+		}
+		// a, c and e share a class; b and d, in the same rules, do not.
+		if cp.classOf[a-1] != cp.classOf[c-1] || cp.classOf[a-1] != cp.classOf[e-1] {
+			t.Errorf("classes of a, c, e: %d %d %d; want one", cp.classOf[a-1], cp.classOf[c-1], cp.classOf[e-1])
+		}
+		if cp.classOf[a-1] == cp.classOf[b-1] || cp.classOf[a-1] == cp.classOf[d-1] || cp.classOf[b-1] == cp.classOf[d-1] {
+			t.Errorf("classes of a, b, d: %d %d %d; want three", cp.classOf[a-1], cp.classOf[b-1], cp.classOf[d-1])
+		}
+		if got, want := peerNames(cp, nodes, client), []string{"a", "b", "c", "d", "e"}; !slices.Equal(got, want) {
+			t.Errorf("client's peers: %v, want %v", got, want)
+		}
+		if got := peerNames(cp, nodes, b); !slices.Equal(got, []string{"client"}) {
+			t.Errorf("b's peers: %v, want [client]", got)
+		}
+		for _, tt := range []struct {
+			dst  int64
+			port uint16
+			ok   bool
+		}{
+			{a, 80, true}, {a, 81, false}, {b, 80, false}, {b, 81, true},
+			{d, 80, true}, {d, 8080, true}, {d, 81, false}, {f, 53, false},
+		} {
+			if ok, _ := cp.Allows(client, tt.dst, wire.ProtoTCP, tt.port); ok != tt.ok {
+				t.Errorf("Allows(client → %d, tcp/%d) = %v, want %v", tt.dst, tt.port, ok, tt.ok)
+			}
+		}
+	})
+	t.Run("proto is the rule's", func(t *testing.T) {
+		cp := mustCompile(t, `{"acls": [{"action": "accept", "src": ["tag:client"], "dst": ["svc:dns", "svc:web"]}]}`, nodes)
+		if got, want := rulePorts(cp, f), []string{"any (tcp,udp,icmp,icmpv6) 53"}; !slices.Equal(got, want) {
+			t.Errorf("rules of f: %q, want %q", got, want)
+		}
+		for _, proto := range []uint8{wire.ProtoTCP, wire.ProtoUDP, wire.ProtoICMP} {
+			if ok, _ := cp.Allows(client, f, proto, 53); !ok {
+				t.Errorf("Allows(client → f, %s/53) = false, want true", ProtoName(proto))
+			}
+			if ok, _ := cp.Allows(client, b, proto, 81); !ok {
+				t.Errorf("Allows(client → b, %s/81) = false, want true", ProtoName(proto))
+			}
+		}
+	})
+	t.Run("explicit ports", func(t *testing.T) {
+		cp := mustCompile(t, `{"acls": [{"action": "accept", "src": ["tag:client"], "dst": ["svc:web:9000", "svc:other:81"], "proto": "tcp"}]}`, nodes)
+		for id, want := range map[int64][]string{a: {"tcp 9000"}, b: {"tcp 9000"}, d: {"tcp 81,9000"}, f: nil} {
+			if got := rulePorts(cp, id); !slices.Equal(got, want) {
+				t.Errorf("rules of node %d: %q, want %q", id, got, want)
+			}
+		}
+		if cp.classOf[a-1] != cp.classOf[b-1] {
+			t.Errorf("a and b are in classes %d and %d; with the same ports, want one", cp.classOf[a-1], cp.classOf[b-1])
+		}
+	})
+	t.Run("source", func(t *testing.T) {
+		cp := mustCompile(t, `{
+  "groups": {"group:dns": ["svc:dns"]},
+  "acls": [
+    {"action": "accept", "src": ["svc:other", "group:dns"], "dst": ["tag:client:22"], "proto": "tcp"},
+  ],
+}`, nodes)
+		r := cp.Rules(client)
+		if len(r) != 1 || prefixesText(r[0].Srcs) != "100.64.0.5/32 100.64.0.7/32 fd77:6d65:7368::5/128 fd77:6d65:7368::7/128" {
+			t.Errorf("client's rules: %v, want one from d's and f's addresses", r)
+		}
+		if got := peerNames(cp, nodes, client); !slices.Equal(got, []string{"d", "f"}) {
+			t.Errorf("client's peers: %v, want [d f]", got)
+		}
+	})
+	t.Run("instances come and go", func(t *testing.T) {
+		p, err := Parse("p", []byte(`{"acls": [{"action": "accept", "src": ["tag:client"], "dst": ["svc:web"], "proto": "tcp"}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := slices.Clone(nodes)
+		now[b-1] = withServices(now[b-1], tcp("web", 9090)) // moved
+		now[c-1] = withServices(now[c-1])                   // deregistered
+		now[f-1] = withServices(now[f-1], tcp("web", 80))   // registered
+		cp := Compile(p, now)
+		for id, want := range map[int64][]string{a: {"tcp 80"}, b: {"tcp 9090"}, c: nil, f: {"tcp 80"}} {
+			if got := rulePorts(cp, id); !slices.Equal(got, want) {
+				t.Errorf("rules of node %d: %q, want %q", id, got, want)
+			}
+		}
+		if got, want := peerNames(cp, now, client), []string{"a", "b", "d", "e", "f"}; !slices.Equal(got, want) {
+			t.Errorf("client's peers: %v, want %v", got, want)
+		}
+	})
+	t.Run("unknown service", func(t *testing.T) {
+		cp := mustCompile(t, `{"acls": [{"action": "accept", "src": ["svc:nope", "tag:client"], "dst": ["svc:nope", "svc:nope:1"]}]}`, nodes)
+		for _, n := range nodes {
+			if r, p := cp.Rules(n.ID), peerNames(cp, nodes, n.ID); r != nil || p != nil {
+				t.Errorf("%s: rules %v, peers %v; want none", n.Name, r, p)
+			}
+		}
+	})
 }

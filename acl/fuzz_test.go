@@ -17,6 +17,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(testsPolicy))
 	f.Add([]byte(diffOld))
 	f.Add([]byte(diffNew))
+	f.Add([]byte(servicesPolicy))
+	f.Add([]byte(servicesTestsPolicy))
 	files, _ := filepath.Glob("testdata/compile/*.hujson")
 	for _, file := range files {
 		if text, err := os.ReadFile(file); err == nil {

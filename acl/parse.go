@@ -163,6 +163,12 @@ func (ps *parser) selector(v *hujson.Value, s string) (Selector, bool) {
 			return Selector{}, false
 		}
 		return Selector{Kind: SelTag, Name: s, Pos: pos}, true
+	case strings.HasPrefix(s, "svc:"):
+		if !nameRE.MatchString(s[len("svc:"):]) {
+			ps.Errorf(v, "bad service %q: want svc:NAME (lowercase letters, digits, '-')", s)
+			return Selector{}, false
+		}
+		return Selector{Kind: SelSvc, Name: s, Pos: pos}, true
 	case strings.HasPrefix(s, "group:"):
 		return Selector{Kind: SelGroup, Name: s, Pos: pos}, true
 	case strings.ContainsAny(s, ".:/") || (s != "" && s[0] >= '0' && s[0] <= '9' && strings.Trim(s, "0123456789") == ""):
@@ -183,10 +189,17 @@ func (ps *parser) selector(v *hujson.Value, s string) (Selector, bool) {
 	return Selector{}, false
 }
 
-// dest parses "SELECTOR:PORTS".
+// dest parses "SELECTOR:PORTS", and "svc:NAME" without ports.
 func (ps *parser) dest(v *hujson.Value, s string) (Dest, bool) {
 	var selText, portText string
-	if strings.HasPrefix(s, "[") { // [IPv6]:PORTS or [IPv6/len]:PORTS
+	if name, ok := strings.CutPrefix(s, "svc:"); ok {
+		i := strings.LastIndexByte(name, ':')
+		if i < 0 { // the service's own ports
+			sel, ok := ps.selector(v, s)
+			return Dest{Sel: sel, Pos: sel.Pos}, ok
+		}
+		selText, portText = s[:len("svc:")+i], name[i+1:]
+	} else if strings.HasPrefix(s, "[") { // [IPv6]:PORTS or [IPv6/len]:PORTS
 		end := strings.Index(s, "]:")
 		if end < 0 {
 			ps.Errorf(v, "bad destination %q: want [IPv6]:PORTS", s)

@@ -385,6 +385,43 @@ func TestParseErrors(t *testing.T) {
 			`policy.hujson:4:66: bad selector "web_1": want *, node:NAME, tag:NAME, group:NAME, a host name or a CIDR`,
 		},
 	}, {
+		// Each destination on its own line: the column of the ports is
+		// 7 (the quote) + 1 + len("svc:web:") = 16.
+		name: "bad services",
+		src: `{
+  "groups": {"group:g": ["svc:Web"]},
+  "acls": [{
+    "action": "accept",
+    "src": ["svc:", "svc:web:80"],
+    "dst": [
+      "svc:web_1",
+      "svc:web_1:80",
+      "svc:a:b:80",
+      "svc:web:",
+      "svc:web:0",
+      "svc:web:90-80",
+      "svc",
+    ],
+  }],
+  "tests": [{"src": "svc:-x", "accept": ["svc:"]}],
+}`,
+		want: []string{
+			`policy.hujson:2:26: bad service "svc:Web": want svc:NAME (lowercase letters, digits, '-')`,
+			`policy.hujson:5:13: bad service "svc:": want svc:NAME (lowercase letters, digits, '-')`,
+			`policy.hujson:5:21: bad service "svc:web:80": want svc:NAME (lowercase letters, digits, '-')`,
+			`policy.hujson:7:7: bad service "svc:web_1": want svc:NAME (lowercase letters, digits, '-')`,
+			`policy.hujson:8:7: bad service "svc:web_1": want svc:NAME (lowercase letters, digits, '-')`,
+			`policy.hujson:9:7: bad service "svc:a:b": want svc:NAME (lowercase letters, digits, '-')`,
+			`policy.hujson:10:16: bad ports "" in "svc:web:": no ports (want *, N, N-M or a comma list)`,
+			`policy.hujson:11:16: bad ports "0" in "svc:web:0": "0" is not a port (1-65535)`,
+			`policy.hujson:12:16: bad ports "90-80" in "svc:web:90-80": range 90-80 is backwards`,
+			`policy.hujson:13:7: destination "svc" has no ports: want svc:PORTS, e.g. svc:443 or svc:*`,
+			`policy.hujson:16:13: test 1 of "tests" has no "src"`,
+			`policy.hujson:16:21: bad service "svc:-x": want svc:NAME (lowercase letters, digits, '-')`,
+			`policy.hujson:16:42: bad service "svc:": want svc:NAME (lowercase letters, digits, '-')`,
+		},
+		at: []string{`"svc:Web"`, `"svc:"`, `"svc:web:80"`, `"svc:web_1"`, `"svc:web_1:80"`, `"svc:a:b:80"`, `"`, `0"`, `90-80"`, `"svc"`, `{"src"`, `"svc:-x"`, `"svc:"`},
+	}, {
 		name: "bad action",
 		src: `{"acls": [
   {
@@ -557,7 +594,7 @@ const examplePolicy = `// wiremesh policy
 func describe(p *Policy) string {
 	var b strings.Builder
 	sel := func(s Selector) string {
-		kind := map[SelectorKind]string{SelAny: "any", SelNode: "node", SelTag: "tag", SelGroup: "group", SelHost: "host", SelCIDR: "cidr"}[s.Kind]
+		kind := map[SelectorKind]string{SelAny: "any", SelNode: "node", SelTag: "tag", SelGroup: "group", SelHost: "host", SelCIDR: "cidr", SelSvc: "svc"}[s.Kind]
 		out := fmt.Sprintf("%s(%s)@%d:%d", kind, s.String(), s.Pos.Line, s.Pos.Col)
 		if s.Prefix.IsValid() {
 			out += "=" + s.Prefix.String()
@@ -567,6 +604,10 @@ func describe(p *Policy) string {
 	dests := func(ds []Dest) string {
 		var out []string
 		for _, d := range ds {
+			if d.Ports == nil {
+				out = append(out, sel(d.Sel)+" own ports")
+				continue
+			}
 			out = append(out, sel(d.Sel)+" ports "+portsText(d.Ports))
 		}
 		return strings.Join(out, "; ")
@@ -703,6 +744,65 @@ func TestDestStringIPv6(t *testing.T) {
 		}
 		if got := p.ACLs[0].Dst[0].String(); got != in {
 			t.Errorf("Dest(%q).String() = %q, want %q", in, got, in)
+		}
+	}
+}
+
+// servicesPolicy has svc: selectors wherever they may be.
+const servicesPolicy = `{
+  "groups": {"group:dbs": ["svc:db", "tag:db"]},
+  "acls": [
+    {"action": "accept", "src": ["tag:web", "svc:web"], "dst": ["svc:api", "svc:db:5432,6000-6010", "svc:db:*"], "proto": "tcp"},
+    {"action": "accept", "src": ["group:dbs"], "dst": ["svc:unknown"]},
+  ],
+  "tests": [
+    {"src": "svc:api", "accept": ["svc:db"], "deny": ["svc:db:22"]},
+  ],
+}`
+
+func TestParseServices(t *testing.T) {
+	p, err := Parse("policy.hujson", []byte(servicesPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `group group:dbs: svc(svc:db)@2:28, tag(tag:db)@2:38
+rule 1 @4:5 protos [6]
+  src tag(tag:web)@4:34, svc(svc:web)@4:45
+  dst svc(svc:api)@4:65 own ports; svc(svc:db)@4:76 ports 5432,6000-6010; svc(svc:db)@4:101 ports *
+rule 2 @5:5 protos []
+  src group(group:dbs)@5:34
+  dst svc(svc:unknown)@5:56 own ports
+test 1 @8:5 protos [] src svc(svc:api)@8:13
+  accept svc(svc:db)@8:35 own ports
+  deny svc(svc:db)@8:55 ports 22
+`
+	if got := describe(p); got != want {
+		t.Errorf("structure:\n%s\nwant:\n%s", got, want)
+	}
+	d := p.ACLs[0].Dst
+	if !d[0].OwnPorts() || d[1].OwnPorts() || d[2].OwnPorts() || d[0].Ports != nil {
+		t.Errorf("OwnPorts of %v: %v %v %v, want true false false", d, d[0].OwnPorts(), d[1].OwnPorts(), d[2].OwnPorts())
+	}
+	if (Dest{Sel: Selector{Kind: SelTag, Name: "tag:x"}}).OwnPorts() {
+		t.Error("a tag destination without ports has OwnPorts")
+	}
+}
+
+// TestDestStringServices: a svc: destination renders as written, with
+// its ports or without.
+func TestDestStringServices(t *testing.T) {
+	for _, in := range []string{"svc:api", "svc:db:5432", "svc:db:80,443,8000-8100", "svc:web-2:*"} {
+		name, _, _ := strings.Cut(strings.TrimPrefix(in, "svc:"), ":")
+		src := "svc:" + name
+		p, err := Parse("p", []byte(`{"acls": [{"action": "accept", "src": ["`+src+`"], "dst": ["`+in+`"]}]}`))
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if got := p.ACLs[0].Dst[0].String(); got != in {
+			t.Errorf("Dest(%q).String() = %q, want %q", in, got, in)
+		}
+		if s := p.ACLs[0].Src[0]; s.Kind != SelSvc || s.String() != src || s.Name != src {
+			t.Errorf("source %q: kind %d, String() %q, Name %q", src, s.Kind, s.String(), s.Name)
 		}
 	}
 }

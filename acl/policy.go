@@ -43,12 +43,13 @@ const (
 	SelGroup                         // "group:NAME"
 	SelHost                          // a name from "hosts"
 	SelCIDR                          // an address or prefix
+	SelSvc                           // "svc:NAME": the nodes that run service NAME
 )
 
 // Selector names a set of nodes or addresses.
 type Selector struct {
 	Kind   SelectorKind
-	Name   string       // "web-1" for node:web-1, "tag:web", "group:x", a host name
+	Name   string       // "web-1" for node:web-1, "tag:web", "group:x", "svc:api", a host name
 	Prefix netip.Prefix // for SelCIDR and, after resolving, SelHost
 	Pos    Pos
 }
@@ -71,14 +72,23 @@ func (s Selector) String() string {
 
 // Dest is a destination of a rule: a selector and its ports.
 type Dest struct {
-	Sel   Selector
+	Sel Selector
+	// Ports are the ports as written. Nil only for a svc:NAME destination
+	// written without ports (see OwnPorts).
 	Ports []wire.PortRange
 	Pos   Pos
 }
 
+// OwnPorts reports whether d is "svc:NAME" without ports: on each node that
+// runs the service, the ports that node runs it on.
+func (d Dest) OwnPorts() bool { return d.Sel.Kind == SelSvc && d.Ports == nil }
+
 // String returns the destination as written, normalised.
 func (d Dest) String() string {
 	sel := d.Sel.String()
+	if d.OwnPorts() {
+		return sel
+	}
 	if d.Sel.Kind == SelCIDR && d.Sel.Prefix.Addr().Is6() {
 		sel = "[" + sel + "]"
 	}

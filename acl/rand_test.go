@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -16,11 +18,14 @@ import (
 // the random policy as generated, before it is written out and parsed.
 
 // rdst is a destination: a selector as written and its port ranges (First
-// 0, Last 65535 for "*").
+// 0, Last 65535 for "*"); nil for "svc:NAME" without ports.
 type rdst struct {
 	sel   string
 	ports []wire.PortRange
 }
+
+// own reports whether d is "svc:NAME" without ports.
+func (d rdst) own() bool { return d.ports == nil }
 
 type rrule struct {
 	src   []string
@@ -28,10 +33,19 @@ type rrule struct {
 	proto string // as written after "proto": (a JSON value), "" for absent
 }
 
+// rtest is a test: from src, with proto (as written, "" for absent), every
+// destination in accept is reachable and none in deny is.
+type rtest struct {
+	src          string
+	proto        string
+	accept, deny []rdst
+}
+
 type rpolicy struct {
 	groups map[string][]string // "group:gN" → members; gN holds only gM with M < N
 	hosts  map[string]string   // name → address or prefix
 	rules  []rrule
+	tests  []rtest
 }
 
 func (p *rpolicy) text() string {
@@ -56,13 +70,32 @@ func (p *rpolicy) text() string {
 		}
 		b.WriteString("},\n")
 	}
+	b.WriteString("  ],\n  \"tests\": [\n")
+	for _, t := range p.tests {
+		fmt.Fprintf(&b, "    {\"src\": %q, \"accept\": [%s], \"deny\": [%s]", t.src, quoteAll(dstTexts(t.accept)), quoteAll(dstTexts(t.deny)))
+		if t.proto != "" {
+			fmt.Fprintf(&b, ", \"proto\": %s", t.proto)
+		}
+		b.WriteString("},\n")
+	}
 	b.WriteString("  ],\n}\n")
 	return b.String()
 }
 
+func dstTexts(ds []rdst) []string {
+	var out []string
+	for _, d := range ds {
+		out = append(out, d.text())
+	}
+	return out
+}
+
 func (d rdst) text() string {
+	if d.own() {
+		return d.sel
+	}
 	sel := d.sel
-	if strings.Count(sel, ":") > 1 && !strings.HasPrefix(sel, "tag:") && !strings.HasPrefix(sel, "node:") && !strings.HasPrefix(sel, "group:") {
+	if strings.Count(sel, ":") > 1 && !strings.HasPrefix(sel, "tag:") && !strings.HasPrefix(sel, "node:") && !strings.HasPrefix(sel, "group:") && !strings.HasPrefix(sel, "svc:") {
 		sel = "[" + sel + "]"
 	}
 	return sel + ":" + portsText(d.ports)
@@ -78,9 +111,21 @@ func quoteAll(ss []string) string {
 
 // rnode is a node of the random inventory.
 type rnode struct {
-	name  string
-	tags  []string
-	addrs []netip.Addr
+	name     string
+	tags     []string
+	addrs    []netip.Addr
+	services []NodeService
+}
+
+// servicePorts returns the ports n runs service name on, one per instance.
+func (n rnode) servicePorts(name string) []uint16 {
+	var out []uint16
+	for _, s := range n.services {
+		if s.Name == name {
+			out = append(out, s.Port)
+		}
+	}
+	return out
 }
 
 // slow is the obvious evaluator of a random policy over an inventory.
@@ -99,6 +144,8 @@ func (s slow) has(sel string, n rnode) bool {
 		return n.name == sel[len("node:"):]
 	case strings.HasPrefix(sel, "tag:"):
 		return slices.Contains(n.tags, sel)
+	case strings.HasPrefix(sel, "svc:"):
+		return len(n.servicePorts(sel[len("svc:"):])) > 0
 	case strings.HasPrefix(sel, "group:"):
 		for _, m := range s.p.groups[sel] {
 			if s.has(m, n) {
@@ -138,9 +185,8 @@ func protosOf(proto string) []uint8 {
 	case `"icmp"`:
 		return []uint8{wire.ProtoICMP, wire.ProtoICMPv6}
 	}
-	var n uint8
-	fmt.Sscan(strings.Trim(proto, `"`), &n)
-	return []uint8{n}
+	n, _ := strconv.ParseUint(strings.Trim(proto, `"`), 10, 8)
+	return []uint8{uint8(n)}
 }
 
 func withPorts(proto uint8) bool {
@@ -153,19 +199,115 @@ func inRanges(ps []wire.PortRange, port uint16) bool {
 
 // allows is the meaning of the policy: some rule has src among its
 // sources, proto among its protocols and dst among its destinations, on
-// that destination's ports if proto has ports.
+// that destination's ports if proto has ports (for svc:NAME without ports:
+// a port dst runs NAME on).
 func (s slow) allows(src, dst rnode, proto uint8, port uint16) bool {
 	for _, r := range s.p.rules {
 		if !s.anyHas(r.src, src) || !slices.Contains(protosOf(r.proto), proto) {
 			continue
 		}
 		for _, d := range r.dst {
-			if s.has(d.sel, dst) && (!withPorts(proto) || inRanges(d.ports, port)) {
+			if !s.has(d.sel, dst) {
+				continue
+			}
+			switch {
+			case !withPorts(proto),
+				d.own() && slices.Contains(dst.servicePorts(d.sel[len("svc:"):]), port),
+				!d.own() && inRanges(d.ports, port):
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// testFailures is the meaning of the tests: one line for each test,
+// destination, source node and other destination node where a probe with
+// one of the test's protocols (absent: tcp) gets the wrong verdict. The
+// probes are both ends of each port range (port 0 stands for 1), or for
+// svc:NAME without ports, each port the destination node runs NAME on.
+func (s slow) testFailures() []string {
+	var out []string
+	for ti, t := range s.p.tests {
+		protos := []uint8{wire.ProtoTCP}
+		if t.proto != "" {
+			protos = protosOf(t.proto)
+		}
+		for _, list := range []struct {
+			ds   []rdst
+			want bool
+		}{{t.accept, true}, {t.deny, false}} {
+			for _, d := range list.ds {
+				for _, src := range s.nodes {
+					for _, dst := range s.nodes {
+						if src.name == dst.name || !s.has(t.src, src) || !s.has(d.sel, dst) {
+							continue
+						}
+						if slices.ContainsFunc(protos, func(proto uint8) bool {
+							return slices.ContainsFunc(s.probes(d, dst, proto), func(port uint16) bool {
+								return s.allows(src, dst, proto, port) != list.want
+							})
+						}) {
+							out = append(out, failureLine(ti+1, src.name, dst.name, d.canonical().text(), list.want))
+						}
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// canonical returns d as Dest.String writes it: a /32 or /128 prefix as
+// an address.
+func (d rdst) canonical() rdst {
+	if p, err := netip.ParsePrefix(d.sel); err == nil && p.IsSingleIP() {
+		d.sel = p.Addr().String()
+	}
+	return d
+}
+
+func (s slow) probes(d rdst, dst rnode, proto uint8) []uint16 {
+	switch {
+	case !withPorts(proto):
+		return []uint16{0}
+	case d.own():
+		return dst.servicePorts(d.sel[len("svc:"):])
+	}
+	var out []uint16
+	for _, r := range d.ports {
+		out = append(out, max(r.First, 1), r.Last)
+	}
+	return out
+}
+
+func failureLine(test int, src, dst, d string, accept bool) string {
+	return fmt.Sprintf("test %d: %s → %s %q accept=%v", test, src, dst, d, accept)
+}
+
+var runTestsRE = regexp.MustCompile(`^random\.hujson:\d+:\d+: test (\d+) failed: (\S+) → (\S+) on \S+ is (?:denied|allowed by rule \d+ \(line \d+\)), but "(.*)" is in "(accept|deny)"$`)
+
+// runTestsFailures runs c's tests and returns their failures as
+// testFailures does.
+func runTestsFailures(c *Compiled) ([]string, error) {
+	err := c.RunTests()
+	if err == nil {
+		return nil, nil
+	}
+	list, ok := err.(ErrorList)
+	if !ok {
+		return nil, fmt.Errorf("RunTests error is %T, not ErrorList", err)
+	}
+	var out []string
+	for _, e := range list {
+		m := runTestsRE.FindStringSubmatch(e.Error())
+		if m == nil {
+			return nil, fmt.Errorf("RunTests error %q does not read as a failure", e)
+		}
+		n, _ := strconv.Atoi(m[1])
+		out = append(out, failureLine(n, m[2], m[3], m[4], m[5] == "accept"))
+	}
+	return out, nil
 }
 
 // peers is the definition: the nodes n may talk to or that may talk to n,
@@ -210,10 +352,42 @@ func (g gen) inventory() ([]rnode, []Node) {
 			}
 		}
 		node := testNode(i+1, fmt.Sprintf("n%d", i), tags...)
+		node.Services = g.services()
 		nodes = append(nodes, node)
-		rn = append(rn, rnode{name: node.Name, tags: tags, addrs: []netip.Addr{node.Addrs[0].Addr(), node.Addrs[1].Addr()}})
+		rn = append(rn, rnode{name: node.Name, tags: tags, addrs: []netip.Addr{node.Addrs[0].Addr(), node.Addrs[1].Addr()}, services: node.Services})
 	}
 	return rn, nodes
+}
+
+// servicePorts are the ports services run on: a few shared, so that
+// instances on the same port are common, ports next to each other, and the
+// last one.
+var servicePorts = []uint16{10, 11, 12, 25, 65535}
+
+// services returns the services of a node: some of s0 to s3 (s4: no node
+// runs it), each on one to three ports, over TCP or UDP; sometimes the
+// same port over both.
+func (g gen) services() []NodeService {
+	var out []NodeService
+	for i := range 4 {
+		if g.r.IntN(3) != 0 {
+			continue
+		}
+		name := fmt.Sprintf("s%d", i)
+		for range 1 + g.r.IntN(3) {
+			port := uint16(1 + g.r.IntN(40))
+			if g.r.IntN(2) == 0 {
+				port = servicePorts[g.r.IntN(len(servicePorts))]
+			}
+			proto := []uint8{wire.ProtoTCP, wire.ProtoUDP}[g.r.IntN(2)]
+			out = append(out, NodeService{Name: name, Port: port, Proto: proto})
+			if g.r.IntN(5) == 0 {
+				out = append(out, NodeService{Name: name, Port: port, Proto: wire.ProtoTCP + wire.ProtoUDP - proto})
+			}
+		}
+	}
+	g.r.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
 }
 
 func (g gen) cidr() string {
@@ -238,7 +412,7 @@ func (g gen) cidr() string {
 
 // selector returns a selector; groups below limit may be named.
 func (g gen) selector(p *rpolicy, limit int) string {
-	switch k := g.r.IntN(20); {
+	switch k := g.r.IntN(23); {
 	case k < 7:
 		return fmt.Sprintf("tag:t%d", g.r.IntN(7)) // t6: no node has it
 	case k < 10:
@@ -249,8 +423,20 @@ func (g gen) selector(p *rpolicy, limit int) string {
 		return sortedKeys(p.hosts)[g.r.IntN(len(p.hosts))]
 	case k < 18:
 		return g.cidr()
+	case k < 21:
+		return fmt.Sprintf("svc:s%d", g.r.IntN(5)) // s4: no node runs it
 	}
 	return "*"
+}
+
+// dest returns a destination; a service is given without ports half the
+// time.
+func (g gen) dest(p *rpolicy) rdst {
+	d := rdst{sel: g.selector(p, len(p.groups)), ports: g.ports()}
+	if strings.HasPrefix(d.sel, "svc:") && g.r.IntN(2) == 0 {
+		d.ports = nil
+	}
+	return d
 }
 
 func (g gen) ports() []wire.PortRange {
@@ -293,7 +479,24 @@ func (g gen) policy() *rpolicy {
 	for range 1 + g.r.IntN(7) {
 		p.rules = append(p.rules, g.rule(p))
 	}
+	for range g.r.IntN(3) {
+		p.tests = append(p.tests, g.test(p))
+	}
 	return p
+}
+
+var randTestProtos = []string{"", "", `"tcp"`, `"udp"`, `"icmp"`, "132", "47"}
+
+// test returns a random test over the groups and hosts of p.
+func (g gen) test(p *rpolicy) rtest {
+	t := rtest{src: g.selector(p, len(p.groups)), proto: randTestProtos[g.r.IntN(len(randTestProtos))]}
+	for range g.r.IntN(3) {
+		t.accept = append(t.accept, g.dest(p))
+	}
+	for range g.r.IntN(3) {
+		t.deny = append(t.deny, g.dest(p))
+	}
+	return t
 }
 
 // rule returns a random rule over the groups and hosts of p.
@@ -303,7 +506,7 @@ func (g gen) rule(p *rpolicy) rrule {
 		r.src = append(r.src, g.selector(p, len(p.groups)))
 	}
 	for range 1 + g.r.IntN(3) {
-		r.dst = append(r.dst, rdst{sel: g.selector(p, len(p.groups)), ports: g.ports()})
+		r.dst = append(r.dst, g.dest(p))
 	}
 	r.proto = randProtos[g.r.IntN(len(randProtos))]
 	return r
@@ -380,9 +583,15 @@ func TestCompileRandom(t *testing.T) {
 				fail("peers of %s: %v, want %v", dst.name, got, want)
 			}
 			rules := c.Rules(nodes[di].ID)
+			ports := probePorts(r)
+			for _, svc := range dst.services { // its own ports, and the next
+				if !slices.Contains(ports, svc.Port) {
+					ports = append(ports, svc.Port, svc.Port+1)
+				}
+			}
 			for si, src := range rn {
 				for _, proto := range probeProtos {
-					for _, port := range probePorts(r) {
+					for _, port := range ports {
 						want := s.allows(src, dst, proto, port)
 						got, rule := c.Allows(nodes[si].ID, nodes[di].ID, proto, port)
 						if got != want {
@@ -411,8 +620,12 @@ func TestCompileRandom(t *testing.T) {
 				}
 			}
 		}
-		if err := c.RunTests(); err != nil {
-			fail("RunTests with no tests: %v", err)
+		got, err := runTestsFailures(c)
+		if err != nil {
+			fail("%v", err)
+		}
+		if want := s.testFailures(); !slices.Equal(sorted(got), sorted(want)) {
+			fail("RunTests failures:\n%s\nwant:\n%s", lines(sorted(got)), lines(sorted(want)))
 		}
 	}
 }
@@ -427,6 +640,12 @@ func (s slow) allows2(r rrule, src, dst rnode, proto uint8, port uint16) bool {
 // of the two policies' port ranges.
 func portChanges(a, b slow, src, dst rnode, proto uint8) []wire.PortRange {
 	cuts := map[uint32]bool{0: true, 65536: true}
+	for _, n := range a.nodes {
+		for _, s := range n.services {
+			cuts[uint32(s.Port)] = true
+			cuts[uint32(s.Port)+1] = true
+		}
+	}
 	for _, p := range [...]*rpolicy{a.p, b.p} {
 		for _, r := range p.rules {
 			for _, d := range r.dst {

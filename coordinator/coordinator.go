@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,7 @@ type snapshot struct {
 	aclNodes []acl.Node  // the same nodes, as the policy sees them
 	byID     map[int64]int
 	policy   wire.Policy // the active policy, Version 0 if none
+	gossip   wire.Gossip
 	compiled *acl.Compiled
 	changed  chan struct{}
 }
@@ -161,19 +163,24 @@ func (c *Coordinator) Run(ctx context.Context) error {
 func (c *Coordinator) publish(ctx context.Context) error {
 	c.pubMu.Lock()
 	defer c.pubMu.Unlock()
-	nodes, pol, ver, err := c.store.State(ctx)
+	st, err := c.store.State(ctx)
 	if err != nil {
 		return err
 	}
+	nodes, pol, ver := st.Nodes, st.Policy, st.Version
 	old := c.state.Load()
 	if old != nil && old.version >= ver {
 		return nil
 	}
-	s := &snapshot{version: ver, nodes: nodes, byID: make(map[int64]int, len(nodes)), policy: pol, changed: make(chan struct{})}
+	s := &snapshot{
+		version: ver, nodes: nodes, byID: make(map[int64]int, len(nodes)), policy: pol,
+		gossip:  wire.Gossip{Port: wire.GossipPort, Keys: st.GossipKeys},
+		changed: make(chan struct{}),
+	}
 	s.aclNodes = make([]acl.Node, len(nodes))
 	for i, n := range nodes {
 		s.byID[n.ID] = i
-		s.aclNodes[i] = acl.Node{ID: n.ID, Name: n.Name, Tags: n.Tags, Addrs: n.Addresses}
+		s.aclNodes[i] = aclNode(n)
 	}
 	var parsed *acl.Policy
 	if pol.Version != 0 {
@@ -196,7 +203,26 @@ func (c *Coordinator) publish(ctx context.Context) error {
 	return nil
 }
 
+// aclNode is n as the policy sees it.
+func aclNode(n wire.Node) acl.Node {
+	an := acl.Node{ID: n.ID, Name: n.Name, Tags: n.Tags, Addrs: n.Addresses}
+	for _, sv := range n.Services {
+		an.Services = append(an.Services, acl.NodeService{Name: sv.Name, Port: sv.Port, Proto: serviceProto(sv.Proto)})
+	}
+	return an
+}
+
+// serviceProto is the IP protocol number of a wire.Service protocol.
+func serviceProto(p string) uint8 {
+	if p == wire.ServiceUDP {
+		return wire.ProtoUDP
+	}
+	return wire.ProtoTCP
+}
+
 // netmapFor builds node id's netmap from s; ok is false if the node is gone.
+// A peer's services are listed only where the policy lets node id reach
+// them, so that its DNS never names an instance it cannot use.
 func (c *Coordinator) netmapFor(s *snapshot, id int64) (nm *wire.Netmap, ok bool) {
 	i, ok := s.byID[id]
 	if !ok {
@@ -209,8 +235,18 @@ func (c *Coordinator) netmapFor(s *snapshot, id int64) (nm *wire.Netmap, ok bool
 		KeepAliveInterval: wire.Duration(c.cfg.KeepAlive),
 		PolicyVersion:     s.policy.Version,
 		Rules:             s.compiled.Rules(id),
+		Gossip:            &s.gossip,
 	}
-	s.compiled.Peers(id, func(j int) { nm.Peers = append(nm.Peers, s.nodes[j]) })
+	s.compiled.Peers(id, func(j int) {
+		p := s.nodes[j]
+		if len(p.Services) > 0 {
+			p.Services = slices.DeleteFunc(slices.Clone(p.Services), func(sv wire.Service) bool {
+				ok, _ := s.compiled.Allows(id, p.ID, serviceProto(sv.Proto), sv.Port)
+				return !ok
+			})
+		}
+		nm.Peers = append(nm.Peers, p)
+	})
 	return nm, true
 }
 

@@ -39,6 +39,10 @@ func (c *Coordinator) Handler() http.Handler {
 	mux.HandleFunc("POST "+wire.PathPolicy+"/check", c.admin(c.handleCheckPolicy))
 	mux.HandleFunc("GET "+wire.PathPolicy+"/history", c.admin(c.handlePolicyHistory))
 	mux.HandleFunc("POST "+wire.PathPolicy+"/rollback", c.admin(c.handleRollback))
+	mux.HandleFunc("PUT "+wire.PathServicesReport, c.handleServicesReport)
+	mux.HandleFunc("GET "+wire.PathServices, c.admin(c.handleServices))
+	mux.HandleFunc("POST "+wire.PathGossipRotate, c.admin(c.handleGossipRotate))
+	mux.HandleFunc("POST "+wire.PathGossipRetire, c.admin(c.handleGossipRetire))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path), nil)
 	})
@@ -184,22 +188,9 @@ func validPublicKey(k string) error {
 // handleNetmap streams the caller's netmap: one at once, another after
 // every change, keep-alives in between. It ends when the node is deleted.
 func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
-	cred, err := bearer(r)
-	if err != nil {
-		writeError(w, http.StatusUnauthorized, "node credential required: "+err.Error(), nil)
-		return
-	}
-	node, err := c.store.NodeByCredential(r.Context(), cred)
-	if err != nil {
-		c.writeStoreError(w, err)
-		return
-	}
 	var req wire.MapRequest
-	if !decodeBody(w, r, &req, false) {
-		return
-	}
-	if req.PublicKey != node.PublicKey {
-		writeError(w, http.StatusForbidden, "public key does not match the node's credential", nil)
+	node, ok := c.nodeAuth(w, r, &req, func() string { return req.PublicKey })
+	if !ok {
 		return
 	}
 	if err := c.recordEndpoints(r, node.ID, req); err != nil {
@@ -300,8 +291,14 @@ func (c *Coordinator) handleNodes(w http.ResponseWriter, r *http.Request) {
 	if nodes == nil {
 		nodes = []wire.Node{}
 	}
+	health, err := c.store.ServiceHealth(r.Context())
+	if err != nil {
+		c.writeStoreError(w, err)
+		return
+	}
 	for i := range nodes {
 		nodes[i].Online = c.isOnline(nodes[i].ID)
+		nodes[i].Services = withHealth(nodes[i], health[nodes[i].ID])
 	}
 	writeJSON(w, http.StatusOK, nodes)
 }

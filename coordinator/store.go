@@ -33,8 +33,11 @@ var schemaV1 string
 //go:embed schema2.sql
 var schemaV2 string
 
+//go:embed schema3.sql
+var schemaV3 string
+
 // migrations are applied in order; PRAGMA user_version counts those done.
-var migrations = []string{schemaV1, schemaV2}
+var migrations = []string{schemaV1, schemaV2, schemaV3}
 
 // Store keeps the coordinator's state in a SQLite database. Every change is
 // one transaction; a crash leaves either all of it or none.
@@ -63,6 +66,10 @@ func OpenStore(path string, prefix4, prefix6 netip.Prefix) (*Store, error) {
 		return nil, fmt.Errorf("database %s: %w", path, err)
 	}
 	if err := s.initPrefixes(prefix4, prefix6); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
+	if err := s.initGossipKey(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("database %s: %w", path, err)
 	}
@@ -198,15 +205,18 @@ func (s *Store) Version(ctx context.Context) (uint64, error) {
 	return strconv.ParseUint(v, 10, 64)
 }
 
-const nodeColumns = "id, name, public_key, host_index, tags, endpoints, created, last_seen"
+const nodeColumns = "id, name, public_key, host_index, tags, endpoints, created, last_seen, services"
 
 func (s *Store) scanNode(sc interface{ Scan(...any) error }) (wire.Node, error) {
 	var n wire.Node
 	var idx int64
-	var tags, eps string
+	var tags, eps, svcs string
 	var created, seen int64
-	if err := sc.Scan(&n.ID, &n.Name, &n.PublicKey, &idx, &tags, &eps, &created, &seen); err != nil {
+	if err := sc.Scan(&n.ID, &n.Name, &n.PublicKey, &idx, &tags, &eps, &created, &seen, &svcs); err != nil {
 		return n, err
+	}
+	if err := json.Unmarshal([]byte(svcs), &n.Services); err != nil {
+		return n, fmt.Errorf("node %s: bad stored services: %w", n.Name, err)
 	}
 	if err := json.Unmarshal([]byte(tags), &n.Tags); err != nil {
 		return n, fmt.Errorf("node %s: bad stored tags: %w", n.Name, err)
@@ -229,49 +239,59 @@ func (s *Store) scanNode(sc interface{ Scan(...any) error }) (wire.Node, error) 
 // Nodes returns every node, ordered by id, and the state version they
 // belong to.
 func (s *Store) Nodes(ctx context.Context) ([]wire.Node, uint64, error) {
-	nodes, _, ver, err := s.State(ctx)
-	return nodes, ver, err
+	st, err := s.State(ctx)
+	return st.Nodes, st.Version, err
 }
 
-// State returns every node (ordered by id), the active policy and the
-// state version they belong to, read in one transaction.
-func (s *Store) State(ctx context.Context) ([]wire.Node, wire.Policy, uint64, error) {
-	var pol wire.Policy
+// State is everything netmaps are built from, at one state version.
+type State struct {
+	Nodes      []wire.Node // ordered by id
+	Policy     wire.Policy // the active policy; Version 0: none
+	GossipKeys []string    // base64; the primary first
+	Version    uint64
+}
+
+// State reads the current State in one transaction.
+func (s *Store) State(ctx context.Context) (State, error) {
+	var st State
 	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		return nil, pol, 0, fmt.Errorf("begin: %w", err)
+		return st, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback()
 	rows, err := tx.QueryContext(ctx, "SELECT "+nodeColumns+" FROM nodes ORDER BY id")
 	if err != nil {
-		return nil, pol, 0, fmt.Errorf("list nodes: %w", err)
+		return st, fmt.Errorf("list nodes: %w", err)
 	}
 	defer rows.Close()
-	var nodes []wire.Node
 	for rows.Next() {
 		n, err := s.scanNode(rows)
 		if err != nil {
-			return nil, pol, 0, fmt.Errorf("list nodes: %w", err)
+			return st, fmt.Errorf("list nodes: %w", err)
 		}
-		nodes = append(nodes, n)
+		st.Nodes = append(st.Nodes, n)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, pol, 0, fmt.Errorf("list nodes: %w", err)
+		return st, fmt.Errorf("list nodes: %w", err)
 	}
 	var created int64
+	pol := &st.Policy
 	err = tx.QueryRowContext(ctx, "SELECT version, text, author, created, comment FROM policies ORDER BY version DESC LIMIT 1").
 		Scan(&pol.Version, &pol.Text, &pol.Author, &created, &pol.Comment)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return nil, pol, 0, fmt.Errorf("read policy: %w", err)
+		return st, fmt.Errorf("read policy: %w", err)
 	}
 	pol.Created = fromMillis(created)
+	if st.GossipKeys, err = gossipKeysTx(ctx, tx); err != nil {
+		return st, err
+	}
 	var v string
 	err = tx.QueryRowContext(ctx, "SELECT value FROM settings WHERE key = 'version'").Scan(&v)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return nil, pol, 0, fmt.Errorf("read version: %w", err)
+		return st, fmt.Errorf("read version: %w", err)
 	}
-	ver, _ := strconv.ParseUint(v, 10, 64)
-	return nodes, pol, ver, nil
+	st.Version, _ = strconv.ParseUint(v, 10, 64)
+	return st, nil
 }
 
 // EnrollParams are what an enrolling agent asks for.

@@ -42,6 +42,9 @@ func (s *Server) answer(req *miekg.Msg, querier netip.Addr, tcp bool) (m *miekg.
 		r.opt.SetDo(opt.Do())
 	}
 	switch {
+	case s.cfg.AllowQuerier != nil && !s.cfg.AllowQuerier(querier):
+		m.Rcode = miekg.RcodeRefused
+		return r.finish(maxTCPSize), false
 	case req.Opcode != miekg.OpcodeQuery:
 		m.Rcode = miekg.RcodeNotImplemented
 		return r.finish(maxTCPSize), false

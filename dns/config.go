@@ -57,6 +57,11 @@ type Config struct {
 	Upstreams []string
 	// ForwardTimeout bounds one exchange with one upstream. Zero: 2 s.
 	ForwardTimeout time.Duration
+	// AllowQuerier decides which clients are answered at all, by their
+	// source address; others get REFUSED for every query, forwarded ones
+	// included. It must be safe for concurrent use and must not block.
+	// Nil: every client is answered.
+	AllowQuerier func(netip.Addr) bool
 	// Rand shuffles service answers; tests pass a seeded source. Calls are
 	// serialised by the server. Nil: a randomly seeded source.
 	Rand rand.Source

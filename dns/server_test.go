@@ -336,3 +336,26 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("Validate filled in %+v", c)
 	}
 }
+
+// TestAllowQuerier: clients the agent does not serve are refused, for
+// mesh names and forwarded names alike.
+func TestAllowQuerier(t *testing.T) {
+	local := netip.MustParseAddr("127.0.0.1")
+	s := newTestServer(t, Config{AllowQuerier: func(a netip.Addr) bool { return a == local }, Upstreams: []string{"127.0.0.1:1"}})
+	for _, name := range []string{"n1.node.mesh.internal.", "example.org."} {
+		req := new(miekg.Msg)
+		req.SetQuestion(name, miekg.TypeA)
+		w := newRecorder("udp", fromPeer)
+		s.ServeDNS(w, req)
+		if w.msg == nil || w.msg.Rcode != miekg.RcodeRefused || len(w.msg.Answer) != 0 {
+			t.Errorf("%s from a peer: %v, want REFUSED", name, w.msg)
+		}
+	}
+	req := new(miekg.Msg)
+	req.SetQuestion("n1.node.mesh.internal.", miekg.TypeA)
+	w := newRecorder("udp", fromLocal)
+	s.ServeDNS(w, req)
+	if w.msg == nil || w.msg.Rcode != miekg.RcodeSuccess || len(w.msg.Answer) != 1 {
+		t.Errorf("from the local host: %v, want one answer", w.msg)
+	}
+}

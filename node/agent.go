@@ -20,7 +20,9 @@ import (
 	"time"
 
 	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/dns"
 	"github.com/wiremesh/wiremesh/filter"
+	"github.com/wiremesh/wiremesh/gossip"
 	"github.com/wiremesh/wiremesh/health"
 	"github.com/wiremesh/wiremesh/wire"
 	"golang.zx2c4.com/wireguard/tun"
@@ -55,6 +57,28 @@ type Config struct {
 	// ServicesFile is a HuJSON file of local services and their checks.
 	// Empty: none (services can still be registered at runtime).
 	ServicesFile string
+	// DNS configures the DNS server. The agent fills in Prefixes,
+	// AllowQuerier (only this host is answered: loopback and the node's
+	// own addresses), Logger, and Upstreams when they are nil (from
+	// ResolvConf, without the server's own addresses).
+	DNS dns.Config
+	// DNSPort is the port the DNS server listens on (UDP and TCP), at
+	// DNSAddr and at the node's overlay addresses. Zero: 53. Negative: no
+	// DNS server.
+	DNSPort int
+	// DNSAddr is the loopback address the DNS server listens on. Zero:
+	// 127.0.0.1.
+	DNSAddr netip.Addr
+	// ResolvConf is where upstream resolvers are read from when
+	// DNS.Upstreams is nil. Empty: /etc/resolv.conf.
+	ResolvConf string
+	// NoGossip runs no serf member: peers count as alive and their
+	// services as passing, as far as DNS is concerned.
+	NoGossip bool
+	// Gossip tunes the serf member; the agent fills in Name, BindAddr,
+	// Port, Keys and Logger from the netmap. Zero fields: gossip's
+	// defaults.
+	Gossip gossip.Config
 	// NoFilter turns the inbound packet filter off: every peer reaches
 	// every port. Only for measuring the filter's cost; never in service.
 	NoFilter bool
@@ -64,7 +88,10 @@ type Config struct {
 
 // DefaultConfig returns a Config with every default filled in.
 func DefaultConfig() Config {
-	return Config{Interface: "wm0", ListenPort: 51820, MTU: 1420, EnrollTimeout: time.Minute}
+	return Config{
+		Interface: "wm0", ListenPort: 51820, MTU: 1420, EnrollTimeout: time.Minute,
+		DNS: dns.DefaultConfig(), DNSPort: 53, DNSAddr: netip.AddrFrom4([4]byte{127, 0, 0, 1}), ResolvConf: "/etc/resolv.conf",
+	}
 }
 
 // Validate checks c and fills in defaults.
@@ -103,6 +130,21 @@ func (c *Config) Validate() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.DNSPort == 0 {
+		c.DNSPort = d.DNSPort
+	}
+	if c.DNSPort > 65535 {
+		return fmt.Errorf("bad DNS port %d", c.DNSPort)
+	}
+	if !c.DNSAddr.IsValid() {
+		c.DNSAddr = d.DNSAddr
+	}
+	if c.ResolvConf == "" {
+		c.ResolvConf = d.ResolvConf
+	}
+	if err := c.DNS.Validate(); err != nil {
+		return fmt.Errorf("dns: %w", err)
+	}
 	return nil
 }
 
@@ -121,7 +163,12 @@ type Agent struct {
 	filter   *filter.Filter // nil with Config.NoFilter
 	svc      *services
 	ctl      *controlClient
+	dns      *dns.Server                           // nil with DNS off
 	names    atomic.Pointer[map[netip.Addr]string] // overlay address → node name, for the filter's log
+	gossip   atomic.Pointer[gossip.Member]         // set once the serf member runs, for status
+
+	netmapChanged chan struct{} // a value after apply (buffered 1)
+	reportNow     chan struct{} // wakes the services reporter (buffered 1)
 
 	mu        sync.Mutex
 	netmap    *wire.Netmap // guarded by mu; the applied netmap
@@ -135,7 +182,7 @@ func New(cfg Config) (_ *Agent, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger}
+	a := &Agent{cfg: cfg, log: cfg.Logger, netmapChanged: make(chan struct{}, 1), reportNow: make(chan struct{}, 1)}
 	if a.state, err = openStateDir(cfg.StateDir); err != nil {
 		return nil, err
 	}
@@ -271,19 +318,28 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if err := a.apply(self, false); err != nil {
 		return err
 	}
+	if err := a.startDNS(); err != nil {
+		return err
+	}
+	if a.dns != nil {
+		defer a.dns.Close()
+	}
 	api, err := a.listenLocalAPI()
 	if err != nil {
 		return err
 	}
 	defer api.close()
 	a.log.Info("agent up", "node", a.id.Node.Name, "interface", a.cfg.Interface, "port", a.cfg.ListenPort)
-	trimCtx, stopTrim := context.WithCancel(ctx)
-	trimDone := make(chan struct{})
-	go func() {
-		defer close(trimDone)
-		a.trimMemory(trimCtx)
-	}()
-	defer func() { stopTrim(); <-trimDone }()
+	bg, stopBG := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, fn := range []func(context.Context){a.trimMemory, a.runMesh, a.runReporter} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(bg)
+		}()
+	}
+	defer func() { stopBG(); wg.Wait() }()
 	return a.follow(ctx)
 }
 
@@ -349,6 +405,9 @@ func (a *Agent) follow(ctx context.Context) error {
 	req := wire.MapRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: a.key.PublicKey().String(), ListenPort: a.cfg.ListenPort, Endpoints: a.cfg.Endpoints}
 	for b := newBackoff(); ; {
 		err := a.ctl.stream(ctx, a.id.Credential, req, func(nm *wire.Netmap) {
+			if !a.isConnected() {
+				a.wakeReport() // a new stream: the coordinator may have missed reports
+			}
 			a.setConnected(true, "")
 			b.reset()
 			if err := a.apply(nm, true); err != nil {
@@ -400,6 +459,10 @@ func (a *Agent) apply(nm *wire.Netmap, save bool) error {
 	first := a.netmap == nil || a.netmap.PolicyVersion != nm.PolicyVersion
 	a.netmap = nm
 	a.mu.Unlock()
+	select {
+	case a.netmapChanged <- struct{}{}:
+	default:
+	}
 	a.log.Info("netmap applied", "version", nm.Version, "peers", len(nm.Peers), "policy", nm.PolicyVersion, "rules", len(nm.Rules))
 	if first && nm.PolicyVersion == 0 && nm.Version != 0 {
 		a.log.Warn("the coordinator has no access policy: all inbound traffic is denied and there are no peers; set one with: wiremesh acl set FILE")
@@ -418,6 +481,12 @@ func (a *Agent) nameOf(ad netip.Addr) string {
 		return (*m)[ad]
 	}
 	return ""
+}
+
+func (a *Agent) isConnected() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.connected
 }
 
 func (a *Agent) setConnected(ok bool, why string) {

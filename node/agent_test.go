@@ -137,6 +137,7 @@ func testAgentConfig(t *testing.T, name, dir, joinKey string, eng *fakeEngine) C
 		StateDir: dir, JoinKey: joinKey, Name: name, Interface: "wm-" + name,
 		ListenPort: 40000 + int(name[0]), EnrollTimeout: waitFor,
 		NewEngine: eng.new, Logger: testLogger(t, "agent "+name),
+		DNSPort: -1, NoGossip: true, // the fake engine assigns no addresses to bind to
 	}
 }
 

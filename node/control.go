@@ -43,8 +43,22 @@ func (c *controlClient) close() { c.http.CloseIdleConnections() }
 // post sends a JSON request with a bearer token and returns the response
 // when it is 2xx; otherwise an error carrying the coordinator's message.
 func (c *controlClient) post(ctx context.Context, path, token string, body any) (*http.Response, error) {
+	return c.do(ctx, http.MethodPost, path, token, body)
+}
+
+// put sends a JSON request like post and discards a 2xx response.
+func (c *controlClient) put(ctx context.Context, path, token string, body any) error {
+	resp, err := c.do(ctx, http.MethodPut, path, token, body)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	return resp.Body.Close()
+}
+
+func (c *controlClient) do(ctx context.Context, method, path, token string, body any) (*http.Response, error) {
 	b, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url+path, bytes.NewReader(b))
+	req, err := http.NewRequestWithContext(ctx, method, c.url+path, bytes.NewReader(b))
 	if err != nil {
 		return nil, err
 	}

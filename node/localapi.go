@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
 
+	"github.com/wiremesh/wiremesh/gossip"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -41,6 +43,17 @@ type Status struct {
 	Peers []PeerStatus `json:"peers"`
 	// Services are the node's local services with their checks.
 	Services []ServiceStatus `json:"services"`
+	// Gossip is the serf member's traffic. Nil: gossip is not running.
+	Gossip *GossipStats `json:"gossip,omitempty"`
+	// DNS is the DNS server's loopback address. Empty: DNS is off.
+	DNS string `json:"dns,omitempty"`
+}
+
+// GossipStats are the serf member's counters.
+type GossipStats struct {
+	Members       int    `json:"members"` // alive, self included
+	BytesSent     uint64 `json:"bytes_sent"`
+	BytesReceived uint64 `json:"bytes_received"`
 }
 
 // FilterStats are the inbound packet filter's counters.
@@ -55,6 +68,14 @@ type PeerStatus struct {
 	Name      string   `json:"name"`
 	PublicKey string   `json:"public_key"`
 	Addresses []string `json:"addresses"`
+	// Gossip is the peer's serf status: "alive", "failed", "left", or
+	// empty when gossip does not know it (yet).
+	Gossip string `json:"gossip,omitempty"`
+	// RTT is the round-trip time serf's coordinates estimate. Zero:
+	// unknown.
+	RTT wire.Duration `json:"rtt,omitempty"`
+	// Services are the peer's services this node may reach.
+	Services []string `json:"services,omitempty"`
 	PeerStats
 }
 
@@ -86,10 +107,30 @@ func (a *Agent) Status() (Status, error) {
 	if err != nil {
 		return st, err
 	}
+	if a.dns != nil {
+		st.DNS = netip.AddrPortFrom(a.cfg.DNSAddr, uint16(a.cfg.DNSPort)).String()
+	}
+	members := map[string]gossip.MemberInfo{}
+	if m := a.gossip.Load(); m != nil {
+		gs := m.Stats()
+		st.Gossip = &GossipStats{BytesSent: gs.BytesSent, BytesReceived: gs.BytesReceived}
+		for _, mi := range m.Members() {
+			members[mi.Name] = mi
+			if mi.Status == gossip.Alive {
+				st.Gossip.Members++
+			}
+		}
+	}
 	for _, p := range nm.Peers {
 		ps := PeerStatus{Name: p.Name, PublicKey: p.PublicKey, PeerStats: stats[p.PublicKey]}
 		for _, ad := range p.Addresses {
 			ps.Addresses = append(ps.Addresses, ad.Addr().String())
+		}
+		if mi, ok := members[p.Name]; ok {
+			ps.Gossip, ps.RTT = mi.Status.String(), wire.Duration(mi.RTT)
+		}
+		for _, sv := range p.Services {
+			ps.Services = append(ps.Services, sv.Name)
 		}
 		st.Peers = append(st.Peers, ps)
 	}

@@ -17,8 +17,9 @@ import (
 // services holds the node's local services: those of the config file and
 // those registered at runtime through the local API, and runs their checks.
 type services struct {
-	file   string // the services file; empty: none
-	runner *health.Runner
+	file    string // the services file; empty: none
+	runner  *health.Runner
+	changed chan struct{} // a value after the definitions changed (buffered 1)
 
 	mu      sync.Mutex
 	fromCfg []service.Definition // guarded by mu; from the file
@@ -26,7 +27,7 @@ type services struct {
 }
 
 func newServices(file string, runner *health.Runner) *services {
-	return &services{file: file, runner: runner}
+	return &services{file: file, runner: runner, changed: make(chan struct{}, 1)}
 }
 
 // load reads the services file (if any). On error nothing changes.
@@ -62,6 +63,10 @@ func (s *services) applyLocked(fromCfg, runtime []service.Definition) error {
 		return err
 	}
 	s.fromCfg, s.runtime = fromCfg, runtime
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
 	return nil
 }
 
@@ -91,11 +96,12 @@ func (s *services) deregister(name string) error {
 
 // ServiceStatus is a local service and the state of its checks.
 type ServiceStatus struct {
-	Name   string          `json:"name"`
-	Port   uint16          `json:"port"`
-	Tags   []string        `json:"tags,omitempty"`
-	Health health.Status   `json:"health"`
-	Checks []health.Result `json:"checks"`
+	Name     string          `json:"name"`
+	Port     uint16          `json:"port"`
+	Protocol string          `json:"protocol"`
+	Tags     []string        `json:"tags,omitempty"`
+	Health   health.Status   `json:"health"`
+	Checks   []health.Result `json:"checks"`
 }
 
 // status lists the services with their checks.
@@ -106,7 +112,7 @@ func (s *services) status() []ServiceStatus {
 	results := s.runner.Results()
 	out := []ServiceStatus{}
 	for _, d := range defs {
-		st := ServiceStatus{Name: d.Name, Port: d.Port, Tags: d.Tags, Checks: []health.Result{}}
+		st := ServiceStatus{Name: d.Name, Port: d.Port, Protocol: d.Protocol, Tags: d.Tags, Checks: []health.Result{}}
 		for _, r := range results {
 			if r.Service == d.Name {
 				st.Checks = append(st.Checks, r)

@@ -16,7 +16,9 @@ import (
 //
 //	1 (2026-11-25): enrollment, streamed full netmaps with keep-alives;
 //	   policy version, filter rules and policy-filtered peers in netmaps.
-const ProtocolVersion = 1
+//	2 (2026-12-01): services in nodes (the catalog), gossip settings in
+//	   netmaps, PathServicesReport.
+const ProtocolVersion = 2
 
 // Paths of the coordinator's HTTPS API.
 const (
@@ -30,6 +32,20 @@ const (
 	// GET PathPolicy+"/history" → []Policy (without text);
 	// POST PathPolicy+"/rollback" RollbackRequest → Policy. (admin)
 	PathPolicy = "/v1/policy"
+	// PathServicesReport: PUT ServicesReport (node credential) → 204. The
+	// agent reports its services and their health after every change and
+	// on every new netmap stream.
+	PathServicesReport = "/v1/node/services"
+	// PathServices: GET → []CatalogService, every service with its
+	// instances and their reported health (admin).
+	PathServices = "/v1/services"
+	// PathGossipRotate: POST → GossipKeys. Makes a new gossip key primary
+	// and keeps the previous ones, so that members which have not yet
+	// heard of the new key still understand each other (admin).
+	PathGossipRotate = "/v1/gossip/rotate"
+	// PathGossipRetire: POST → GossipKeys. Removes every gossip key but
+	// the primary one; run it once the rotation reached every node (admin).
+	PathGossipRetire = "/v1/gossip/retire"
 )
 
 // Node is one member of the mesh as the coordinator knows it.
@@ -56,6 +72,93 @@ type Node struct {
 	Created time.Time `json:"created"`
 	// LastSeen is when the node last held a netmap stream. Zero: never.
 	LastSeen time.Time `json:"last_seen,omitzero"`
+	// Services are the services the node runs. Empty: none. In a netmap's
+	// peers, only the services the receiving node may reach under the
+	// policy are listed.
+	Services []Service `json:"services,omitempty"`
+}
+
+// Protocols of a Service.
+const (
+	ServiceTCP = "tcp"
+	ServiceUDP = "udp"
+)
+
+// Service is a service that a node runs, as the catalog lists it.
+type Service struct {
+	// Name is a DNS label: lowercase letters, digits and '-'.
+	Name string `json:"name"`
+	// Port is the service's port on the node's overlay addresses.
+	Port uint16 `json:"port"`
+	// Proto is ServiceTCP or ServiceUDP. Empty: ServiceTCP.
+	Proto string `json:"proto,omitempty"`
+	// Tags are DNS labels that select instances. Empty: none.
+	Tags []string `json:"tags,omitempty"`
+	// Health is "passing", "warning" or "critical", the worst of the
+	// checks as the node last reported it. Only set in reports and admin
+	// listings; in netmaps health travels by gossip instead. Empty: not
+	// reported.
+	Health string `json:"health,omitempty"`
+	// Checks are the service's checks as last reported. Only set in
+	// reports and admin listings. Empty: none.
+	Checks []CheckStatus `json:"checks,omitempty"`
+}
+
+// CheckStatus is the state of one health check.
+type CheckStatus struct {
+	// ID names the check on its node.
+	ID string `json:"id"`
+	// Status is "passing", "warning" or "critical".
+	Status string `json:"status"`
+	// Output is the check's last output, trimmed. Empty: none.
+	Output string `json:"output,omitempty"`
+}
+
+// ServicesReport is an agent's report of its services and their health.
+type ServicesReport struct {
+	// PublicKey must be the key the node enrolled with.
+	PublicKey string `json:"public_key"`
+	// Services replaces the node's services. Empty: it runs none.
+	Services []Service `json:"services"`
+}
+
+// CatalogService is one service with all its instances, for admins.
+type CatalogService struct {
+	Name      string            `json:"name"`
+	Instances []ServiceInstance `json:"instances"`
+}
+
+// ServiceInstance is a service on one node, for admins.
+type ServiceInstance struct {
+	// Node is the node's name; Addresses its overlay addresses.
+	Node      string         `json:"node"`
+	Addresses []netip.Prefix `json:"addresses"`
+	// Online reports whether the node holds a netmap stream now.
+	Online bool `json:"online"`
+	// Service carries port, protocol, tags and the reported health.
+	Service
+}
+
+// GossipPort is the TCP and UDP port of the agents' serf members. The
+// packet filter always lets it through between peers.
+const GossipPort = 7946
+
+// Gossip configures the agents' serf members.
+type Gossip struct {
+	// Port is the TCP and UDP port members listen on at their overlay
+	// addresses.
+	Port int `json:"port"`
+	// Keys are the base64 AES-256 keys gossip is encrypted with; Keys[0]
+	// encrypts, all of them decrypt. Never empty.
+	Keys []string `json:"keys"`
+}
+
+// GossipKeys describes the gossip keyring without the keys.
+type GossipKeys struct {
+	// Count is how many keys the ring holds, the primary included.
+	Count int `json:"count"`
+	// PrimaryCreated is when the primary key was made.
+	PrimaryCreated time.Time `json:"primary_created"`
 }
 
 // EnrollRequest asks the coordinator to admit a node. It is authenticated by
@@ -131,6 +234,9 @@ type Netmap struct {
 	// Rules are the node's inbound filter rules. Empty: nothing may open
 	// a flow to the node (replies to its own flows still pass).
 	Rules []FilterRule `json:"rules,omitempty"`
+	// Gossip configures the node's serf member. Nil: from a coordinator
+	// without gossip; the agent runs none.
+	Gossip *Gossip `json:"gossip,omitempty"`
 }
 
 // JoinKey describes a join key without its secret.

@@ -281,7 +281,50 @@ func nodesTable(w io.Writer, nodes []wire.Node) error {
 		if n.Online {
 			online = "online"
 		}
-		rows = append(rows, []string{n.Name, strings.Join(addrs, ","), online, ago(n.LastSeen), strings.Join(n.Endpoints, ","), strings.Join(n.Tags, ",")})
+		var svcs []string
+		for _, sv := range n.Services {
+			svcs = append(svcs, sv.Name+"("+orDash(sv.Health)+")")
+		}
+		rows = append(rows, []string{n.Name, strings.Join(addrs, ","), online, ago(n.LastSeen), orDash(strings.Join(n.Endpoints, ",")), orDash(strings.Join(n.Tags, ",")), orDash(strings.Join(svcs, ","))})
 	}
-	return table(w, "NAME\tADDRESSES\tSTATE\tLAST SEEN\tENDPOINTS\tTAGS", rows)
+	return table(w, "NAME\tADDRESSES\tSTATE\tLAST SEEN\tENDPOINTS\tTAGS\tSERVICES", rows)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func newGossipCmd() *cobra.Command {
+	var af adminFlags
+	cmd := &cobra.Command{Use: "gossip", Short: "Manage the gossip encryption keys"}
+	af.add(cmd.PersistentFlags())
+	show := func(info *wire.GossipKeys) func(io.Writer) error {
+		return func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "%d key(s); primary created %s\n", info.Count, info.PrimaryCreated.Format(time.RFC3339))
+			return err
+		}
+	}
+	rotate := &cobra.Command{
+		Use:   "rotate",
+		Short: "Make a new primary gossip key; old keys still decrypt until 'gossip retire'",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var info wire.GossipKeys
+			return af.call(cmd, http.MethodPost, wire.PathGossipRotate, struct{}{}, &info, show(&info))
+		},
+	}
+	retire := &cobra.Command{
+		Use:   "retire",
+		Short: "Remove every gossip key but the primary (once the rotation reached every node)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var info wire.GossipKeys
+			return af.call(cmd, http.MethodPost, wire.PathGossipRetire, struct{}{}, &info, show(&info))
+		},
+	}
+	cmd.AddCommand(rotate, retire)
+	return cmd
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -13,6 +15,11 @@ import (
 func newAgentCmd() *cobra.Command {
 	cfg := node.DefaultConfig()
 	var lf logFlags
+	var (
+		dnsAddr   string
+		upstreams []string
+		noDNS     bool
+	)
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the node agent",
@@ -26,6 +33,15 @@ restarts from, its last netmap.`,
 			var err error
 			if cfg.Logger, err = lf.logger(); err != nil {
 				return err
+			}
+			if cfg.DNSAddr, err = netip.ParseAddr(dnsAddr); err != nil || !cfg.DNSAddr.IsLoopback() {
+				return fmt.Errorf("bad --dns-addr %q: want a loopback address", dnsAddr)
+			}
+			if len(upstreams) > 0 {
+				cfg.DNS.Upstreams = upstreams
+			}
+			if noDNS {
+				cfg.DNSPort = -1
 			}
 			a, err := node.New(cfg)
 			if err != nil {
@@ -63,6 +79,18 @@ restarts from, its last netmap.`,
 	f.StringSliceVar(&cfg.Endpoints, "endpoint", nil, "extra IP:PORT endpoint to advertise to peers (repeatable)")
 	f.IntVar(&cfg.MTU, "mtu", cfg.MTU, "interface MTU")
 	f.StringVar(&cfg.ServicesFile, "config", "", "HuJSON file of local services and checks (reloaded on SIGHUP)")
+	f.BoolVar(&noDNS, "no-dns", false, "serve no DNS")
+	f.StringVar(&cfg.DNS.Domain, "dns-domain", cfg.DNS.Domain, "the mesh's DNS domain")
+	f.IntVar(&cfg.DNSPort, "dns-port", cfg.DNSPort, "DNS port (UDP and TCP) on --dns-addr and the overlay addresses")
+	f.StringVar(&dnsAddr, "dns-addr", cfg.DNSAddr.String(), "loopback address the DNS server listens on")
+	f.StringSliceVar(&upstreams, "dns-upstream", nil, "resolver (IP or IP:PORT) for names outside the mesh (repeatable; default: those of --resolv-conf)")
+	f.StringVar(&cfg.ResolvConf, "resolv-conf", cfg.ResolvConf, "file the upstream resolvers are read from")
+	f.DurationVar(&cfg.DNS.ServiceTTL, "dns-service-ttl", cfg.DNS.ServiceTTL, "TTL of service answers")
+	f.DurationVar(&cfg.DNS.NodeTTL, "dns-node-ttl", cfg.DNS.NodeTTL, "TTL of node and reverse answers")
+	f.DurationVar(&cfg.DNS.NegativeTTL, "dns-negative-ttl", cfg.DNS.NegativeTTL, "TTL of negative answers (the SOA minimum)")
+	f.IntVar(&cfg.DNS.MaxAnswers, "dns-max-answers", cfg.DNS.MaxAnswers, "instances in one service answer (-1: all)")
+	f.BoolVar(&cfg.DNS.OnlyPassing, "dns-only-passing", false, "leave instances with a warning check out of answers")
+	f.BoolVar(&cfg.DNS.NearByDefault, "dns-near", false, "order every service answer nearest first (as SVC.service.near.DOMAIN does)")
 	f.BoolVar(&cfg.NoFilter, "unsafe-no-filter", false, "turn the inbound packet filter off (only to measure its cost)")
 	f.MarkHidden("unsafe-no-filter")
 	lf.add(f)

@@ -39,8 +39,19 @@ func localCall(dir, method, path string, body io.Reader) error {
 
 func newServicesCmd() *cobra.Command {
 	var stateDir string
-	cmd := &cobra.Command{Use: "services", Short: "Register local services with the agent"}
-	cmd.PersistentFlags().StringVar(&stateDir, "state-dir", "/var/lib/wiremesh-agent", "the agent's state dir")
+	cmd := &cobra.Command{Use: "services", Short: "Register local services with the agent; list the mesh's services"}
+	var af adminFlags
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List every service of the mesh with its instances and their health (admin)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var svcs []wire.CatalogService
+			return af.call(cmd, http.MethodGet, wire.PathServices, nil, &svcs, func(w io.Writer) error { return servicesTable(w, svcs) })
+		},
+	}
+	af.add(list.Flags())
+	cmd.AddCommand(list)
 	register := &cobra.Command{
 		Use:   "register FILE",
 		Short: "Register the services in FILE (a service object or a services file) until the agent stops",
@@ -61,8 +72,37 @@ func newServicesCmd() *cobra.Command {
 			return localCall(stateDir, http.MethodDelete, "/v1/services/"+url.PathEscape(args[0]), nil)
 		},
 	}
+	for _, c := range []*cobra.Command{register, deregister} {
+		c.Flags().StringVar(&stateDir, "state-dir", "/var/lib/wiremesh-agent", "the agent's state dir")
+	}
 	cmd.AddCommand(register, deregister)
 	return cmd
+}
+
+func servicesTable(w io.Writer, svcs []wire.CatalogService) error {
+	var rows [][]string
+	for _, cs := range svcs {
+		for _, in := range cs.Instances {
+			addr := "-"
+			if len(in.Addresses) > 0 {
+				addr = in.Addresses[0].Addr().String()
+			}
+			proto := in.Proto
+			if proto == "" {
+				proto = wire.ServiceTCP
+			}
+			var checks []string
+			for _, c := range in.Checks {
+				checks = append(checks, c.ID+"="+c.Status)
+			}
+			online := "offline"
+			if in.Online {
+				online = "online"
+			}
+			rows = append(rows, []string{cs.Name, in.Node, fmt.Sprintf("%s:%d/%s", addr, in.Port, proto), online, orDash(in.Health), orDash(strings.Join(in.Tags, ",")), orDash(strings.Join(checks, " "))})
+		}
+	}
+	return table(w, "SERVICE\tNODE\tADDRESS\tNODE STATE\tHEALTH\tTAGS\tCHECKS", rows)
 }
 
 func newChecksCmd() *cobra.Command {

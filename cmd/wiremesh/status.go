@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/wiremesh/wiremesh/node"
@@ -77,9 +78,19 @@ func newStatusCmd() *cobra.Command {
 				if ep == "" {
 					ep = "-"
 				}
-				rows = append(rows, []string{p.Name, strings.Join(p.Addresses, ","), ep, ago(p.LastHandshake), fmt.Sprint(p.RxBytes), fmt.Sprint(p.TxBytes)})
+				rtt := "-"
+				if p.RTT > 0 {
+					rtt = time.Duration(p.RTT).Round(time.Microsecond).String()
+				}
+				rows = append(rows, []string{p.Name, strings.Join(p.Addresses, ","), ep, ago(p.LastHandshake), fmt.Sprint(p.RxBytes), fmt.Sprint(p.TxBytes), orDash(p.Gossip), rtt, orDash(strings.Join(p.Services, ","))})
 			}
-			if err := table(out, "PEER\tADDRESSES\tENDPOINT\tHANDSHAKE\tRX\tTX", rows); err != nil {
+			if st.Gossip != nil {
+				fmt.Fprintf(out, "gossip:      %d members alive; %d bytes sent, %d received\n", st.Gossip.Members, st.Gossip.BytesSent, st.Gossip.BytesReceived)
+			}
+			if st.DNS != "" {
+				fmt.Fprintf(out, "dns:         %s and the overlay addresses\n\n", st.DNS)
+			}
+			if err := table(out, "PEER\tADDRESSES\tENDPOINT\tHANDSHAKE\tRX\tTX\tGOSSIP\tRTT\tSERVICES", rows); err != nil {
 				return err
 			}
 			if len(st.Services) == 0 {

@@ -198,8 +198,10 @@ func (m *mesh) addAgent(name string, extra ...string) *agent {
 // start starts the agent process and waits until its interface is up.
 func (a *agent) start(t *testing.T, extra ...string) {
 	t.Helper()
+	// An empty resolv.conf: nothing is forwarded out of the lab unless a
+	// test names an upstream in it.
 	args := append([]string{bin, "agent", "--state-dir", a.stateDir, "--name", a.name,
-		"--interface", a.iface, "--log-format", "json"}, extra...)
+		"--interface", a.iface, "--log-format", "json", "--resolv-conf", "/dev/null"}, extra...)
 	a.proc = a.host.Start(t, "agent", nil, args...)
 	if err := a.proc.WaitLog(`"msg":"agent up"`, 15*time.Second); err != nil {
 		t.Fatalf("agent %s did not come up: %v\n%s", a.name, err, a.proc.Log())
@@ -372,6 +374,12 @@ func (m *mesh) assertNoSecrets(t *testing.T) {
 			if _, v, ok := strings.Cut(n.Credential, "."); ok {
 				secrets = append(secrets, v)
 			}
+		}
+	}
+	for _, a := range m.agents {
+		var nm wire.Netmap
+		if b, err := os.ReadFile(filepath.Join(a.stateDir, "netmap.json")); err == nil && json.Unmarshal(b, &nm) == nil && nm.Gossip != nil {
+			secrets = append(secrets, nm.Gossip.Keys...)
 		}
 	}
 	procs := []*lab.Proc{m.coord}

@@ -1,0 +1,247 @@
+package coordinator
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/wiremesh/wiremesh/wire"
+)
+
+// Limits on what an agent may report.
+const (
+	maxServices    = 64   // per node
+	maxChecks      = 32   // per service
+	maxServiceTags = 32   // per service
+	maxCheckOutput = 1024 // bytes kept of a check's output
+	gossipKeyBytes = 32   // AES-256
+)
+
+var labelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// reportedHealth is the last reported health of one service.
+type reportedHealth struct {
+	Health string             `json:"health"`
+	Checks []wire.CheckStatus `json:"checks,omitempty"`
+}
+
+// validServices checks an agent's report and returns the definitions
+// (without health) in a canonical form, and the health by service name.
+func validServices(svcs []wire.Service) ([]wire.Service, map[string]reportedHealth, error) {
+	if len(svcs) > maxServices {
+		return nil, nil, fmt.Errorf("%w: %d services; the limit is %d", ErrInvalid, len(svcs), maxServices)
+	}
+	defs := make([]wire.Service, 0, len(svcs))
+	health := make(map[string]reportedHealth, len(svcs))
+	for i, sv := range svcs {
+		what := fmt.Sprintf("service %d", i+1)
+		if !labelRE.MatchString(sv.Name) {
+			return nil, nil, fmt.Errorf("%w: %s: bad name %q: want a DNS label (lowercase letters, digits, '-')", ErrInvalid, what, sv.Name)
+		}
+		what = fmt.Sprintf("service %q", sv.Name)
+		if _, dup := health[sv.Name]; dup {
+			return nil, nil, fmt.Errorf("%w: %s is listed twice", ErrInvalid, what)
+		}
+		if sv.Port == 0 {
+			return nil, nil, fmt.Errorf("%w: %s: port 0", ErrInvalid, what)
+		}
+		switch sv.Proto {
+		case "", wire.ServiceTCP:
+			sv.Proto = ""
+		case wire.ServiceUDP:
+		default:
+			return nil, nil, fmt.Errorf("%w: %s: bad protocol %q: want tcp or udp", ErrInvalid, what, sv.Proto)
+		}
+		if len(sv.Tags) > maxServiceTags {
+			return nil, nil, fmt.Errorf("%w: %s: %d tags; the limit is %d", ErrInvalid, what, len(sv.Tags), maxServiceTags)
+		}
+		for _, t := range sv.Tags {
+			if !labelRE.MatchString(t) {
+				return nil, nil, fmt.Errorf("%w: %s: bad tag %q: want a DNS label", ErrInvalid, what, t)
+			}
+		}
+		if !validHealth(sv.Health) {
+			return nil, nil, fmt.Errorf("%w: %s: bad health %q: want passing, warning or critical", ErrInvalid, what, sv.Health)
+		}
+		if len(sv.Checks) > maxChecks {
+			return nil, nil, fmt.Errorf("%w: %s: %d checks; the limit is %d", ErrInvalid, what, len(sv.Checks), maxChecks)
+		}
+		checks := slices.Clone(sv.Checks)
+		for j, c := range checks {
+			if c.ID == "" || len(c.ID) > 128 || !validHealth(c.Status) || c.Status == "" {
+				return nil, nil, fmt.Errorf("%w: %s: check %d: want an id (at most 128 bytes) and a status of passing, warning or critical", ErrInvalid, what, j+1)
+			}
+			if len(c.Output) > maxCheckOutput {
+				checks[j].Output = c.Output[:maxCheckOutput]
+			}
+		}
+		health[sv.Name] = reportedHealth{Health: sv.Health, Checks: checks}
+		defs = append(defs, wire.Service{Name: sv.Name, Port: sv.Port, Proto: sv.Proto, Tags: sv.Tags})
+	}
+	slices.SortFunc(defs, func(a, b wire.Service) int { return cmp.Compare(a.Name, b.Name) })
+	return defs, health, nil
+}
+
+func validHealth(h string) bool {
+	return h == "" || h == "passing" || h == "warning" || h == "critical"
+}
+
+// SetServices records node id's services and their health. Definitions
+// that differ from the stored ones are written in a versioned transaction
+// (they change netmaps and may change the compiled policy) and the new
+// version is returned; health alone is written without bumping the
+// version, and 0 is returned.
+func (s *Store) SetServices(ctx context.Context, id int64, svcs []wire.Service) (uint64, error) {
+	defs, health, err := validServices(svcs)
+	if err != nil {
+		return 0, err
+	}
+	dj, _ := json.Marshal(defs)
+	hj, _ := json.Marshal(health)
+	var cur string
+	if err := s.db.QueryRowContext(ctx, "SELECT services FROM nodes WHERE id = ?", id).Scan(&cur); err != nil {
+		return 0, fmt.Errorf("read services: %w", err)
+	}
+	if cur == string(dj) {
+		if _, err := s.db.ExecContext(ctx, "UPDATE nodes SET health = ? WHERE id = ?", string(hj), id); err != nil {
+			return 0, fmt.Errorf("write health: %w", err)
+		}
+		return 0, nil
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "UPDATE nodes SET services = ?, health = ? WHERE id = ?", string(dj), string(hj), id)
+		if err != nil {
+			return fmt.Errorf("write services: %w", err)
+		}
+		return nil
+	})
+}
+
+// ServiceHealth returns the last reported health of every node's
+// services, by node id and service name.
+func (s *Store) ServiceHealth(ctx context.Context) (map[int64]map[string]reportedHealth, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT id, health FROM nodes")
+	if err != nil {
+		return nil, fmt.Errorf("read health: %w", err)
+	}
+	defer rows.Close()
+	out := map[int64]map[string]reportedHealth{}
+	for rows.Next() {
+		var id int64
+		var hj string
+		if err := rows.Scan(&id, &hj); err != nil {
+			return nil, fmt.Errorf("read health: %w", err)
+		}
+		var h map[string]reportedHealth
+		if err := json.Unmarshal([]byte(hj), &h); err != nil {
+			return nil, fmt.Errorf("node %d: bad stored health: %w", id, err)
+		}
+		out[id] = h
+	}
+	return out, rows.Err()
+}
+
+// withHealth returns n's services with their reported health filled in.
+func withHealth(n wire.Node, h map[string]reportedHealth) []wire.Service {
+	out := slices.Clone(n.Services)
+	for i := range out {
+		if r, ok := h[out[i].Name]; ok {
+			out[i].Health, out[i].Checks = r.Health, r.Checks
+		}
+	}
+	return out
+}
+
+// newGossipKey returns a random gossip key in base64.
+func newGossipKey() string {
+	k := make([]byte, gossipKeyBytes)
+	rand.Read(k)
+	return base64.StdEncoding.EncodeToString(k)
+}
+
+// initGossipKey creates the first gossip key of a new database.
+func (s *Store) initGossipKey() error {
+	var n int
+	if err := s.db.QueryRow("SELECT count(*) FROM gossip_keys").Scan(&n); err != nil {
+		return fmt.Errorf("read gossip keys: %w", err)
+	}
+	if n > 0 {
+		return nil
+	}
+	_, err := s.db.Exec("INSERT INTO gossip_keys(key, created, is_primary) VALUES(?, ?, 1)", newGossipKey(), s.now().UnixMilli())
+	if err != nil {
+		return fmt.Errorf("create gossip key: %w", err)
+	}
+	return nil
+}
+
+// gossipKeysTx returns the keyring, the primary key first, then the
+// others newest first.
+func gossipKeysTx(ctx context.Context, tx *sql.Tx) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, "SELECT key FROM gossip_keys ORDER BY is_primary DESC, id DESC")
+	if err != nil {
+		return nil, fmt.Errorf("read gossip keys: %w", err)
+	}
+	defer rows.Close()
+	var keys []string
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return nil, fmt.Errorf("read gossip keys: %w", err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, rows.Err()
+}
+
+// RotateGossipKey makes a new primary gossip key and keeps the old ones
+// for decryption until RetireGossipKeys.
+func (s *Store) RotateGossipKey(ctx context.Context, actor string) (wire.GossipKeys, error) {
+	_, err := s.tx(ctx, func(tx *sql.Tx) error {
+		now := s.now()
+		if _, err := tx.ExecContext(ctx, "UPDATE gossip_keys SET is_primary = 0"); err != nil {
+			return fmt.Errorf("rotate gossip key: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, "INSERT INTO gossip_keys(key, created, is_primary) VALUES(?, ?, 1)", newGossipKey(), now.UnixMilli()); err != nil {
+			return fmt.Errorf("rotate gossip key: %w", err)
+		}
+		return audit(ctx, tx, now, actor, "gossip.rotate", "", "")
+	})
+	if err != nil {
+		return wire.GossipKeys{}, err
+	}
+	return s.GossipKeyInfo(ctx)
+}
+
+// RetireGossipKeys removes every gossip key but the primary.
+func (s *Store) RetireGossipKeys(ctx context.Context, actor string) (wire.GossipKeys, error) {
+	_, err := s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM gossip_keys WHERE is_primary = 0"); err != nil {
+			return fmt.Errorf("retire gossip keys: %w", err)
+		}
+		return audit(ctx, tx, s.now(), actor, "gossip.retire", "", "")
+	})
+	if err != nil {
+		return wire.GossipKeys{}, err
+	}
+	return s.GossipKeyInfo(ctx)
+}
+
+// GossipKeyInfo describes the keyring.
+func (s *Store) GossipKeyInfo(ctx context.Context) (wire.GossipKeys, error) {
+	var info wire.GossipKeys
+	var created int64
+	err := s.db.QueryRowContext(ctx, "SELECT count(*), max(CASE WHEN is_primary = 1 THEN created ELSE 0 END) FROM gossip_keys").Scan(&info.Count, &created)
+	if err != nil {
+		return info, fmt.Errorf("read gossip keys: %w", err)
+	}
+	info.PrimaryCreated = fromMillis(created).UTC().Truncate(time.Millisecond)
+	return info, nil
+}

@@ -1,0 +1,109 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/wiremesh/wiremesh/dns"
+	"golang.org/x/sys/unix"
+)
+
+// startDNS starts the DNS server on the loopback address and the node's
+// overlay addresses, unless DNS is off. It answers this host only: a query
+// from anywhere else is refused, since the catalog is this node's view of
+// what it may reach.
+func (a *Agent) startDNS() error {
+	if a.cfg.DNSPort < 0 {
+		return nil
+	}
+	port := uint16(a.cfg.DNSPort)
+	listen := []netip.AddrPort{netip.AddrPortFrom(a.cfg.DNSAddr, port)}
+	for _, p := range a.id.Node.Addresses {
+		listen = append(listen, netip.AddrPortFrom(p.Addr(), port))
+	}
+	cfg := a.cfg.DNS
+	cfg.Prefixes = a.id.Prefixes
+	cfg.Logger = a.log.With("sub", "dns")
+	own := a.id.Node.Addresses
+	cfg.AllowQuerier = func(q netip.Addr) bool {
+		return q.IsLoopback() || slices.ContainsFunc(own, func(p netip.Prefix) bool { return p.Addr() == q })
+	}
+	if cfg.Upstreams == nil {
+		ups, err := dns.ReadResolvConf(a.cfg.ResolvConf)
+		if err != nil {
+			a.log.Warn("no upstream resolvers: names outside the mesh get REFUSED", "err", err)
+		}
+		cfg.Upstreams = withoutSelf(ups, listen)
+	}
+	srv, err := dns.New(cfg)
+	if err != nil {
+		return err
+	}
+	for _, ap := range listen {
+		if err := serveDNS(srv, ap); err != nil {
+			srv.Close()
+			return err
+		}
+	}
+	a.dns = srv
+	a.log.Info("dns up", "addr", listen[0].String(), "domain", cfg.Domain, "upstreams", len(cfg.Upstreams))
+	return nil
+}
+
+// freebind lets a socket bind an address before it is usable on its
+// interface (an IPv6 address on a link that is not up yet).
+var freebind = net.ListenConfig{Control: func(network, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		if strings.HasSuffix(network, "6") {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
+		} else {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
+		}
+	})
+	return errors.Join(err, serr)
+}}
+
+// serveDNS has srv answer on UDP and TCP at ap.
+func serveDNS(srv *dns.Server, ap netip.AddrPort) error {
+	network := "4"
+	if ap.Addr().Is6() {
+		network = "6"
+	}
+	ctx := context.Background()
+	pc, err := freebind.ListenPacket(ctx, "udp"+network, ap.String())
+	if err != nil {
+		return fmt.Errorf("dns listen: %w", err)
+	}
+	l, err := freebind.Listen(ctx, "tcp"+network, ap.String())
+	if err != nil {
+		pc.Close()
+		return fmt.Errorf("dns listen: %w", err)
+	}
+	return srv.Serve(pc, l)
+}
+
+// withoutSelf drops the upstreams that are the server itself, which would
+// make a forwarding loop.
+func withoutSelf(ups []string, self []netip.AddrPort) []string {
+	return slices.DeleteFunc(ups, func(u string) bool {
+		host, port, err := net.SplitHostPort(u)
+		if err != nil {
+			return false
+		}
+		a, err1 := netip.ParseAddr(host)
+		p, err2 := strconv.ParseUint(port, 10, 16)
+		if err1 != nil || err2 != nil {
+			return false
+		}
+		ap := netip.AddrPortFrom(a.Unmap(), uint16(p))
+		return slices.Contains(self, ap) || a.IsUnspecified() && slices.ContainsFunc(self, func(s netip.AddrPort) bool { return s.Port() == ap.Port() })
+	})
+}
