@@ -9,18 +9,24 @@ import (
 )
 
 // BenchmarkIdleGossip starts 20 members on loopback, lets them settle and
-// measures the idle traffic of each over 10 s from Stats. It runs once,
-// whatever b.N.
+// measures the idle traffic of each from Stats: probes, acks and gossip,
+// and the push/pull state syncs over TCP that each member starts every
+// 30 s. Memberlist starts a member's first periodic sync 30 to 60 s after
+// it started, so the benchmark waits 62 s, then measures over one whole
+// 30-s sync period (every member syncs exactly once in it). It runs once,
+// whatever b.N, and takes about 95 s.
 func BenchmarkIdleGossip(b *testing.B) {
 	const n = 20
+	const window = 30 * time.Second
+	started := time.Now()
 	ms, _ := cluster(b, n)
-	time.Sleep(5 * time.Second) // let the join broadcasts die down
+	time.Sleep(time.Until(started.Add(62 * time.Second)))
 	before := make([]Stats, n)
 	for i, m := range ms {
 		before[i] = m.Stats()
 	}
 	t0 := time.Now()
-	time.Sleep(10 * time.Second)
+	time.Sleep(window)
 	secs := time.Since(t0).Seconds()
 	var sent, recv, pkts uint64
 	for i, m := range ms {

@@ -15,14 +15,18 @@ import (
 const DefaultPort = 7946
 
 // The fast-failover defaults. With them a member that stops answering
-// (killed, or its host gone) is marked Failed by the others in about 2 s
-// on a sub-millisecond overlay: the next probe of it (within one probe
-// interval), a probe round (one interval: direct, indirect and TCP
-// probes), then a suspicion of SuspicionMult × max(1, log10(n)) probe
-// intervals (1 s for up to 10 members, 1.3 s for 20, 2 s for 100) and a
-// gossip round to spread the verdict. SuspicionMult 2 also turns off
-// Lifeguard's confirmation scheme, which would start suspicion at
-// SuspicionMaxTimeoutMult times that.
+// (killed, or its host gone) is marked Failed by every other member in
+// about 2 s on a sub-millisecond overlay: the next probe of it (some
+// member probes it in most 400-ms rounds), one probe round (direct probe,
+// then indirect and TCP probes until the round ends), a suspicion of
+// SuspicionMult × max(1, log10(members)) probe intervals (0.8 s up to 10
+// members, 1 s at 20, 1.6 s at 100) and a gossip round to spread the
+// verdict. Measured on loopback with 20 members (BenchmarkFailover):
+// median 1.75 s, slowest of 20 crashes 3.3 s, against 2.5 s and 2.8 s
+// with 500/250 ms, for 25% more idle traffic (about 730 B/s sent per
+// member). SuspicionMult 2 also turns off Lifeguard's confirmation
+// scheme, which would start suspicion at SuspicionMaxTimeoutMult times
+// the shortest one.
 const (
 	DefaultProbeInterval           = 400 * time.Millisecond
 	DefaultProbeTimeout            = 200 * time.Millisecond

@@ -8,7 +8,7 @@
 // member that stops answering is suspected, then Failed when it has not
 // refuted in time. The defaults are tuned for fast failover on a
 // sub-millisecond overlay: a killed agent is Failed at every other member
-// in about 2 s (probe every 500 ms, 250 ms timeout, suspicion of
+// in about 2 s (probe every 400 ms, 200 ms timeout, suspicion of
 // 2 × max(1, log10(members)) probe intervals). A member that Closes
 // leaves gracefully and is Left. A failed agent that restarts with the
 // same name and address and Joins its peers is Alive again at once.

@@ -318,8 +318,9 @@ func cloneKeys(keys [][]byte) [][]byte {
 }
 
 // Members returns the current snapshot of the mesh: every member serf
-// knows, this one included, sorted by name. The slice is the caller's;
-// the Health maps are shared and must not be modified.
+// knows, this one included, sorted by name; after Close, the last one.
+// The slice is the caller's; the Health maps are shared and must not be
+// modified.
 func (m *Member) Members() []MemberInfo {
 	return slices.Clone(*m.snap.Load())
 }

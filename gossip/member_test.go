@@ -119,11 +119,10 @@ func TestCrashIsFailedCloseIsLeft(t *testing.T) {
 		t.Fatalf("crash: %v", err)
 	}
 	for _, m := range ms[:2] {
-		d := waitFor(t, 5*time.Second, m.name+" sees m2 failed", func() bool {
+		waitFor(t, 5*time.Second, m.name+" sees m2 failed", func() bool {
 			return statusOfName(m, "m2") == Failed
 		})
 		t.Logf("%s marked the crashed m2 failed after %v", m.name, time.Since(t0).Round(time.Millisecond))
-		_ = d
 	}
 
 	t0 = time.Now()

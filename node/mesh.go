@@ -72,28 +72,32 @@ func (a *Agent) runMesh(ctx context.Context) {
 			}
 		}
 		local := a.svc.status()
+		var members []gossip.MemberInfo
+		if m != nil {
+			members = m.Members()
+		}
+		a.setCatalog(nm, local, members, m != nil)
 		if m != nil && healthDirty {
+			// After the catalog: SetHealth waits (up to 0.5 s) for the
+			// change to be gossiped.
 			if err := m.SetHealth(gossipHealth(local)); err != nil {
 				a.log.Error("service health not gossiped", "err", err)
 			}
 			healthDirty = false
 		}
-		var members []gossip.MemberInfo
-		if m != nil {
-			members = m.Members()
-			if !inJoin {
-				if addrs := toJoin(nm, members); len(addrs) > 0 {
-					inJoin = true
-					joining.Add(1)
-					go func() {
-						defer joining.Done()
-						a.join(joinCtx, m, addrs)
-						joined <- struct{}{}
-					}()
-				}
-			}
+		var addrs []netip.AddrPort
+		if m != nil && !inJoin {
+			addrs = toJoin(nm, members)
 		}
-		a.setCatalog(nm, local, members, m != nil)
+		if len(addrs) > 0 {
+			inJoin = true
+			joining.Add(1)
+			go func() {
+				defer joining.Done()
+				a.join(joinCtx, m, addrs)
+				joined <- struct{}{}
+			}()
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -10,6 +10,7 @@ need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v wg >/dev/null || need+=(wireguard-tools)
+command -v dig >/dev/null || need+=(dnsutils)
 if [ ${#need[@]} -gt 0 ]; then
 	echo "demo: installing ${need[*]}"
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -56,11 +57,17 @@ admin=(--token-file "$dir/coord/admin.token")
 policy=$(dirname "$0")/../examples/demo-policy.hujson
 ip netns exec $p-coord "$bin" acl set "$policy" "${admin[@]}" >/dev/null
 tags=(x tag:web tag:api tag:db)
+# Each tier runs its service; the api reports in through a ttl check.
+mkdir -p "$dir/etc"
+echo '{"services": [{"name": "web", "port": 80}]}' >"$dir/etc/host1.hujson"
+echo '{"services": [{"name": "api", "port": 8080, "tags": ["v1"], "checks": [{"id": "api-ttl", "ttl": "1h"}]}]}' >"$dir/etc/host2.hujson"
+echo '{"services": [{"name": "db", "port": 5432}]}' >"$dir/etc/host3.hujson"
 
 for n in 1 2 3; do
 	key=$(ip netns exec $p-coord "$bin" keys create --tag "${tags[$n]}" "${admin[@]}")
+	# The hosts have no way out of the demo: nothing to forward DNS to.
 	ip netns exec $p-host$n "$bin" agent --join "$key" --state-dir "$dir/host$n" --name host$n \
-		--interface wmdemo$n >"$dir/host$n.log" 2>&1 &
+		--interface wmdemo$n --config "$dir/etc/host$n.hujson" --resolv-conf /dev/null >"$dir/host$n.log" 2>&1 &
 	pids+=($!)
 done
 for n in 1 2 3; do
@@ -81,6 +88,19 @@ echo "demo: host1 → host3, denied (web may not reach db; they are not even pee
 ip netns exec $p-host1 ping -c 2 -W 1 "$a3" | tail -2 || true
 echo "demo: host2 → host1, denied (the api may not open flows to web):"
 ip netns exec $p-host2 ping -c 2 -W 1 "$(addr host1)" | tail -2 || true
+echo
+echo "demo: DNS on host1: the api is critical until it reports in, so no answer yet:"
+ip netns exec $p-host1 dig +short @127.0.0.1 api.service.mesh.internal
+ip netns exec $p-host2 "$bin" checks pass api-ttl --state-dir "$dir/host2"
+sleep 0.5
+echo "demo: the api reported in (wiremesh checks pass api-ttl); host1 asks again:"
+ip netns exec $p-host1 dig +short @127.0.0.1 api.service.mesh.internal
+ip netns exec $p-host1 dig +short @127.0.0.1 api.service.mesh.internal SRV
+echo "demo: host1 may not reach db, so for host1 it does not exist; host2 finds it:"
+ip netns exec $p-host1 dig @127.0.0.1 db.service.mesh.internal | grep -o 'status: [A-Z]*'
+ip netns exec $p-host2 dig +short @127.0.0.1 db.service.mesh.internal
+echo
+ip netns exec $p-coord "$bin" services list "${admin[@]}"
 cat <<MSG
 
 The mesh is up. Try, in another shell (as root):
@@ -94,6 +114,9 @@ The mesh is up. Try, in another shell (as root):
   ip netns exec $p-coord $bin acl check my-policy.hujson   # what a change would do
   ip netns exec $p-coord $bin nodes tag host3 tag:db tag:api  # host1 may now reach host3
   ip netns exec $p-coord $bin nodes delete host3
+  ip netns exec $p-host1 dig @127.0.0.1 _api._v1.service.mesh.internal SRV
+  ip netns exec $p-host2 $bin checks fail api-ttl --state-dir $dir/host2   # gone from host1's answers
+  ip netns exec $p-coord $bin services list
 
 Logs are in $dir/*.log. Press Ctrl-C to stop and remove everything.
 MSG

@@ -477,6 +477,46 @@ func TestFailover(t *testing.T) {
 		return func(got []string) bool { return slices.Contains(got, ad) }
 	}
 
+	// Every agent sees every other alive in gossip, with an RTT estimate.
+	waitFor(t, 10*time.Second, "gossip alive with RTT estimates", func() bool {
+		for _, o := range observers {
+			st := o.status(t)
+			if len(st.Peers) != 3 || st.Gossip == nil || st.Gossip.Members != 4 {
+				return false
+			}
+			for _, p := range st.Peers {
+				if p.Gossip != "alive" || p.RTT <= 0 {
+					return false
+				}
+			}
+		}
+		return true
+	})
+
+	// Rotate the gossip key and retire the old one: the pool holds
+	// together, as the kills and restarts below show.
+	keys := func(a *agent) int {
+		var nm wire.Netmap
+		b, _ := os.ReadFile(filepath.Join(a.stateDir, "netmap.json"))
+		if json.Unmarshal(b, &nm) != nil || nm.Gossip == nil {
+			return 0
+		}
+		return len(nm.Gossip.Keys)
+	}
+	m.cli("gossip", "rotate")
+	waitFor(t, 5*time.Second, "two gossip keys everywhere", func() bool {
+		return !slices.ContainsFunc(observers, func(a *agent) bool { return keys(a) != 2 })
+	})
+	m.cli("gossip", "retire")
+	waitFor(t, 5*time.Second, "one gossip key everywhere", func() bool {
+		return !slices.ContainsFunc(observers, func(a *agent) bool { return keys(a) != 1 })
+	})
+	for _, o := range observers {
+		if !strings.Contains(o.proc.Log(), "gossip keys changed") {
+			t.Errorf("%s did not change its gossip keys", o.name)
+		}
+	}
+
 	// SIGKILL h2: gone everywhere else within 5 s.
 	webs[1].proc.Kill()
 	others := []*agent{client, webs[0], webs[2]}

@@ -18,6 +18,9 @@ var forbidden = map[string][]string{
 	"credential":  {"coordinator", "node", "cmd/wiremesh"},
 	"node":        {"coordinator", "cmd/wiremesh", "test/lab"},
 	"coordinator": {"node", "cmd/wiremesh", "test/lab"},
+	"acl":         {"coordinator", "node", "cmd/wiremesh"},
+	"dns":         {"coordinator", "node", "acl", "gossip", "cmd/wiremesh"},
+	"gossip":      {"coordinator", "node", "acl", "dns", "cmd/wiremesh"},
 }
 
 func TestDependencies(t *testing.T) {

@@ -1,0 +1,163 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/wiremesh/wiremesh/wire"
+)
+
+// TestServicesCatalog: reported services reach peers' netmaps only where
+// the policy lets them reach the service; svc: selectors follow the
+// catalog; health alone changes no netmap but shows in the admin listings.
+func TestServicesCatalog(t *testing.T) {
+	ts := startServer(t, time.Hour)
+	jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Reusable: true})
+	a := ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: "a"})
+	b := ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: "b"})
+	ts.setPolicy(t, `{"acls": [{"action": "accept", "src": ["*"], "dst": ["svc:web"], "proto": "tcp"}]}`)
+	sa := ts.openStream(t, a.Credential, wire.MapRequest{PublicKey: a.Node.PublicKey})
+	first := sa.netmap(t, "the first netmap", func(*wire.Netmap) bool { return true })
+	if len(first.Peers) != 0 {
+		t.Fatalf("before b runs web, a's peers are %v", peerNames(first))
+	}
+
+	report := func(cred, key string, svcs ...wire.Service) (int, []byte) {
+		return ts.doJSON(t, "PUT", wire.PathServicesReport, cred, wire.ServicesReport{PublicKey: key, Services: svcs})
+	}
+	web := wire.Service{Name: "web", Port: 8080, Tags: []string{"v2"}, Health: "passing",
+		Checks: []wire.CheckStatus{{ID: "web:1", Status: "passing", Output: "HTTP 200"}}}
+	db := wire.Service{Name: "db", Port: 5432, Proto: "tcp", Health: "critical"}
+	if code, body := report(b.Credential, b.Node.PublicKey, web, db); code != http.StatusNoContent {
+		t.Fatalf("report: %d %s", code, body)
+	}
+	nm := sa.netmap(t, "b running web", func(nm *wire.Netmap) bool { return len(nm.Peers) == 1 })
+	want := []wire.Service{{Name: "web", Port: 8080, Tags: []string{"v2"}}} // db is not reachable; no health in netmaps
+	if d := cmp.Diff(want, nm.Peers[0].Services); d != "" {
+		t.Errorf("a's view of b's services (-want +got):\n%s", d)
+	}
+	if len(nm.Rules) != 0 {
+		t.Errorf("a runs nothing, yet has inbound rules %v", nm.Rules)
+	}
+
+	// Health alone does not bump the version.
+	ver, _ := ts.c.store.Version(context.Background())
+	web.Health, web.Checks[0].Status = "critical", "critical"
+	if code, body := report(b.Credential, b.Node.PublicKey, web, db); code != http.StatusNoContent {
+		t.Fatalf("report: %d %s", code, body)
+	}
+	if v, _ := ts.c.store.Version(context.Background()); v != ver {
+		t.Errorf("a health report changed the state version %d → %d", ver, v)
+	}
+	code, body := ts.do(t, "GET", wire.PathServices, ts.admin, nil)
+	if code != http.StatusOK {
+		t.Fatalf("services list: %d %s", code, body)
+	}
+	var cat []wire.CatalogService
+	decodeStrict(t, body, &cat)
+	if len(cat) != 2 || cat[0].Name != "db" || cat[1].Name != "web" || cat[1].Instances[0].Node != "b" ||
+		cat[1].Instances[0].Health != "critical" || cat[1].Instances[0].Checks[0].Output != "HTTP 200" || cat[1].Instances[0].Online {
+		t.Errorf("services list: %+v", cat)
+	}
+	code, body = ts.do(t, "GET", wire.PathNodes, ts.admin, nil)
+	var nodes []wire.Node
+	decodeStrict(t, body, &nodes)
+	if code != http.StatusOK || len(nodes) != 2 || len(nodes[1].Services) != 2 || nodes[1].Services[1].Health != "critical" {
+		t.Errorf("nodes list: %d %+v", code, nodes)
+	}
+
+	// Deregistering web removes b from a's peers: svc:web matches nothing.
+	if code, body := report(b.Credential, b.Node.PublicKey, db); code != http.StatusNoContent {
+		t.Fatalf("report: %d %s", code, body)
+	}
+	sa.netmap(t, "b without web", func(nm *wire.Netmap) bool { return len(nm.Peers) == 0 })
+}
+
+func TestServicesReportRefusals(t *testing.T) {
+	ts := startServer(t, time.Hour)
+	jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{})
+	a := ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: "a"})
+	many := make([]wire.Service, maxServices+1)
+	for i := range many {
+		many[i] = wire.Service{Name: fmt.Sprintf("s%d", i), Port: 1}
+	}
+	for _, tt := range []struct {
+		name string
+		cred string
+		body any
+		code int
+		msg  string
+	}{
+		{"no credential", "", wire.ServicesReport{PublicKey: a.Node.PublicKey}, 401, "node credential required"},
+		{"admin token", ts.admin, wire.ServicesReport{PublicKey: a.Node.PublicKey}, 401, ""},
+		{"other key", a.Credential, wire.ServicesReport{PublicKey: newPublicKey(t)}, 403, "public key does not match"},
+		{"bad name", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Services: []wire.Service{{Name: "Web", Port: 1}}}, 400, `service 1: bad name "Web"`},
+		{"port 0", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Services: []wire.Service{{Name: "web"}}}, 400, `service "web": port 0`},
+		{"bad proto", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Services: []wire.Service{{Name: "web", Port: 1, Proto: "sctp"}}}, 400, `bad protocol "sctp"`},
+		{"twice", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Services: []wire.Service{{Name: "web", Port: 1}, {Name: "web", Port: 2}}}, 400, "listed twice"},
+		{"bad tag", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Services: []wire.Service{{Name: "web", Port: 1, Tags: []string{"a b"}}}}, 400, `bad tag "a b"`},
+		{"bad health", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Services: []wire.Service{{Name: "web", Port: 1, Health: "ok"}}}, 400, `bad health "ok"`},
+		{"bad check", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Services: []wire.Service{{Name: "web", Port: 1, Checks: []wire.CheckStatus{{ID: "x"}}}}}, 400, "check 1"},
+		{"too many", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Services: many}, 400, "the limit is 64"},
+		{"malformed", a.Credential, `{"public_key": x}`, 400, "malformed JSON at byte 16"},
+	} {
+		var code int
+		var body []byte
+		if s, ok := tt.body.(string); ok {
+			code, body = ts.do(t, "PUT", wire.PathServicesReport, tt.cred, strings.NewReader(s))
+		} else {
+			code, body = ts.doJSON(t, "PUT", wire.PathServicesReport, tt.cred, tt.body)
+		}
+		if code != tt.code || !strings.Contains(errorOf(t, body).Error, tt.msg) {
+			t.Errorf("%s: %d %s, want %d with %q", tt.name, code, body, tt.code, tt.msg)
+		}
+	}
+	// Nothing was stored.
+	nodes, _, _ := ts.c.store.Nodes(context.Background())
+	if len(nodes[0].Services) != 0 {
+		t.Errorf("refused reports stored services %v", nodes[0].Services)
+	}
+}
+
+// TestGossipKeys: netmaps carry the keyring; rotate makes a new primary
+// and keeps the old key; retire drops it.
+func TestGossipKeys(t *testing.T) {
+	ts := startServer(t, time.Hour)
+	jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{})
+	a := ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: "a"})
+	s := ts.openStream(t, a.Credential, wire.MapRequest{PublicKey: a.Node.PublicKey})
+	nm := s.netmap(t, "the first netmap", func(*wire.Netmap) bool { return true })
+	if nm.Gossip == nil || nm.Gossip.Port != wire.GossipPort || len(nm.Gossip.Keys) != 1 || len(nm.Gossip.Keys[0]) != 44 {
+		t.Fatalf("gossip settings %+v", nm.Gossip)
+	}
+	old := nm.Gossip.Keys[0]
+
+	if code, _ := ts.do(t, "POST", wire.PathGossipRotate, "", nil); code != http.StatusUnauthorized {
+		t.Errorf("rotate without a token: %d", code)
+	}
+	code, body := ts.do(t, "POST", wire.PathGossipRotate, ts.admin, nil)
+	var info wire.GossipKeys
+	decodeStrict(t, body, &info)
+	if code != http.StatusOK || info.Count != 2 || info.PrimaryCreated.IsZero() {
+		t.Fatalf("rotate: %d %s", code, body)
+	}
+	nm = s.netmap(t, "two keys", func(nm *wire.Netmap) bool { return len(nm.Gossip.Keys) == 2 })
+	if nm.Gossip.Keys[1] != old || nm.Gossip.Keys[0] == old {
+		t.Errorf("after rotate: keys %v, want a new primary before %s", nm.Gossip.Keys, old)
+	}
+	primary := nm.Gossip.Keys[0]
+	code, body = ts.do(t, "POST", wire.PathGossipRetire, ts.admin, nil)
+	if code != http.StatusOK {
+		t.Fatalf("retire: %d %s", code, body)
+	}
+	nm = s.netmap(t, "one key", func(nm *wire.Netmap) bool { return len(nm.Gossip.Keys) == 1 })
+	if !slices.Equal(nm.Gossip.Keys, []string{primary}) {
+		t.Errorf("after retire: keys %v, want [%s]", nm.Gossip.Keys, primary)
+	}
+}
