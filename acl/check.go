@@ -302,3 +302,35 @@ func subtractPorts(a, b []wire.PortRange) []wire.PortRange {
 	}
 	return out
 }
+
+// Grant is one protocol that a node may open flows with to another, and
+// its destination ports (nil for protocols without ports).
+type Grant struct {
+	Proto uint8
+	Ports []wire.PortRange
+}
+
+// String returns "tcp/443,8080-8090" or "icmp".
+func (g Grant) String() string {
+	if len(g.Ports) == 0 {
+		return ProtoName(g.Proto)
+	}
+	return ProtoName(g.Proto) + "/" + portsString(g.Ports)
+}
+
+// Access returns what node src may open to node dst, by protocol number;
+// nil if nothing or if either is unknown.
+func (c *Compiled) Access(src, dst int64) []Grant {
+	si, ok1 := c.index[src]
+	di, ok2 := c.index[dst]
+	if !ok1 || !ok2 || si == di || c.policy == nil {
+		return nil
+	}
+	a := c.accessOf(si, di)
+	out := make([]Grant, 0, len(a))
+	for p, ps := range a {
+		out = append(out, Grant{Proto: p, Ports: ps})
+	}
+	slices.SortFunc(out, func(x, y Grant) int { return int(x.Proto) - int(y.Proto) })
+	return out
+}

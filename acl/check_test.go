@@ -522,3 +522,33 @@ func TestChangeString(t *testing.T) {
 		}
 	}
 }
+
+func TestAccess(t *testing.T) {
+	c := mustCompile(t, strings.Replace(testsPolicy, "TESTS", "", 1), smallInventory())
+	const web1, web2, api1, db1 = 1, 2, 3, 4
+	str := func(gs []Grant) string {
+		var parts []string
+		for _, g := range gs {
+			parts = append(parts, g.String())
+		}
+		return strings.Join(parts, " ")
+	}
+	for _, tt := range []struct {
+		src, dst int64
+		want     string
+	}{
+		{web1, api1, "icmp tcp/22,443,8000-8099 udp/22,443 icmpv6"},
+		{api1, web1, ""},
+		{api1, db1, "icmp icmpv6"},
+		{web1, web2, ""},
+		{web1, web1, ""},
+		{web1, 999, ""},
+	} {
+		if got := str(c.Access(tt.src, tt.dst)); got != tt.want {
+			t.Errorf("Access(%d, %d) = %q, want %q", tt.src, tt.dst, got, tt.want)
+		}
+	}
+	if got := Compile(nil, smallInventory()).Access(web1, api1); got != nil {
+		t.Errorf("no policy: Access = %v, want nil", got)
+	}
+}

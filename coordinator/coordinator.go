@@ -106,7 +106,7 @@ func New(cfg Config) (*Coordinator, Files, error) {
 }
 
 func (c *Coordinator) writeAdminToken(path string) error {
-	sec, err := c.store.CreateAdminToken(context.Background(), "coordinator")
+	sec, err := c.store.CreateAdminToken(context.Background(), "coordinator", "first token, written to admin.token")
 	if err != nil {
 		return err
 	}

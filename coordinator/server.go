@@ -34,6 +34,12 @@ func (c *Coordinator) Handler() http.Handler {
 	mux.HandleFunc("POST "+wire.PathJoinKeys, c.admin(c.handleCreateJoinKey))
 	mux.HandleFunc("DELETE "+wire.PathJoinKeys+"/{id}", c.admin(c.handleRevokeJoinKey))
 	mux.HandleFunc("PUT "+wire.PathNodes+"/{name}/tags", c.admin(c.handleSetTags))
+	mux.HandleFunc("GET "+wire.PathNodes+"/{name}", c.admin(c.handleNode))
+	mux.HandleFunc("POST "+wire.PathNodes+"/{name}/expire", c.admin(c.handleExpireNode))
+	mux.HandleFunc("GET "+wire.PathAudit, c.admin(c.handleAudit))
+	mux.HandleFunc("GET "+wire.PathAdminTokens, c.admin(c.handleAdminTokens))
+	mux.HandleFunc("POST "+wire.PathAdminTokens, c.admin(c.handleCreateAdminToken))
+	mux.HandleFunc("DELETE "+wire.PathAdminTokens+"/{id}", c.admin(c.handleRevokeAdminToken))
 	mux.HandleFunc("GET "+wire.PathPolicy, c.admin(c.handleGetPolicy))
 	mux.HandleFunc("PUT "+wire.PathPolicy, c.admin(c.handleSetPolicy))
 	mux.HandleFunc("POST "+wire.PathPolicy+"/check", c.admin(c.handleCheckPolicy))
@@ -43,6 +49,7 @@ func (c *Coordinator) Handler() http.Handler {
 	mux.HandleFunc("GET "+wire.PathServices, c.admin(c.handleServices))
 	mux.HandleFunc("POST "+wire.PathGossipRotate, c.admin(c.handleGossipRotate))
 	mux.HandleFunc("POST "+wire.PathGossipRetire, c.admin(c.handleGossipRetire))
+	c.mountUI(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path), nil)
 	})
@@ -69,6 +76,10 @@ func (c *Coordinator) admin(h http.HandlerFunc) http.HandlerFunc {
 			err = c.store.CheckAdminToken(r.Context(), sec)
 		}
 		if err != nil {
+			if _, nerr := c.store.NodeByCredential(r.Context(), sec); nerr == nil {
+				writeError(w, http.StatusForbidden, "a node credential cannot call the admin API", nil)
+				return
+			}
 			writeError(w, http.StatusUnauthorized, "admin token required: "+err.Error(), nil)
 			return
 		}
@@ -197,6 +208,9 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error(), nil)
 		return
 	}
+	if err := c.store.SetAgentVersion(r.Context(), node.ID, req.Version); err != nil {
+		c.log.Warn("agent version not recorded", "node", node.Name, "err", err)
+	}
 	c.setOnline(node.ID, 1)
 	defer c.setOnline(node.ID, -1)
 	c.store.Touch(r.Context(), node.ID, time.Now())
@@ -283,7 +297,11 @@ func (c *Coordinator) recordEndpoints(r *http.Request, id int64, req wire.MapReq
 }
 
 func (c *Coordinator) handleNodes(w http.ResponseWriter, r *http.Request) {
-	nodes, _, err := c.store.Nodes(r.Context())
+	after, limit, ok := page(w, r)
+	if !ok {
+		return
+	}
+	nodes, _, err := c.store.NodePage(r.Context(), after, limit)
 	if err != nil {
 		c.writeStoreError(w, err)
 		return
@@ -299,6 +317,9 @@ func (c *Coordinator) handleNodes(w http.ResponseWriter, r *http.Request) {
 	for i := range nodes {
 		nodes[i].Online = c.isOnline(nodes[i].ID)
 		nodes[i].Services = withHealth(nodes[i], health[nodes[i].ID])
+	}
+	if len(nodes) == limit {
+		setNext(w, r, nodes[len(nodes)-1].ID, limit)
 	}
 	writeJSON(w, http.StatusOK, nodes)
 }

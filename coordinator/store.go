@@ -36,8 +36,11 @@ var schemaV2 string
 //go:embed schema3.sql
 var schemaV3 string
 
+//go:embed schema4.sql
+var schemaV4 string
+
 // migrations are applied in order; PRAGMA user_version counts those done.
-var migrations = []string{schemaV1, schemaV2, schemaV3}
+var migrations = []string{schemaV1, schemaV2, schemaV3, schemaV4}
 
 // Store keeps the coordinator's state in a SQLite database. Every change is
 // one transaction; a crash leaves either all of it or none.
@@ -205,16 +208,17 @@ func (s *Store) Version(ctx context.Context) (uint64, error) {
 	return strconv.ParseUint(v, 10, 64)
 }
 
-const nodeColumns = "id, name, public_key, host_index, tags, endpoints, created, last_seen, services"
+const nodeColumns = "id, name, public_key, host_index, tags, endpoints, created, last_seen, services, expires, version"
 
 func (s *Store) scanNode(sc interface{ Scan(...any) error }) (wire.Node, error) {
 	var n wire.Node
 	var idx int64
 	var tags, eps, svcs string
-	var created, seen int64
-	if err := sc.Scan(&n.ID, &n.Name, &n.PublicKey, &idx, &tags, &eps, &created, &seen, &svcs); err != nil {
+	var created, seen, expires int64
+	if err := sc.Scan(&n.ID, &n.Name, &n.PublicKey, &idx, &tags, &eps, &created, &seen, &svcs, &expires, &n.Version); err != nil {
 		return n, err
 	}
+	n.Expires = fromMillis(expires)
 	if err := json.Unmarshal([]byte(svcs), &n.Services); err != nil {
 		return n, fmt.Errorf("node %s: bad stored services: %w", n.Name, err)
 	}
@@ -236,12 +240,6 @@ func (s *Store) scanNode(sc interface{ Scan(...any) error }) (wire.Node, error) 
 	return n, nil
 }
 
-// Nodes returns every node, ordered by id, and the state version they
-// belong to.
-func (s *Store) Nodes(ctx context.Context) ([]wire.Node, uint64, error) {
-	st, err := s.State(ctx)
-	return st.Nodes, st.Version, err
-}
 
 // State is everything netmaps are built from, at one state version.
 type State struct {
@@ -259,20 +257,11 @@ func (s *Store) State(ctx context.Context) (State, error) {
 		return st, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, "SELECT "+nodeColumns+" FROM nodes ORDER BY id")
-	if err != nil {
-		return st, fmt.Errorf("list nodes: %w", err)
+	if st.Nodes, err = s.scanNodes(ctx, tx, "WHERE expires = 0 OR expires > ? ORDER BY id", s.now().UnixMilli()); err != nil {
+		return st, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		n, err := s.scanNode(rows)
-		if err != nil {
-			return st, fmt.Errorf("list nodes: %w", err)
-		}
-		st.Nodes = append(st.Nodes, n)
-	}
-	if err := rows.Err(); err != nil {
-		return st, fmt.Errorf("list nodes: %w", err)
+	for i := range st.Nodes {
+		st.Nodes[i].Version, st.Nodes[i].Expires = "", time.Time{} // for admins only
 	}
 	var created int64
 	pol := &st.Policy
@@ -522,12 +511,16 @@ func (s *Store) node(ctx context.Context, where string, arg any) (wire.Node, err
 func (s *Store) NodeByCredential(ctx context.Context, cred credential.Secret) (wire.Node, error) {
 	var id int64
 	var hash string
-	err := s.db.QueryRowContext(ctx, "SELECT id, cred_hash FROM nodes WHERE cred_id = ?", cred.ID).Scan(&id, &hash)
+	var expires int64
+	err := s.db.QueryRowContext(ctx, "SELECT id, cred_hash, expires FROM nodes WHERE cred_id = ?", cred.ID).Scan(&id, &hash, &expires)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && !cred.Matches(hash)) {
 		return wire.Node{}, fmt.Errorf("%w: unknown node credential (node deleted?)", ErrDenied)
 	}
 	if err != nil {
 		return wire.Node{}, fmt.Errorf("read credential: %w", err)
+	}
+	if expires != 0 && expires <= s.now().UnixMilli() {
+		return wire.Node{}, fmt.Errorf("%w: the node expired; re-enroll it with a join key and an empty state dir", ErrDenied)
 	}
 	return s.node(ctx, "id = ?", id)
 }
@@ -646,11 +639,14 @@ func (s *Store) RevokeJoinKey(ctx context.Context, actor, id string) error {
 }
 
 // CreateAdminToken makes an admin token; the returned secret is not stored.
-func (s *Store) CreateAdminToken(ctx context.Context, actor string) (credential.Secret, error) {
+func (s *Store) CreateAdminToken(ctx context.Context, actor, comment string) (credential.Secret, error) {
+	if len(comment) > 200 {
+		return credential.Secret{}, fmt.Errorf("%w: comment longer than 200 bytes", ErrInvalid)
+	}
 	now := s.now()
 	sec := credential.NewSecret("ad")
 	_, err := s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, "INSERT INTO admin_tokens(id, hash, created) VALUES(?, ?, ?)", sec.ID, sec.Hash(), now.UnixMilli())
+		_, err := tx.ExecContext(ctx, "INSERT INTO admin_tokens(id, hash, created, comment) VALUES(?, ?, ?, ?)", sec.ID, sec.Hash(), now.UnixMilli(), comment)
 		if err != nil {
 			return fmt.Errorf("insert admin token: %w", err)
 		}

@@ -276,7 +276,7 @@ func TestStoreSurvivesReopen(t *testing.T) {
 	s, path := openTestStore(t)
 	key := newJoinKey(t, s, wire.CreateJoinKeyRequest{Reusable: true, Tags: []string{"tag:x"}})
 	newJoinKey(t, s, wire.CreateJoinKeyRequest{Expiry: wire.Duration(time.Hour)})
-	adm, err := s.CreateAdminToken(ctx, "test")
+	adm, err := s.CreateAdminToken(ctx, "test", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -498,7 +498,7 @@ func TestTouchKeepsVersion(t *testing.T) {
 func TestCheckAdminToken(t *testing.T) {
 	ctx := context.Background()
 	s, _ := openTestStore(t)
-	tok, err := s.CreateAdminToken(ctx, "test")
+	tok, err := s.CreateAdminToken(ctx, "test", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -546,7 +546,7 @@ func TestVersionIncreases(t *testing.T) {
 		return err
 	})
 	step("revoke", func() error { return s.RevokeJoinKey(ctx, "test", key.ID) })
-	step("admin token", func() error { _, err := s.CreateAdminToken(ctx, "test"); return err })
+	step("admin token", func() error { _, err := s.CreateAdminToken(ctx, "test", ""); return err })
 	step("delete", func() error { _, err := s.DeleteNode(ctx, "test", "a"); return err })
 }
 

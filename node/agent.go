@@ -79,6 +79,9 @@ type Config struct {
 	// Port, Keys and Logger from the netmap. Zero fields: gossip's
 	// defaults.
 	Gossip gossip.Config
+	// Version is the agent's wiremesh version, reported to the
+	// coordinator. Empty: not reported.
+	Version string
 	// NoFilter turns the inbound packet filter off: every peer reaches
 	// every port. Only for measuring the filter's cost; never in service.
 	NoFilter bool
@@ -301,8 +304,18 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer a.engine.Close()
-	// The data path is up (its port is ours) before enrolling, so a node
-	// is never enrolled by an agent that cannot run.
+	// The data path and DNS are up (their ports are ours) before
+	// enrolling, so a node is never enrolled by an agent that cannot run.
+	loopDNS, err := a.listenLoopbackDNS()
+	if err != nil {
+		return err
+	}
+	dnsTaken := false // startDNS owns loopDNS
+	defer func() {
+		if !dnsTaken {
+			loopDNS.close()
+		}
+	}()
 	if err := a.enrollOnce(ctx); err != nil {
 		return err
 	}
@@ -318,7 +331,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if err := a.apply(self, false); err != nil {
 		return err
 	}
-	if err := a.startDNS(); err != nil {
+	dnsTaken = true
+	if err := a.startDNS(loopDNS); err != nil {
 		return err
 	}
 	if a.dns != nil {
@@ -402,7 +416,7 @@ func (a *Agent) trimMemory(ctx context.Context) {
 // follow keeps a netmap stream open, reconnecting with backoff, until ctx
 // is done or the coordinator refuses the node.
 func (a *Agent) follow(ctx context.Context) error {
-	req := wire.MapRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: a.key.PublicKey().String(), ListenPort: a.cfg.ListenPort, Endpoints: a.cfg.Endpoints}
+	req := wire.MapRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: a.key.PublicKey().String(), ListenPort: a.cfg.ListenPort, Endpoints: a.cfg.Endpoints, Version: a.cfg.Version}
 	for b := newBackoff(); ; {
 		err := a.ctl.stream(ctx, a.id.Credential, req, func(nm *wire.Netmap) {
 			if !a.isConnected() {

@@ -15,18 +15,52 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// startDNS starts the DNS server on the loopback address and the node's
-// overlay addresses, unless DNS is off. It answers this host only: a query
-// from anywhere else is refused, since the catalog is this node's view of
-// what it may reach.
-func (a *Agent) startDNS() error {
+// dnsSockets are the UDP and TCP sockets of one DNS address.
+type dnsSockets struct {
+	pc net.PacketConn
+	l  net.Listener
+}
+
+func (d dnsSockets) close() {
+	if d.pc != nil {
+		d.pc.Close()
+		d.l.Close()
+	}
+}
+
+// listenLoopbackDNS takes the DNS port on the loopback address, unless DNS
+// is off (zero sockets). The agent does it before it enrolls, so that a
+// node is never enrolled by an agent that cannot serve.
+func (a *Agent) listenLoopbackDNS() (dnsSockets, error) {
 	if a.cfg.DNSPort < 0 {
+		return dnsSockets{}, nil
+	}
+	return listenDNS(netip.AddrPortFrom(a.cfg.DNSAddr, uint16(a.cfg.DNSPort)))
+}
+
+// startDNS starts the DNS server on the loopback sockets and the node's
+// overlay addresses; it takes the sockets over. It answers this host
+// only: a query from anywhere else is refused, since the catalog is this
+// node's view of what it may reach.
+func (a *Agent) startDNS(loop dnsSockets) error {
+	if loop.pc == nil {
 		return nil
 	}
 	port := uint16(a.cfg.DNSPort)
 	listen := []netip.AddrPort{netip.AddrPortFrom(a.cfg.DNSAddr, port)}
+	socks := []dnsSockets{loop}
+	defer func() {
+		for _, s := range socks {
+			s.close()
+		}
+	}()
 	for _, p := range a.id.Node.Addresses {
-		listen = append(listen, netip.AddrPortFrom(p.Addr(), port))
+		ap := netip.AddrPortFrom(p.Addr(), port)
+		s, err := listenDNS(ap)
+		if err != nil {
+			return err
+		}
+		listen, socks = append(listen, ap), append(socks, s)
 	}
 	cfg := a.cfg.DNS
 	cfg.Prefixes = a.id.Prefixes
@@ -46,8 +80,10 @@ func (a *Agent) startDNS() error {
 	if err != nil {
 		return err
 	}
-	for _, ap := range listen {
-		if err := serveDNS(srv, ap); err != nil {
+	for len(socks) > 0 {
+		s := socks[0]
+		socks = socks[1:]
+		if err := srv.Serve(s.pc, s.l); err != nil { // Serve owns s now, even on error
 			srv.Close()
 			return err
 		}
@@ -71,23 +107,24 @@ var freebind = net.ListenConfig{Control: func(network, _ string, c syscall.RawCo
 	return errors.Join(err, serr)
 }}
 
-// serveDNS has srv answer on UDP and TCP at ap.
-func serveDNS(srv *dns.Server, ap netip.AddrPort) error {
+// listenDNS binds UDP and TCP at ap.
+func listenDNS(ap netip.AddrPort) (dnsSockets, error) {
 	network := "4"
 	if ap.Addr().Is6() {
 		network = "6"
 	}
+	const hint = "(another DNS server on this port? see --dns-port, --dns-addr, --no-dns)"
 	ctx := context.Background()
 	pc, err := freebind.ListenPacket(ctx, "udp"+network, ap.String())
 	if err != nil {
-		return fmt.Errorf("dns listen: %w", err)
+		return dnsSockets{}, fmt.Errorf("dns listen: %w %s", err, hint)
 	}
 	l, err := freebind.Listen(ctx, "tcp"+network, ap.String())
 	if err != nil {
 		pc.Close()
-		return fmt.Errorf("dns listen: %w", err)
+		return dnsSockets{}, fmt.Errorf("dns listen: %w %s", err, hint)
 	}
-	return srv.Serve(pc, l)
+	return dnsSockets{pc, l}, nil
 }
 
 // withoutSelf drops the upstreams that are the server itself, which would

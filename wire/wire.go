@@ -46,6 +46,32 @@ const (
 	// PathGossipRetire: POST → GossipKeys. Removes every gossip key but
 	// the primary one; run it once the rotation reached every node (admin).
 	PathGossipRetire = "/v1/gossip/retire"
+	// PathAudit: GET → []AuditEntry, newest first (admin). Paginated.
+	PathAudit = "/v1/audit"
+	// PathAdminTokens: GET → []AdminToken; POST CreateAdminTokenRequest →
+	// CreateAdminTokenResponse; DELETE PathAdminTokens+"/ID" (admin).
+	PathAdminTokens = "/v1/admin-tokens"
+)
+
+// Admin API conventions, for every path above marked admin:
+//
+//   - Authorization: Bearer SECRET of an admin token; 401 without a valid
+//     one, 403 with a node credential.
+//   - Errors: a non-2xx status and an Error body.
+//   - Bodies: at most 1 MiB (413 beyond), one JSON value, unknown fields
+//     refused (400 with the position).
+//   - Paginated lists take ?limit=N (default DefaultPageSize, at most
+//     MaxPageSize) and ?after=CURSOR, and name the next page in a
+//     `Link: <URL>; rel="next"` header; the last page has none.
+//
+// Node paths under PathNodes+"/NAME": GET → NodeDetail; DELETE;
+// PUT .../tags SetTagsRequest; POST .../expire → Node (cuts the node off:
+// its peers drop it and its credential is refused; it must re-enroll).
+
+// Page sizes of paginated lists.
+const (
+	DefaultPageSize = 1000
+	MaxPageSize     = 10000
 )
 
 // Node is one member of the mesh as the coordinator knows it.
@@ -76,6 +102,72 @@ type Node struct {
 	// peers, only the services the receiving node may reach under the
 	// policy are listed.
 	Services []Service `json:"services,omitempty"`
+	// Version is the agent's wiremesh version, as it last reported it.
+	// Only set in admin listings. Empty: not known.
+	Version string `json:"version,omitempty"`
+	// Expires is when the node stops being admitted: from then on its
+	// peers drop it and its credential is refused, and it must re-enroll.
+	// Zero: never. Only set in admin listings.
+	Expires time.Time `json:"expires,omitzero"`
+}
+
+// NodeDetail is one node with its peers and its access under the policy,
+// for admins.
+type NodeDetail struct {
+	Node Node `json:"node"`
+	// Peers are the names of the nodes it may exchange traffic with.
+	Peers []string `json:"peers"`
+	// Reaches lists what the node may open flows to; ReachedBy who may
+	// open flows to it. Empty: nothing.
+	Reaches   []Access `json:"reaches"`
+	ReachedBy []Access `json:"reached_by"`
+}
+
+// Access is what one node may open to another under the policy.
+type Access struct {
+	// Node is the other node.
+	Node string `json:"node"`
+	// Proto is "tcp", "udp", "icmp" or a protocol number.
+	Proto string `json:"proto"`
+	// Ports are the destination ports (TCP, UDP). Empty for protocols
+	// without ports.
+	Ports []PortRange `json:"ports,omitempty"`
+	// Text is the access as a person reads it: "api-1 tcp/443,8080".
+	Text string `json:"text"`
+}
+
+// AuditEntry is one admin change (or enrollment) in the audit log.
+type AuditEntry struct {
+	ID     int64     `json:"id"`
+	Time   time.Time `json:"time"`
+	Actor  string    `json:"actor"`  // the admin token id, or the join key id for enrollments
+	Action string    `json:"action"` // e.g. "node.delete", "policy.set"
+	Target string    `json:"target"` // what it acted on, e.g. a node name
+	Detail string    `json:"detail,omitempty"`
+}
+
+// AdminToken describes an admin token without its secret.
+type AdminToken struct {
+	ID      string    `json:"id"`
+	Comment string    `json:"comment,omitempty"`
+	Created time.Time `json:"created"`
+	// Revoked is when it was revoked. Zero: it is valid.
+	Revoked time.Time `json:"revoked,omitzero"`
+}
+
+// CreateAdminTokenRequest asks for a new admin token.
+type CreateAdminTokenRequest struct {
+	// Comment says who or what the token is for. Empty: none.
+	Comment string `json:"comment,omitempty"`
+}
+
+// CreateAdminTokenResponse returns a new admin token; its secret is shown
+// only here.
+type CreateAdminTokenResponse struct {
+	Token AdminToken `json:"token"`
+	// AdminToken is the complete token string (URL, pin and secret), as
+	// admin.token holds it.
+	AdminToken string `json:"admin_token"`
 }
 
 // Protocols of a Service.
@@ -202,6 +294,9 @@ type MapRequest struct {
 	// come before the address the coordinator observes. Empty: only the
 	// observed address is advertised.
 	Endpoints []string `json:"endpoints,omitempty"`
+	// Version is the agent's wiremesh version, shown to admins. Empty:
+	// not told.
+	Version string `json:"version,omitempty"`
 }
 
 // MapMessage is one newline-delimited JSON message of a netmap stream.

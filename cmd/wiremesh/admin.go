@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -73,6 +75,32 @@ func (a *adminFlags) client() (*adminClient, error) {
 // do sends a request and decodes a 2xx JSON answer into out (if non-nil);
 // other answers become errors with the coordinator's message.
 func (c *adminClient) do(ctx context.Context, method, path string, body, out any) error {
+	_, err := c.doHeader(ctx, method, path, body, out)
+	return err
+}
+
+// linkNext matches the next page of a Link header.
+var linkNext = regexp.MustCompile(`<([^>]+)>;\s*rel="next"`)
+
+// getAll GETs every page of a paginated list, following Link headers.
+func getAll[T any](ctx context.Context, c *adminClient, path string) ([]T, error) {
+	all := []T{}
+	for path != "" {
+		var page []T
+		h, err := c.doHeader(ctx, http.MethodGet, path, nil, &page)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		path = ""
+		if m := linkNext.FindStringSubmatch(h.Get("Link")); m != nil {
+			path = m[1]
+		}
+	}
+	return all, nil
+}
+
+func (c *adminClient) doHeader(ctx context.Context, method, path string, body, out any) (http.Header, error) {
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
@@ -80,7 +108,7 @@ func (c *adminClient) do(ctx context.Context, method, path string, body, out any
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.url+path, rd)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	if body != nil {
@@ -88,12 +116,12 @@ func (c *adminClient) do(ctx context.Context, method, path string, body, out any
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("reach coordinator: %w", err)
+		return nil, fmt.Errorf("reach coordinator: %w", err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("read answer: %w", err)
+		return nil, fmt.Errorf("read answer: %w", err)
 	}
 	if resp.StatusCode/100 != 2 {
 		var e struct {
@@ -101,16 +129,16 @@ func (c *adminClient) do(ctx context.Context, method, path string, body, out any
 			Detail json.RawMessage `json:"detail"`
 		}
 		if json.Unmarshal(raw, &e) != nil || e.Error == "" {
-			return fmt.Errorf("coordinator: HTTP %d: %.200s", resp.StatusCode, raw)
+			return nil, fmt.Errorf("coordinator: HTTP %d: %.200s", resp.StatusCode, raw)
 		}
-		return &apiError{status: resp.StatusCode, msg: e.Error, detail: e.Detail}
+		return nil, &apiError{status: resp.StatusCode, msg: e.Error, detail: e.Detail}
 	}
 	if out != nil {
 		if err := json.Unmarshal(raw, out); err != nil {
-			return fmt.Errorf("bad answer: %w", err)
+			return nil, fmt.Errorf("bad answer: %w", err)
 		}
 	}
-	return nil
+	return resp.Header, nil
 }
 
 // call sends one admin request and prints its answer out: as JSON with
@@ -245,8 +273,36 @@ func newNodesCmd() *cobra.Command {
 		Short: "List nodes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var nodes []wire.Node
-			return af.call(cmd, http.MethodGet, wire.PathNodes, nil, &nodes, func(w io.Writer) error { return nodesTable(w, nodes) })
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			nodes, err := getAll[wire.Node](cmd.Context(), c, wire.PathNodes)
+			if err != nil {
+				return err
+			}
+			if af.asJSON {
+				return printJSON(cmd.OutOrStdout(), nodes)
+			}
+			return nodesTable(cmd.OutOrStdout(), nodes)
+		},
+	}
+	get := &cobra.Command{
+		Use:   "get NAME",
+		Short: "Show a node, its peers, services and access under the policy",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var d wire.NodeDetail
+			return af.call(cmd, http.MethodGet, wire.PathNodes+"/"+url.PathEscape(args[0]), nil, &d, func(w io.Writer) error { return nodeDetail(w, d) })
+		},
+	}
+	expire := &cobra.Command{
+		Use:   "expire NAME",
+		Short: "Expire a node now: its peers drop it, its credential is refused, it must re-enroll",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var n wire.Node
+			return af.call(cmd, http.MethodPost, wire.PathNodes+"/"+url.PathEscape(args[0])+"/expire", struct{}{}, &n, nil)
 		},
 	}
 	del := &cobra.Command{
@@ -266,7 +322,7 @@ func newNodesCmd() *cobra.Command {
 			return af.call(cmd, http.MethodPut, wire.PathNodes+"/"+args[0]+"/tags", wire.SetTagsRequest{Tags: tags}, nil, nil)
 		},
 	}
-	cmd.AddCommand(list, del, tag)
+	cmd.AddCommand(list, get, del, tag, expire)
 	return cmd
 }
 
@@ -278,16 +334,39 @@ func nodesTable(w io.Writer, nodes []wire.Node) error {
 			addrs = append(addrs, a.Addr().String())
 		}
 		online := "offline"
-		if n.Online {
+		switch {
+		case !n.Expires.IsZero() && !n.Expires.After(time.Now()):
+			online = "expired"
+		case n.Online:
 			online = "online"
 		}
 		var svcs []string
 		for _, sv := range n.Services {
 			svcs = append(svcs, sv.Name+"("+orDash(sv.Health)+")")
 		}
-		rows = append(rows, []string{n.Name, strings.Join(addrs, ","), online, ago(n.LastSeen), orDash(strings.Join(n.Endpoints, ",")), orDash(strings.Join(n.Tags, ",")), orDash(strings.Join(svcs, ","))})
+		rows = append(rows, []string{n.Name, strings.Join(addrs, ","), online, ago(n.LastSeen), orDash(strings.Join(n.Endpoints, ",")), orDash(strings.Join(n.Tags, ",")), orDash(strings.Join(svcs, ",")), orDash(n.Version)})
 	}
-	return table(w, "NAME\tADDRESSES\tSTATE\tLAST SEEN\tENDPOINTS\tTAGS\tSERVICES", rows)
+	return table(w, "NAME\tADDRESSES\tSTATE\tLAST SEEN\tENDPOINTS\tTAGS\tSERVICES\tVERSION", rows)
+}
+
+func nodeDetail(w io.Writer, d wire.NodeDetail) error {
+	if err := nodesTable(w, []wire.Node{d.Node}); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\npeers: %s\n", orDash(strings.Join(d.Peers, ", ")))
+	for _, sec := range []struct {
+		title string
+		acc   []wire.Access
+	}{{"may reach", d.Reaches}, {"reached by", d.ReachedBy}} {
+		fmt.Fprintf(w, "%s:\n", sec.title)
+		if len(sec.acc) == 0 {
+			fmt.Fprintln(w, "  nothing")
+		}
+		for _, a := range sec.acc {
+			fmt.Fprintf(w, "  %s\n", a.Text)
+		}
+	}
+	return nil
 }
 
 func orDash(s string) string {

@@ -43,6 +43,7 @@ restarts from, its last netmap.`,
 			if noDNS {
 				cfg.DNSPort = -1
 			}
+			cfg.Version = version
 			a, err := node.New(cfg)
 			if err != nil {
 				return err

@@ -5,11 +5,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/wire"
 )
 
 // runAgent runs `wiremesh agent` on host h to completion (it must fail) and
@@ -147,6 +149,21 @@ func TestBadInput(t *testing.T) {
 		out := m.runAgentFail(t, h, "--join", m.joinKey, "--name", "portclash")
 		if !strings.Contains(out, "listen port 51820 is already in use") {
 			t.Fatalf("error does not name the port:\n%s", out)
+		}
+	})
+	t.Run("dns port in use", func(t *testing.T) {
+		fresh()
+		pc, err := h.host.ListenPacket("udp", "127.0.0.1:53")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		out := m.runAgentFail(t, h, "--join", m.joinKey, "--name", "dnsclash")
+		if !strings.Contains(out, "dns listen") || !strings.Contains(out, "127.0.0.1:53") || !strings.Contains(out, "--dns-port") {
+			t.Fatalf("error does not name the DNS port and the way out:\n%s", out)
+		}
+		if slices.ContainsFunc(m.nodes(), func(n wire.Node) bool { return n.Name == "dnsclash" }) {
+			t.Fatal("an agent that cannot serve DNS enrolled")
 		}
 	})
 	t.Run("second agent on one state dir", func(t *testing.T) {

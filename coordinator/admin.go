@@ -1,0 +1,177 @@
+package coordinator
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/wiremesh/wiremesh/wire"
+)
+
+// scanNodes reads the nodes that the SQL tail rest (WHERE … ORDER BY …)
+// selects, within tx.
+func (s *Store) scanNodes(ctx context.Context, tx *sql.Tx, rest string, args ...any) ([]wire.Node, error) {
+	rows, err := tx.QueryContext(ctx, "SELECT "+nodeColumns+" FROM nodes "+rest, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	defer rows.Close()
+	var nodes []wire.Node
+	for rows.Next() {
+		n, err := s.scanNode(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list nodes: %w", err)
+		}
+		nodes = append(nodes, n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	return nodes, nil
+}
+
+// Nodes returns every node, expired ones included, ordered by id, and the
+// state version they belong to.
+func (s *Store) Nodes(ctx context.Context) ([]wire.Node, uint64, error) {
+	return s.NodePage(ctx, 0, -1)
+}
+
+// NodePage returns up to limit nodes (all when negative) with ids greater
+// than after, ordered by id, and the state version they belong to.
+func (s *Store) NodePage(ctx context.Context, after int64, limit int) ([]wire.Node, uint64, error) {
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, 0, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	nodes, err := s.scanNodes(ctx, tx, "WHERE id > ? ORDER BY id LIMIT ?", after, limit)
+	if err != nil {
+		return nil, 0, err
+	}
+	var v string
+	err = tx.QueryRowContext(ctx, "SELECT value FROM settings WHERE key = 'version'").Scan(&v)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, 0, fmt.Errorf("read version: %w", err)
+	}
+	ver, _ := strconv.ParseUint(v, 10, 64)
+	return nodes, ver, nil
+}
+
+// NodeByName returns the node called name, expired or not.
+func (s *Store) NodeByName(ctx context.Context, name string) (wire.Node, error) {
+	n, err := s.node(ctx, "name = ?", name)
+	if errors.Is(err, ErrNotFound) {
+		return n, fmt.Errorf("%w: no node named %q", ErrNotFound, name)
+	}
+	return n, err
+}
+
+// SetAgentVersion records the version an agent reported. It does not bump
+// the state version: only admins see it.
+func (s *Store) SetAgentVersion(ctx context.Context, id int64, version string) error {
+	if len(version) > 64 {
+		version = version[:64]
+	}
+	if _, err := s.db.ExecContext(ctx, "UPDATE nodes SET version = ? WHERE id = ? AND version != ?", version, id, version); err != nil {
+		return fmt.Errorf("record agent version: %w", err)
+	}
+	return nil
+}
+
+// ExpireNode expires the node called name now: it leaves every netmap
+// and its credential is refused. Expiring an expired node changes nothing.
+func (s *Store) ExpireNode(ctx context.Context, actor, name string) (uint64, error) {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		now := s.now()
+		res, err := tx.ExecContext(ctx, "UPDATE nodes SET expires = ? WHERE name = ? AND (expires = 0 OR expires > ?)", now.UnixMilli(), name, now.UnixMilli())
+		if err != nil {
+			return fmt.Errorf("expire node: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			var one int
+			if err := tx.QueryRowContext(ctx, "SELECT 1 FROM nodes WHERE name = ?", name).Scan(&one); errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("%w: no node named %q", ErrNotFound, name)
+			}
+			return nil
+		}
+		return audit(ctx, tx, now, actor, "node.expire", name, "")
+	})
+}
+
+// AdminTokens lists the admin tokens, newest first.
+func (s *Store) AdminTokens(ctx context.Context) ([]wire.AdminToken, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT id, comment, created, revoked FROM admin_tokens ORDER BY created DESC, id")
+	if err != nil {
+		return nil, fmt.Errorf("list admin tokens: %w", err)
+	}
+	defer rows.Close()
+	out := []wire.AdminToken{}
+	for rows.Next() {
+		var t wire.AdminToken
+		var c, r int64
+		if err := rows.Scan(&t.ID, &t.Comment, &c, &r); err != nil {
+			return nil, fmt.Errorf("list admin tokens: %w", err)
+		}
+		t.Created, t.Revoked = fromMillis(c), fromMillis(r)
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// RevokeAdminToken revokes the admin token id. The last valid token cannot
+// be revoked: nobody could administer the mesh any more.
+func (s *Store) RevokeAdminToken(ctx context.Context, actor, id string) error {
+	_, err := s.tx(ctx, func(tx *sql.Tx) error {
+		var revoked int64
+		err := tx.QueryRowContext(ctx, "SELECT revoked FROM admin_tokens WHERE id = ?", id).Scan(&revoked)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: no admin token %q", ErrNotFound, id)
+		}
+		if err != nil {
+			return fmt.Errorf("read admin token: %w", err)
+		}
+		if revoked != 0 {
+			return fmt.Errorf("%w: admin token %q is already revoked", ErrConflict, id)
+		}
+		var valid int
+		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM admin_tokens WHERE revoked = 0").Scan(&valid); err != nil {
+			return fmt.Errorf("count admin tokens: %w", err)
+		}
+		if valid <= 1 {
+			return fmt.Errorf("%w: %q is the last valid admin token; create another first", ErrConflict, id)
+		}
+		now := s.now()
+		if _, err := tx.ExecContext(ctx, "UPDATE admin_tokens SET revoked = ? WHERE id = ?", now.UnixMilli(), id); err != nil {
+			return fmt.Errorf("revoke admin token: %w", err)
+		}
+		return audit(ctx, tx, now, actor, "admintoken.revoke", id, "")
+	})
+	return err
+}
+
+// Audit returns up to limit audit entries older than before (all when 0),
+// newest first.
+func (s *Store) Audit(ctx context.Context, before int64, limit int) ([]wire.AuditEntry, error) {
+	if before <= 0 {
+		before = 1<<63 - 1
+	}
+	rows, err := s.db.QueryContext(ctx, "SELECT id, time, actor, action, target, detail FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?", before, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read audit log: %w", err)
+	}
+	defer rows.Close()
+	out := []wire.AuditEntry{}
+	for rows.Next() {
+		var e wire.AuditEntry
+		var ms int64
+		if err := rows.Scan(&e.ID, &ms, &e.Actor, &e.Action, &e.Target, &e.Detail); err != nil {
+			return nil, fmt.Errorf("read audit log: %w", err)
+		}
+		e.Time = time.UnixMilli(ms).UTC()
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
