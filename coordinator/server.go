@@ -56,12 +56,23 @@ func (c *Coordinator) Handler() http.Handler {
 	return mux
 }
 
-// bearer returns the secret of the request's bearer token.
+// bearer returns the secret of the request's bearer token: a bare secret
+// (ID.VALUE), or a whole admin token or join key string, so that
+// `Authorization: Bearer $(cat admin.token)` works.
 func bearer(r *http.Request) (credential.Secret, error) {
 	h := r.Header.Get("Authorization")
 	tok, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok {
 		return credential.Secret{}, errors.New("missing bearer token")
+	}
+	tok = strings.TrimSpace(tok)
+	switch {
+	case strings.HasPrefix(tok, credential.AdminTokenPrefix):
+		b, err := credential.ParseAdminToken(tok)
+		return b.Secret, err
+	case strings.HasPrefix(tok, credential.JoinKeyPrefix):
+		b, err := credential.ParseJoinKey(tok)
+		return b.Secret, err
 	}
 	return credential.ParseSecret(tok)
 }
