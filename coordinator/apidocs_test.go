@@ -17,9 +17,9 @@ import (
 
 // docExample is one ```sh block of docs/api.md.
 type docExample struct {
-	line int    // where the block starts
-	cmd  string // the shell command
-	status int  // the HTTP error it documents ("# status: N"; 0: success)
+	line   int    // where the block starts
+	cmd    string // the shell command
+	status int    // the HTTP error it documents ("# status: N"; 0: success)
 }
 
 var statusRE = regexp.MustCompile(`^# status: (\d+)$`)

@@ -240,7 +240,6 @@ func (s *Store) scanNode(sc interface{ Scan(...any) error }) (wire.Node, error) 
 	return n, nil
 }
 
-
 // State is everything netmaps are built from, at one state version.
 type State struct {
 	Nodes      []wire.Node // ordered by id
