@@ -170,6 +170,7 @@ func (a *Agent) listenLocalAPI() (*localAPI, error) {
 		}
 		json.NewEncoder(w).Encode(st)
 	})
+	mux.HandleFunc("POST /v1/ping", a.handlePing)
 	a.svc.handle(mux)
 	l := &localAPI{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, path: path}
 	l.wg.Add(1)
