@@ -75,8 +75,12 @@ func (s *Store) SetAgentVersion(ctx context.Context, id int64, version string) e
 	if len(version) > 64 {
 		version = version[:64]
 	}
-	if _, err := s.db.ExecContext(ctx, "UPDATE nodes SET version = ? WHERE id = ? AND version != ?", version, id, version); err != nil {
+	res, err := s.db.ExecContext(ctx, "UPDATE nodes SET version = ? WHERE id = ? AND version != ?", version, id, version)
+	if err != nil {
 		return fmt.Errorf("record agent version: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		s.patch(id, func(n *wire.Node) { n.Version = version })
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 
 	"github.com/wiremesh/wiremesh/acl"
@@ -44,18 +45,19 @@ func setNext(w http.ResponseWriter, r *http.Request, after int64, limit int) {
 // handleNode answers one node with its peers and its access under the
 // active policy.
 func (c *Coordinator) handleNode(w http.ResponseWriter, r *http.Request) {
-	n, err := c.store.NodeByName(r.Context(), r.PathValue("name"))
+	all, err := c.store.AdminNodes(r.Context())
 	if err != nil {
 		c.writeStoreError(w, err)
 		return
 	}
-	health, err := c.store.ServiceHealth(r.Context())
-	if err != nil {
-		c.writeStoreError(w, err)
+	name := r.PathValue("name")
+	i := slices.IndexFunc(all, func(n wire.Node) bool { return n.Name == name })
+	if i < 0 {
+		c.writeStoreError(w, fmt.Errorf("%w: no node named %q", ErrNotFound, name))
 		return
 	}
+	n := all[i]
 	n.Online = c.isOnline(n.ID)
-	n.Services = withHealth(n, health[n.ID])
 	s := c.state.Load()
 	d := wire.NodeDetail{Node: n, Peers: []string{}, Reaches: []wire.Access{}, ReachedBy: []wire.Access{}}
 	s.compiled.Peers(n.ID, func(j int) {

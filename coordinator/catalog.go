@@ -111,8 +111,10 @@ func (s *Store) SetServices(ctx context.Context, id int64, svcs []wire.Service) 
 	}
 	if cur == string(dj) {
 		if _, err := s.db.ExecContext(ctx, "UPDATE nodes SET health = ? WHERE id = ?", string(hj), id); err != nil {
+			s.wrote()
 			return 0, fmt.Errorf("write health: %w", err)
 		}
+		s.patch(id, func(n *wire.Node) { n.Services = withHealth(*n, health) })
 		return 0, nil
 	}
 	return s.tx(ctx, func(tx *sql.Tx) error {
@@ -122,30 +124,6 @@ func (s *Store) SetServices(ctx context.Context, id int64, svcs []wire.Service) 
 		}
 		return nil
 	})
-}
-
-// ServiceHealth returns the last reported health of every node's
-// services, by node id and service name.
-func (s *Store) ServiceHealth(ctx context.Context) (map[int64]map[string]reportedHealth, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT id, health FROM nodes")
-	if err != nil {
-		return nil, fmt.Errorf("read health: %w", err)
-	}
-	defer rows.Close()
-	out := map[int64]map[string]reportedHealth{}
-	for rows.Next() {
-		var id int64
-		var hj string
-		if err := rows.Scan(&id, &hj); err != nil {
-			return nil, fmt.Errorf("read health: %w", err)
-		}
-		var h map[string]reportedHealth
-		if err := json.Unmarshal([]byte(hj), &h); err != nil {
-			return nil, fmt.Errorf("node %d: bad stored health: %w", id, err)
-		}
-		out[id] = h
-	}
-	return out, rows.Err()
 }
 
 // withHealth returns n's services with their reported health filled in.

@@ -56,12 +56,7 @@ func (c *Coordinator) handleServicesReport(w http.ResponseWriter, r *http.Reques
 // handleServices lists every service with its instances and their
 // reported health.
 func (c *Coordinator) handleServices(w http.ResponseWriter, r *http.Request) {
-	nodes, _, err := c.store.Nodes(r.Context())
-	if err != nil {
-		c.writeStoreError(w, err)
-		return
-	}
-	health, err := c.store.ServiceHealth(r.Context())
+	nodes, err := c.store.AdminNodes(r.Context())
 	if err != nil {
 		c.writeStoreError(w, err)
 		return
@@ -69,7 +64,7 @@ func (c *Coordinator) handleServices(w http.ResponseWriter, r *http.Request) {
 	byName := map[string]*wire.CatalogService{}
 	for _, n := range nodes {
 		online := c.isOnline(n.ID)
-		for _, sv := range withHealth(n, health[n.ID]) {
+		for _, sv := range n.Services {
 			cs := byName[sv.Name]
 			if cs == nil {
 				cs = &wire.CatalogService{Name: sv.Name}

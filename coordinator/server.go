@@ -312,22 +312,14 @@ func (c *Coordinator) handleNodes(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	nodes, _, err := c.store.NodePage(r.Context(), after, limit)
+	all, err := c.store.AdminNodes(r.Context())
 	if err != nil {
 		c.writeStoreError(w, err)
 		return
 	}
-	if nodes == nil {
-		nodes = []wire.Node{}
-	}
-	health, err := c.store.ServiceHealth(r.Context())
-	if err != nil {
-		c.writeStoreError(w, err)
-		return
-	}
+	nodes := slices.Clone(pageOf(all, after, limit))
 	for i := range nodes {
 		nodes[i].Online = c.isOnline(nodes[i].ID)
-		nodes[i].Services = withHealth(nodes[i], health[nodes[i].ID])
 	}
 	if len(nodes) == limit {
 		setNext(w, r, nodes[len(nodes)-1].ID, limit)

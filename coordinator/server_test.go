@@ -32,7 +32,7 @@ type testServer struct {
 
 // startServer runs a coordinator on 127.0.0.1 until the test ends. The
 // client trusts it by pin only, as agents do.
-func startServer(t *testing.T, keepAlive time.Duration, opts ...func(*Config)) *testServer {
+func startServer(t testing.TB, keepAlive time.Duration, opts ...func(*Config)) *testServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -71,7 +71,7 @@ func startServer(t *testing.T, keepAlive time.Duration, opts ...func(*Config)) *
 	return ts
 }
 
-func readAdminToken(t *testing.T, dir string) credential.Bundle {
+func readAdminToken(t testing.TB, dir string) credential.Bundle {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dir, "admin.token"))
 	if err != nil {

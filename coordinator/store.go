@@ -12,6 +12,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wiremesh/wiremesh/credential"
@@ -48,6 +50,10 @@ type Store struct {
 	db       *sql.DB
 	prefixes [2]netip.Prefix // IPv4 and IPv6 overlay prefixes, fixed at creation
 	now      func() time.Time
+	writes   atomic.Uint64 // counts writes, so listings know when to reload
+
+	listMu sync.Mutex
+	list   *listing // guarded by listMu; nil until the first listing
 }
 
 // OpenStore opens (creating if needed) the database at path. prefix4 and
@@ -187,6 +193,7 @@ func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) (uint64, error) 
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("commit: %w", err)
 	}
+	s.wrote()
 	return v, nil
 }
 
@@ -548,8 +555,10 @@ func (s *Store) SetEndpoints(ctx context.Context, id int64, eps []string) (uint6
 func (s *Store) Touch(ctx context.Context, id int64, t time.Time) error {
 	_, err := s.db.ExecContext(ctx, "UPDATE nodes SET last_seen = ? WHERE id = ?", t.UnixMilli(), id)
 	if err != nil {
+		s.wrote()
 		return fmt.Errorf("record last seen: %w", err)
 	}
+	s.patch(id, func(n *wire.Node) { n.LastSeen = fromMillis(t.UnixMilli()) })
 	return nil
 }
 
