@@ -43,6 +43,10 @@ type Config struct {
 	// WriteTimeout bounds each write to a netmap stream; a client that
 	// does not read for that long is dropped. Zero: 10 s.
 	WriteTimeout time.Duration
+	// MetricsListen is the HOST:PORT (plain HTTP) where Run serves
+	// Prometheus metrics at /metrics. Empty: no metrics endpoint.
+	// DefaultConfig: 127.0.0.1:9471, this host only.
+	MetricsListen string
 	// Logger receives the coordinator's logs. Nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -50,8 +54,9 @@ type Config struct {
 // DefaultConfig returns a Config with every default filled in.
 func DefaultConfig() Config {
 	return Config{
-		Listen:    ":8443",
-		KeepAlive: 15 * time.Second,
+		Listen:        ":8443",
+		KeepAlive:     15 * time.Second,
+		MetricsListen: "127.0.0.1:9471",
 	}
 }
 
@@ -89,6 +94,11 @@ func (c *Config) Validate() error {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return fmt.Errorf("bad metrics address %q: %w", c.MetricsListen, err)
+		}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

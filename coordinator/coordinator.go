@@ -35,6 +35,8 @@ type Coordinator struct {
 
 	onlineMu sync.Mutex
 	online   map[int64]int // node id → open netmap streams; guarded by onlineMu
+
+	metrics *metrics // nil-safe; nil for a Coordinator not made by New
 }
 
 // snapshot is an immutable view of the nodes and the compiled policy at
@@ -48,6 +50,9 @@ type snapshot struct {
 	gossip   wire.Gossip
 	compiled *acl.Compiled
 	changed  chan struct{}
+	// published is when the snapshot became current, for the netmap
+	// push latency.
+	published time.Time
 }
 
 // Files names what a coordinator keeps in its data dir.
@@ -88,6 +93,7 @@ func New(cfg Config) (*Coordinator, Files, error) {
 		f.Created = append(f.Created, f.Database)
 	}
 	c := &Coordinator{cfg: cfg, log: cfg.Logger, store: store, cert: cert, pin: pin, online: map[int64]int{}}
+	c.metrics = newMetrics(c)
 	if _, err := os.Stat(f.AdminToken); errors.Is(err, os.ErrNotExist) {
 		if err := c.writeAdminToken(f.AdminToken); err != nil {
 			store.Close()
@@ -127,7 +133,7 @@ func (c *Coordinator) Close() error { return c.store.Close() }
 // open streams.
 func (c *Coordinator) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
-		Handler:           c.Handler(),
+		Handler:           c.metrics.instrument(c.Handler()),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{c.cert}},
@@ -154,6 +160,14 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", c.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.cfg.Listen, err)
+	}
+	if c.cfg.MetricsListen != "" {
+		ms, err := c.listenMetrics()
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer ms.close()
 	}
 	return c.Serve(ctx, ln)
 }
@@ -195,7 +209,9 @@ func (c *Coordinator) publish(ctx context.Context) error {
 	}
 	start := time.Now()
 	s.compiled = acl.Compile(parsed, s.aclNodes)
+	c.metrics.policyCompiled(time.Since(start))
 	c.log.Debug("policy compiled", "version", pol.Version, "nodes", len(nodes), "took", time.Since(start).String())
+	s.published = time.Now()
 	c.state.Store(s)
 	if old != nil {
 		close(old.changed)

@@ -13,8 +13,21 @@ import (
 // maxChanges bounds the access changes a check returns.
 const maxChanges = 10000
 
+// handleGetPolicy answers the active policy, or with ?version=N that
+// version (with its text).
 func (c *Coordinator) handleGetPolicy(w http.ResponseWriter, r *http.Request) {
-	p, err := c.store.ActivePolicy(r.Context())
+	var p wire.Policy
+	var err error
+	if s := r.URL.Query().Get("version"); s != "" {
+		v, perr := strconv.ParseUint(s, 10, 64)
+		if perr != nil || v == 0 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad version %q: want a policy version from 1", s), nil)
+			return
+		}
+		p, err = c.store.PolicyVersion(r.Context(), v)
+	} else {
+		p, err = c.store.ActivePolicy(r.Context())
+	}
 	if err != nil {
 		c.writeStoreError(w, err)
 		return

@@ -261,6 +261,7 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 			if err := send(wire.MapMessage{Netmap: nm}); err != nil {
 				return
 			}
+			c.metrics.netmapSent(s, sent != 0)
 			sent = s.version
 			keepAlive.Reset(c.cfg.KeepAlive)
 		}

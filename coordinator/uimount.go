@@ -1,6 +1,26 @@
 package coordinator
 
-import "net/http"
+import (
+	"net/http"
 
-// mountUI adds the web UI to mux.
-func (c *Coordinator) mountUI(mux *http.ServeMux) {}
+	"github.com/wiremesh/wiremesh/ui"
+)
+
+// mountUI adds the web UI to mux at ui.Prefix and sends GET / there. The
+// UI calls the admin API through mux itself, in-process, with the admin
+// token of each browser session.
+func (c *Coordinator) mountUI(mux *http.ServeMux) {
+	cfg := ui.DefaultConfig()
+	cfg.API = mux
+	cfg.Logger = c.log
+	u, err := ui.New(cfg)
+	if err != nil {
+		// Only a broken template in the binary gets here.
+		c.log.Error("web UI disabled", "err", err)
+		return
+	}
+	mux.Handle(ui.Prefix, u)
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, ui.Prefix, http.StatusFound)
+	})
+}

@@ -67,6 +67,14 @@ type Config struct {
 	Rand rand.Source
 	// Logger receives the server's logs. Nil: slog.Default().
 	Logger *slog.Logger
+	// Observe, if set, is called once for every query the server
+	// answers (not for those it drops), after the answer is written, with
+	// the type of its question (0: none), the response code sent, and
+	// whether the query was forwarded: then the code is the upstream's,
+	// or SERVFAIL or REFUSED when none answered. It runs on the query's
+	// goroutine, so it must be cheap, safe for concurrent use, and must
+	// not block (metrics count with it). Nil: nothing is observed.
+	Observe func(qtype uint16, rcode int, forwarded bool)
 }
 
 // DefaultConfig returns a Config with every default filled in.

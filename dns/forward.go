@@ -28,6 +28,7 @@ func (s *Server) forward(w miekg.ResponseWriter, req *miekg.Msg, tcp bool) {
 				if err := w.WriteMsg(resp); err != nil {
 					s.log.Debug("dns reply not sent", "err", err)
 				}
+				s.observe(req, resp.Rcode, true)
 				return
 			}
 			s.log.Debug("upstream resolver failed", "addr", up, "err", err)
@@ -45,6 +46,7 @@ func (s *Server) forward(w miekg.ResponseWriter, req *miekg.Msg, tcp bool) {
 	if err := w.WriteMsg(m); err != nil {
 		s.log.Debug("dns reply not sent", "err", err)
 	}
+	s.observe(req, m.Rcode, true)
 }
 
 // ReadResolvConf returns the nameservers of the resolv.conf file at path

@@ -213,7 +213,20 @@ func (s *Server) ServeDNS(w miekg.ResponseWriter, req *miekg.Msg) {
 		if err := w.WriteMsg(m); err != nil {
 			s.log.Debug("dns reply not sent", "addr", querier, "err", err)
 		}
+		s.observe(req, m.Rcode, false)
 	}
+}
+
+// observe hands an answered query to Config.Observe, if set.
+func (s *Server) observe(req *miekg.Msg, rcode int, forwarded bool) {
+	if s.cfg.Observe == nil {
+		return
+	}
+	var qtype uint16
+	if len(req.Question) > 0 {
+		qtype = req.Question[0].Qtype
+	}
+	s.cfg.Observe(qtype, rcode, forwarded)
 }
 
 // remote returns the querier's address and whether it asked over TCP.

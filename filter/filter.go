@@ -41,6 +41,11 @@
 // peers opened (the rules can admit them again); a flow a peer opens never
 // pushes out one this node opened. Packets are never dropped for lack of
 // room; Stats counts the evictions.
+//
+// Dropped packets are logged ("packet denied") and, with Config.Flows,
+// recorded as Flow values, after a rate limiter; with Config.NewFlows so
+// are the inbound flows the filter starts tracking. A record is a copy of
+// header fields sent without blocking: the receiver formats it.
 package filter
 
 import (
@@ -117,6 +122,16 @@ type Config struct {
 	// Logger receives the "packet denied" lines, at most a few a second.
 	// Nil: slog.Default().
 	Logger *slog.Logger
+	// Flows receives a Flow record of each dropped packet the log's rate
+	// limiter lets through (whatever the log level), and with NewFlows of
+	// new inbound flows. Sends never block: a record that finds the
+	// channel full is lost and counted (Stats.FlowsLost). The filter never
+	// closes it. Nil: no records.
+	Flows chan<- Flow
+	// NewFlows also sends a record to Flows of every inbound flow the
+	// rules (or AlwaysAllow) let in and the filter starts tracking, at
+	// most about 1000 a second. False: only drops are recorded.
+	NewFlows bool
 	// Clock returns the time; the filter reads it once a second, not per
 	// packet. Nil: time.Now.
 	Clock func() time.Time
@@ -183,8 +198,11 @@ type Filter struct {
 	tcpTO  int64        // timeouts in milliseconds
 	udpTO  int64
 	icmpTO int64
-	limit  limiter
+	limit  limiter // "packet denied" lines and drop records
 	count  counters
+
+	newLimit  limiter // new-flow records
+	flowsLost atomic.Uint64
 
 	setMu sync.Mutex // serializes SetRules
 	gen   uint16     // guarded by setMu; generation of the published rules
@@ -297,7 +315,7 @@ func (f *Filter) inbound(b []byte, now int64, rs *ruleset) Verdict {
 		}
 		return v
 	}
-	f.denied(b, &p, v, now)
+	f.denied(b, &p, v, now, rs)
 	return v
 }
 
@@ -365,6 +383,7 @@ func (f *Filter) decide(b []byte, p *packet, now int64, rs *ruleset) Verdict {
 	}
 	if track {
 		f.conns.apply(&k, h, opIn, now, now+f.timeout(p.proto), rs.gen)
+		f.newFlow(b, p, now, rs)
 	}
 	return Accept
 }
@@ -457,6 +476,12 @@ type Stats struct {
 	Dropped  map[Verdict]uint64 // inbound packets dropped, by reason; absent: none
 	Conns    int                // tracked flows (opened by either side) now live
 	Evicted  uint64             // live entries pushed out of a full table bucket
+	// Suppressed counts "packet denied" lines (and drop records) the
+	// rate limiter refused; NewFlowsSuppressed new-flow records it
+	// refused.
+	Suppressed, NewFlowsSuppressed uint64
+	// FlowsLost counts flow records that found Config.Flows full.
+	FlowsLost uint64
 }
 
 // Stats returns the filter's counters. It walks the connection table.
@@ -466,6 +491,10 @@ func (f *Filter) Stats() Stats {
 		Dropped:  make(map[Verdict]uint64),
 		Conns:    f.conns.count(f.now.Load()),
 		Evicted:  f.conns.evicted.Load(),
+
+		Suppressed:         f.count.sum(suppressedSlot),
+		NewFlowsSuppressed: f.count.sum(newSuppressedSlot),
+		FlowsLost:          f.flowsLost.Load(),
 	}
 	for v := DropNoRule; v < numVerdicts; v++ {
 		if n := f.count.sum(int(v)); n > 0 {
@@ -480,8 +509,13 @@ func (f *Filter) Stats() Stats {
 // per-peer goroutines do not fight over one cache line.
 const counterShards = 16
 
-// suppressedSlot is the counter of log lines the limiter refused.
-const suppressedSlot = int(numVerdicts)
+// Counter slots after the verdicts': log lines (and drop records) and
+// new-flow records the limiters refused.
+const (
+	suppressedSlot    = int(numVerdicts)
+	newSuppressedSlot = suppressedSlot + 1
+	numSlots          = newSuppressedSlot + 1
+)
 
 // counters count inbound verdicts (and refused log lines) in shards.
 type counters struct {
@@ -489,8 +523,8 @@ type counters struct {
 }
 
 type counterShard struct {
-	n [numVerdicts + 1]atomic.Uint64
-	_ [128 - 8*(numVerdicts+1)]byte // a cache line pair of its own
+	n [numSlots]atomic.Uint64
+	_ [128 - 8*numSlots]byte // a cache line pair of its own
 }
 
 // shardOf picks the counter shard of packet b by its source address.

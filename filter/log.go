@@ -22,37 +22,46 @@ type limiter struct {
 	reported atomic.Uint64 // refused lines already reported as suppressed
 }
 
-// allow reports whether a line may be logged at time now (milliseconds).
-func (l *limiter) allow(now int64) bool {
+// allow reports whether a line may be logged at time now (milliseconds),
+// lines being every milliseconds apart on average in bursts of burst.
+func (l *limiter) allow(now, every, burst int64) bool {
 	for {
 		old := l.tat.Load()
 		tat := max(old, now)
-		if tat-now >= logEvery*logBurst {
+		if tat-now >= every*burst {
 			return false
 		}
-		if l.tat.CompareAndSwap(old, tat+logEvery) {
+		if l.tat.CompareAndSwap(old, tat+every) {
 			return true
 		}
 	}
 }
 
-// denied logs a dropped inbound packet, if the limiter lets it. Nothing is
-// formatted before that.
-func (f *Filter) denied(b []byte, p *packet, v Verdict, now int64) {
-	if !f.log.Enabled(context.Background(), slog.LevelInfo) {
+// denied logs and records (Config.Flows) a dropped inbound packet, if the
+// limiter lets it. Nothing is formatted before that.
+func (f *Filter) denied(b []byte, p *packet, v Verdict, now int64, rs *ruleset) {
+	logOn := f.log.Enabled(context.Background(), slog.LevelInfo)
+	if !logOn && f.cfg.Flows == nil {
 		return
 	}
-	if !f.limit.allow(now) {
+	if !f.limit.allow(now, logEvery, logBurst) {
 		f.count.add(shardOf(b), suppressedSlot, 1)
 		return
 	}
-	f.logDenied(p, v)
+	n := f.limit.unreported(&f.count, suppressedSlot)
+	if logOn {
+		f.logDenied(p, v, n)
+	}
+	if f.cfg.Flows != nil {
+		f.record(p, v, rs, n)
+	}
 }
 
 // logDenied writes the "packet denied" line: src, dst, proto, port (for
 // protocols with ports), peer (the source's node name, when known), why,
-// and suppressed (lines dropped by the limiter since the last one).
-func (f *Filter) logDenied(p *packet, v Verdict) {
+// and suppressed (lines dropped by the limiter since the last one, when
+// any).
+func (f *Filter) logDenied(p *packet, v Verdict, suppressed uint64) {
 	attrs := make([]slog.Attr, 0, 8)
 	if p.fam != 0 {
 		src := p.src.netip(p.fam == 6)
@@ -70,9 +79,8 @@ func (f *Filter) logDenied(p *packet, v Verdict) {
 		}
 	}
 	attrs = append(attrs, slog.String("why", v.String()))
-	total := f.count.sum(suppressedSlot)
-	if n := total - min(total, f.limit.reported.Swap(total)); n > 0 {
-		attrs = append(attrs, slog.Uint64("suppressed", n))
+	if suppressed > 0 {
+		attrs = append(attrs, slog.Uint64("suppressed", suppressed))
 	}
 	f.log.LogAttrs(context.Background(), slog.LevelInfo, "packet denied", attrs...)
 }

@@ -27,6 +27,9 @@ type Rules struct {
 	v6       table6
 	nodes    []node
 	policies []policy
+
+	policy uint64            // CompilePolicy's version; 0: Compile
+	src    []wire.FilterRule // CompilePolicy's rules, for Match; nil: Compile
 }
 
 // node is one distinct source prefix.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"runtime"
@@ -60,7 +61,8 @@ type Config struct {
 	// DNS configures the DNS server. The agent fills in Prefixes,
 	// AllowQuerier (only this host is answered: loopback and the node's
 	// own addresses), Logger, and Upstreams when they are nil (from
-	// ResolvConf, without the server's own addresses).
+	// ResolvConf, without the server's own addresses); it counts queries
+	// for its metrics, then calls Observe, if set.
 	DNS dns.Config
 	// DNSPort is the port the DNS server listens on (UDP and TCP), at
 	// DNSAddr and at the node's overlay addresses. Zero: 53. Negative: no
@@ -85,6 +87,19 @@ type Config struct {
 	// NoFilter turns the inbound packet filter off: every peer reaches
 	// every port. Only for measuring the filter's cost; never in service.
 	NoFilter bool
+	// MetricsListen is the HOST:PORT (plain HTTP) where the agent serves
+	// Prometheus metrics at /metrics. Empty: no metrics endpoint.
+	// DefaultConfig: 127.0.0.1:9472, this host only.
+	MetricsListen string
+	// LogNewFlows adds a flow record of every inbound flow the filter
+	// lets in to those of denied packets. False: denied packets only.
+	LogNewFlows bool
+	// FlowLog is a file the flow records are appended to, as JSON lines
+	// (created 0600). Empty: records are kept in memory only.
+	FlowLog string
+	// FlowRecords is how many flow records the local API keeps. Zero:
+	// 1000.
+	FlowRecords int
 	// Logger receives the agent's logs. Nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -94,6 +109,7 @@ func DefaultConfig() Config {
 	return Config{
 		Interface: "wm0", ListenPort: 51820, MTU: 1420, EnrollTimeout: time.Minute,
 		DNS: dns.DefaultConfig(), DNSPort: 53, DNSAddr: netip.AddrFrom4([4]byte{127, 0, 0, 1}), ResolvConf: "/etc/resolv.conf",
+		MetricsListen: "127.0.0.1:9472", FlowRecords: 1000,
 	}
 }
 
@@ -148,6 +164,17 @@ func (c *Config) Validate() error {
 	if err := c.DNS.Validate(); err != nil {
 		return fmt.Errorf("dns: %w", err)
 	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return fmt.Errorf("bad metrics address %q: %w", c.MetricsListen, err)
+		}
+	}
+	if c.FlowRecords == 0 {
+		c.FlowRecords = d.FlowRecords
+	}
+	if c.FlowRecords < 0 || c.FlowRecords > 1<<20 {
+		return fmt.Errorf("bad flow record count %d: want 1..%d", c.FlowRecords, 1<<20)
+	}
 	return nil
 }
 
@@ -169,6 +196,8 @@ type Agent struct {
 	dns      *dns.Server                           // nil with DNS off
 	names    atomic.Pointer[map[netip.Addr]string] // overlay address → node name, for the filter's log
 	gossip   atomic.Pointer[gossip.Member]         // set once the serf member runs, for status
+	flows    *flowLog                              // nil with Config.NoFilter; set in Run
+	dnsCount dnsCounts                             // DNS queries, for the metrics
 
 	netmapChanged chan struct{} // a value after apply (buffered 1)
 	reportNow     chan struct{} // wakes the services reporter (buffered 1)
@@ -186,6 +215,14 @@ func New(cfg Config) (_ *Agent, err error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger, netmapChanged: make(chan struct{}, 1), reportNow: make(chan struct{}, 1)}
+	if obs := cfg.DNS.Observe; obs != nil {
+		a.cfg.DNS.Observe = func(qtype uint16, rcode int, forwarded bool) {
+			a.dnsCount.observe(qtype, rcode, forwarded)
+			obs(qtype, rcode, forwarded)
+		}
+	} else {
+		a.cfg.DNS.Observe = a.dnsCount.observe
+	}
 	if a.state, err = openStateDir(cfg.StateDir); err != nil {
 		return nil, err
 	}
@@ -291,9 +328,14 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if a.cfg.NoFilter {
 		a.log.Warn("packet filter is off: every peer reaches every port (--unsafe-no-filter)")
 	} else {
+		if a.flows, err = newFlowLog(a.cfg.FlowRecords, a.cfg.FlowLog, a.nameOf, a.log); err != nil {
+			return err
+		}
+		defer a.flows.closeFile()
 		fcfg := filter.DefaultConfig()
 		fcfg.Logger = a.log
 		fcfg.NameOf = a.nameOf
+		fcfg.Flows, fcfg.NewFlows = a.flows.in, a.cfg.LogNewFlows
 		if a.filter, err = filter.New(fcfg); err != nil {
 			return err
 		}
@@ -316,6 +358,11 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			loopDNS.close()
 		}
 	}()
+	metrics, err := a.listenMetrics()
+	if err != nil {
+		return err
+	}
+	defer metrics.close()
 	if err := a.enrollOnce(ctx); err != nil {
 		return err
 	}
@@ -346,7 +393,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	a.log.Info("agent up", "node", a.id.Node.Name, "interface", a.cfg.Interface, "port", a.cfg.ListenPort)
 	bg, stopBG := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	for _, fn := range []func(context.Context){a.trimMemory, a.runMesh, a.runReporter} {
+	for _, fn := range []func(context.Context){a.trimMemory, a.runMesh, a.runReporter, a.runFlows} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -464,7 +511,7 @@ func (a *Agent) apply(nm *wire.Netmap, save bool) error {
 	// Rules first: a peer that a new policy removes is cut before it goes,
 	// and a new peer's flows are judged by rules that know it.
 	if a.filter != nil {
-		a.filter.SetRules(filter.Compile(nm.Rules))
+		a.filter.SetRules(filter.CompilePolicy(nm.PolicyVersion, nm.Rules))
 	}
 	if err := a.engine.Apply(nm); err != nil {
 		return err

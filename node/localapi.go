@@ -172,6 +172,7 @@ func (a *Agent) listenLocalAPI() (*localAPI, error) {
 	})
 	mux.HandleFunc("POST /v1/ping", a.handlePing)
 	a.svc.handle(mux)
+	a.handleFlows(mux)
 	l := &localAPI{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, path: path}
 	l.wg.Add(1)
 	go func() {

@@ -27,7 +27,8 @@ const (
 	PathNodes    = "/v1/nodes"     // GET → []Node (admin); DELETE /v1/nodes/NAME
 	PathJoinKeys = "/v1/join-keys" // GET → []JoinKey, POST CreateJoinKeyRequest → CreateJoinKeyResponse; DELETE /v1/join-keys/ID
 	PathHealth   = "/v1/health"    // GET → 200 "ok" (no auth)
-	// PathPolicy: GET → Policy (the active one), PUT SetPolicyRequest →
+	// PathPolicy: GET → Policy (the active one; ?version=N: that one),
+	// PUT SetPolicyRequest →
 	// Policy; POST PathPolicy+"/check" SetPolicyRequest → PolicyCheck;
 	// GET PathPolicy+"/history" → []Policy (without text);
 	// POST PathPolicy+"/rollback" RollbackRequest → Policy. (admin)

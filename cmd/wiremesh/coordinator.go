@@ -58,6 +58,7 @@ certificate, and an admin token file in --data-dir, and prints their paths.`,
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate chain to serve instead of a generated one")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM key of --tls-cert")
 	f.DurationVar(&cfg.KeepAlive, "keepalive", 15*time.Second, "interval of keep-alives on idle netmap streams")
+	f.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, `HOST:PORT of the Prometheus /metrics endpoint (plain HTTP; "" for none)`)
 	lf.add(f)
 	return cmd
 }

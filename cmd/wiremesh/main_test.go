@@ -33,3 +33,11 @@ func TestEnvFlags(t *testing.T) {
 		t.Fatalf("bad env value: %v; want an error naming WIREMESH_LISTEN_PORT", err)
 	}
 }
+
+func TestBytesText(t *testing.T) {
+	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB", 5 << 20: "5.0 MiB", 3 << 40: "3.0 TiB"} {
+		if got := bytesText(n); got != want {
+			t.Errorf("bytesText(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

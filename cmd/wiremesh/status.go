@@ -82,7 +82,18 @@ func newStatusCmd() *cobra.Command {
 				if p.RTT > 0 {
 					rtt = time.Duration(p.RTT).Round(time.Microsecond).String()
 				}
-				rows = append(rows, []string{p.Name, strings.Join(p.Addresses, ","), ep, ago(p.LastHandshake), fmt.Sprint(p.RxBytes), fmt.Sprint(p.TxBytes), orDash(p.Gossip), rtt, orDash(strings.Join(p.Services, ","))})
+				online := "-"
+				switch p.Gossip {
+				case "alive":
+					online = "yes"
+				case "failed", "left":
+					online = "no (" + p.Gossip + ")"
+				}
+				addr := "-"
+				if len(p.Addresses) > 0 {
+					addr = p.Addresses[0]
+				}
+				rows = append(rows, []string{p.Name, addr, online, ep, ago(p.LastHandshake), bytesText(p.RxBytes) + " / " + bytesText(p.TxBytes), rtt, orDash(strings.Join(p.Services, ","))})
 			}
 			if st.Gossip != nil {
 				fmt.Fprintf(out, "gossip:      %d members alive; %d bytes sent, %d received\n", st.Gossip.Members, st.Gossip.BytesSent, st.Gossip.BytesReceived)
@@ -90,7 +101,7 @@ func newStatusCmd() *cobra.Command {
 			if st.DNS != "" {
 				fmt.Fprintf(out, "dns:         %s and the overlay addresses\n\n", st.DNS)
 			}
-			if err := table(out, "PEER\tADDRESSES\tENDPOINT\tHANDSHAKE\tRX\tTX\tGOSSIP\tRTT\tSERVICES", rows); err != nil {
+			if err := table(out, "PEER\tADDRESS\tONLINE\tENDPOINT\tHANDSHAKE\tRX / TX\tRTT\tSERVICES", rows); err != nil {
 				return err
 			}
 			if len(st.Services) == 0 {
@@ -111,4 +122,18 @@ func newStatusCmd() *cobra.Command {
 	cmd.Flags().StringVar(&stateDir, "state-dir", "/var/lib/wiremesh-agent", "the agent's state dir")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// bytesText writes a byte count for people: 512 B, 1.5 KiB, 23.4 MiB.
+func bytesText(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
 }

@@ -21,6 +21,7 @@ var forbidden = map[string][]string{
 	"acl":         {"coordinator", "node", "cmd/wiremesh"},
 	"dns":         {"coordinator", "node", "acl", "gossip", "cmd/wiremesh"},
 	"gossip":      {"coordinator", "node", "acl", "dns", "cmd/wiremesh"},
+	"ui":          {"coordinator", "node", "acl", "dns", "gossip", "filter", "cmd/wiremesh"},
 }
 
 func TestDependencies(t *testing.T) {
