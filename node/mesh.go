@@ -16,8 +16,8 @@ import (
 	"github.com/wiremesh/wiremesh/wire"
 )
 
-// joinEvery is how often the mesh loop tries to join peers that gossip
-// does not show alive.
+// joinEvery is how often the mesh loop looks for peers that gossip does
+// not know, to join them.
 const joinEvery = 2 * time.Second
 
 // selfRTT is the round-trip time the agent gives its own node, so that
@@ -27,7 +27,7 @@ const selfRTT = time.Nanosecond
 
 // runMesh owns the agent's serf member: it starts it once a netmap carries
 // gossip settings, keeps its keys and the local health in its tags in line,
-// joins peers that are not alive, and rebuilds the DNS catalog whenever the
+// joins peers that gossip does not know, and rebuilds the DNS catalog whenever the
 // netmap, the membership or the local checks change. It returns when ctx
 // is done, after leaving the gossip pool.
 func (a *Agent) runMesh(ctx context.Context) {

@@ -19,6 +19,7 @@ func newAgentCmd() *cobra.Command {
 		dnsAddr   string
 		upstreams []string
 		noDNS     bool
+		pprofAddr string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -44,6 +45,13 @@ restarts from, its last netmap.`,
 				cfg.DNSPort = -1
 			}
 			cfg.Version = version
+			if pprofAddr != "" {
+				stop, err := servePprof(pprofAddr)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			a, err := node.New(cfg)
 			if err != nil {
 				return err
@@ -98,6 +106,8 @@ restarts from, its last netmap.`,
 	f.IntVar(&cfg.FlowRecords, "flow-records", cfg.FlowRecords, "flow records kept in memory for wiremesh flows")
 	f.BoolVar(&cfg.NoFilter, "unsafe-no-filter", false, "turn the inbound packet filter off (only to measure its cost)")
 	f.MarkHidden("unsafe-no-filter")
+	f.StringVar(&pprofAddr, "debug-pprof-listen", "", "serve net/http/pprof on this loopback address (for debugging)")
+	f.MarkHidden("debug-pprof-listen")
 	lf.add(f)
 	return cmd
 }
