@@ -220,3 +220,20 @@ func TestAdminEndpointsRefuse(t *testing.T) {
 		}
 	}
 }
+
+func TestGetPolicyVersion(t *testing.T) {
+	ts := startServer(t, time.Hour)
+	first := ts.setPolicy(t, allowAll)
+	ts.setPolicy(t, `{"acls": []}`)
+	code, body := ts.do(t, "GET", wire.PathPolicy+"?version=1", ts.admin, nil)
+	var p wire.Policy
+	decodeStrict(t, body, &p)
+	if code != http.StatusOK || p.Version != first.Version || p.Text != allowAll {
+		t.Errorf("version 1: %d %+v", code, p)
+	}
+	for q, want := range map[string]int{"?version=0": 400, "?version=x": 400, "?version=9": 404} {
+		if code, body := ts.do(t, "GET", wire.PathPolicy+q, ts.admin, nil); code != want {
+			t.Errorf("GET policy%s: %d %s, want %d", q, code, body, want)
+		}
+	}
+}

@@ -203,6 +203,7 @@ type Filter struct {
 
 	newLimit  limiter // new-flow records
 	flowsLost atomic.Uint64
+	drops     sourceDrops
 
 	setMu sync.Mutex // serializes SetRules
 	gen   uint16     // guarded by setMu; generation of the published rules
@@ -315,8 +316,58 @@ func (f *Filter) inbound(b []byte, now int64, rs *ruleset) Verdict {
 		}
 		return v
 	}
+	f.drops.add(&p)
 	f.denied(b, &p, v, now, rs)
 	return v
+}
+
+// maxDropSources bounds the table of drops by source. Sources are the
+// peers' overlay addresses (WireGuard lets no other inner source through),
+// so the bound is only reached by a mesh of that many peers; the rest are
+// counted as from an unknown source.
+const maxDropSources = 4096
+
+// sourceKey is a source address with its family.
+type sourceKey struct {
+	a   addr
+	fam uint8
+}
+
+// sourceDrops counts dropped inbound packets by source address. It sits
+// on the drop path only; a lookup of a known source allocates nothing.
+type sourceDrops struct {
+	mu sync.Mutex
+	n  map[sourceKey]uint64 // guarded by mu
+}
+
+func (d *sourceDrops) add(p *packet) {
+	k := sourceKey{p.src, p.fam}
+	d.mu.Lock()
+	if _, ok := d.n[k]; ok || len(d.n) < maxDropSources {
+		if d.n == nil {
+			d.n = make(map[sourceKey]uint64)
+		}
+		d.n[k]++
+	} else {
+		d.n[sourceKey{}]++
+	}
+	d.mu.Unlock()
+}
+
+// snapshot returns the counts by source; the zero Addr counts packets
+// without a readable source and those past maxDropSources.
+func (d *sourceDrops) snapshot() map[netip.Addr]uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[netip.Addr]uint64, len(d.n))
+	for k, n := range d.n {
+		var a netip.Addr
+		if k.fam != 0 {
+			a = k.a.netip(k.fam == 6)
+		}
+		out[a] += n
+	}
+	return out
 }
 
 // setFrag makes k name the datagram p is a fragment of.
@@ -482,6 +533,9 @@ type Stats struct {
 	Suppressed, NewFlowsSuppressed uint64
 	// FlowsLost counts flow records that found Config.Flows full.
 	FlowsLost uint64
+	// DroppedFrom counts the dropped inbound packets by source address;
+	// the zero Addr counts those whose source could not be read.
+	DroppedFrom map[netip.Addr]uint64
 }
 
 // Stats returns the filter's counters. It walks the connection table.
@@ -495,6 +549,7 @@ func (f *Filter) Stats() Stats {
 		Suppressed:         f.count.sum(suppressedSlot),
 		NewFlowsSuppressed: f.count.sum(newSuppressedSlot),
 		FlowsLost:          f.flowsLost.Load(),
+		DroppedFrom:        f.drops.snapshot(),
 	}
 	for v := DropNoRule; v < numVerdicts; v++ {
 		if n := f.count.sum(int(v)); n > 0 {

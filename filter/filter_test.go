@@ -446,7 +446,8 @@ func TestStats(t *testing.T) {
 	f.Inbound(hdr{src: alice, dst: me, proto: protoUDP, fragOff: 800, payload: 8}.bytes())
 	f.Outbound(udp(me, bob, 1, 2))
 	got := f.Stats()
-	want := Stats{Accepted: 2, Dropped: map[Verdict]uint64{DropNoRule: 1, DropMalformed: 1, DropFragment: 1}, Conns: 2}
+	want := Stats{Accepted: 2, Dropped: map[Verdict]uint64{DropNoRule: 1, DropMalformed: 1, DropFragment: 1}, Conns: 2,
+		DroppedFrom: map[netip.Addr]uint64{netip.MustParseAddr(alice): 2, {}: 1}} // the malformed one has no source
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("Stats() = %+v, want %+v", got, want)
 	}

@@ -76,6 +76,9 @@ type PeerStatus struct {
 	RTT wire.Duration `json:"rtt,omitempty"`
 	// Services are the peer's services this node may reach.
 	Services []string `json:"services,omitempty"`
+	// Denied counts the inbound packets from the peer the filter
+	// dropped since the agent started.
+	Denied uint64 `json:"denied"`
 	PeerStats
 }
 
@@ -91,8 +94,10 @@ func (a *Agent) Status() (Status, error) {
 	if a.svc != nil {
 		st.Services = a.svc.status()
 	}
+	var dropped map[netip.Addr]uint64
 	if a.filter != nil {
 		fs := a.filter.Stats()
+		dropped = fs.DroppedFrom
 		st.Filter = &FilterStats{Accepted: fs.Accepted, Dropped: map[string]uint64{}, Conns: fs.Conns}
 		for v, n := range fs.Dropped {
 			st.Filter.Dropped[v.String()] = n
@@ -131,6 +136,9 @@ func (a *Agent) Status() (Status, error) {
 		}
 		for _, sv := range p.Services {
 			ps.Services = append(ps.Services, sv.Name)
+		}
+		for _, ad := range p.Addresses {
+			ps.Denied += dropped[ad.Addr()]
 		}
 		st.Peers = append(st.Peers, ps)
 	}

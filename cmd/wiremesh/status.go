@@ -93,7 +93,7 @@ func newStatusCmd() *cobra.Command {
 				if len(p.Addresses) > 0 {
 					addr = p.Addresses[0]
 				}
-				rows = append(rows, []string{p.Name, addr, online, ep, ago(p.LastHandshake), bytesText(p.RxBytes) + " / " + bytesText(p.TxBytes), rtt, orDash(strings.Join(p.Services, ","))})
+				rows = append(rows, []string{p.Name, addr, online, ep, ago(p.LastHandshake), bytesText(p.RxBytes) + " / " + bytesText(p.TxBytes), fmt.Sprint(p.Denied), rtt, orDash(strings.Join(p.Services, ","))})
 			}
 			if st.Gossip != nil {
 				fmt.Fprintf(out, "gossip:      %d members alive; %d bytes sent, %d received\n", st.Gossip.Members, st.Gossip.BytesSent, st.Gossip.BytesReceived)
@@ -101,7 +101,7 @@ func newStatusCmd() *cobra.Command {
 			if st.DNS != "" {
 				fmt.Fprintf(out, "dns:         %s and the overlay addresses\n\n", st.DNS)
 			}
-			if err := table(out, "PEER\tADDRESS\tONLINE\tENDPOINT\tHANDSHAKE\tRX / TX\tRTT\tSERVICES", rows); err != nil {
+			if err := table(out, "PEER\tADDRESS\tONLINE\tENDPOINT\tHANDSHAKE\tRX / TX\tDENIED\tRTT\tSERVICES", rows); err != nil {
 				return err
 			}
 			if len(st.Services) == 0 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,6 +51,17 @@ func TestPing(t *testing.T) {
 	})
 	if res, ok := ping("c"); ok || res.Verdict != "policy" {
 		t.Errorf("ping c: %+v (exit ok %v), want the policy named", res, ok)
+	}
+	// c counts what it dropped from a, in its peer list.
+	for _, p := range c.status(t).Peers {
+		if p.Name == "a" && p.Denied < 3 {
+			t.Errorf("c's status: %d packets denied from a, want at least the 3 probes", p.Denied)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if out, err := c.host.Run(ctx, bin, "status", "--state-dir", c.stateDir); err != nil || !strings.Contains(string(out), "DENIED") {
+		t.Errorf("wiremesh status on c: %v\n%s", err, out)
 	}
 	// d is no peer of a at all.
 	if res, ok := ping("d"); ok || res.Verdict != "policy" || res.Sent != 0 {
