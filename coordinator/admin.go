@@ -5,59 +5,21 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strconv"
+	"slices"
 	"time"
 
 	"github.com/wiremesh/wiremesh/wire"
 )
 
-// scanNodes reads the nodes that the SQL tail rest (WHERE … ORDER BY …)
-// selects, within tx.
-func (s *Store) scanNodes(ctx context.Context, tx *sql.Tx, rest string, args ...any) ([]wire.Node, error) {
-	rows, err := tx.QueryContext(ctx, "SELECT "+nodeColumns+" FROM nodes "+rest, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list nodes: %w", err)
-	}
-	defer rows.Close()
-	var nodes []wire.Node
-	for rows.Next() {
-		n, err := s.scanNode(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list nodes: %w", err)
-		}
-		nodes = append(nodes, n)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list nodes: %w", err)
-	}
-	return nodes, nil
-}
-
-// Nodes returns every node, expired ones included, ordered by id, and the
-// state version they belong to.
+// Nodes returns every node as admins see it (expired ones included,
+// with the reported health), ordered by id, and the state version.
 func (s *Store) Nodes(ctx context.Context) ([]wire.Node, uint64, error) {
-	return s.NodePage(ctx, 0, -1)
-}
-
-// NodePage returns up to limit nodes (all when negative) with ids greater
-// than after, ordered by id, and the state version they belong to.
-func (s *Store) NodePage(ctx context.Context, after int64, limit int) ([]wire.Node, uint64, error) {
-	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return nil, 0, fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback()
-	nodes, err := s.scanNodes(ctx, tx, "WHERE id > ? ORDER BY id LIMIT ?", after, limit)
+	st, err := s.State(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
-	var v string
-	err = tx.QueryRowContext(ctx, "SELECT value FROM settings WHERE key = 'version'").Scan(&v)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return nil, 0, fmt.Errorf("read version: %w", err)
-	}
-	ver, _ := strconv.ParseUint(v, 10, 64)
-	return nodes, ver, nil
+	nodes, err := s.AdminNodes(ctx)
+	return slices.Clone(nodes), st.Version, err
 }
 
 // NodeByName returns the node called name, expired or not.

@@ -49,21 +49,32 @@ func (s *Store) patch(id int64, fn func(*wire.Node)) {
 // The slice and what it holds are shared: copy before changing anything.
 func (s *Store) AdminNodes(ctx context.Context) ([]wire.Node, error) {
 	s.listMu.Lock()
-	defer s.listMu.Unlock()
-	gen := s.writes.Load()
-	if s.list != nil && s.list.gen == gen {
-		return s.list.nodes, nil
+	l := s.list
+	s.listMu.Unlock()
+	if l != nil && l.gen == s.writes.Load() {
+		return l.nodes, nil
 	}
-	nodes, err := s.loadAdminNodes(ctx)
-	if err != nil {
+	if _, err := s.State(ctx); err != nil { // it refreshes the listing
 		return nil, err
 	}
-	s.list = &listing{gen: gen, nodes: nodes}
-	return nodes, nil
+	s.listMu.Lock()
+	defer s.listMu.Unlock()
+	return s.list.nodes, nil
 }
 
-func (s *Store) loadAdminNodes(ctx context.Context) ([]wire.Node, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT "+nodeColumns+", health FROM nodes ORDER BY id")
+// setListing caches nodes as the listing read when the write counter was
+// at gen, unless a newer one is cached.
+func (s *Store) setListing(gen uint64, nodes []wire.Node) {
+	s.listMu.Lock()
+	defer s.listMu.Unlock()
+	if s.list == nil || s.list.gen <= gen {
+		s.list = &listing{gen: gen, nodes: nodes}
+	}
+}
+
+// scanAdminNodes reads every node with its reported health, within tx.
+func (s *Store) scanAdminNodes(ctx context.Context, tx *sql.Tx) ([]wire.Node, error) {
+	rows, err := tx.QueryContext(ctx, "SELECT "+nodeColumns+", health FROM nodes ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
@@ -75,14 +86,28 @@ func (s *Store) loadAdminNodes(ctx context.Context) ([]wire.Node, error) {
 		if err != nil {
 			return nil, fmt.Errorf("list nodes: %w", err)
 		}
-		var h map[string]reportedHealth
-		if err := json.Unmarshal([]byte(hj), &h); err != nil {
-			return nil, fmt.Errorf("node %s: bad stored health: %w", n.Name, err)
+		if hj != "{}" {
+			var h map[string]reportedHealth
+			if err := json.Unmarshal([]byte(hj), &h); err != nil {
+				return nil, fmt.Errorf("node %s: bad stored health: %w", n.Name, err)
+			}
+			n.Services = withHealth(n, h)
 		}
-		n.Services = withHealth(n, h)
 		nodes = append(nodes, n)
 	}
 	return nodes, rows.Err()
+}
+
+// definitions returns svcs without their reported health and checks.
+func definitions(svcs []wire.Service) []wire.Service {
+	if !slices.ContainsFunc(svcs, func(sv wire.Service) bool { return sv.Health != "" || sv.Checks != nil }) {
+		return svcs
+	}
+	out := slices.Clone(svcs)
+	for i := range out {
+		out[i].Health, out[i].Checks = "", nil
+	}
+	return out
 }
 
 // healthScanner scans a node row followed by its health column.

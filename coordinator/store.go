@@ -255,19 +255,29 @@ type State struct {
 	Version    uint64
 }
 
-// State reads the current State in one transaction.
+// State reads the current State in one transaction. The same read
+// refreshes the admin listing, so a listing right after a change (which
+// publishes a new state) costs nothing more.
 func (s *Store) State(ctx context.Context) (State, error) {
 	var st State
+	gen := s.writes.Load()
 	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return st, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback()
-	if st.Nodes, err = s.scanNodes(ctx, tx, "WHERE expires = 0 OR expires > ? ORDER BY id", s.now().UnixMilli()); err != nil {
+	all, err := s.scanAdminNodes(ctx, tx)
+	if err != nil {
 		return st, err
 	}
-	for i := range st.Nodes {
-		st.Nodes[i].Version, st.Nodes[i].Expires = "", time.Time{} // for admins only
+	now := s.now()
+	for _, n := range all {
+		if !n.Expires.IsZero() && !n.Expires.After(now) {
+			continue
+		}
+		n.Version, n.Expires = "", time.Time{} // for admins only
+		n.Services = definitions(n.Services)   // health travels by gossip
+		st.Nodes = append(st.Nodes, n)
 	}
 	var created int64
 	pol := &st.Policy
@@ -286,6 +296,7 @@ func (s *Store) State(ctx context.Context) (State, error) {
 		return st, fmt.Errorf("read version: %w", err)
 	}
 	st.Version, _ = strconv.ParseUint(v, 10, 64)
+	s.setListing(gen, all)
 	return st, nil
 }
 
