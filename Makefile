@@ -29,7 +29,7 @@ e2e:
 	$(GO) test -count=1 -timeout 20m ./test/e2e/
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./test/bench/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 40m ./test/bench/
 
 # Longer fuzzing: make fuzz FUZZTIME=5m
 FUZZTIME ?= 30s

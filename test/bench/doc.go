@@ -1,11 +1,20 @@
-// Package bench holds the benchmark of the overlay data path
-// (BenchmarkDataPath in throughput_test.go), run with
+// Package bench holds the benchmarks that need namespace hosts and the
+// real binary, run with
 //
-//	go test -run '^$' -bench . -benchtime 1x -timeout 20m ./test/bench/
+//	go test -run '^$' -bench . -benchtime 1x -timeout 40m ./test/bench/
 //
-// (make bench). It needs root, iproute2, iperf3 and wireguard-tools, and
-// builds its own lab of namespace hosts with test/lab. The baseline it
-// compares wiremesh against is the program in wgbare: a bare wireguard-go
-// device configured with wg(8). Results are written down in
+// (make bench):
+//
+//   - BenchmarkDataPath (throughput_test.go): iperf3 over veth, a bare
+//     wireguard-go device (the program in wgbare, configured with wg(8)),
+//     and wiremesh with and without its packet filter; start → first ping;
+//     RSS.
+//   - BenchmarkDNS (dns_test.go): an agent's service DNS driven by
+//     dnsperf, against the bare miekg/dns server in dnsbare.
+//   - BenchmarkFailover (failover_test.go): SIGKILL → gone from DNS at 3
+//     and 20 agents, restart → back, idle gossip traffic.
+//
+// They need root, iproute2, iperf3, wireguard-tools, dnsperf and dig, and
+// build their own labs with test/lab. Results are written down in
 // docs/benchmarks.md.
 package bench
