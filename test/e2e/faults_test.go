@@ -3,10 +3,16 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wiremesh/wiremesh/test/lab"
 )
 
 // TestLinkCut: a host cut off from the network for 30 s is marked failed
@@ -121,4 +127,61 @@ func TestCoordinatorOutage(t *testing.T) {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
+}
+
+// TestStateDirFullOrReadOnly: when an agent's state dir fills up or turns
+// read-only under it, the agent says so in its log and its data path keeps
+// working.
+func TestStateDirFullOrReadOnly(t *testing.T) {
+	lab.Require(t, "mount", "umount", "dd", "nsenter")
+	m := newMesh(t)
+	h2 := m.addAgent("h2")
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() }) // after the agent's own cleanup
+	h1 := &agent{name: "h1", host: m.lab.AddHost("h1"), iface: m.lab.Prefix() + "h1", stateDir: dir}
+	m.agents["h1"] = h1
+	h1.start(t, "--join", m.joinKey)
+	waitFor(t, 5*time.Second, "h1 and h2 peered", func() bool { return h1.hasPeer(h2.publicKey(t)) })
+
+	// Full: a netmap that cannot be cached changes nothing else.
+	exec.Command("dd", "if=/dev/zero", "of="+filepath.Join(dir, "fill"), "bs=64k").Run() // until ENOSPC
+	policies := []string{
+		`{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}, {"action": "accept", "src": ["node:h1"], "dst": ["node:h2:22"], "proto": "tcp"}]}`,
+		`{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}, {"action": "accept", "src": ["node:h1"], "dst": ["node:h2:23"], "proto": "tcp"}]}`,
+	}
+	m.setPolicy(policies[0])
+	if err := h1.proc.WaitLog("cannot cache netmap; the data path keeps working", 5*time.Second); err != nil || !strings.Contains(h1.proc.Log(), "no space left on device") {
+		t.Fatalf("a full state dir is not reported: %v\n%s", err, h1.proc.Log())
+	}
+	h1.ping(t, h2.addr(t, false), 3, "0.2")
+	if st := h1.status(t); st.PolicyVersion == 0 || !st.Connected {
+		t.Fatalf("status with a full state dir: %+v", st)
+	}
+
+	// Read-only: the same.
+	os.Remove(filepath.Join(dir, "fill"))
+	// A read-only bind mount on top (the agent's open lock file keeps the
+	// tmpfs itself from being remounted), made in the agent's own mount
+	// namespace: `ip netns exec` gave it one.
+	pid := strconv.Itoa(h1.proc.PID())
+	for _, args := range [][]string{{"--bind", dir, dir}, {"-o", "remount,bind,ro", dir}} {
+		if out, err := exec.Command("nsenter", append([]string{"-t", pid, "-m", "mount"}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("mount %v in the agent's namespace: %v: %s", args, err, out)
+		}
+	}
+	m.setPolicy(policies[1])
+	waitFor(t, 5*time.Second, "the read-only state dir reported", func() bool {
+		return strings.Contains(h1.proc.Log(), "read-only file system")
+	})
+	h1.ping(t, h2.addr(t, false), 3, "0.2")
+	h2.ping(t, h1.addr(t, false), 3, "0.2")
+	if h1.proc.Exited() {
+		t.Fatalf("agent exited:\n%s", h1.proc.Log())
+	}
 }
