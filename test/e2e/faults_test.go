@@ -185,3 +185,29 @@ func TestStateDirFullOrReadOnly(t *testing.T) {
 		t.Fatalf("agent exited:\n%s", h1.proc.Log())
 	}
 }
+
+// TestExpire: an expired node is dropped by every peer within 1 s, its
+// agent stops saying why, and its credential is refused.
+func TestExpire(t *testing.T) {
+	m := newMesh(t)
+	h1, h2, h3 := m.addAgent("h1"), m.addAgent("h2"), m.addAgent("h3")
+	pub := h3.publicKey(t)
+	waitFor(t, 5*time.Second, "h3 in h1 and h2", func() bool { return h1.hasPeer(pub) && h2.hasPeer(pub) })
+	cred := h3.identity(t).Credential
+	start := time.Now()
+	m.cli("nodes", "expire", "h3")
+	d := waitFor(t, 5*time.Second, "h3 gone from h1 and h2", func() bool { return !h1.hasPeer(pub) && !h2.hasPeer(pub) })
+	if d > time.Second {
+		t.Fatalf("expired node left its peers after %s; want ≤ 1 s", d)
+	}
+	t.Logf("expire → gone from every peer: %s (since the CLI started: %s)", d.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	if code, err := h3.proc.Wait(10 * time.Second); err != nil || code == 0 || !strings.Contains(h3.proc.Log(), "expired") {
+		t.Fatalf("expired node's agent: exit %d, %v; want a non-zero exit that says it expired:\n%s", code, err, h3.proc.Log())
+	}
+	if got := m.netmapStatus(t, cred, pub); got != 401 {
+		t.Fatalf("expired node's credential: HTTP %d, want 401", got)
+	}
+	if out := m.cli("nodes", "list"); !strings.Contains(out, "expired") {
+		t.Errorf("nodes list does not show h3 expired:\n%s", out)
+	}
+}
