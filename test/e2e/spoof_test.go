@@ -1,12 +1,26 @@
 package e2e
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/binary"
+	"io"
+	"log"
+	"math/big"
+	"net/http"
 	"net/netip"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wiremesh/wiremesh/credential"
 )
 
 // TestSpoofedInnerSource: a packet a peer sends through its tunnel with an
@@ -116,4 +130,57 @@ func checksum(b []byte, sum uint32) uint16 {
 		sum = sum>>16 + sum&0xffff
 	}
 	return ^uint16(sum)
+}
+
+// TestManInTheMiddle: an agent whose join key leads to a server with
+// another certificate than the pinned one refuses it during the TLS
+// handshake, so the server never sees a request, let alone the join key's
+// secret.
+func TestManInTheMiddle(t *testing.T) {
+	m := newMesh(t)
+	cert := selfSigned(t)
+	ln, err := m.coordHost.Listen("tcp", m.coordHost.Addr.String()+":9443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var requests atomic.Int32
+	srv := &http.Server{
+		Handler:   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { requests.Add(1) }),
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
+		ErrorLog:  log.New(io.Discard, "", 0),
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.ServeTLS(ln, "", "") }()
+	t.Cleanup(func() { srv.Close(); <-done })
+
+	b, err := credential.ParseJoinKey(m.joinKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.URL = "https://" + m.coordHost.Addr.String() + ":9443" // the real pin, another server
+	h := &agent{name: "victim", host: m.lab.AddHost("victim"), iface: m.lab.Prefix() + "victim", stateDir: filepath.Join(t.TempDir(), "state")}
+	out := m.runAgentFail(t, h, "--join", b.Encode(credential.JoinKeyPrefix))
+	if !strings.Contains(out, "does not match the pin") {
+		t.Fatalf("the agent did not refuse the impostor's certificate:\n%s", out)
+	}
+	if n := requests.Load(); n != 0 {
+		t.Fatalf("the impostor received %d requests", n)
+	}
+}
+
+// selfSigned makes a certificate the pin of no coordinator matches.
+func selfSigned(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "impostor"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
