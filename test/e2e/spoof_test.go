@@ -184,3 +184,122 @@ func selfSigned(t *testing.T) tls.Certificate {
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
+
+// TestFilterAbuse: packets a peer crafts to slip past the policy (TCP
+// without a handshake or with nonsense flags, fragments, UDP to a closed
+// port, malformed headers) reach h2's filter through the tunnel and none
+// of them reaches h2's stack; the filter counts them as denied from h1.
+func TestFilterAbuse(t *testing.T) {
+	m := newBareMesh(t)
+	m.setPolicy(`{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"], "proto": "icmp"}]}`)
+	h1, h2 := m.addAgent("h1"), m.addAgent("h2")
+	waitFor(t, 5*time.Second, "h1 peered with h2", func() bool { return h1.hasPeer(h2.publicKey(t)) })
+	src, dst := h1.addr(t, false), h2.addr(t, false)
+
+	// A raw TCP and a raw UDP socket on h2 see every such packet its
+	// stack receives.
+	var seen atomic.Int32
+	for _, proto := range []int{syscall.IPPROTO_TCP, syscall.IPPROTO_UDP} {
+		var fd int
+		if err := h2.host.Do(func() (err error) { fd, err = syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, proto); return err }); err != nil {
+			t.Fatal(err)
+		}
+		tv := syscall.NsecToTimeval(int64(100 * time.Millisecond))
+		syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			buf := make([]byte, 2000)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				n, _, err := syscall.Recvfrom(fd, buf, 0)
+				if err != nil || n < 24 {
+					continue
+				}
+				ihl := int(buf[0]&0x0f) * 4
+				if n >= ihl+2 && binary.BigEndian.Uint16(buf[ihl:]) >= 40000 && binary.BigEndian.Uint16(buf[ihl:]) < 40100 && netip.AddrFrom4([4]byte(buf[12:16])) == src {
+					seen.Add(1)
+				}
+			}
+		}()
+		t.Cleanup(func() { close(stop); <-done; syscall.Close(fd) })
+	}
+
+	const (
+		fin, syn, rst, psh, ack, urg = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+	)
+	var probes [][]byte
+	for i, flags := range []byte{ack, syn | fin, 0, fin | psh | urg, rst, syn | ack, psh | ack} {
+		probes = append(probes, tcp4(src, dst, uint16(40000+i), 22, flags))
+	}
+	probes = append(probes, udp4(src, dst, 40050, 53, []byte("query")))
+	first := tcp4(src, dst, 40060, 22, syn)
+	first[6] |= 0x20 // more fragments, offset 0: a first fragment to a closed port
+	later := udp4(src, dst, 40061, 53, []byte("later fragment payload"))
+	binary.BigEndian.PutUint16(later[6:], 100) // offset 800 bytes, no first fragment seen
+	probes = append(probes, first, later)
+	const copies = 10
+	before := deniedFrom(t, h2, "h1")
+	err := h1.host.Do(func() error {
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_RAW)
+		if err != nil {
+			return err
+		}
+		defer syscall.Close(fd)
+		for range copies {
+			for _, p := range probes {
+				if err := syscall.Sendto(fd, p, 0, &syscall.SockaddrInet4{Addr: dst.As4()}); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := uint64(copies * len(probes))
+	waitFor(t, 5*time.Second, "h2's filter counting the probes", func() bool { return deniedFrom(t, h2, "h1")-before >= want })
+	time.Sleep(300 * time.Millisecond) // the raw sockets' last reads
+	if n := seen.Load(); n != 0 {
+		t.Errorf("%d crafted packets reached h2's stack", n)
+	}
+	h1.ping(t, dst, 2, "0.2") // what the policy allows still passes
+}
+
+// deniedFrom is what a's filter dropped from peer, per its status.
+func deniedFrom(t *testing.T, a *agent, peer string) uint64 {
+	for _, p := range a.status(t).Peers {
+		if p.Name == peer {
+			return p.Denied
+		}
+	}
+	t.Fatalf("%s has no peer %s", a.name, peer)
+	return 0
+}
+
+// tcp4 builds an IPv4 TCP segment with flags and checksums.
+func tcp4(src, dst netip.Addr, sport, dport uint16, flags byte) []byte {
+	b := make([]byte, 40)
+	b[0], b[8], b[9] = 0x45, 64, syscall.IPPROTO_TCP
+	binary.BigEndian.PutUint16(b[2:], 40)
+	s, d := src.As4(), dst.As4()
+	copy(b[12:16], s[:])
+	copy(b[16:20], d[:])
+	binary.BigEndian.PutUint16(b[10:], checksum(b[:20], 0))
+	u := b[20:]
+	binary.BigEndian.PutUint16(u[0:], sport)
+	binary.BigEndian.PutUint16(u[2:], dport)
+	binary.BigEndian.PutUint32(u[4:], 12345)
+	u[12], u[13] = 5<<4, flags
+	binary.BigEndian.PutUint16(u[14:], 65535)
+	pseudo := uint32(binary.BigEndian.Uint16(s[0:])) + uint32(binary.BigEndian.Uint16(s[2:])) +
+		uint32(binary.BigEndian.Uint16(d[0:])) + uint32(binary.BigEndian.Uint16(d[2:])) + syscall.IPPROTO_TCP + 20
+	binary.BigEndian.PutUint16(u[16:], checksum(u, pseudo))
+	return b
+}
