@@ -237,3 +237,40 @@ func TestGetPolicyVersion(t *testing.T) {
 		}
 	}
 }
+
+func TestRotateKey(t *testing.T) {
+	ts := startServer(t, time.Hour)
+	jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Reusable: true})
+	a := ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: "a"})
+	b := ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: "b"})
+	ts.setPolicy(t, allowAll)
+	sb := ts.openStream(t, b.Credential, wire.MapRequest{PublicKey: b.Node.PublicKey})
+	sb.netmap(t, "peer a", func(nm *wire.Netmap) bool { return len(nm.Peers) == 1 })
+
+	next := newPublicKey(t)
+	code, body := ts.doJSON(t, "POST", wire.PathRotateKey, a.Credential, wire.RotateKeyRequest{PublicKey: a.Node.PublicKey, NewPublicKey: next})
+	if code != http.StatusOK {
+		t.Fatalf("rotate: %d %s", code, body)
+	}
+	sb.netmap(t, "a's new key", func(nm *wire.Netmap) bool { return len(nm.Peers) == 1 && nm.Peers[0].PublicKey == next })
+	// The credential is bound to the new key now.
+	if code, _ := ts.doJSON(t, "POST", wire.PathNetmap, a.Credential, wire.MapRequest{PublicKey: a.Node.PublicKey}); code != http.StatusForbidden {
+		t.Errorf("stream with the old key: %d, want 403", code)
+	}
+	for _, tt := range []struct {
+		name string
+		req  wire.RotateKeyRequest
+		code int
+	}{
+		{"old key again", wire.RotateKeyRequest{PublicKey: a.Node.PublicKey, NewPublicKey: newPublicKey(t)}, http.StatusForbidden},
+		{"another node's key", wire.RotateKeyRequest{PublicKey: next, NewPublicKey: b.Node.PublicKey}, http.StatusConflict},
+		{"bad key", wire.RotateKeyRequest{PublicKey: next, NewPublicKey: "short"}, http.StatusBadRequest},
+	} {
+		if code, body := ts.doJSON(t, "POST", wire.PathRotateKey, a.Credential, tt.req); code != tt.code {
+			t.Errorf("%s: %d %s, want %d", tt.name, code, body, tt.code)
+		}
+	}
+	if code, _ := ts.doJSON(t, "POST", wire.PathRotateKey, b.Credential, wire.RotateKeyRequest{PublicKey: next, NewPublicKey: newPublicKey(t)}); code != http.StatusForbidden {
+		t.Errorf("b rotating a's key: %d, want 403", code)
+	}
+}

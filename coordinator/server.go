@@ -46,6 +46,7 @@ func (c *Coordinator) Handler() http.Handler {
 	mux.HandleFunc("GET "+wire.PathPolicy+"/history", c.admin(c.handlePolicyHistory))
 	mux.HandleFunc("POST "+wire.PathPolicy+"/rollback", c.admin(c.handleRollback))
 	mux.HandleFunc("PUT "+wire.PathServicesReport, c.handleServicesReport)
+	mux.HandleFunc("POST "+wire.PathRotateKey, c.handleRotateKey)
 	mux.HandleFunc("GET "+wire.PathServices, c.admin(c.handleServices))
 	mux.HandleFunc("POST "+wire.PathGossipRotate, c.admin(c.handleGossipRotate))
 	mux.HandleFunc("POST "+wire.PathGossipRetire, c.admin(c.handleGossipRetire))

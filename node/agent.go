@@ -16,6 +16,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,6 +85,9 @@ type Config struct {
 	// Version is the agent's wiremesh version, reported to the
 	// coordinator. Empty: not reported.
 	Version string
+	// KeyRotation is how often the agent replaces its WireGuard key. Zero:
+	// only on demand (wiremesh rotate-key).
+	KeyRotation time.Duration
 	// NoFilter turns the inbound packet filter off: every peer reaches
 	// every port. Only for measuring the filter's cost; never in service.
 	NoFilter bool
@@ -183,8 +187,7 @@ type Agent struct {
 	cfg   Config
 	log   *slog.Logger
 	state *stateDir
-	key   wgtypes.Key
-	id    Identity
+	id    Identity // its Node.PublicKey is the key at start; see key
 
 	enrolled bool              // id is set
 	joinKey  credential.Bundle // parsed cfg.JoinKey, when not enrolled
@@ -202,7 +205,10 @@ type Agent struct {
 	netmapChanged chan struct{} // a value after apply (buffered 1)
 	reportNow     chan struct{} // wakes the services reporter (buffered 1)
 
+	rotateMu sync.Mutex // one key rotation at a time
+
 	mu        sync.Mutex
+	key       wgtypes.Key  // guarded by mu once Run started; the node's private key
 	netmap    *wire.Netmap // guarded by mu; the applied netmap
 	connected bool         // guarded by mu; a netmap stream is open
 	lastErr   string       // guarded by mu; why the last stream ended
@@ -371,7 +377,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	self := &wire.Netmap{Self: a.id.Node, Prefixes: a.id.Prefixes}
 	if cached, err := a.state.loadNetmap(); err != nil {
 		a.log.Warn("ignoring netmap cache", "err", err)
-	} else if cached != nil && cached.Self.PublicKey == a.key.PublicKey().String() {
+	} else if cached != nil && cached.Self.PublicKey == a.publicKey() {
 		self = cached
 		a.log.Info("starting from cached netmap", "version", cached.Version, "peers", len(cached.Peers))
 	}
@@ -393,7 +399,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	a.log.Info("agent up", "node", a.id.Node.Name, "interface", a.cfg.Interface, "port", a.cfg.ListenPort)
 	bg, stopBG := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	for _, fn := range []func(context.Context){a.trimMemory, a.runMesh, a.runReporter, a.runFlows} {
+	for _, fn := range []func(context.Context){a.trimMemory, a.runMesh, a.runReporter, a.runFlows, a.rotateKeys} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -463,11 +469,12 @@ func (a *Agent) trimMemory(ctx context.Context) {
 // follow keeps a netmap stream open, reconnecting with backoff, until ctx
 // is done or the coordinator refuses the node.
 func (a *Agent) follow(ctx context.Context) error {
-	req := wire.MapRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: a.key.PublicKey().String(), ListenPort: a.cfg.ListenPort, Endpoints: a.cfg.Endpoints, Version: a.cfg.Version}
 	for b := newBackoff(); ; {
+		req := wire.MapRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: a.publicKey(), ListenPort: a.cfg.ListenPort, Endpoints: a.cfg.Endpoints, Version: a.cfg.Version}
 		err := a.ctl.stream(ctx, a.id.Credential, req, func(nm *wire.Netmap) {
 			if !a.isConnected() {
 				a.wakeReport() // a new stream: the coordinator may have missed reports
+				a.finishRotation(nm.Self.PublicKey)
 			}
 			a.setConnected(true, "")
 			b.reset()
@@ -479,6 +486,11 @@ func (a *Agent) follow(ctx context.Context) error {
 			return nil
 		}
 		a.setConnected(false, err.Error())
+		if errors.Is(err, ErrRefused) && strings.Contains(err.Error(), "public key does not match") && a.resumeRotation() {
+			// The credential is this node's, the key not: the coordinator
+			// took the new key of a rotation this agent did not finish.
+			continue
+		}
 		if errors.Is(err, ErrRefused) {
 			return fmt.Errorf("coordinator refused this node (deleted or expired?): %w; re-enroll with an empty state dir and --join KEY", err)
 		}

@@ -86,6 +86,12 @@ func (tc *testCoordinator) joinKey(t *testing.T, reusable bool) string {
 // adminDo sends an admin API request and checks its status.
 func (tc *testCoordinator) adminDo(t *testing.T, method, path string, body any, want int) {
 	t.Helper()
+	tc.do(t, tc.admin, method, path, body, want)
+}
+
+// do sends an API request with a bearer token and checks its status.
+func (tc *testCoordinator) do(t *testing.T, token, method, path string, body any, want int) {
+	t.Helper()
 	tr := &http.Transport{TLSClientConfig: credential.ClientTLS(tc.c.Pin())}
 	defer tr.CloseIdleConnections()
 	var r io.Reader
@@ -94,7 +100,7 @@ func (tc *testCoordinator) adminDo(t *testing.T, method, path string, body any, 
 		r = bytes.NewReader(b)
 	}
 	req, _ := http.NewRequest(method, tc.url+path, r)
-	req.Header.Set("Authorization", "Bearer "+tc.admin)
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := (&http.Client{Transport: tr, Timeout: waitFor}).Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +198,7 @@ func (ra *runningAgent) waitUp(t *testing.T) {
 }
 
 // pub returns the agent's public key, which New loads or makes.
-func (ra *runningAgent) pub() string { return ra.key.PublicKey().String() }
+func (ra *runningAgent) pub() string { return ra.publicKey() }
 
 func sorted(keys ...string) []string {
 	slices.Sort(keys)

@@ -33,6 +33,10 @@ type Engine interface {
 	Apply(nm *wire.Netmap) error
 	// Stats returns per-peer counters keyed by base64 public key.
 	Stats() (map[string]PeerStats, error)
+	// SetPrivateKey replaces the interface's private key. Sessions under
+	// the old key end; new handshakes start at once and are retried for
+	// a second, while the peers learn the new public key.
+	SetPrivateKey(k wgtypes.Key) error
 	// Close removes the interface, its addresses and routes.
 	Close() error
 }
@@ -221,6 +225,53 @@ func (e *wgEngine) Apply(nm *wire.Netmap) error {
 		e.greetLocked(k)
 	}
 	return nil
+}
+
+// SetPrivateKey implements Engine.
+func (e *wgEngine) SetPrivateKey(k wgtypes.Key) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return errors.New("engine closed")
+	}
+	if err := e.wg.ConfigureDevice(e.cfg.Interface, wgtypes.Config{PrivateKey: &k}); err != nil {
+		return fmt.Errorf("set private key on %s: %w", e.cfg.Interface, err)
+	}
+	e.cfg.PrivateKey = k
+	since := time.Now()
+	for peer := range e.applied {
+		for _, d := range rekeyNudges {
+			e.nudgeLocked(peer, d, since)
+		}
+	}
+	return nil
+}
+
+// rekeyNudges are when, after a key change, the engine starts a new
+// handshake with each peer that has none since: a peer drops handshakes
+// for a key it has not learned yet, and WireGuard itself retries only
+// after 5 s.
+var rekeyNudges = []time.Duration{0, 150 * time.Millisecond, 400 * time.Millisecond, time.Second}
+
+// nudgeLocked starts a handshake with peer k after d unless one completed
+// after since.
+func (e *wgEngine) nudgeLocked(k wgtypes.Key, d time.Duration, since time.Time) {
+	e.greeters.Add(1)
+	t := time.AfterFunc(d, func() {
+		defer e.greeters.Done()
+		if dev, err := e.wg.Device(e.cfg.Interface); err == nil {
+			for _, p := range dev.Peers {
+				if p.PublicKey == k && p.LastHandshakeTime.After(since) {
+					return
+				}
+			}
+		}
+		if p := e.dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
+			p.ExpireCurrentKeypairs()
+			p.SendKeepalive()
+		}
+	})
+	e.timers = append(e.timers, t)
 }
 
 // greetDelay is how long the peer with the greater public key waits before

@@ -179,6 +179,7 @@ func (a *Agent) listenLocalAPI() (*localAPI, error) {
 		json.NewEncoder(w).Encode(st)
 	})
 	mux.HandleFunc("POST /v1/ping", a.handlePing)
+	mux.HandleFunc("POST /v1/rotate-key", a.handleRotateKey)
 	a.svc.handle(mux)
 	a.handleFlows(mux)
 	l := &localAPI{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, path: path}

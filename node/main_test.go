@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	"log/slog"
 	"slices"
 	"sync"
@@ -84,6 +85,13 @@ func (e *fakeEngine) Apply(nm *wire.Netmap) error {
 	e.last, e.applied = nm, e.applied+1
 	e.mu.Unlock()
 	e.notify()
+	return nil
+}
+
+func (e *fakeEngine) SetPrivateKey(k wgtypes.Key) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.cfg.PrivateKey = k
 	return nil
 }
 

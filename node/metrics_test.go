@@ -2,6 +2,7 @@ package node
 
 import (
 	"encoding/binary"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -22,6 +23,7 @@ type statsEngine struct{ stats map[string]PeerStats }
 func (e *statsEngine) Apply(*wire.Netmap) error             { return nil }
 func (e *statsEngine) Stats() (map[string]PeerStats, error) { return e.stats, nil }
 func (e *statsEngine) Close() error                         { return nil }
+func (e *statsEngine) SetPrivateKey(wgtypes.Key) error      { return nil }
 
 // tcp4 makes an IPv4 TCP SYN from src to dst:port.
 func tcp4(src, dst netip.Addr, port uint16) []byte {

@@ -45,7 +45,7 @@ func (a *Agent) runReporter(ctx context.Context) {
 func (a *Agent) report(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req := wire.ServicesReport{PublicKey: a.key.PublicKey().String(), Services: []wire.Service{}}
+	req := wire.ServicesReport{PublicKey: a.publicKey(), Services: []wire.Service{}}
 	for _, s := range a.svc.status() {
 		sv := wire.Service{Name: s.Name, Port: s.Port, Proto: s.Protocol, Tags: s.Tags, Health: s.Health.String()}
 		for _, c := range s.Checks {

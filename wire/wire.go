@@ -17,7 +17,7 @@ import (
 //	1 (2026-11-25): enrollment, streamed full netmaps with keep-alives;
 //	   policy version, filter rules and policy-filtered peers in netmaps.
 //	2 (2026-12-01): services in nodes (the catalog), gossip settings in
-//	   netmaps, PathServicesReport.
+//	   netmaps, PathServicesReport, PathRotateKey.
 const ProtocolVersion = 2
 
 // Paths of the coordinator's HTTPS API.
@@ -47,6 +47,10 @@ const (
 	// PathGossipRetire: POST → GossipKeys. Removes every gossip key but
 	// the primary one; run it once the rotation reached every node (admin).
 	PathGossipRetire = "/v1/gossip/retire"
+	// PathRotateKey: POST RotateKeyRequest (node credential) → Node.
+	// Replaces the node's WireGuard public key; its peers learn the new
+	// one from their next netmap, and the credential is bound to it.
+	PathRotateKey = "/v1/node/key"
 	// PathAudit: GET → []AuditEntry, newest first (admin). Paginated.
 	PathAudit = "/v1/audit"
 	// PathAdminTokens: GET → []AdminToken; POST CreateAdminTokenRequest →
@@ -213,6 +217,15 @@ type ServicesReport struct {
 	PublicKey string `json:"public_key"`
 	// Services replaces the node's services. Empty: it runs none.
 	Services []Service `json:"services"`
+}
+
+// RotateKeyRequest replaces a node's WireGuard public key.
+type RotateKeyRequest struct {
+	// PublicKey must be the node's current key.
+	PublicKey string `json:"public_key"`
+	// NewPublicKey is the key to use from now on (base64, 32 bytes); the
+	// agent generated its private half and keeps it.
+	NewPublicKey string `json:"new_public_key"`
 }
 
 // CatalogService is one service with all its instances, for admins.

@@ -88,6 +88,7 @@ restarts from, its last netmap.`,
 	f.StringSliceVar(&cfg.Endpoints, "endpoint", nil, "extra IP:PORT endpoint to advertise to peers (repeatable)")
 	f.IntVar(&cfg.MTU, "mtu", cfg.MTU, "interface MTU")
 	f.StringVar(&cfg.ServicesFile, "config", "", "HuJSON file of local services and checks (reloaded on SIGHUP)")
+	f.DurationVar(&cfg.KeyRotation, "key-rotation", 0, "replace the WireGuard key this often, e.g. 720h (default: only with wiremesh rotate-key)")
 	f.BoolVar(&noDNS, "no-dns", false, "serve no DNS")
 	f.StringVar(&cfg.DNS.Domain, "dns-domain", cfg.DNS.Domain, "the mesh's DNS domain")
 	f.IntVar(&cfg.DNSPort, "dns-port", cfg.DNSPort, "DNS port (UDP and TCP) on --dns-addr and the overlay addresses")
