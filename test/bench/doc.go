@@ -13,8 +13,11 @@
 //     dnsperf, against the bare miekg/dns server in dnsbare.
 //   - BenchmarkFailover (failover_test.go): SIGKILL → gone from DNS at 3
 //     and 20 agents, restart → back, idle gossip traffic.
+//   - BenchmarkLoad (load_test.go): 1,000 lightweight agents on loopback
+//     holding netmap streams against one coordinator process; how fast a
+//     policy change reaches them all. It needs no root.
 //
-// They need root, iproute2, iperf3, wireguard-tools, dnsperf and dig, and
-// build their own labs with test/lab. Results are written down in
+// The others need root, iproute2, iperf3, wireguard-tools, dnsperf and
+// dig, and build their own labs with test/lab. Results are written down in
 // docs/benchmarks.md.
 package bench
