@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -47,6 +48,15 @@ type Config struct {
 	// Prometheus metrics at /metrics. Empty: no metrics endpoint.
 	// DefaultConfig: 127.0.0.1:9471, this host only.
 	MetricsListen string
+	// EnrollRate is how many enrollment attempts a second one source
+	// address (an IPv4 address, or an IPv6 /64) may make once its burst is
+	// spent; attempts refused for a bad join key are also held to a tenth
+	// of it. Zero: DefaultEnrollRate. Negative: no limit.
+	EnrollRate float64
+	// EnrollBurst is how many enrollment attempts one source address may
+	// make at once; a quarter of it (at least 1) is its burst of attempts
+	// refused for a bad join key. Zero: DefaultEnrollBurst.
+	EnrollBurst int
 	// Logger receives the coordinator's logs. Nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -57,6 +67,8 @@ func DefaultConfig() Config {
 		Listen:        ":8443",
 		KeepAlive:     15 * time.Second,
 		MetricsListen: "127.0.0.1:9471",
+		EnrollRate:    DefaultEnrollRate,
+		EnrollBurst:   DefaultEnrollBurst,
 	}
 }
 
@@ -99,6 +111,18 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
 			return fmt.Errorf("bad metrics address %q: %w", c.MetricsListen, err)
 		}
+	}
+	if math.IsNaN(c.EnrollRate) || math.IsInf(c.EnrollRate, 0) {
+		return fmt.Errorf("bad enrollment rate %v: want attempts a second, or a negative number for no limit", c.EnrollRate)
+	}
+	if c.EnrollRate == 0 {
+		c.EnrollRate = DefaultEnrollRate
+	}
+	if c.EnrollBurst < 0 {
+		return fmt.Errorf("bad enrollment burst %d: want 1 or more", c.EnrollBurst)
+	}
+	if c.EnrollBurst == 0 {
+		c.EnrollBurst = DefaultEnrollBurst
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -37,6 +37,8 @@ type Coordinator struct {
 	online   map[int64]int // node id → open netmap streams; guarded by onlineMu
 
 	metrics *metrics // nil-safe; nil for a Coordinator not made by New
+
+	enroll *enrollGate // per-source limit of enrollment attempts
 }
 
 // snapshot is an immutable view of the nodes and the compiled policy at
@@ -94,6 +96,7 @@ func New(cfg Config) (*Coordinator, Files, error) {
 	}
 	c := &Coordinator{cfg: cfg, log: cfg.Logger, store: store, cert: cert, pin: pin, online: map[int64]int{}}
 	c.metrics = newMetrics(c)
+	c.enroll = newEnrollGate(cfg, time.Now)
 	if _, err := os.Stat(f.AdminToken); errors.Is(err, os.ErrNotExist) {
 		if err := c.writeAdminToken(f.AdminToken); err != nil {
 			store.Close()

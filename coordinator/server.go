@@ -174,8 +174,15 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any, strict bool) bool
 }
 
 func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) {
+	// The rate limit comes before any work; a bad join key (401) costs
+	// its source more than an attempt does: see ratelimit.go.
+	src := sourceOf(r)
+	if !c.admitEnroll(w, src) {
+		return
+	}
 	key, err := bearer(r)
 	if err != nil {
+		c.enroll.sources.failed(src)
 		writeError(w, http.StatusUnauthorized, "join key required: "+err.Error(), nil)
 		return
 	}
@@ -189,7 +196,10 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	}
 	node, cred, _, err := c.store.Enroll(r.Context(), key, EnrollParams{PublicKey: req.PublicKey, Name: req.Name, Hostname: req.Hostname})
 	if err != nil {
-		c.log.Info("enrollment refused", "why", err.Error(), "addr", r.RemoteAddr)
+		if errors.Is(err, ErrDenied) {
+			c.enroll.sources.failed(src)
+		}
+		c.logEnrollRefused(r, err.Error())
 		c.writeStoreError(w, err)
 		return
 	}

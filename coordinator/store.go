@@ -346,6 +346,14 @@ func (s *Store) Enroll(ctx context.Context, key credential.Secret, p EnrollParam
 		}
 	}
 	now := s.now()
+	// Refuse a bad key with a plain read first: the transaction below is
+	// BEGIN IMMEDIATE, which takes SQLite's write lock, and a flood of bad
+	// keys must neither hold it nor wait for it. The check inside the
+	// transaction is the one that counts (a one-time key may be used
+	// meanwhile).
+	if _, err := checkJoinKey(ctx, s.db, key, now); err != nil {
+		return wire.Node{}, credential.Secret{}, 0, err
+	}
 	cred := credential.NewSecret("nd")
 	var id int64
 	ver, err := s.tx(ctx, func(tx *sql.Tx) error {
@@ -385,12 +393,19 @@ func (s *Store) Enroll(ctx context.Context, key credential.Secret, p EnrollParam
 	return n, cred, ver, err
 }
 
-func useJoinKeyTx(ctx context.Context, tx *sql.Tx, key credential.Secret, now time.Time) (tags string, err error) {
+// rowQuerier is what checkJoinKey reads with: the database or a transaction.
+type rowQuerier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// checkJoinKey returns the tags of join key key, or ErrDenied when it is
+// unknown, wrong, revoked, expired or a used one-time key. It only reads.
+func checkJoinKey(ctx context.Context, q rowQuerier, key credential.Secret, now time.Time) (tags string, err error) {
 	var hash string
 	var reusable bool
 	var expires, revoked int64
 	var uses int
-	err = tx.QueryRowContext(ctx, "SELECT hash, reusable, tags, expires, revoked, uses FROM join_keys WHERE id = ?", key.ID).
+	err = q.QueryRowContext(ctx, "SELECT hash, reusable, tags, expires, revoked, uses FROM join_keys WHERE id = ?", key.ID).
 		Scan(&hash, &reusable, &tags, &expires, &revoked, &uses)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && !key.Matches(hash)) {
 		return "", fmt.Errorf("%w: unknown join key", ErrDenied)
@@ -405,6 +420,14 @@ func useJoinKeyTx(ctx context.Context, tx *sql.Tx, key credential.Secret, now ti
 		return "", fmt.Errorf("%w: join key %s expired at %s", ErrDenied, key.ID, fromMillis(expires).UTC().Format(time.RFC3339))
 	case !reusable && uses > 0:
 		return "", fmt.Errorf("%w: join key %s is a one-time key and was already used", ErrDenied, key.ID)
+	}
+	return tags, nil
+}
+
+// useJoinKeyTx checks join key key inside tx and counts its use.
+func useJoinKeyTx(ctx context.Context, tx *sql.Tx, key credential.Secret, now time.Time) (tags string, err error) {
+	if tags, err = checkJoinKey(ctx, tx, key, now); err != nil {
+		return "", err
 	}
 	if _, err := tx.ExecContext(ctx, "UPDATE join_keys SET uses = uses + 1 WHERE id = ?", key.ID); err != nil {
 		return "", fmt.Errorf("count join key use: %w", err)
