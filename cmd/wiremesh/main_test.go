@@ -41,3 +41,30 @@ func TestBytesText(t *testing.T) {
 		}
 	}
 }
+
+// TestCompletion: `wiremesh completion bash` prints a bash completion
+// script that knows the verbs.
+func TestCompletion(t *testing.T) {
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetArgs([]string{"completion", "bash"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if s := out.String(); !strings.Contains(s, "bash completion") || !strings.Contains(s, "__start_wiremesh") {
+		t.Fatalf("completion bash printed:\n%.300s", s)
+	}
+	root = newRoot()
+	out.Reset()
+	root.SetOut(&out)
+	root.SetArgs([]string{"__complete", "nodes", ""})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	for _, verb := range []string{"list", "get", "delete", "tag", "expire"} {
+		if !strings.Contains(out.String(), verb) {
+			t.Errorf("completion of `nodes ` lacks %q:\n%s", verb, out.String())
+		}
+	}
+}
