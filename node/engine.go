@@ -76,6 +76,7 @@ type wgEngine struct {
 	addrs   []netip.Prefix          // guarded by mu; addresses set on the link
 	applied map[wgtypes.Key]peerCfg // guarded by mu; what Apply last set per peer
 	timers  []*time.Timer           // guarded by mu; pending greetings
+	guard   *underlayGuard          // guarded by mu; nil until addresses are set, or if nftables failed
 	closed  bool                    // guarded by mu
 
 	greeters sync.WaitGroup // running greeting timers
@@ -338,7 +339,30 @@ func (e *wgEngine) setAddrsLocked(self, prefixes []netip.Prefix) error {
 		}
 	}
 	e.addrs = want
+	e.guardLocked()
 	return nil
+}
+
+// guardLocked (re)installs the underlay guard for the link's addresses. A
+// host without nftables runs without it, with a warning.
+func (e *wgEngine) guardLocked() {
+	if e.guard != nil {
+		e.guard.Close()
+		e.guard = nil
+	}
+	var addrs []netip.Addr
+	for _, p := range e.addrs {
+		addrs = append(addrs, p.Addr())
+	}
+	if len(addrs) == 0 {
+		return
+	}
+	g, err := newUnderlayGuard(e.cfg.Interface, addrs)
+	if err != nil {
+		e.log.Warn("packets for the overlay addresses are not blocked on other interfaces", "err", err)
+		return
+	}
+	e.guard = g
 }
 
 func nlAddr(p netip.Prefix) *netlink.Addr {
@@ -377,6 +401,12 @@ func (e *wgEngine) Close() error {
 		}
 	}
 	e.timers = nil
+	if e.guard != nil {
+		if err := e.guard.Close(); err != nil {
+			e.log.Warn("underlay guard not removed", "err", err)
+		}
+		e.guard = nil
+	}
 	e.mu.Unlock()
 	e.greeters.Wait()
 	if e.uapi != nil {

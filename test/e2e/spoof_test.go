@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -20,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/wiremesh/wiremesh/credential"
 )
 
@@ -302,4 +304,57 @@ func tcp4(src, dst netip.Addr, sport, dport uint16, flags byte) []byte {
 		uint32(binary.BigEndian.Uint16(d[0:])) + uint32(binary.BigEndian.Uint16(d[2:])) + syscall.IPPROTO_TCP + 20
 	binary.BigEndian.PutUint16(u[16:], checksum(u, pseudo))
 	return b
+}
+
+// TestUnderlayBypass: a host on the underlay network that routes packets
+// for a node's overlay address to that node's underlay interface reaches
+// nothing: the agent's underlay guard drops them before the stack sees
+// them, so they cannot skip WireGuard and the packet filter.
+func TestUnderlayBypass(t *testing.T) {
+	m := newMesh(t) // allow all: the tunnel would let the ping through
+	h1 := m.addAgent("h1")
+	evil := m.lab.AddHost("evil")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	over := h1.addr(t, false).String()
+	if out, err := evil.Run(ctx, "ip", "route", "add", over+"/32", "via", h1.host.Addr.String()); err != nil {
+		t.Fatalf("route on evil: %v: %s", err, out)
+	}
+	if out, err := evil.Run(ctx, "ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", over); err == nil {
+		t.Fatalf("evil reached h1's overlay address over the underlay:\n%s", out)
+	}
+	// The underlay itself still works, and so does the host's own use of
+	// its overlay address.
+	if out, err := evil.Run(ctx, "ping", "-n", "-c", "1", "-W", "1", h1.host.Addr.String()); err != nil {
+		t.Fatalf("underlay ping: %v\n%s", err, out)
+	}
+	if out, err := h1.host.Run(ctx, "ping", "-n", "-c", "1", "-W", "1", over); err != nil {
+		t.Fatalf("h1 pinging its own overlay address: %v\n%s", err, out)
+	}
+	// SIGTERM removes the guard with the interface.
+	guarded := func() bool {
+		var found bool
+		err := h1.host.Do(func() error {
+			c, err := nftables.New()
+			if err != nil {
+				return err
+			}
+			tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+			for _, tb := range tables {
+				found = found || tb.Name == "wiremesh-"+h1.iface
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return found
+	}
+	if !guarded() {
+		t.Fatal("no guard table while the agent runs")
+	}
+	h1.stop(t)
+	if guarded() {
+		t.Error("guard table left after SIGTERM")
+	}
 }

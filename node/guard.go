@@ -1,0 +1,91 @@
+package node
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// underlayGuard keeps packets for the node's overlay addresses from
+// entering through any interface but the WireGuard one (and loopback).
+// Linux accepts a packet for a local address on every interface, so a host
+// on the underlay network could otherwise route packets for the overlay
+// address to this host's underlay interface, past WireGuard's
+// authentication and the packet filter. It is an nftables table of its own
+// (inet "wiremesh-IFACE"), with a prerouting chain at raw priority that
+// drops such packets; Close removes it.
+type underlayGuard struct {
+	table *nftables.Table
+}
+
+// newUnderlayGuard installs the guard for addrs on iface, replacing one
+// an earlier run left behind.
+func newUnderlayGuard(iface string, addrs []netip.Addr) (*underlayGuard, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("underlay guard: %w", err)
+	}
+	g := &underlayGuard{table: &nftables.Table{Family: nftables.TableFamilyINet, Name: "wiremesh-" + iface}}
+	if tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet); err == nil {
+		for _, t := range tables {
+			if t.Name == g.table.Name {
+				c.DelTable(t) // from an agent that was killed
+			}
+		}
+	}
+	c.AddTable(g.table)
+	chain := c.AddChain(&nftables.Chain{
+		Name: "guard", Table: g.table, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw,
+	})
+	for _, a := range addrs {
+		c.AddRule(&nftables.Rule{Table: g.table, Chain: chain, Exprs: guardRule(iface, a)})
+	}
+	if err := c.Flush(); err != nil {
+		return nil, fmt.Errorf("underlay guard: %w", err)
+	}
+	return g, nil
+}
+
+// guardRule is: the packet is for a, it came in on neither iface nor lo:
+// drop.
+func guardRule(iface string, a netip.Addr) []expr.Any {
+	proto, offset := byte(unix.NFPROTO_IPV4), uint32(16) // IPv4 destination
+	if a.Is6() {
+		proto, offset = unix.NFPROTO_IPV6, 24
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: uint32(a.BitLen() / 8)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a.AsSlice()},
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(iface)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname("lo")},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}
+}
+
+// ifname is an interface name as nftables compares it: 16 bytes, NUL
+// padded.
+func ifname(n string) []byte {
+	b := make([]byte, unix.IFNAMSIZ)
+	copy(b, n)
+	return b
+}
+
+// Close removes the guard.
+func (g *underlayGuard) Close() error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("underlay guard: %w", err)
+	}
+	c.DelTable(g.table)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("underlay guard: %w", err)
+	}
+	return nil
+}
