@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -194,6 +195,37 @@ func FuzzServicesReport(f *testing.F) {
 			for _, c := range h.Checks {
 				if len(c.Output) > maxCheckOutput {
 					t.Fatalf("check output of %d bytes kept", len(c.Output))
+				}
+			}
+		}
+	})
+}
+
+// FuzzAdminBodies sends any body to the admin endpoints that take one: the
+// answer is never a 5xx, and an error always has the API's error body.
+func FuzzAdminBodies(f *testing.F) {
+	f.Add(`{"reusable": true, "tags": ["tag:web"]}`)
+	ts := startServer(f, time.Hour)
+	jk := ts.createJoinKey(f, wire.CreateJoinKeyRequest{Reusable: true})
+	ts.enroll(f, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(f), Name: "a"})
+	h := ts.c.Handler()
+	endpoints := []struct{ method, path string }{
+		{"POST", wire.PathJoinKeys}, {"PUT", wire.PathPolicy}, {"POST", wire.PathPolicy + "/check"},
+		{"POST", wire.PathPolicy + "/rollback"}, {"PUT", wire.PathNodes + "/a/tags"}, {"POST", wire.PathAdminTokens},
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		for _, e := range endpoints {
+			req := httptest.NewRequest(e.method, e.path, strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+ts.admin)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, req)
+			if w.Code >= 500 {
+				t.Fatalf("%s %s %q: %d %s", e.method, e.path, body, w.Code, w.Body)
+			}
+			if w.Code >= 400 {
+				var e wire.Error
+				if json.Unmarshal(w.Body.Bytes(), &e) != nil || e.Error == "" {
+					t.Fatalf("%s %s %q: %d without an error body: %s", req.Method, req.URL.Path, body, w.Code, w.Body)
 				}
 			}
 		}

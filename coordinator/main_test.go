@@ -23,7 +23,7 @@ var cmpNet = cmp.Options{
 }
 
 // newPublicKey returns a random WireGuard-shaped public key.
-func newPublicKey(t *testing.T) string {
+func newPublicKey(t testing.TB) string {
 	t.Helper()
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {

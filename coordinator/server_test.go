@@ -85,7 +85,7 @@ func readAdminToken(t testing.TB, dir string) credential.Bundle {
 }
 
 // do sends a request and returns the status and body.
-func (ts *testServer) do(t *testing.T, method, path, token string, body io.Reader) (int, []byte) {
+func (ts *testServer) do(t testing.TB, method, path, token string, body io.Reader) (int, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, ts.url+path, body)
 	if err != nil {
@@ -106,7 +106,7 @@ func (ts *testServer) do(t *testing.T, method, path, token string, body io.Reade
 	return resp.StatusCode, b
 }
 
-func (ts *testServer) doJSON(t *testing.T, method, path, token string, in any) (int, []byte) {
+func (ts *testServer) doJSON(t testing.TB, method, path, token string, in any) (int, []byte) {
 	t.Helper()
 	b, err := json.Marshal(in)
 	if err != nil {
@@ -125,7 +125,7 @@ func errorOf(t *testing.T, body []byte) wire.Error {
 	return e
 }
 
-func decodeStrict(t *testing.T, body []byte, v any) {
+func decodeStrict(t testing.TB, body []byte, v any) {
 	t.Helper()
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -134,7 +134,7 @@ func decodeStrict(t *testing.T, body []byte, v any) {
 	}
 }
 
-func (ts *testServer) createJoinKey(t *testing.T, req wire.CreateJoinKeyRequest) wire.CreateJoinKeyResponse {
+func (ts *testServer) createJoinKey(t testing.TB, req wire.CreateJoinKeyRequest) wire.CreateJoinKeyResponse {
 	t.Helper()
 	code, body := ts.doJSON(t, "POST", wire.PathJoinKeys, ts.admin, req)
 	if code != http.StatusCreated {
@@ -145,7 +145,7 @@ func (ts *testServer) createJoinKey(t *testing.T, req wire.CreateJoinKeyRequest)
 	return out
 }
 
-func (ts *testServer) enroll(t *testing.T, joinKey string, req wire.EnrollRequest) wire.EnrollResponse {
+func (ts *testServer) enroll(t testing.TB, joinKey string, req wire.EnrollRequest) wire.EnrollResponse {
 	t.Helper()
 	jk, err := credential.ParseJoinKey(joinKey)
 	if err != nil {
