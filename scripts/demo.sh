@@ -64,9 +64,10 @@ echo '{"services": [{"name": "api", "port": 8080, "tags": ["v1"], "checks": [{"i
 echo '{"services": [{"name": "db", "port": 5432}]}' >"$dir/etc/host3.hujson"
 
 for n in 1 2 3; do
-	key=$(ip netns exec $p-coord "$bin" keys create --tag "${tags[$n]}" "${admin[@]}")
+	# The join key goes in a file, not on the command line (ps shows that).
+	(umask 077; ip netns exec $p-coord "$bin" keys create --tag "${tags[$n]}" "${admin[@]}" >"$dir/etc/host$n.key")
 	# The hosts have no way out of the demo: nothing to forward DNS to.
-	ip netns exec $p-host$n "$bin" agent --join "$key" --state-dir "$dir/host$n" --name host$n \
+	ip netns exec $p-host$n "$bin" agent --join-file "$dir/etc/host$n.key" --state-dir "$dir/host$n" --name host$n \
 		--interface wmdemo$n --config "$dir/etc/host$n.hujson" --resolv-conf /dev/null >"$dir/host$n.log" 2>&1 &
 	pids+=($!)
 done

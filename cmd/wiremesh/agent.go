@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -20,6 +22,7 @@ func newAgentCmd() *cobra.Command {
 		upstreams []string
 		noDNS     bool
 		pprofAddr string
+		joinFile  string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -34,6 +37,16 @@ restarts from, its last netmap.`,
 			var err error
 			if cfg.Logger, err = lf.logger(); err != nil {
 				return err
+			}
+			if joinFile != "" {
+				if cfg.JoinKey != "" {
+					return errors.New("give --join or --join-file, not both")
+				}
+				b, err := os.ReadFile(joinFile)
+				if err != nil {
+					return fmt.Errorf("read join key: %w", err)
+				}
+				cfg.JoinKey = strings.TrimSpace(string(b))
 			}
 			if cfg.DNSAddr, err = netip.ParseAddr(dnsAddr); err != nil || !cfg.DNSAddr.IsLoopback() {
 				return fmt.Errorf("bad --dns-addr %q: want a loopback address", dnsAddr)
@@ -80,7 +93,8 @@ restarts from, its last netmap.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.JoinKey, "join", "", "join key (needed only on the first start)")
+	f.StringVar(&cfg.JoinKey, "join", "", "join key (needed only on the first start; --join-file keeps it out of ps)")
+	f.StringVar(&joinFile, "join-file", "", "file holding the join key, instead of --join")
 	f.StringVar(&cfg.StateDir, "state-dir", "/var/lib/wiremesh-agent", "directory for the key, identity and netmap cache (mode 0700)")
 	f.StringVar(&cfg.Name, "name", "", "node name to ask for (default: derived from the host name)")
 	f.IntVar(&cfg.ListenPort, "listen-port", cfg.ListenPort, "WireGuard UDP port")

@@ -68,3 +68,16 @@ func TestCompletion(t *testing.T) {
 		}
 	}
 }
+
+func TestJoinFileFlag(t *testing.T) {
+	root := newRoot()
+	root.SetArgs([]string{"agent", "--join", "x", "--join-file", "/nonexistent/key", "--state-dir", t.TempDir()})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "not both") {
+		t.Errorf("--join with --join-file: %v", err)
+	}
+	root = newRoot()
+	root.SetArgs([]string{"agent", "--join-file", "/nonexistent/key", "--state-dir", t.TempDir()})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "/nonexistent/key") {
+		t.Errorf("missing --join-file: %v", err)
+	}
+}

@@ -182,3 +182,19 @@ func TestSIGTERMCleanup(t *testing.T) {
 	h1.start(t)
 	h1.stop(t)
 }
+
+// TestJoinFile: an agent enrolls with its join key in a file, so that the
+// key never shows on a command line.
+func TestJoinFile(t *testing.T) {
+	m := newMesh(t)
+	f := filepath.Join(t.TempDir(), "join.key")
+	if err := os.WriteFile(f, []byte(m.joinKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := &agent{name: "h1", host: m.lab.AddHost("h1"), iface: m.lab.Prefix() + "h1", stateDir: filepath.Join(t.TempDir(), "state")}
+	m.agents["h1"] = a
+	a.start(t, "--join-file", f)
+	if st := a.status(t); st.Self.Name != "h1" {
+		t.Fatalf("enrolled as %q", st.Self.Name)
+	}
+}
