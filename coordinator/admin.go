@@ -47,23 +47,43 @@ func (s *Store) SetAgentVersion(ctx context.Context, id int64, version string) e
 	return nil
 }
 
-// ExpireNode expires the node called name now: it leaves every netmap
-// and its credential is refused. Expiring an expired node changes nothing.
-func (s *Store) ExpireNode(ctx context.Context, actor, name string) (uint64, error) {
+// ExpireNode sets when the node called name expires: at at (zero or past:
+// now) or, with never, not at all. An expired node is in no netmap and its
+// credential is refused. Expiring an expired node changes nothing; never
+// is refused for it (ErrConflict): it must enroll again.
+func (s *Store) ExpireNode(ctx context.Context, actor, name string, at time.Time, never bool) (uint64, error) {
+	now := s.now()
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		now := s.now()
-		res, err := tx.ExecContext(ctx, "UPDATE nodes SET expires = ? WHERE name = ? AND (expires = 0 OR expires > ?)", now.UnixMilli(), name, now.UnixMilli())
+		var expires int64
+		err := tx.QueryRowContext(ctx, "SELECT expires FROM nodes WHERE name = ?", name).Scan(&expires)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: no node named %q", ErrNotFound, name)
+		}
 		if err != nil {
 			return fmt.Errorf("expire node: %w", err)
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			var one int
-			if err := tx.QueryRowContext(ctx, "SELECT 1 FROM nodes WHERE name = ?", name).Scan(&one); errors.Is(err, sql.ErrNoRows) {
-				return fmt.Errorf("%w: no node named %q", ErrNotFound, name)
+		if expires != 0 && expires <= now.UnixMilli() {
+			if never {
+				return fmt.Errorf("%w: node %q expired at %s; it must enroll again", ErrConflict, name, fromMillis(expires).UTC().Format(time.RFC3339))
 			}
 			return nil
 		}
-		return audit(ctx, tx, now, actor, "node.expire", name, "")
+		detail, expired := "", false
+		switch {
+		case never:
+			if expires == 0 {
+				return nil
+			}
+			expires, detail = 0, "never"
+		case !at.After(now):
+			expires, expired = now.UnixMilli(), true
+		default:
+			expires, detail = at.UnixMilli(), "at "+at.UTC().Format(time.RFC3339)
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE nodes SET expires = ?, expired = ? WHERE name = ?", expires, expired, name); err != nil {
+			return fmt.Errorf("expire node: %w", err)
+		}
+		return audit(ctx, tx, now, actor, "node.expire", name, detail)
 	})
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/wiremesh/wiremesh/acl"
 	"github.com/wiremesh/wiremesh/credential"
@@ -78,7 +79,15 @@ func appendAccess(dst []wire.Access, node string, grants []acl.Grant) []wire.Acc
 
 func (c *Coordinator) handleExpireNode(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if _, err := c.store.ExpireNode(r.Context(), actor(r), name); err != nil {
+	var req wire.ExpireRequest
+	if r.ContentLength != 0 && !decodeBody(w, r, &req, true) { // the body is optional
+		return
+	}
+	if req.Never && !req.At.IsZero() {
+		writeError(w, http.StatusBadRequest, `give "at" or "never", not both`, nil)
+		return
+	}
+	if _, err := c.store.ExpireNode(r.Context(), actor(r), name, req.At, req.Never); err != nil {
 		c.writeStoreError(w, err)
 		return
 	}
@@ -90,7 +99,11 @@ func (c *Coordinator) handleExpireNode(w http.ResponseWriter, r *http.Request) {
 		c.writeStoreError(w, err)
 		return
 	}
-	c.log.Info("node expired", "node", name)
+	if !n.Expires.IsZero() && !n.Expires.After(time.Now()) {
+		c.log.Info("node expired", "node", name)
+	} else {
+		c.log.Info("node expiry set", "node", name, "expires", n.Expires)
+	}
 	writeJSON(w, http.StatusOK, n)
 }
 

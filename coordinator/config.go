@@ -57,6 +57,9 @@ type Config struct {
 	// make at once; a quarter of it (at least 1) is its burst of attempts
 	// refused for a bad join key. Zero: DefaultEnrollBurst.
 	EnrollBurst int
+	// EphemeralTimeout is how long an ephemeral node may be offline before
+	// it is deleted. Zero: DefaultEphemeralTimeout.
+	EphemeralTimeout time.Duration
 	// Logger receives the coordinator's logs. Nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -69,6 +72,8 @@ func DefaultConfig() Config {
 		MetricsListen: "127.0.0.1:9471",
 		EnrollRate:    DefaultEnrollRate,
 		EnrollBurst:   DefaultEnrollBurst,
+
+		EphemeralTimeout: DefaultEphemeralTimeout,
 	}
 }
 
@@ -120,6 +125,12 @@ func (c *Config) Validate() error {
 	}
 	if c.EnrollBurst < 0 {
 		return fmt.Errorf("bad enrollment burst %d: want 1 or more", c.EnrollBurst)
+	}
+	if c.EphemeralTimeout < 0 {
+		return fmt.Errorf("bad ephemeral timeout %s: want a positive duration", c.EphemeralTimeout)
+	}
+	if c.EphemeralTimeout == 0 {
+		c.EphemeralTimeout = DefaultEphemeralTimeout
 	}
 	if c.EnrollBurst == 0 {
 		c.EnrollBurst = DefaultEnrollBurst

@@ -39,6 +39,8 @@ type Coordinator struct {
 	metrics *metrics // nil-safe; nil for a Coordinator not made by New
 
 	enroll *enrollGate // per-source limit of enrollment attempts
+
+	started time.Time // when New ran: ephemeral nodes count as offline from here at most
 }
 
 // snapshot is an immutable view of the nodes and the compiled policy at
@@ -52,6 +54,8 @@ type snapshot struct {
 	gossip   wire.Gossip
 	compiled *acl.Compiled
 	changed  chan struct{}
+	// nextExpiry is the soonest node expiry still to come; zero: none.
+	nextExpiry time.Time
 	// published is when the snapshot became current, for the netmap
 	// push latency.
 	published time.Time
@@ -94,7 +98,7 @@ func New(cfg Config) (*Coordinator, Files, error) {
 	if errors.Is(dbErr, os.ErrNotExist) {
 		f.Created = append(f.Created, f.Database)
 	}
-	c := &Coordinator{cfg: cfg, log: cfg.Logger, store: store, cert: cert, pin: pin, online: map[int64]int{}}
+	c := &Coordinator{cfg: cfg, log: cfg.Logger, store: store, cert: cert, pin: pin, online: map[int64]int{}, started: time.Now()}
 	c.metrics = newMetrics(c)
 	c.enroll = newEnrollGate(cfg, time.Now)
 	if _, err := os.Stat(f.AdminToken); errors.Is(err, os.ErrNotExist) {
@@ -145,6 +149,16 @@ func (c *Coordinator) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	mctx, stopMaintain := context.WithCancel(ctx)
+	maintained := make(chan struct{})
+	go func() {
+		defer close(maintained)
+		c.maintain(mctx)
+	}()
+	defer func() {
+		stopMaintain()
+		<-maintained
+	}()
 	c.log.Info("coordinator listening", "addr", ln.Addr().String(), "url", c.cfg.AdvertiseURL, "pin", c.pin.String())
 	select {
 	case err := <-errc:
@@ -192,7 +206,7 @@ func (c *Coordinator) publish(ctx context.Context) error {
 	s := &snapshot{
 		version: ver, nodes: nodes, byID: make(map[int64]int, len(nodes)), policy: pol,
 		gossip:  wire.Gossip{Port: wire.GossipPort, Keys: st.GossipKeys},
-		changed: make(chan struct{}),
+		changed: make(chan struct{}), nextExpiry: st.NextExpiry,
 	}
 	s.aclNodes = make([]acl.Node, len(nodes))
 	for i, n := range nodes {

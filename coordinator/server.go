@@ -236,7 +236,10 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 	c.setOnline(node.ID, 1)
 	defer c.setOnline(node.ID, -1)
 	c.store.Touch(r.Context(), node.ID, time.Now())
-	defer c.store.Touch(context.WithoutCancel(r.Context()), node.ID, time.Now())
+	// Last seen is when the stream ends (a deferred call's arguments
+	// would be evaluated now). It runs before the node counts as offline,
+	// so the ephemeral sweep never sees an offline node with an old time.
+	defer func() { c.store.Touch(context.WithoutCancel(r.Context()), node.ID, time.Now()) }()
 	c.log.Info("netmap stream opened", "node", node.Name, "addr", r.RemoteAddr)
 	defer c.log.Info("netmap stream closed", "node", node.Name)
 

@@ -41,8 +41,11 @@ var schemaV3 string
 //go:embed schema4.sql
 var schemaV4 string
 
+//go:embed schema5.sql
+var schemaV5 string
+
 // migrations are applied in order; PRAGMA user_version counts those done.
-var migrations = []string{schemaV1, schemaV2, schemaV3, schemaV4}
+var migrations = []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5}
 
 // Store keeps the coordinator's state in a SQLite database. Every change is
 // one transaction; a crash leaves either all of it or none.
@@ -215,14 +218,14 @@ func (s *Store) Version(ctx context.Context) (uint64, error) {
 	return strconv.ParseUint(v, 10, 64)
 }
 
-const nodeColumns = "id, name, public_key, host_index, tags, endpoints, created, last_seen, services, expires, version"
+const nodeColumns = "id, name, public_key, host_index, tags, endpoints, created, last_seen, services, expires, version, ephemeral"
 
 func (s *Store) scanNode(sc interface{ Scan(...any) error }) (wire.Node, error) {
 	var n wire.Node
 	var idx int64
 	var tags, eps, svcs string
 	var created, seen, expires int64
-	if err := sc.Scan(&n.ID, &n.Name, &n.PublicKey, &idx, &tags, &eps, &created, &seen, &svcs, &expires, &n.Version); err != nil {
+	if err := sc.Scan(&n.ID, &n.Name, &n.PublicKey, &idx, &tags, &eps, &created, &seen, &svcs, &expires, &n.Version, &n.Ephemeral); err != nil {
 		return n, err
 	}
 	n.Expires = fromMillis(expires)
@@ -253,6 +256,8 @@ type State struct {
 	Policy     wire.Policy // the active policy; Version 0: none
 	GossipKeys []string    // base64; the primary first
 	Version    uint64
+	// NextExpiry is the soonest expiry still to come. Zero: none.
+	NextExpiry time.Time
 }
 
 // State reads the current State in one transaction. The same read
@@ -272,11 +277,16 @@ func (s *Store) State(ctx context.Context) (State, error) {
 	}
 	now := s.now()
 	for _, n := range all {
-		if !n.Expires.IsZero() && !n.Expires.After(now) {
-			continue
+		if !n.Expires.IsZero() {
+			if !n.Expires.After(now) {
+				continue
+			}
+			if st.NextExpiry.IsZero() || n.Expires.Before(st.NextExpiry) {
+				st.NextExpiry = n.Expires
+			}
 		}
-		n.Version, n.Expires = "", time.Time{} // for admins only
-		n.Services = definitions(n.Services)   // health travels by gossip
+		n.Version, n.Expires, n.Ephemeral = "", time.Time{}, false // for admins only
+		n.Services = definitions(n.Services)                       // health travels by gossip
 		st.Nodes = append(st.Nodes, n)
 	}
 	var created int64
@@ -357,7 +367,7 @@ func (s *Store) Enroll(ctx context.Context, key credential.Secret, p EnrollParam
 	cred := credential.NewSecret("nd")
 	var id int64
 	ver, err := s.tx(ctx, func(tx *sql.Tx) error {
-		tags, err := useJoinKeyTx(ctx, tx, key, now)
+		g, err := useJoinKeyTx(ctx, tx, key, now)
 		if err != nil {
 			return err
 		}
@@ -376,8 +386,12 @@ func (s *Store) Enroll(ctx context.Context, key credential.Secret, p EnrollParam
 		if err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO nodes(name, public_key, host_index, cred_id, cred_hash, tags, join_key_id, created)
-			VALUES(?, ?, ?, ?, ?, ?, ?, ?)`, name, p.PublicKey, idx, cred.ID, cred.Hash(), tags, key.ID, now.UnixMilli())
+		var expires int64
+		if g.nodeExpiry > 0 {
+			expires = now.UnixMilli() + g.nodeExpiry
+		}
+		res, err := tx.ExecContext(ctx, `INSERT INTO nodes(name, public_key, host_index, cred_id, cred_hash, tags, join_key_id, created, expires, ephemeral)
+			VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, name, p.PublicKey, idx, cred.ID, cred.Hash(), g.tags, key.ID, now.UnixMilli(), expires, g.ephemeral)
 		if err != nil {
 			return fmt.Errorf("insert node: %w", err)
 		}
@@ -398,41 +412,49 @@ type rowQuerier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// checkJoinKey returns the tags of join key key, or ErrDenied when it is
+// keyGrant is what a join key gives the nodes it admits.
+type keyGrant struct {
+	tags       string // JSON []string
+	nodeExpiry int64  // ms after enrollment; 0: none
+	ephemeral  bool
+}
+
+// checkJoinKey returns what join key key grants, or ErrDenied when it is
 // unknown, wrong, revoked, expired or a used one-time key. It only reads.
-func checkJoinKey(ctx context.Context, q rowQuerier, key credential.Secret, now time.Time) (tags string, err error) {
+func checkJoinKey(ctx context.Context, q rowQuerier, key credential.Secret, now time.Time) (g keyGrant, err error) {
 	var hash string
 	var reusable bool
 	var expires, revoked int64
 	var uses int
-	err = q.QueryRowContext(ctx, "SELECT hash, reusable, tags, expires, revoked, uses FROM join_keys WHERE id = ?", key.ID).
-		Scan(&hash, &reusable, &tags, &expires, &revoked, &uses)
+	err = q.QueryRowContext(ctx, "SELECT hash, reusable, tags, expires, revoked, uses, node_expiry, ephemeral FROM join_keys WHERE id = ?", key.ID).
+		Scan(&hash, &reusable, &g.tags, &expires, &revoked, &uses, &g.nodeExpiry, &g.ephemeral)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && !key.Matches(hash)) {
-		return "", fmt.Errorf("%w: unknown join key", ErrDenied)
+		return keyGrant{}, fmt.Errorf("%w: unknown join key", ErrDenied)
 	}
 	if err != nil {
-		return "", fmt.Errorf("read join key: %w", err)
+		return keyGrant{}, fmt.Errorf("read join key: %w", err)
 	}
 	switch {
 	case revoked != 0:
-		return "", fmt.Errorf("%w: join key %s was revoked", ErrDenied, key.ID)
+		return keyGrant{}, fmt.Errorf("%w: join key %s was revoked", ErrDenied, key.ID)
 	case expires != 0 && now.UnixMilli() >= expires:
-		return "", fmt.Errorf("%w: join key %s expired at %s", ErrDenied, key.ID, fromMillis(expires).UTC().Format(time.RFC3339))
+		return keyGrant{}, fmt.Errorf("%w: join key %s expired at %s", ErrDenied, key.ID, fromMillis(expires).UTC().Format(time.RFC3339))
 	case !reusable && uses > 0:
-		return "", fmt.Errorf("%w: join key %s is a one-time key and was already used", ErrDenied, key.ID)
+		return keyGrant{}, fmt.Errorf("%w: join key %s is a one-time key and was already used", ErrDenied, key.ID)
 	}
-	return tags, nil
+	return g, nil
 }
 
 // useJoinKeyTx checks join key key inside tx and counts its use.
-func useJoinKeyTx(ctx context.Context, tx *sql.Tx, key credential.Secret, now time.Time) (tags string, err error) {
-	if tags, err = checkJoinKey(ctx, tx, key, now); err != nil {
-		return "", err
+func useJoinKeyTx(ctx context.Context, tx *sql.Tx, key credential.Secret, now time.Time) (keyGrant, error) {
+	g, err := checkJoinKey(ctx, tx, key, now)
+	if err != nil {
+		return keyGrant{}, err
 	}
 	if _, err := tx.ExecContext(ctx, "UPDATE join_keys SET uses = uses + 1 WHERE id = ?", key.ID); err != nil {
-		return "", fmt.Errorf("count join key use: %w", err)
+		return keyGrant{}, fmt.Errorf("count join key use: %w", err)
 	}
-	return tags, nil
+	return g, nil
 }
 
 func pickNameTx(ctx context.Context, tx *sql.Tx, p EnrollParams) (string, error) {
@@ -621,7 +643,14 @@ func (s *Store) CreateJoinKey(ctx context.Context, actor string, req wire.Create
 	}
 	now := s.now()
 	sec := credential.NewSecret("jk")
-	k := wire.JoinKey{ID: sec.ID, Reusable: req.Reusable, Tags: req.Tags, Created: now.Truncate(time.Millisecond)}
+	if req.Expiry < 0 || req.NodeExpiry < 0 {
+		return wire.JoinKey{}, credential.Secret{}, fmt.Errorf("%w: expiry and node_expiry must not be negative", ErrInvalid)
+	}
+	if req.NodeExpiry > 0 && time.Duration(req.NodeExpiry) < time.Millisecond {
+		return wire.JoinKey{}, credential.Secret{}, fmt.Errorf("%w: node_expiry %s is shorter than a millisecond", ErrInvalid, time.Duration(req.NodeExpiry))
+	}
+	k := wire.JoinKey{ID: sec.ID, Reusable: req.Reusable, Tags: req.Tags, Created: now.Truncate(time.Millisecond),
+		NodeExpiry: wire.Duration(time.Duration(req.NodeExpiry).Truncate(time.Millisecond)), Ephemeral: req.Ephemeral}
 	if req.Expiry > 0 {
 		k.Expires = now.Add(time.Duration(req.Expiry)).Truncate(time.Millisecond)
 	}
@@ -630,8 +659,8 @@ func (s *Store) CreateJoinKey(ctx context.Context, actor string, req wire.Create
 		tags = []byte("[]")
 	}
 	_, err := s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, "INSERT INTO join_keys(id, hash, reusable, tags, created, expires) VALUES(?, ?, ?, ?, ?, ?)",
-			sec.ID, sec.Hash(), req.Reusable, string(tags), now.UnixMilli(), millis(k.Expires))
+		_, err := tx.ExecContext(ctx, "INSERT INTO join_keys(id, hash, reusable, tags, created, expires, node_expiry, ephemeral) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+			sec.ID, sec.Hash(), req.Reusable, string(tags), now.UnixMilli(), millis(k.Expires), time.Duration(k.NodeExpiry).Milliseconds(), k.Ephemeral)
 		if err != nil {
 			return fmt.Errorf("insert join key: %w", err)
 		}
@@ -642,7 +671,7 @@ func (s *Store) CreateJoinKey(ctx context.Context, actor string, req wire.Create
 
 // JoinKeys lists every join key, newest first.
 func (s *Store) JoinKeys(ctx context.Context) ([]wire.JoinKey, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT id, reusable, tags, created, expires, revoked, uses FROM join_keys ORDER BY created DESC, id")
+	rows, err := s.db.QueryContext(ctx, "SELECT id, reusable, tags, created, expires, revoked, uses, node_expiry, ephemeral FROM join_keys ORDER BY created DESC, id")
 	if err != nil {
 		return nil, fmt.Errorf("list join keys: %w", err)
 	}
@@ -651,14 +680,15 @@ func (s *Store) JoinKeys(ctx context.Context) ([]wire.JoinKey, error) {
 	for rows.Next() {
 		var k wire.JoinKey
 		var tags string
-		var c, e, r int64
-		if err := rows.Scan(&k.ID, &k.Reusable, &tags, &c, &e, &r, &k.Uses); err != nil {
+		var c, e, r, ne int64
+		if err := rows.Scan(&k.ID, &k.Reusable, &tags, &c, &e, &r, &k.Uses, &ne, &k.Ephemeral); err != nil {
 			return nil, fmt.Errorf("list join keys: %w", err)
 		}
 		if err := json.Unmarshal([]byte(tags), &k.Tags); err != nil {
 			return nil, fmt.Errorf("join key %s: bad stored tags: %w", k.ID, err)
 		}
 		k.Created, k.Expires, k.Revoked = fromMillis(c), fromMillis(e), fromMillis(r)
+		k.NodeExpiry = wire.Duration(time.Duration(ne) * time.Millisecond)
 		keys = append(keys, k)
 	}
 	return keys, rows.Err()

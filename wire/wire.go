@@ -70,8 +70,9 @@ const (
 //     `Link: <URL>; rel="next"` header; the last page has none.
 //
 // Node paths under PathNodes+"/NAME": GET → NodeDetail; DELETE;
-// PUT .../tags SetTagsRequest; POST .../expire → Node (cuts the node off:
-// its peers drop it and its credential is refused; it must re-enroll).
+// PUT .../tags SetTagsRequest; POST .../expire [ExpireRequest] → Node (now,
+// or at a set time, cuts the node off: its peers drop it and its credential
+// is refused; it must re-enroll).
 
 // Page sizes of paginated lists.
 const (
@@ -114,6 +115,19 @@ type Node struct {
 	// peers drop it and its credential is refused, and it must re-enroll.
 	// Zero: never. Only set in admin listings.
 	Expires time.Time `json:"expires,omitzero"`
+	// Ephemeral nodes are deleted once they have been offline for the
+	// coordinator's ephemeral timeout. Only set in admin listings.
+	Ephemeral bool `json:"ephemeral,omitempty"`
+}
+
+// ExpireRequest is the optional body of POST PathNodes+"/NAME/expire".
+// Empty: expire the node now.
+type ExpireRequest struct {
+	// At is when the node expires; zero or past: now.
+	At time.Time `json:"at,omitzero"`
+	// Never clears a future expiry. An expired node stays expired: it must
+	// enroll again. Never and At together are refused.
+	Never bool `json:"never,omitempty"`
 }
 
 // NodeDetail is one node with its peers and its access under the policy,
@@ -364,6 +378,11 @@ type JoinKey struct {
 	Revoked time.Time `json:"revoked,omitzero"`
 	// Uses counts the nodes the key admitted.
 	Uses int `json:"uses"`
+	// NodeExpiry is the lifetime of each node the key admits, from its
+	// enrollment. Zero: the nodes do not expire.
+	NodeExpiry Duration `json:"node_expiry,omitempty"`
+	// Ephemeral: the nodes the key admits are ephemeral (see Node).
+	Ephemeral bool `json:"ephemeral,omitempty"`
 }
 
 // CreateJoinKeyRequest asks for a new join key.
@@ -374,6 +393,12 @@ type CreateJoinKeyRequest struct {
 	Expiry Duration `json:"expiry,omitempty"`
 	// Tags ("tag:NAME") are given to every node the key admits.
 	Tags []string `json:"tags,omitempty"`
+	// NodeExpiry is the lifetime of each node the key admits, from its
+	// enrollment. Zero: the nodes do not expire.
+	NodeExpiry Duration `json:"node_expiry,omitempty"`
+	// Ephemeral makes the nodes the key admits ephemeral: the coordinator
+	// deletes each once it has been offline for its ephemeral timeout.
+	Ephemeral bool `json:"ephemeral,omitempty"`
 }
 
 // CreateJoinKeyResponse returns a new join key; its secret is shown only

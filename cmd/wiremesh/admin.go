@@ -201,7 +201,7 @@ func newKeysCmd() *cobra.Command {
 	af.add(cmd.PersistentFlags())
 
 	var req wire.CreateJoinKeyRequest
-	var expiry time.Duration
+	var expiry, nodeExpiry time.Duration
 	create := &cobra.Command{
 		Use:   "create",
 		Short: "Create a join key and print it (only here)",
@@ -210,7 +210,10 @@ func newKeysCmd() *cobra.Command {
 			if expiry < 0 {
 				return errors.New("--expiry must not be negative")
 			}
-			req.Expiry = wire.Duration(expiry)
+			if nodeExpiry < 0 {
+				return errors.New("--node-expiry must not be negative")
+			}
+			req.Expiry, req.NodeExpiry = wire.Duration(expiry), wire.Duration(nodeExpiry)
 			var out wire.CreateJoinKeyResponse
 			return af.call(cmd, http.MethodPost, wire.PathJoinKeys, req, &out, func(w io.Writer) error {
 				_, err := fmt.Fprintln(w, out.JoinKey)
@@ -221,6 +224,8 @@ func newKeysCmd() *cobra.Command {
 	create.Flags().BoolVar(&req.Reusable, "reusable", false, "admit any number of nodes (default: one)")
 	create.Flags().DurationVar(&expiry, "expiry", 0, "validity, e.g. 1h or 720h (default: forever)")
 	create.Flags().StringSliceVar(&req.Tags, "tag", nil, "tag:NAME given to nodes the key admits (repeatable)")
+	create.Flags().DurationVar(&nodeExpiry, "node-expiry", 0, "each admitted node expires this long after it enrolls, e.g. 720h (default: never)")
+	create.Flags().BoolVar(&req.Ephemeral, "ephemeral", false, "admitted nodes are deleted once offline for the coordinator's --ephemeral-timeout")
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -259,9 +264,16 @@ func keysTable(w io.Writer, keys []wire.JoinKey) error {
 		if !k.Expires.IsZero() {
 			exp = k.Expires.Format(time.RFC3339)
 		}
-		rows = append(rows, []string{k.ID, state, fmt.Sprint(k.Reusable), fmt.Sprint(k.Uses), exp, strings.Join(k.Tags, ",")})
+		var nodes []string
+		if k.NodeExpiry > 0 {
+			nodes = append(nodes, "expire after "+time.Duration(k.NodeExpiry).String())
+		}
+		if k.Ephemeral {
+			nodes = append(nodes, "ephemeral")
+		}
+		rows = append(rows, []string{k.ID, state, fmt.Sprint(k.Reusable), fmt.Sprint(k.Uses), exp, orDash(strings.Join(nodes, ",")), strings.Join(k.Tags, ",")})
 	}
-	return table(w, "ID\tSTATE\tREUSABLE\tUSES\tEXPIRES\tTAGS", rows)
+	return table(w, "ID\tSTATE\tREUSABLE\tUSES\tEXPIRES\tNODES\tTAGS", rows)
 }
 
 func newNodesCmd() *cobra.Command {
@@ -296,15 +308,44 @@ func newNodesCmd() *cobra.Command {
 			return af.call(cmd, http.MethodGet, wire.PathNodes+"/"+url.PathEscape(args[0]), nil, &d, func(w io.Writer) error { return nodeDetail(w, d) })
 		},
 	}
+	var expireAt string
+	var expireIn time.Duration
+	var expireNever bool
 	expire := &cobra.Command{
 		Use:   "expire NAME",
-		Short: "Expire a node now: its peers drop it, its credential is refused, it must re-enroll",
+		Short: "Expire a node (now, --at TIME or --in DURATION): its peers drop it, its credential is refused, it must re-enroll",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			var req wire.ExpireRequest
+			set := 0
+			if expireAt != "" {
+				t, err := time.Parse(time.RFC3339, expireAt)
+				if err != nil {
+					return fmt.Errorf("--at %q: want a time such as 2027-01-31T18:00:00Z: %w", expireAt, err)
+				}
+				req.At, set = t, set+1
+			}
+			if cmd.Flags().Changed("in") {
+				if expireIn <= 0 {
+					return errors.New("--in must be positive")
+				}
+				req.At, set = time.Now().Add(expireIn), set+1
+			}
+			if expireNever {
+				req.Never, set = true, set+1
+			}
+			if set > 1 {
+				return errors.New("give at most one of --at, --in and --never")
+			}
 			var n wire.Node
-			return af.call(cmd, http.MethodPost, wire.PathNodes+"/"+url.PathEscape(args[0])+"/expire", struct{}{}, &n, nil)
+			return af.call(cmd, http.MethodPost, wire.PathNodes+"/"+url.PathEscape(args[0])+"/expire", req, &n, func(w io.Writer) error {
+				return nodesTable(w, []wire.Node{n})
+			})
 		},
 	}
+	expire.Flags().StringVar(&expireAt, "at", "", "expire at this RFC 3339 time instead of now")
+	expire.Flags().DurationVar(&expireIn, "in", 0, "expire this long from now instead of now, e.g. 24h")
+	expire.Flags().BoolVar(&expireNever, "never", false, "clear a future expiry (an expired node must enroll again)")
 	del := &cobra.Command{
 		Use:   "delete NAME",
 		Short: "Delete a node; its peers drop it and its credential stops working",
@@ -340,13 +381,20 @@ func nodesTable(w io.Writer, nodes []wire.Node) error {
 		case n.Online:
 			online = "online"
 		}
+		if n.Ephemeral {
+			online += ",ephemeral"
+		}
+		expires := "never"
+		if !n.Expires.IsZero() {
+			expires = n.Expires.Format(time.RFC3339)
+		}
 		var svcs []string
 		for _, sv := range n.Services {
 			svcs = append(svcs, sv.Name+"("+orDash(sv.Health)+")")
 		}
-		rows = append(rows, []string{n.Name, strings.Join(addrs, ","), online, ago(n.LastSeen), orDash(strings.Join(n.Endpoints, ",")), orDash(strings.Join(n.Tags, ",")), orDash(strings.Join(svcs, ",")), orDash(n.Version)})
+		rows = append(rows, []string{n.Name, strings.Join(addrs, ","), online, ago(n.LastSeen), orDash(strings.Join(n.Endpoints, ",")), orDash(strings.Join(n.Tags, ",")), orDash(strings.Join(svcs, ",")), expires, orDash(n.Version)})
 	}
-	return table(w, "NAME\tADDRESSES\tSTATE\tLAST SEEN\tENDPOINTS\tTAGS\tSERVICES\tVERSION", rows)
+	return table(w, "NAME\tADDRESSES\tSTATE\tLAST SEEN\tENDPOINTS\tTAGS\tSERVICES\tEXPIRES\tVERSION", rows)
 }
 
 func nodeDetail(w io.Writer, d wire.NodeDetail) error {
