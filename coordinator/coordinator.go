@@ -190,10 +190,15 @@ func (c *Coordinator) Run(ctx context.Context) error {
 }
 
 // publish loads the nodes and makes them the current snapshot, waking
-// every stream, unless the current snapshot is as new.
+// every stream, unless the current snapshot is as new. Concurrent changes
+// share one reload: whoever waited for the lock while another published
+// finds its change already in the snapshot.
 func (c *Coordinator) publish(ctx context.Context) error {
 	c.pubMu.Lock()
 	defer c.pubMu.Unlock()
+	if old := c.state.Load(); old != nil && old.version >= c.store.committed.Load() {
+		return nil
+	}
 	st, err := c.store.State(ctx)
 	if err != nil {
 		return err

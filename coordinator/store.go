@@ -54,6 +54,9 @@ type Store struct {
 	prefixes [2]netip.Prefix // IPv4 and IPv6 overlay prefixes, fixed at creation
 	now      func() time.Time
 	writes   atomic.Uint64 // counts writes, so listings know when to reload
+	// committed is the newest state version a transaction of this Store
+	// committed: a snapshot at least as new needs no reload.
+	committed atomic.Uint64
 
 	listMu sync.Mutex
 	list   *listing // guarded by listMu; nil until the first listing
@@ -197,6 +200,8 @@ func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) (uint64, error) 
 		return 0, fmt.Errorf("commit: %w", err)
 	}
 	s.wrote()
+	for c := s.committed.Load(); c < v && !s.committed.CompareAndSwap(c, v); c = s.committed.Load() {
+	}
 	return v, nil
 }
 
