@@ -23,10 +23,11 @@ type fakeAPI struct {
 	services []wire.CatalogService
 	versions []wire.Policy // version i+1 at i
 	keys     []wire.JoinKey
-	audit    []wire.AuditEntry // newest first
-	calls    []string          // "METHOD /path?query" of every request
-	failPut  bool              // PUT policy answers 400 with a problem at line 1
-	fail     int               // answer every request with this status (0: no)
+	audit    []wire.AuditEntry    // newest first
+	calls    []string             // "METHOD /path?query" of every request
+	expires  []wire.ExpireRequest // the body of every POST .../expire, none: zero
+	failPut  bool                 // PUT policy answers 400 with a problem at line 1
+	fail     int                  // answer every request with this status (0: no)
 }
 
 func newFakeAPI(token string) *fakeAPI { return &fakeAPI{token: token} }
@@ -249,7 +250,8 @@ func (f *fakeAPI) createKey(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, "bad JSON", nil)
 		return
 	}
-	k := wire.JoinKey{ID: fmt.Sprintf("jk%012d", len(f.keys)+1), Reusable: req.Reusable, Tags: req.Tags, Created: testTime}
+	k := wire.JoinKey{ID: fmt.Sprintf("jk%012d", len(f.keys)+1), Reusable: req.Reusable, Tags: req.Tags, Created: testTime,
+		NodeExpiry: req.NodeExpiry, Ephemeral: req.Ephemeral}
 	if req.Expiry != 0 {
 		k.Expires = testTime.Add(time.Duration(req.Expiry))
 	}
@@ -293,9 +295,39 @@ func (f *fakeAPI) node(w http.ResponseWriter, r *http.Request) {
 		f.nodes[i].Tags = req.Tags
 		w.WriteHeader(http.StatusNoContent)
 	case r.Method == "POST" && suffix == "expire":
-		f.nodes[i].Expires = testTime
-		writeJSON(w, http.StatusOK, f.nodes[i])
+		f.expire(w, r, &f.nodes[i])
 	default:
 		apiError(w, http.StatusNotFound, "no such endpoint", nil)
 	}
+}
+
+// expire serves POST /v1/nodes/NAME/expire as the coordinator does: an
+// empty body or a past time expires n now, a future one schedules it,
+// never clears a future expiry and conflicts with a past one.
+func (f *fakeAPI) expire(w http.ResponseWriter, r *http.Request, n *wire.Node) {
+	var req wire.ExpireRequest
+	if r.ContentLength != 0 {
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			apiError(w, http.StatusBadRequest, "bad JSON", nil)
+			return
+		}
+	}
+	f.expires = append(f.expires, req)
+	expired := !n.Expires.IsZero() && !testTime.Before(n.Expires)
+	switch {
+	case req.Never && !req.At.IsZero():
+		apiError(w, http.StatusBadRequest, `give "at" or "never", not both`, nil)
+		return
+	case req.Never && expired:
+		apiError(w, http.StatusConflict, fmt.Sprintf("node %q expired at %s; it must enroll again", n.Name, n.Expires.Format(time.RFC3339)), nil)
+		return
+	case expired:
+	case req.Never:
+		n.Expires = time.Time{}
+	case req.At.After(testTime):
+		n.Expires = req.At
+	default:
+		n.Expires = testTime
+	}
+	writeJSON(w, http.StatusOK, n)
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/wiremesh/wiremesh/wire"
 )
@@ -67,13 +68,79 @@ func (u *UI) nodeDetail(r *http.Request, s *session) (wire.NodeDetail, error) {
 	return d, err
 }
 
+// expireChoices are the expiries, from now, that the node page offers.
+var expireChoices = []durationChoice{
+	{"1h", "in 1 hour", time.Hour},
+	{"24h", "in 1 day", 24 * time.Hour},
+	{"168h", "in 7 days", 7 * 24 * time.Hour},
+	{"720h", "in 30 days", 30 * 24 * time.Hour},
+}
+
+// nodeData is the node page's data.
+type nodeData struct {
+	wire.NodeDetail
+	ExpireIn []durationChoice // expireChoices, for the expiry form
+	Message  string           // an API error about the expiry form
+}
+
 func (u *UI) handleNode(w http.ResponseWriter, r *http.Request, s *session) {
+	u.nodePage(w, r, s, http.StatusOK, "")
+}
+
+// nodePage renders the node page, with msg (if any) at the expiry form.
+func (u *UI) nodePage(w http.ResponseWriter, r *http.Request, s *session, code int, msg string) {
 	d, err := u.nodeDetail(r, s)
 	if err != nil {
 		u.apiFailed(w, r, s, err)
 		return
 	}
-	u.render(w, r, s, http.StatusOK, "node", d.Node.Name, d)
+	u.render(w, r, s, code, "node", d.Node.Name, nodeData{NodeDetail: d, ExpireIn: expireChoices, Message: msg})
+}
+
+// handleSetExpiry schedules the node's expiry (the form's "in", one of
+// expireChoices) or clears a future one ("in" = "never").
+func (u *UI) handleSetExpiry(w http.ResponseWriter, r *http.Request, s *session) {
+	name := r.PathValue("name")
+	var req wire.ExpireRequest
+	if in := r.PostForm.Get("in"); in == "never" {
+		req.Never = true
+	} else if d, ok := choose(expireChoices, in); ok {
+		req.At = u.cfg.Now().Add(d).UTC().Truncate(time.Second)
+	} else {
+		u.nodePage(w, r, s, http.StatusBadRequest, "choose when the node expires from the list")
+		return
+	}
+	var n wire.Node
+	_, err := u.api.call(r.Context(), s.token, http.MethodPost, nodePath(name, "/expire"), req, &n)
+	if st := formStatus(err); st != 0 {
+		u.nodePage(w, r, s, st, err.Error())
+		return
+	}
+	if err != nil {
+		u.apiFailed(w, r, s, err)
+		return
+	}
+	u.log.Info("ui: node changed", "node", name, "action", "expiry", "token", s.tokenID)
+	switch now := u.cfg.Now(); {
+	case n.Expires.IsZero():
+		u.sessions.setFlash(s, "Node "+name+" no longer expires.")
+	case upcoming(now, n.Expires):
+		u.sessions.setFlash(s, "Node "+name+" expires "+untilText(now, n.Expires)+" ("+whenText(n.Expires)+"): it is then cut off until it enrolls again.")
+	default:
+		u.sessions.setFlash(s, "Node "+name+" has expired.")
+	}
+	http.Redirect(w, r, "/ui/nodes/"+url.PathEscape(name), http.StatusSeeOther)
+}
+
+// formStatus is the status of an API error that a form shows next to
+// its fields (a refused value, a conflict), or 0 for the others: no
+// error, not an API error, 401 (the session ends) and 404 (an error
+// page).
+func formStatus(err error) int {
+	if st := statusOf(err); st >= 400 && st < 500 && st != http.StatusUnauthorized && st != http.StatusNotFound {
+		return st
+	}
+	return 0
 }
 
 // tagsData is the data of the tag form and its confirmation.
@@ -122,7 +189,7 @@ func (u *UI) handleSetTags(w http.ResponseWriter, r *http.Request, s *session) {
 		return
 	}
 	_, err = u.api.call(r.Context(), s.token, http.MethodPut, nodePath(d.Node.Name, "/tags"), wire.SetTagsRequest{Tags: td.Tags}, nil)
-	if st := statusOf(err); st >= 400 && st < 500 && st != http.StatusUnauthorized && st != http.StatusNotFound {
+	if st := formStatus(err); st != 0 {
 		td.Message = err.Error()
 		u.render(w, r, s, st, "tags", "Tags of "+d.Node.Name, td)
 		return

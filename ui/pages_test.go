@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wiremesh/wiremesh/wire"
 )
@@ -19,7 +20,7 @@ func TestPagesRender(t *testing.T) {
 	}{
 		{"/ui/", []string{"<h1>Overview</h1>", `id="nodes-online">4<`, `id="nodes-offline">1<`, `id="services-failing">1<`, "1 passing", "1 critical", `id="policy-version">2<`, "node.enroll", "node-30", `data-live="/ui/?fragment=summary"`}},
 		{"/ui/nodes", []string{`<tr data-node="node-1">`, "100.64.0.2", "fd77:6d65:7368::1", "tag:web", "badge online", "badge offline", "10.77.0.2:51820", "0.5.0", "1m ago", `href="/ui/nodes/node-1/delete"`, `data-label="Endpoint"`}},
-		{"/ui/nodes/node-1", []string{"<h1>node-1</h1>", `href="/ui/nodes/node-2"`, "web-http", "HTTP GET http://127.0.0.1:8080/: 200 OK", "tcp/8080", "<code>8080</code>", "node-3", "icmp", "cHVibGljLWtleS0w"}},
+		{"/ui/nodes/node-1", []string{"<h1>node-1</h1>", `href="/ui/nodes/node-2"`, "web-http", "HTTP GET http://127.0.0.1:8080/: 200 OK", "tcp/8080", "<code>8080</code>", "node-3", "icmp", "cHVibGljLWtleS0w", `action="/ui/nodes/node-1/expiry"`, `<option value="168h">in 7 days</option>`, `id="node-expiry">never<`}},
 		{"/ui/nodes/node-1/tags", []string{`name="tags" value="tag:web"`, `<label for="tags">`}},
 		{"/ui/nodes/node-1/delete", []string{"Delete node-1?", `action="/ui/nodes/node-1/delete"`, "credential"}},
 		{"/ui/nodes/node-1/expire", []string{"Expire node-1?", `action="/ui/nodes/node-1/expire"`}},
@@ -29,7 +30,7 @@ func TestPagesRender(t *testing.T) {
 		{"/ui/policy/history/2", []string{`<tr class="add">`, `<tr class="del">`, "svc:web", "+3", "−1", "badge online"}},
 		{"/ui/policy/history/1", []string{`<tr class="add">`, "no policy", `href="/ui/policy/rollback/1"`}},
 		{"/ui/policy/rollback/1", []string{`action="/ui/policy/rollback/1"`, "Roll back to version 1"}},
-		{"/ui/keys", []string{"jk000000000001", "badge valid", "badge revoked", "reusable", "one-time", `href="/ui/keys/jk000000000001/revoke"`, `<label for="expiry">`}},
+		{"/ui/keys", []string{"jk000000000001", "badge valid", "badge revoked", "reusable", "one-time", `href="/ui/keys/jk000000000001/revoke"`, `<label for="expiry">`, `<label for="node-expiry">`, `<option value="none" selected>`, `id="ephemeral" name="ephemeral">`}},
 		{"/ui/keys/jk000000000001/revoke", []string{`action="/ui/keys/jk000000000001/revoke"`}},
 		{"/ui/audit?limit=10", []string{"node-30", "node.enroll", `rel="next"`, "after=21"}},
 	} {
@@ -209,7 +210,7 @@ func TestCreateJoinKeyShowsCommandOnce(t *testing.T) {
 	h := newHarness(t, 1)
 	b := h.browser()
 	csrf := b.login(testToken)
-	r := b.post("/ui/keys", url.Values{"csrf": {csrf}, "reusable": {"on"}, "expiry": {"168h"}, "tags": {"web prod"}})
+	r := b.post("/ui/keys", url.Values{"csrf": {csrf}, "reusable": {"on"}, "expiry": {"168h"}, "tags": {"web prod"}, "node_expiry": {"none"}})
 	wantStatus(t, r, http.StatusCreated)
 	wantBody(t, r, `<code id="join-command">wiremesh agent --join wmjoin1-SECRETJOINKEYjk000000000003</code>`, "Reusable", "2026-12-08 12:00:00Z", "tag:web tag:prod")
 	k := h.api.keys[2]
@@ -236,6 +237,159 @@ func TestCreateJoinKeyShowsCommandOnce(t *testing.T) {
 	wantStatus(t, b.get("/ui/keys/jk999/revoke"), http.StatusNotFound)
 }
 
+func TestCreateJoinKeyNodeLifetime(t *testing.T) {
+	h := newHarness(t, 1)
+	b := h.browser()
+	csrf := b.login(testToken)
+	r := b.post("/ui/keys", url.Values{"csrf": {csrf}, "expiry": {"24h"}, "node_expiry": {"168h"}, "ephemeral": {"on"}})
+	wantStatus(t, r, http.StatusCreated)
+	wantBody(t, r, "Each node it admits expires 7 days after it enrolls.", "They are ephemeral")
+	if k := h.api.keys[2]; time.Duration(k.NodeExpiry) != 168*time.Hour || !k.Ephemeral {
+		t.Fatalf("key %+v: want node expiry 168h, ephemeral", k)
+	}
+	r = b.post("/ui/keys", url.Values{"csrf": {csrf}, "expiry": {"24h"}, "node_expiry": {"none"}})
+	wantStatus(t, r, http.StatusCreated)
+	wantBody(t, r, "The nodes it admits do not expire.")
+	if k := h.api.keys[3]; k.NodeExpiry != 0 || k.Ephemeral {
+		t.Fatalf("key %+v: want no node expiry, not ephemeral", k)
+	}
+
+	body := b.get("/ui/keys").body
+	wantIn(t, rowOf(t, body, `data-key="jk000000000003"`), "expire 7 days after enrolling", "badge ephemeral")
+	wantIn(t, rowOf(t, body, `data-key="jk000000000004"`), "no lifetime")
+	if strings.Contains(rowOf(t, body, `data-key="jk000000000004"`), "ephemeral") {
+		t.Error("a key without ephemeral nodes is marked ephemeral")
+	}
+
+	// A lifetime that is not in the list reaches no API; the form keeps
+	// what was chosen.
+	for _, v := range []string{"1000h", ""} {
+		r = b.post("/ui/keys", url.Values{"csrf": {csrf}, "expiry": {"24h"}, "node_expiry": {v}, "ephemeral": {"on"}})
+		wantStatus(t, r, http.StatusBadRequest)
+		wantBody(t, r, "choose a node lifetime", `id="ephemeral" name="ephemeral" checked>`)
+	}
+	if len(h.api.keys) != 4 {
+		t.Fatalf("%d keys, want 4", len(h.api.keys))
+	}
+}
+
+func TestLifetimeText(t *testing.T) {
+	for d, want := range map[time.Duration]string{0: "none", time.Hour: "1 hour", 36 * time.Hour: "36 hours", 24 * time.Hour: "1 day", 2160 * time.Hour: "90 days", 90 * time.Minute: "1h30m0s"} {
+		if got := lifetimeText(wire.Duration(d)); got != want {
+			t.Errorf("lifetimeText(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+func TestNodeExpiryShown(t *testing.T) {
+	h := newHarness(t, 3)
+	h.api.nodes[0].Ephemeral = true
+	h.api.nodes[0].Expires = testTime.Add(3 * time.Hour)
+	h.api.nodes[1].Expires = testTime.Add(-time.Hour)
+	b := h.browser()
+	b.login(testToken)
+	soon := `expires in 3h (<time datetime="2026-12-01 15:00:00Z">2026-12-01 15:00:00Z</time>)`
+	for _, path := range []string{"/ui/nodes", "/ui/nodes?fragment=rows"} {
+		body := b.get(path).body
+		wantIn(t, rowOf(t, body, `data-node="node-1"`), "badge online", "badge ephemeral", soon)
+		for _, n := range []string{"node-2", "node-3"} {
+			row := rowOf(t, body, `data-node="`+n+`"`)
+			if strings.Contains(row, "ephemeral") || strings.Contains(row, "expires") {
+				t.Errorf("%s: %s's row says ephemeral or expires:\n%s", path, n, row)
+			}
+		}
+		wantIn(t, rowOf(t, body, `data-node="node-2"`), "badge expired")
+	}
+
+	wantBody(t, b.get("/ui/nodes/node-1"), "badge ephemeral", `id="node-expiry">`+soon, `id="set-expiry"`, `id="never-expire"`)
+	r := b.get("/ui/nodes/node-2")
+	wantBody(t, r, `id="node-expiry"><span class="badge expired">expired</span> at <time datetime="2026-12-01 11:00:00Z">`, "it must enroll again")
+	for _, id := range []string{`id="set-expiry"`, `id="never-expire"`, "badge ephemeral"} {
+		if strings.Contains(r.body, id) {
+			t.Errorf("the expired node-2's page has %s", id)
+		}
+	}
+	r = b.get("/ui/nodes/node-3")
+	wantBody(t, r, `id="node-expiry">never<`, `id="set-expiry"`)
+	if strings.Contains(r.body, `id="never-expire"`) {
+		t.Error("a node without expiry offers to clear it")
+	}
+}
+
+func TestScheduleExpiry(t *testing.T) {
+	h := newHarness(t, 2)
+	b := h.browser()
+	csrf := b.login(testToken)
+
+	r := b.post("/ui/nodes/node-1/expiry", url.Values{"csrf": {csrf}, "in": {"24h"}})
+	wantStatus(t, r, http.StatusSeeOther)
+	if loc := r.Header.Get("Location"); loc != "/ui/nodes/node-1" {
+		t.Errorf("redirect to %q", loc)
+	}
+	if got := h.api.expires; len(got) != 1 || !got[0].At.Equal(testTime.Add(24*time.Hour)) || got[0].Never {
+		t.Fatalf("expire requests %+v: want at %s", got, testTime.Add(24*time.Hour))
+	}
+	wantBody(t, b.get("/ui/nodes/node-1"), "Node node-1 expires in 24h (2026-12-02 12:00:00Z)", `id="never-expire"`)
+
+	r = b.post("/ui/nodes/node-1/expiry", url.Values{"csrf": {csrf}, "in": {"never"}})
+	wantStatus(t, r, http.StatusSeeOther)
+	if got := h.api.expires; len(got) != 2 || got[1] != (wire.ExpireRequest{Never: true}) {
+		t.Fatalf("expire requests %+v: want never", got)
+	}
+	if !h.api.nodes[0].Expires.IsZero() {
+		t.Fatalf("node-1 still expires at %s", h.api.nodes[0].Expires)
+	}
+	wantBody(t, b.get("/ui/nodes/node-1"), "Node node-1 no longer expires.", `id="node-expiry">never<`)
+
+	// A choice not in the list, or none, reaches no API.
+	for _, in := range []string{"2h", ""} {
+		r = b.post("/ui/nodes/node-1/expiry", url.Values{"csrf": {csrf}, "in": {in}})
+		wantStatus(t, r, http.StatusBadRequest)
+		wantBody(t, r, "choose when the node expires", "<h1>node-1</h1>")
+	}
+	// Nor does a POST without the CSRF token.
+	wantStatus(t, b.post("/ui/nodes/node-1/expiry", url.Values{"in": {"1h"}}), http.StatusForbidden)
+	if len(h.api.expires) != 2 {
+		t.Fatalf("expire requests %+v: want 2", h.api.expires)
+	}
+
+	// Expire now goes through its confirmation and sends no body.
+	wantBody(t, b.get("/ui/nodes/node-2/expire"), "Expire node-2?", "now cuts it off")
+	wantStatus(t, b.post("/ui/nodes/node-2/expire", url.Values{"csrf": {csrf}}), http.StatusSeeOther)
+	if got := h.api.expires; len(got) != 3 || got[2] != (wire.ExpireRequest{}) {
+		t.Fatalf("expire requests %+v: want an empty one", got)
+	}
+	// An expired node cannot be made not to expire: the API's 409 is
+	// shown at the form.
+	r = b.post("/ui/nodes/node-2/expiry", url.Values{"csrf": {csrf}, "in": {"never"}})
+	wantStatus(t, r, http.StatusConflict)
+	wantBody(t, r, `<p class="error" role="alert">node &#34;node-2&#34; expired at 2026-12-01T12:00:00Z; it must enroll again (HTTP 409)</p>`, "<h1>node-2</h1>", "badge expired")
+	if !h.api.nodes[1].Expires.Equal(testTime) {
+		t.Fatalf("node-2 expires at %s, want %s", h.api.nodes[1].Expires, testTime)
+	}
+}
+
+// rowOf returns the table row of body whose opening tag has attr.
+func rowOf(t *testing.T, body, attr string) string {
+	t.Helper()
+	_, row, ok := strings.Cut(body, "<tr "+attr+">")
+	if !ok {
+		t.Fatalf("no row with %s", attr)
+	}
+	row, _, _ = strings.Cut(row, "</tr>")
+	return row
+}
+
+// wantIn fails t unless s holds each of want.
+func wantIn(t *testing.T, s string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(s, w) {
+			t.Errorf("missing %q in:\n%s", w, s)
+		}
+	}
+}
+
 // TestNoTokenInHTML walks every page and checks that neither the admin
 // token nor its secret appears in any page or in the log.
 func TestNoTokenInHTML(t *testing.T) {
@@ -248,7 +402,7 @@ func TestNoTokenInHTML(t *testing.T) {
 		b.get("/ui/policy/history"), b.get("/ui/policy/history/2"), b.get("/ui/keys"), b.get("/ui/audit"),
 		b.get("/ui/nodes?fragment=rows"), b.get("/ui/?fragment=summary"),
 		b.post("/ui/policy", url.Values{"csrf": {csrf}, "action": {"check"}, "text": {"{}"}}),
-		b.post("/ui/keys", url.Values{"csrf": {csrf}, "expiry": {"1h"}}),
+		b.post("/ui/keys", url.Values{"csrf": {csrf}, "expiry": {"1h"}, "node_expiry": {"none"}}),
 		b.get("/ui/login"), h.browser().get("/ui/login"), b.get("/ui/nodes/ghost"),
 	}
 	for _, p := range pages {

@@ -112,6 +112,15 @@ var funcs = template.FuncMap{
 	"keystate":  keyState,
 	"textrows":  textRows,
 	"nodestate": nodeState,
+	"until":     untilText,
+	"upcoming":  upcoming,
+	"lifetime":  lifetimeText,
+}
+
+// upcoming reports whether t is set and after now: an expiry still to
+// come.
+func upcoming(now, t time.Time) bool {
+	return !t.IsZero() && t.After(now)
 }
 
 // nodeState is "expired", "online" or "offline".
@@ -183,6 +192,44 @@ func agoText(now, t time.Time) string {
 	default:
 		return fmt.Sprintf("%dd ago", int(d.Hours()/24))
 	}
+}
+
+// untilText says how long after now t is: "in 12s", "in 3h", "in 7d".
+func untilText(now, t time.Time) string {
+	d := t.Sub(now)
+	switch {
+	case d <= 0:
+		return "now"
+	case d < time.Minute:
+		return fmt.Sprintf("in %ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("in %dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("in %dh", int(d.Hours()))
+	default:
+		return fmt.Sprintf("in %dd", int(d.Hours()/24))
+	}
+}
+
+// lifetimeText writes a node lifetime: "none", "1 hour", "7 days", or
+// the Go duration when it is not a whole number of hours ("1h30m0s").
+func lifetimeText(d wire.Duration) string {
+	td := time.Duration(d)
+	plural := func(n int64, unit string) string {
+		if n == 1 {
+			return "1 " + unit
+		}
+		return fmt.Sprintf("%d %ss", n, unit)
+	}
+	switch {
+	case td <= 0:
+		return "none"
+	case td%(24*time.Hour) == 0:
+		return plural(int64(td/(24*time.Hour)), "day")
+	case td%time.Hour == 0:
+		return plural(int64(td/time.Hour), "hour")
+	}
+	return td.String()
 }
 
 // portsText writes port ranges as "443,8000-8080".

@@ -147,6 +147,7 @@ func (u *UI) routes() *http.ServeMux {
 	mux.HandleFunc("GET /ui/nodes/{name}", u.get(u.handleNode))
 	mux.HandleFunc("GET /ui/nodes/{name}/tags", u.get(u.handleTagsForm))
 	mux.HandleFunc("POST /ui/nodes/{name}/tags", u.post(u.handleSetTags))
+	mux.HandleFunc("POST /ui/nodes/{name}/expiry", u.post(u.handleSetExpiry))
 	mux.HandleFunc("GET /ui/nodes/{name}/{action}", u.get(u.handleNodeConfirm))
 	mux.HandleFunc("POST /ui/nodes/{name}/{action}", u.post(u.handleNodeAction))
 	mux.HandleFunc("GET /ui/services", u.get(u.handleServices))
