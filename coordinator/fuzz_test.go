@@ -1,0 +1,57 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/wire"
+)
+
+// FuzzAgentBodies sends any body to the endpoints agents call (enroll with
+// a join key; netmap and key rotation with a node credential): the answer
+// is never a 5xx, and an error always has the API's error body.
+func FuzzAgentBodies(f *testing.F) {
+	ts := startServer(f, time.Hour, func(c *Config) { c.EnrollRate = -1 })
+	jk := ts.createJoinKey(f, wire.CreateJoinKeyRequest{Reusable: true})
+	pub := newPublicKey(f)
+	a := ts.enroll(f, jk.JoinKey, wire.EnrollRequest{PublicKey: pub, Name: "a"})
+	f.Add(`{"protocol_version": 1, "public_key": "` + newPublicKey(f) + `", "hostname": "web-1"}`)
+	f.Add(`{"protocol_version": 1, "public_key": "` + pub + `", "listen_port": 51820, "endpoints": ["192.0.2.1:51820"]}`)
+	f.Add(`{"public_key": "` + pub + `", "new_public_key": "` + newPublicKey(f) + `"}`)
+	f.Add(`{"protocol_version": 99, "public_key": "AAAA"}`)
+	joinSecret := credential.Secret{}
+	if b, err := credential.ParseJoinKey(jk.JoinKey); err == nil {
+		joinSecret = b.Secret
+	} else {
+		f.Fatal(err)
+	}
+	h := ts.c.Handler()
+	endpoints := []struct{ method, path, bearer string }{
+		{"POST", wire.PathEnroll, joinSecret.String()},
+		// The recorder cannot take write deadlines, so a netmap stream
+		// that opens ends after its first message.
+		{"POST", wire.PathNetmap, a.Credential},
+		{"POST", wire.PathRotateKey, a.Credential},
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		for _, e := range endpoints {
+			req := httptest.NewRequest(e.method, e.path, strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+e.bearer)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, req)
+			if w.Code >= 500 {
+				t.Fatalf("%s %s %q: %d %s", e.method, e.path, body, w.Code, w.Body)
+			}
+			if w.Code >= 400 {
+				var e wire.Error
+				if json.Unmarshal(w.Body.Bytes(), &e) != nil || e.Error == "" {
+					t.Fatalf("%s %s %q: %d without an error body: %s", req.Method, req.URL.Path, body, w.Code, w.Body)
+				}
+			}
+		}
+	})
+}
