@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/wiremesh
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build demo test unit e2e bench fuzz lint clean
+.PHONY: all build demo test unit e2e bench fuzz reliability lint clean
 
 all: build
 
@@ -35,6 +35,12 @@ bench:
 FUZZTIME ?= 30s
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
+
+# The reliability suite: faults, hostile input and load, each with what it
+# checked and the figure measured, written to docs/reliability.md with the
+# machine and the date. Needs root for the end-to-end part.
+reliability:
+	$(GO) run ./test/reliability -o docs/reliability.md
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
