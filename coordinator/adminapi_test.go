@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -157,9 +158,11 @@ func TestAdminTokens(t *testing.T) {
 	if code, body := ts.do(t, "DELETE", wire.PathAdminTokens+"/"+created.Token.ID, ts.admin, nil); code != http.StatusNoContent {
 		t.Fatalf("revoke: %d %s", code, body)
 	}
-	if code, _ := ts.do(t, "GET", wire.PathNodes, tok.Secret.String(), nil); code != http.StatusUnauthorized {
+	var revoked refusals
+	if code, _ := ts.do(t, "GET", wire.PathNodes, tok.Secret.String(), nil); !revoked.add(code == http.StatusUnauthorized) {
 		t.Errorf("revoked token: %d, want 401", code)
 	}
+	revoked.report(t, "admin API: a revoked admin token", "401")
 	first := strings.SplitN(ts.admin, ".", 2)[0]
 	code, body = ts.do(t, "DELETE", wire.PathAdminTokens+"/"+first, ts.admin, nil)
 	if code != http.StatusConflict || !strings.Contains(errorOf(t, body).Error, "last valid admin token") {
@@ -190,6 +193,7 @@ func TestAdminEndpointsRefuse(t *testing.T) {
 		{"GET", wire.PathAdminTokens}, {"POST", wire.PathAdminTokens}, {"DELETE", wire.PathAdminTokens + "/x"},
 		{"POST", wire.PathGossipRotate}, {"POST", wire.PathGossipRetire},
 	}
+	byCode := map[int]*refusals{401: {}, 403: {}, 413: {}, 400: {}}
 	for _, e := range endpoints {
 		for _, tt := range []struct {
 			who   string
@@ -201,7 +205,7 @@ func TestAdminEndpointsRefuse(t *testing.T) {
 			{"garbage", "x", http.StatusUnauthorized},
 			{"node credential", a.Credential, http.StatusForbidden},
 		} {
-			if code, body := ts.do(t, e.method, e.path, tt.token, strings.NewReader("{}")); code != tt.code {
+			if code, body := ts.do(t, e.method, e.path, tt.token, strings.NewReader("{}")); !byCode[tt.code].add(code == tt.code) {
 				t.Errorf("%s %s with %s: %d %s, want %d", e.method, e.path, tt.who, code, body, tt.code)
 			}
 		}
@@ -211,14 +215,19 @@ func TestAdminEndpointsRefuse(t *testing.T) {
 		{"PUT", wire.PathNodes + "/a/tags"}, {"POST", wire.PathAdminTokens}, {"POST", wire.PathPolicy + "/rollback"},
 	} {
 		big := `{"text": "` + strings.Repeat("x", maxBody) + `"}`
-		if code, body := ts.do(t, e.method, e.path, ts.admin, strings.NewReader(big)); code != http.StatusRequestEntityTooLarge {
+		if code, body := ts.do(t, e.method, e.path, ts.admin, strings.NewReader(big)); !byCode[413].add(code == http.StatusRequestEntityTooLarge) {
 			t.Errorf("%s %s with %d bytes: %d %.100s, want 413", e.method, e.path, len(big), code, body)
 		}
 		code, body := ts.do(t, e.method, e.path, ts.admin, strings.NewReader(`{"x": `))
-		if code != http.StatusBadRequest {
+		if !byCode[400].add(code == http.StatusBadRequest) {
 			t.Errorf("%s %s malformed: %d %s, want 400", e.method, e.path, code, body)
 		}
 	}
+	n := len(endpoints)
+	byCode[401].report(t, fmt.Sprintf("admin API, all %d endpoints: no token, a wrong token, garbage", n), "401")
+	byCode[403].report(t, fmt.Sprintf("admin API, all %d endpoints: a node credential", n), "403")
+	byCode[413].report(t, "admin API, every endpoint with a body: a body over 1 MiB", "413")
+	byCode[400].report(t, "admin API, every endpoint with a body: a truncated JSON body", "400")
 }
 
 func TestGetPolicyVersion(t *testing.T) {

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/internal/report"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -282,6 +283,7 @@ func TestBadJoinKeyTakesNoWriteLock(t *testing.T) {
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		t.Fatal(err)
 	}
+	denied, slowest := 0, time.Duration(0)
 	for name, bad := range map[string]credential.Secret{
 		"unknown id":   credential.NewSecret("jk"),
 		"wrong secret": {ID: key.ID, Value: credential.NewSecret("jk").Value},
@@ -290,13 +292,19 @@ func TestBadJoinKeyTakesNoWriteLock(t *testing.T) {
 		start := time.Now()
 		_, _, _, err := s.Enroll(tctx, bad, EnrollParams{PublicKey: newPublicKey(t)})
 		cancel()
+		slowest = max(slowest, time.Since(start))
 		if !errors.Is(err, ErrDenied) {
 			t.Errorf("%s with the write lock held elsewhere: %v after %v, want ErrDenied at once", name, err, time.Since(start))
+		} else {
+			denied++
 		}
 	}
 	tctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	_, _, _, err = s.Enroll(tctx, key, EnrollParams{PublicKey: newPublicKey(t)})
 	cancel()
+	report.Add(t, report.Row{Fault: "SQLite's write lock held by another connection", Check: "bad join keys denied without waiting for it (a valid one waits)",
+		Figure: fmt.Sprintf("%d of 2 denied, slowest after %s; the valid one waited: %v", denied, slowest.Round(10*time.Microsecond), err != nil),
+		Target: "2 of 2 before the 1 s deadline; waited", Met: denied == 2 && err != nil})
 	if err == nil {
 		t.Error("a valid enrollment succeeded while another connection held the write lock")
 	}
@@ -321,20 +329,28 @@ func TestEnrollRateLimited(t *testing.T) {
 		codes = append(codes, strconv.Itoa(resp.code))
 		last = resp.resp
 	}
-	if got := strings.Join(codes, " "); got != "401 401 429 429" {
+	got := strings.Join(codes, " ")
+	if got != "401 401 429 429" {
 		t.Fatalf("bad join keys from one address: %s, want 401 401 429 429", got)
 	}
-	if ra, err := strconv.Atoi(last.Header.Get("Retry-After")); err != nil || ra < 1 || ra > 20 {
+	ra, err := strconv.Atoi(last.Header.Get("Retry-After"))
+	if err != nil || ra < 1 || ra > 20 {
 		t.Errorf("Retry-After %q, want 1..20 seconds", last.Header.Get("Retry-After"))
 	}
 	// A valid key from the same address waits too: the limit is on the
 	// source, and the key is not looked at.
-	if r := enrollFrom(t, ts, flooder, jk.String()); r.code != http.StatusTooManyRequests || !strings.Contains(r.body.Error, "too many enrollment attempts") {
-		t.Errorf("valid key from the limited address: %d %+v, want 429 with the error body", r.code, r.body)
+	same := enrollFrom(t, ts, flooder, jk.String())
+	if same.code != http.StatusTooManyRequests || !strings.Contains(same.body.Error, "too many enrollment attempts") {
+		t.Errorf("valid key from the limited address: %d %+v, want 429 with the error body", same.code, same.body)
 	}
-	if r := enrollFrom(t, ts, clientFrom(t, ts, "127.0.0.2"), jk.String()); r.code != http.StatusOK {
-		t.Errorf("valid key from another address: %d %+v, want 200", r.code, r.body)
+	other := enrollFrom(t, ts, clientFrom(t, ts, "127.0.0.2"), jk.String())
+	if other.code != http.StatusOK {
+		t.Errorf("valid key from another address: %d %+v, want 200", other.code, other.body)
 	}
+	report.Add(t, report.Row{Fault: "one source sends bad join keys past its limit (burst 2 failures, then 1 per 20 s)",
+		Check:  "its requests, then a valid key from it, then a valid key from another source",
+		Figure: fmt.Sprintf("%s, Retry-After %d s; %d; %d", got, ra, same.code, other.code), Target: "401 401 429 429, Retry-After 1–20 s; 429; 200",
+		Met: err == nil && ra >= 1 && ra <= 20 && same.code == http.StatusTooManyRequests && other.code == http.StatusOK})
 }
 
 func TestEnrollConfigValidation(t *testing.T) {
@@ -589,15 +605,26 @@ func TestEnrollUnderFlood(t *testing.T) {
 	ts := startServer(t, time.Hour)
 	f := measureFlood(t, ts, 100, 1000)
 	t.Logf("with the default limit: %v", f)
-	if bound := max(5*f.quietP99, 200*time.Millisecond); f.floodP99 > bound {
+	r := func(d time.Duration) string { return d.Round(10 * time.Microsecond).String() }
+	bound := max(5*f.quietP99, 200*time.Millisecond)
+	report.Add(t, report.Row{Fault: fmt.Sprintf("flood of bad join keys, %.0f/s from %d sources, default limit", f.rate, floodSources),
+		Check:  "p99 (p50) of 100 valid enrollments from their own addresses, quiet → under the flood",
+		Figure: fmt.Sprintf("%s (%s) → %s (%s)", r(f.quietP99), r(f.quietP50), r(f.floodP99), r(f.floodP50)),
+		Target: "≤ max(5 × quiet p99, 200 ms) = " + r(bound), Met: f.floodP99 <= bound})
+	if f.floodP99 > bound {
 		t.Errorf("p99 of valid enrollments under the flood %v, want ≤ %v", f.floodP99, bound)
-	}
-	if f.codes[http.StatusTooManyRequests] == 0 {
-		t.Errorf("the flood got no 429s: %v", f.codes)
 	}
 	// Each flooding source got through at most its failure burst (5), 1
 	// a second, and what its connections had in flight at once.
-	if got, most := f.codes[http.StatusUnauthorized], floodSources*(5+int(f.took.Seconds()+1)+floodPerSource); got > most {
+	got, most := f.codes[http.StatusUnauthorized], floodSources*(5+int(f.took.Seconds()+1)+floodPerSource)
+	report.Add(t, report.Row{Fault: fmt.Sprintf("flood of bad join keys, %.0f/s from %d sources, default limit", f.rate, floodSources),
+		Check:  fmt.Sprintf("flood requests answered 429 / bad keys looked at (401) in %s", f.took.Round(100*time.Millisecond)),
+		Figure: fmt.Sprintf("%d / %d", f.codes[http.StatusTooManyRequests], got), Target: fmt.Sprintf("> 0 / ≤ %d", most),
+		Met: f.codes[http.StatusTooManyRequests] > 0 && got <= most})
+	if f.codes[http.StatusTooManyRequests] == 0 {
+		t.Errorf("the flood got no 429s: %v", f.codes)
+	}
+	if got > most {
 		t.Errorf("the flood got %d bad keys looked at in %v, want ≤ %d", got, f.took, most)
 	}
 }
@@ -629,6 +656,11 @@ func BenchmarkEnrollUnderFlood(b *testing.B) {
 				b.ReportMetric(float64(f.cpu.Microseconds()), "cpu-us/flood-req")
 				b.ReportMetric(0, "ns/op")
 				b.Logf("n=%d: %v", n, f)
+				r := func(d time.Duration) string { return d.Round(10 * time.Microsecond).String() }
+				report.Add(b, report.Row{Fault: fmt.Sprintf("flood of bad join keys (%s, %.0f/s answered), %s", load.name, f.rate, lim.name),
+					Check:  fmt.Sprintf("p99 (p50) of %d valid enrollments, quiet → under the flood; CPU per flood request", n),
+					Figure: fmt.Sprintf("%s (%s) → %s (%s), ×%.2f; %s", r(f.quietP99), r(f.quietP50), r(f.floodP99), r(f.floodP50), float64(f.floodP99)/float64(f.quietP99), f.cpu.Round(time.Microsecond)),
+					Met:    true})
 			})
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/internal/report"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -125,6 +127,26 @@ func errorOf(t *testing.T, body []byte) wire.Error {
 	return e
 }
 
+// refusals counts the answers of a hostile-input test that were the
+// refusal it wants, for the test's row in the reliability report.
+type refusals struct{ ok, all int }
+
+// add counts one answer, a wanted refusal if ok, and returns ok.
+func (r *refusals) add(ok bool) bool {
+	r.all++
+	if ok {
+		r.ok++
+	}
+	return ok
+}
+
+// report adds the row: fault is what was sent, refusal what it got.
+func (r refusals) report(t testing.TB, fault, refusal string) {
+	t.Helper()
+	report.Add(t, report.Row{Fault: fault, Check: "refused with " + refusal,
+		Figure: fmt.Sprintf("%d of %d", r.ok, r.all), Target: "all", Met: r.all > 0 && r.ok == r.all})
+}
+
 func decodeStrict(t testing.TB, body []byte, v any) {
 	t.Helper()
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -166,6 +188,7 @@ func TestAdminAuth(t *testing.T) {
 	jkSecret, _ := credential.ParseJoinKey(jk.JoinKey)
 	adm, _ := credential.ParseSecret(ts.admin)
 	wrong := credential.Secret{ID: adm.ID, Value: credential.NewSecret("ad").Value}
+	var refused refusals
 
 	endpoints := []struct{ method, path string }{
 		{"GET", wire.PathNodes},
@@ -184,14 +207,16 @@ func TestAdminAuth(t *testing.T) {
 		for _, ep := range endpoints {
 			code, body := ts.do(t, ep.method, ep.path, tok.token, strings.NewReader("{}"))
 			if code != http.StatusUnauthorized {
+				refused.add(false)
 				t.Errorf("%s %s with %s: %d %s, want 401", ep.method, ep.path, tok.name, code, body)
 				continue
 			}
-			if e := errorOf(t, body); !strings.Contains(e.Error, "admin token required") {
+			if e := errorOf(t, body); !refused.add(strings.Contains(e.Error, "admin token required")) {
 				t.Errorf("%s %s with %s: error %q", ep.method, ep.path, tok.name, e.Error)
 			}
 		}
 	}
+	refused.report(t, "admin API: no token, not a secret, wrong secret, unknown token or a join key", "401 “admin token required”")
 	// The key is intact after all that.
 	code, body := ts.do(t, "GET", wire.PathJoinKeys, ts.admin, nil)
 	var keys []wire.JoinKey
@@ -246,13 +271,16 @@ func TestCreateJoinKey(t *testing.T) {
 		t.Errorf("revoke again: %d, want 404", code)
 	}
 	code, body = ts.doJSON(t, "POST", wire.PathEnroll, jk.Secret.String(), wire.EnrollRequest{PublicKey: newPublicKey(t)})
-	if code != http.StatusUnauthorized || !strings.Contains(errorOf(t, body).Error, "revoked") {
+	var refused refusals
+	if !refused.add(code == http.StatusUnauthorized && strings.Contains(errorOf(t, body).Error, "revoked")) {
 		t.Errorf("enroll with revoked key: %d %s, want 401 saying revoked", code, body)
 	}
+	refused.report(t, "enrollment with a revoked join key", "401 saying revoked")
 }
 
 func TestBadRequestBodies(t *testing.T) {
 	ts := startServer(t, time.Hour)
+	var refused refusals
 	big := `{"tags":["` + strings.Repeat("a", 1<<20) + `"]}`
 	for _, tc := range []struct {
 		name       string
@@ -272,7 +300,7 @@ func TestBadRequestBodies(t *testing.T) {
 		{"bad tag", `{"tags": ["web"]}`, 400, `tag "web" must look like tag:NAME`, nil},
 		{"too large", big, 413, "larger than 1048576 bytes", nil},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
+		refused.add(t.Run(tc.name, func(t *testing.T) {
 			code, body := ts.do(t, "POST", wire.PathJoinKeys, ts.admin, strings.NewReader(tc.body))
 			if code != tc.wantCode {
 				t.Fatalf("status %d (%s), want %d", code, body, tc.wantCode)
@@ -286,8 +314,10 @@ func TestBadRequestBodies(t *testing.T) {
 					t.Errorf("detail (-want +got):\n%s", diff)
 				}
 			}
-		})
+		}))
 	}
+	refused.report(t, "admin API: malformed JSON, unknown field, wrong type, bad values, empty, trailing data, 1 MiB+ body",
+		"400 naming the byte offset and field, or 413")
 	if code, body := ts.do(t, "GET", wire.PathJoinKeys, ts.admin, nil); code != 200 || string(body) != "[]\n" {
 		t.Errorf("bad requests created keys: %s", body)
 	}
@@ -297,6 +327,7 @@ func TestEnroll(t *testing.T) {
 	ts := startServer(t, time.Hour)
 	once := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Tags: []string{"tag:db"}})
 	onceKey, _ := credential.ParseJoinKey(once.JoinKey)
+	var refused refusals
 
 	pub := newPublicKey(t)
 	for _, tc := range []struct {
@@ -318,13 +349,15 @@ func TestEnroll(t *testing.T) {
 	} {
 		code, body := ts.do(t, "POST", wire.PathEnroll, tc.token, strings.NewReader(tc.body))
 		if code != tc.wantCode {
+			refused.add(false)
 			t.Errorf("%s: %d %s, want %d", tc.name, code, body, tc.wantCode)
 			continue
 		}
-		if e := errorOf(t, body); !strings.Contains(e.Error, tc.wantErr) {
+		if e := errorOf(t, body); !refused.add(strings.Contains(e.Error, tc.wantErr)) {
 			t.Errorf("%s: error %q, want it to contain %q", tc.name, e.Error, tc.wantErr)
 		}
 	}
+	refused.report(t, "enrollment without a join key, with an unknown one, a bad public key or name, malformed", "401 / 400 and the error wanted")
 
 	// The agent protocol tolerates fields it does not know (newer agents).
 	code, body := ts.do(t, "POST", wire.PathEnroll, onceKey.Secret.String(),
@@ -346,9 +379,11 @@ func TestEnroll(t *testing.T) {
 
 	// The key was one-time; a second node is refused.
 	code, body = ts.doJSON(t, "POST", wire.PathEnroll, onceKey.Secret.String(), wire.EnrollRequest{PublicKey: newPublicKey(t)})
-	if code != http.StatusUnauthorized || !strings.Contains(errorOf(t, body).Error, "already used") {
+	var reused refusals
+	if !reused.add(code == http.StatusUnauthorized && strings.Contains(errorOf(t, body).Error, "already used")) {
 		t.Errorf("second use of a one-time key: %d %s", code, body)
 	}
+	reused.report(t, "a used one-time join key, again", "401 saying already used")
 	// A taken name is a conflict.
 	multi := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Reusable: true})
 	multiKey, _ := credential.ParseJoinKey(multi.JoinKey)
@@ -596,6 +631,7 @@ func TestNetmapRefusals(t *testing.T) {
 	jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Reusable: true})
 	a := ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t)})
 	cred, _ := credential.ParseSecret(a.Credential)
+	var refused refusals
 	for _, tc := range []struct {
 		name     string
 		token    string
@@ -612,13 +648,16 @@ func TestNetmapRefusals(t *testing.T) {
 	} {
 		code, body := ts.doJSON(t, "POST", wire.PathNetmap, tc.token, tc.req)
 		if code != tc.wantCode {
+			refused.add(false)
 			t.Errorf("%s: %d %s, want %d", tc.name, code, body, tc.wantCode)
 			continue
 		}
-		if e := errorOf(t, body); !strings.Contains(e.Error, tc.wantErr) {
+		if e := errorOf(t, body); !refused.add(strings.Contains(e.Error, tc.wantErr)) {
 			t.Errorf("%s: error %q, want it to contain %q", tc.name, e.Error, tc.wantErr)
 		}
 	}
+	refused.report(t, "netmap stream: no or wrong credential, a join key, a node's credential with another public key, bad endpoint or port",
+		"401 / 403 (another node's key: no netmap, no impersonation) / 400")
 	if eps := mustNodes(t, ts.c.Store())[0].Endpoints; len(eps) != 0 {
 		t.Errorf("refused requests recorded endpoints %v", eps)
 	}

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/internal/report"
 	"github.com/wiremesh/wiremesh/wire"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -618,7 +619,24 @@ func (r *loadRun) measure(b *testing.B) [][]string {
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(quantile(f.delivery, 0.99)*1000, "p99-ms")
 	b.ReportMetric(median(f.cpus), "coord-cpu-s/change")
+	r.report(b, &f)
 	return r.rows(b, &f)
+}
+
+// report adds the figures' rows to the reliability report.
+func (r *loadRun) report(b *testing.B, f *loadFigures) {
+	fault := fmt.Sprintf("policy change with %d agents on one coordinator", loadAgents)
+	p99 := quantile(f.delivery, 0.99)
+	report.Add(b, report.Row{Fault: fault, Check: fmt.Sprintf("PUT /v1/policy → netmap decoded at every agent, p50 / p99 / max of %d × %d", loadChanges, loadAgents),
+		Figure: fmt.Sprintf("%.3f / %.3f / %.3f s", quantile(f.delivery, 0.5), p99, f.delivery[len(f.delivery)-1]),
+		Target: fmt.Sprintf("p99 < %.0f s", loadTarget.Seconds()), Met: p99 < loadTarget.Seconds()})
+	report.Add(b, report.Row{Fault: fault, Check: "coordinator CPU per change (median)", Figure: fmt.Sprintf("%.2f s", median(f.cpus)), Met: true})
+	pid := r.coord.pid
+	report.Add(b, report.Row{Fault: fmt.Sprintf("%d agents holding netmap streams", loadAgents), Check: "coordinator RSS after connect / at the end / peak",
+		Figure: fmt.Sprintf("%.0f / %.0f / %.0f MiB", f.rssConnect, procMiB(b, pid, "VmRSS"), procMiB(b, pid, "VmHWM")), Met: true})
+	report.Add(b, report.Row{Fault: fmt.Sprintf("a node enrolls while %d agents hold streams", loadAgents),
+		Check:  fmt.Sprintf("in the netmaps of the %d agents that may reach it, p50 / p99 / max", len(f.learned)),
+		Figure: fmt.Sprintf("%.3f / %.3f / %.3f s", quantile(f.learned, 0.5), quantile(f.learned, 0.99), f.learned[len(f.learned)-1]), Met: true})
 }
 
 // measureConnect opens the streams and checks every agent's peers.

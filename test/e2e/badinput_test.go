@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/internal/report"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -74,6 +76,7 @@ func TestBadInput(t *testing.T) {
 		return b.Encode(credential.JoinKeyPrefix)
 	}()
 
+	joins := 0 // refused as they should be
 	for _, tc := range []struct {
 		name, join, want string
 	}{
@@ -84,7 +87,7 @@ func TestBadInput(t *testing.T) {
 		{"used one-time", used, "already used"},
 		{"pin mismatch", wrongPin, "does not match the pin"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
+		ok := t.Run(tc.name, func(t *testing.T) {
 			fresh()
 			out := m.runAgentFail(t, h, "--join", tc.join)
 			if !strings.Contains(out, tc.want) {
@@ -94,12 +97,25 @@ func TestBadInput(t *testing.T) {
 				t.Fatalf("refused enrollment left %v in the state dir", files)
 			}
 		})
+		if ok {
+			joins++
+		}
 	}
-	if n := len(m.nodes()); n != 1 {
+	n := len(m.nodes())
+	report.Add(t, report.Row{Fault: "agent started with a malformed, revoked, expired, used one-time or mis-pinned join key",
+		Check:  "clear error, non-zero exit, empty state dir, no node enrolled",
+		Figure: fmt.Sprintf("%d of 6 refused cleanly; %d nodes added", joins, n-1), Target: "6 of 6; 0 added", Met: joins == 6 && n == 1})
+	if n != 1 {
 		t.Fatalf("coordinator has %d nodes after refused enrollments; want 1", n)
 	}
 
-	t.Run("state dir mode", func(t *testing.T) {
+	local := 0 // bad local states refused as they should be
+	run := func(name string, f func(*testing.T)) {
+		if t.Run(name, f) {
+			local++
+		}
+	}
+	run("state dir mode", func(t *testing.T) {
 		fresh()
 		os.MkdirAll(h.stateDir, 0o755)
 		os.Chmod(h.stateDir, 0o755)
@@ -108,7 +124,7 @@ func TestBadInput(t *testing.T) {
 			t.Fatalf("error does not say how to fix the mode:\n%s", out)
 		}
 	})
-	t.Run("corrupt identity", func(t *testing.T) {
+	run("corrupt identity", func(t *testing.T) {
 		fresh()
 		os.MkdirAll(h.stateDir, 0o700)
 		os.WriteFile(filepath.Join(h.stateDir, "private.key"), []byte("not a key\n"), 0o600)
@@ -123,7 +139,7 @@ func TestBadInput(t *testing.T) {
 			t.Fatalf("error does not name the corrupt file:\n%s", out)
 		}
 	})
-	t.Run("file mode", func(t *testing.T) {
+	run("file mode", func(t *testing.T) {
 		fresh()
 		os.MkdirAll(h.stateDir, 0o700)
 		os.WriteFile(filepath.Join(h.stateDir, "private.key"), []byte("x\n"), 0o644)
@@ -132,14 +148,14 @@ func TestBadInput(t *testing.T) {
 			t.Fatalf("error does not mention the mode:\n%s", out)
 		}
 	})
-	t.Run("no join key", func(t *testing.T) {
+	run("no join key", func(t *testing.T) {
 		fresh()
 		out := m.runAgentFail(t, h)
 		if !strings.Contains(out, "--join") {
 			t.Fatalf("error does not say a join key is needed:\n%s", out)
 		}
 	})
-	t.Run("listen port in use", func(t *testing.T) {
+	run("listen port in use", func(t *testing.T) {
 		fresh()
 		pc, err := h.host.ListenPacket("udp", ":51820")
 		if err != nil {
@@ -151,7 +167,7 @@ func TestBadInput(t *testing.T) {
 			t.Fatalf("error does not name the port:\n%s", out)
 		}
 	})
-	t.Run("dns port in use", func(t *testing.T) {
+	run("dns port in use", func(t *testing.T) {
 		fresh()
 		pc, err := h.host.ListenPacket("udp", "127.0.0.1:53")
 		if err != nil {
@@ -166,7 +182,7 @@ func TestBadInput(t *testing.T) {
 			t.Fatal("an agent that cannot serve DNS enrolled")
 		}
 	})
-	t.Run("second agent on one state dir", func(t *testing.T) {
+	run("second agent on one state dir", func(t *testing.T) {
 		a := m.agents["first"]
 		other := &agent{name: "first", host: a.host, iface: m.lab.Prefix() + "x", stateDir: a.stateDir}
 		out := m.runAgentFail(t, other, "--listen-port", "51999")
@@ -177,4 +193,7 @@ func TestBadInput(t *testing.T) {
 			t.Fatalf("first agent died")
 		}
 	})
+	report.Add(t, report.Row{Fault: "agent started on a bad state dir, corrupt identity, taken port or a state dir in use",
+		Check:  "clear error naming the problem, non-zero exit",
+		Figure: fmt.Sprintf("%d of 7 refused clearly", local), Target: "7 of 7", Met: local == 7})
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wiremesh/wiremesh/internal/report"
 	"github.com/wiremesh/wiremesh/test/lab"
 )
 
@@ -50,6 +51,8 @@ func TestLinkCut(t *testing.T) {
 	}
 	took := waitFor(t, 5*time.Second, "the cut-off host gone from its peers' answers", gone)
 	t.Logf("link down → gone from the others' answers after %s", took.Round(time.Millisecond))
+	report.Add(t, report.Row{Fault: "a host's link cut for 30 s", Check: "its peers mark it failed and drop it from DNS answers",
+		Figure: "after " + took.Round(time.Millisecond).String(), Target: "≤ 5 s", Met: took <= 5*time.Second})
 	for _, o := range others {
 		for _, p := range o.status(t).Peers {
 			if p.Name == cut.name && p.Gossip != "failed" {
@@ -70,6 +73,8 @@ func TestLinkCut(t *testing.T) {
 	})
 	t.Logf("link up → back in every agent's answers after %s", took.Round(time.Millisecond))
 	webs[0].ping(t, cut.addr(t, false), 3, "0.2")
+	report.Add(t, report.Row{Fault: "the cut link healed", Check: "the host is back in every DNS answer and carries traffic, with nobody doing anything",
+		Figure: "after " + took.Round(time.Millisecond).String(), Met: true})
 }
 
 // TestCoordinatorOutage: with the coordinator down for 60 s, pings between
@@ -99,13 +104,22 @@ func TestCoordinatorOutage(t *testing.T) {
 		pinged <- string(out)
 	}()
 	// An agent restarted during the outage comes up from its cache.
+	restart := time.Now()
 	h3.stop(t)
 	h3.start(t)
 	if !strings.Contains(h3.proc.Log(), "starting from cached netmap") {
 		t.Fatalf("h3 did not start from its cache:\n%s", h3.proc.Log())
 	}
 	h3.ping(t, h1.addr(t, false), 5, "0.2")
+	report.Add(t, report.Row{Fault: "coordinator down 60 s", Check: "an agent restarted meanwhile comes up from its cached netmap and pings a peer",
+		Figure: "stop → 5 of 5 pings answered in " + time.Since(restart).Round(100*time.Millisecond).String(), Met: true})
 	out := <-pinged
+	sent, lost := -1, -1
+	if c := pingCounts.FindStringSubmatch(out); c != nil {
+		sent, lost = atoi(c[1]), atoi(c[1])-atoi(c[2])
+	}
+	report.Add(t, report.Row{Fault: "coordinator down 60 s", Check: "pings between existing nodes (h1 → h2, 10 a second)",
+		Figure: fmt.Sprintf("%d sent, %d lost", sent, lost), Target: "0 lost", Met: sent > 0 && lost == 0})
 	if !strings.Contains(out, " 0% packet loss") {
 		t.Fatalf("pings during the 60 s outage lost packets:\n%s", out)
 	}
@@ -116,12 +130,20 @@ func TestCoordinatorOutage(t *testing.T) {
 		return h1.status(t).Connected && h2.status(t).Connected && h3.status(t).Connected
 	})
 	t.Logf("agents reconnected %s after the coordinator started", took.Round(time.Millisecond))
+	report.Add(t, report.Row{Fault: "coordinator back after 60 s down", Check: "all three agents reconnect without a restart",
+		Figure: "after " + took.Round(time.Millisecond).String(), Met: true})
 	// A change after the outage reaches them within 1 s: a policy that
 	// keeps h3 apart.
 	start := time.Now()
 	m.setPolicy(`{"acls": [{"action": "accept", "src": ["node:h1", "node:h2"], "dst": ["node:h1:*", "node:h2:*"]}]}`)
-	waitFor(t, time.Second, "h3 dropped by h1 after the new policy", func() bool { return !h1.hasPeer(h3.publicKey(t)) })
+	d := waitFor(t, 5*time.Second, "h3 dropped by h1 after the new policy", func() bool { return !h1.hasPeer(h3.publicKey(t)) })
 	t.Logf("policy change after the outage reached h1 %s after `acl set` started", time.Since(start).Round(time.Millisecond))
+	report.Add(t, report.Row{Fault: "coordinator back after 60 s down", Check: "a policy change then reaches the agents (h3 dropped by h1)",
+		Figure: fmt.Sprintf("%s after `acl set` returned (%s after it started)", d.Round(time.Millisecond), time.Since(start).Round(time.Millisecond)),
+		Target: "≤ 1 s", Met: d <= time.Second})
+	if d > time.Second {
+		t.Fatalf("the policy change after the outage reached h1 %s after `acl set` returned; want ≤ 1 s", d.Round(time.Millisecond))
+	}
 }
 
 func lastLine(s string) string {
@@ -155,14 +177,18 @@ func TestStateDirFullOrReadOnly(t *testing.T) {
 		`{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}, {"action": "accept", "src": ["node:h1"], "dst": ["node:h2:22"], "proto": "tcp"}]}`,
 		`{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}, {"action": "accept", "src": ["node:h1"], "dst": ["node:h2:23"], "proto": "tcp"}]}`,
 	}
+	start := time.Now()
 	m.setPolicy(policies[0])
 	if err := h1.proc.WaitLog("cannot cache netmap; the data path keeps working", 5*time.Second); err != nil || !strings.Contains(h1.proc.Log(), "no space left on device") {
 		t.Fatalf("a full state dir is not reported: %v\n%s", err, h1.proc.Log())
 	}
+	reported := time.Since(start)
 	h1.ping(t, h2.addr(t, false), 3, "0.2")
 	if st := h1.status(t); st.PolicyVersion == 0 || !st.Connected {
 		t.Fatalf("status with a full state dir: %+v", st)
 	}
+	report.Add(t, report.Row{Fault: "agent state dir full (ENOSPC)", Check: "the failed netmap cache is logged; pings pass; the agent stays connected",
+		Figure: fmt.Sprintf("logged %s after the change; 3 of 3 pings answered", reported.Round(time.Millisecond)), Met: true})
 
 	// Read-only: the same.
 	os.Remove(filepath.Join(dir, "fill"))
@@ -175,15 +201,19 @@ func TestStateDirFullOrReadOnly(t *testing.T) {
 			t.Fatalf("mount %v in the agent's namespace: %v: %s", args, err, out)
 		}
 	}
+	start = time.Now()
 	m.setPolicy(policies[1])
 	waitFor(t, 5*time.Second, "the read-only state dir reported", func() bool {
 		return strings.Contains(h1.proc.Log(), "read-only file system")
 	})
+	reported = time.Since(start)
 	h1.ping(t, h2.addr(t, false), 3, "0.2")
 	h2.ping(t, h1.addr(t, false), 3, "0.2")
 	if h1.proc.Exited() {
 		t.Fatalf("agent exited:\n%s", h1.proc.Log())
 	}
+	report.Add(t, report.Row{Fault: "agent state dir read-only (EROFS)", Check: "the failed netmap cache is logged; pings pass both ways; the agent keeps running",
+		Figure: fmt.Sprintf("logged %s after the change; 6 of 6 pings answered", reported.Round(time.Millisecond)), Met: true})
 }
 
 // TestExpire: an expired node is dropped by every peer within 1 s, its
@@ -197,6 +227,8 @@ func TestExpire(t *testing.T) {
 	start := time.Now()
 	m.cli("nodes", "expire", "h3")
 	d := waitFor(t, 5*time.Second, "h3 gone from h1 and h2", func() bool { return !h1.hasPeer(pub) && !h2.hasPeer(pub) })
+	report.Add(t, report.Row{Fault: "node expired by an admin (`nodes expire`)", Check: "dropped by every peer",
+		Figure: d.Round(time.Millisecond).String(), Target: "≤ 1 s", Met: d <= time.Second})
 	if d > time.Second {
 		t.Fatalf("expired node left its peers after %s; want ≤ 1 s", d)
 	}
@@ -204,7 +236,10 @@ func TestExpire(t *testing.T) {
 	if code, err := h3.proc.Wait(10 * time.Second); err != nil || code == 0 || !strings.Contains(h3.proc.Log(), "expired") {
 		t.Fatalf("expired node's agent: exit %d, %v; want a non-zero exit that says it expired:\n%s", code, err, h3.proc.Log())
 	}
-	if got := m.netmapStatus(t, cred, pub); got != 401 {
+	got := m.netmapStatus(t, cred, pub)
+	report.Add(t, report.Row{Fault: "node expired by an admin (`nodes expire`)", Check: "its agent exits saying so; its credential is refused",
+		Figure: fmt.Sprintf("HTTP %d", got), Target: "401", Met: got == 401})
+	if got != 401 {
 		t.Fatalf("expired node's credential: HTTP %d, want 401", got)
 	}
 	if out := m.cli("nodes", "list"); !strings.Contains(out, "expired") {

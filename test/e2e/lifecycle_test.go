@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/internal/report"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -27,7 +29,10 @@ func TestJoinAndDeletePush(t *testing.T) {
 	enrolled := logTime(t, h3.proc, "enrolled")
 	pub := h3.publicKey(t)
 	waitFor(t, 5*time.Second, "h3 in h1 and h2", func() bool { return h1.hasPeer(pub) && h2.hasPeer(pub) })
-	if d := time.Since(enrolled); d > time.Second {
+	d := time.Since(enrolled)
+	report.Add(t, report.Row{Fault: "node enrolls", Check: "it is in every other agent's WireGuard config",
+		Figure: "≤ " + d.Round(time.Millisecond).String() + " after enrolling", Target: "≤ 1 s", Met: d <= time.Second})
+	if d > time.Second {
 		// The loop above polls every 10 ms, so its end is within 10 ms
 		// of the moment both peers had h3.
 		t.Fatalf("h3 reached its peers %s after enrolling; want ≤ 1 s", d)
@@ -39,7 +44,9 @@ func TestJoinAndDeletePush(t *testing.T) {
 	cred := h3.identity(t).Credential
 	start := time.Now()
 	m.cli("nodes", "delete", "h3")
-	d := waitFor(t, 5*time.Second, "h3 gone from h1 and h2", func() bool { return !h1.hasPeer(pub) && !h2.hasPeer(pub) })
+	d = waitFor(t, 5*time.Second, "h3 gone from h1 and h2", func() bool { return !h1.hasPeer(pub) && !h2.hasPeer(pub) })
+	report.Add(t, report.Row{Fault: "node deleted by an admin (`nodes delete`)", Check: "dropped by every peer",
+		Figure: d.Round(time.Millisecond).String(), Target: "≤ 1 s", Met: d <= time.Second})
 	if d > time.Second {
 		t.Fatalf("deleted node left its peers after %s; want ≤ 1 s", d)
 	}
@@ -52,11 +59,14 @@ func TestJoinAndDeletePush(t *testing.T) {
 	if !strings.Contains(h3.proc.Log(), "coordinator refused this node") {
 		t.Fatalf("deleted node's agent does not say why it stopped:\n%s", h3.proc.Log())
 	}
-	if got := m.netmapStatus(t, cred, pub); got != http.StatusUnauthorized {
-		t.Fatalf("deleted node's credential: HTTP %d, want 401", got)
+	deleted, other := m.netmapStatus(t, cred, pub), m.netmapStatus(t, h1.identity(t).Credential, h2.publicKey(t))
+	report.Add(t, report.Row{Fault: "deleted node's credential; a node's credential with another node's key", Check: "netmap refused",
+		Figure: fmt.Sprintf("%d / %d", deleted, other), Target: "401 / 403", Met: deleted == http.StatusUnauthorized && other == http.StatusForbidden})
+	if deleted != http.StatusUnauthorized {
+		t.Fatalf("deleted node's credential: HTTP %d, want 401", deleted)
 	}
-	if got := m.netmapStatus(t, h1.identity(t).Credential, h2.publicKey(t)); got != http.StatusForbidden {
-		t.Fatalf("h1's credential with h2's key: HTTP %d, want 403", got)
+	if other != http.StatusForbidden {
+		t.Fatalf("h1's credential with h2's key: HTTP %d, want 403", other)
 	}
 	m.assertNoSecrets(t)
 }
@@ -176,11 +186,17 @@ func TestSIGTERMCleanup(t *testing.T) {
 	if _, err := os.Stat("/var/run/wireguard/" + h1.iface + ".sock"); !os.IsNotExist(err) {
 		t.Fatalf("UAPI socket left behind: %v", err)
 	}
+	report.Add(t, report.Row{Fault: "agent SIGTERM", Check: "interface, overlay route, agent and UAPI sockets removed; exit 0",
+		Figure: "0 of 4 left", Met: true})
 	// And a SIGKILLed agent leaves nothing that blocks the next start.
 	h1.start(t)
 	h1.proc.Kill()
+	restart := time.Now()
 	h1.start(t)
+	up := time.Since(restart)
 	h1.stop(t)
+	report.Add(t, report.Row{Fault: "agent SIGKILL and restart", Check: "no stale interface or route blocks the new start",
+		Figure: "up again in " + up.Round(10*time.Millisecond).String(), Met: true})
 }
 
 // TestJoinFile: an agent enrolls with its join key in a file, so that the

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"log"
 	"math/big"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/internal/report"
 )
 
 // TestSpoofedInnerSource: a packet a peer sends through its tunnel with an
@@ -89,16 +91,23 @@ func TestSpoofedInnerSource(t *testing.T) {
 		t.Fatal("h1 is not h2's peer")
 		return 0
 	}
+	delivered, crossed := 0, 0 // spoofed packets h2 received; sources whose packets crossed the tunnel
 	for _, src := range []netip.Addr{h3.addr(t, false), netip.MustParseAddr("100.64.255.254")} {
 		before := rx()
 		send(src, "spoofed "+strings.Repeat("x", 1000), 200)
 		if got, ok := recv(); ok {
+			delivered++
 			t.Errorf("h2 received %.20q…: a packet with inner source %s came through h1's tunnel", got, src)
 		}
 		if after := rx(); after-before < 150_000 {
 			t.Errorf("h2's WireGuard received %d bytes from h1: the spoofed packets did not cross the tunnel, so this checks nothing", after-before)
+		} else {
+			crossed++
 		}
 	}
+	report.Add(t, report.Row{Fault: "peer sends through its tunnel with another node's or an unused inner source", Check: "spoofed packets delivered to the receiver",
+		Figure: fmt.Sprintf("%d delivered (2 × 200 sent; %d of 2 batches seen crossing the tunnel)", delivered, crossed), Target: "0 delivered, 2 of 2 crossed",
+		Met: delivered == 0 && crossed == 2})
 }
 
 // udp4 builds an IPv4 UDP packet with checksums.
@@ -162,7 +171,10 @@ func TestManInTheMiddle(t *testing.T) {
 	b.URL = "https://" + m.coordHost.Addr.String() + ":9443" // the real pin, another server
 	h := &agent{name: "victim", host: m.lab.AddHost("victim"), iface: m.lab.Prefix() + "victim", stateDir: filepath.Join(t.TempDir(), "state")}
 	out := m.runAgentFail(t, h, "--join", b.Encode(credential.JoinKeyPrefix))
-	if !strings.Contains(out, "does not match the pin") {
+	refused, n := strings.Contains(out, "does not match the pin"), requests.Load()
+	report.Add(t, report.Row{Fault: "join key's URL leads to an impostor server (the real pin, another certificate)", Check: "agent refuses in the TLS handshake; requests the impostor gets",
+		Figure: fmt.Sprintf("refused: %v; %d requests", refused, n), Target: "refused; 0 requests", Met: refused && n == 0})
+	if !refused {
 		t.Fatalf("the agent did not refuse the impostor's certificate:\n%s", out)
 	}
 	if n := requests.Load(); n != 0 {
@@ -268,6 +280,8 @@ func TestFilterAbuse(t *testing.T) {
 	want := uint64(copies * len(probes))
 	waitFor(t, 5*time.Second, "h2's filter counting the probes", func() bool { return deniedFrom(t, h2, "h1")-before >= want })
 	time.Sleep(300 * time.Millisecond) // the raw sockets' last reads
+	report.Add(t, report.Row{Fault: "peer sends crafted packets: TCP without handshake or with odd flags, fragments, UDP to a closed port", Check: "packets that reach the receiver's stack",
+		Figure: fmt.Sprintf("%d of %d (all counted as denied from the sender)", seen.Load(), want), Target: "0", Met: seen.Load() == 0})
 	if n := seen.Load(); n != 0 {
 		t.Errorf("%d crafted packets reached h2's stack", n)
 	}
@@ -320,7 +334,14 @@ func TestUnderlayBypass(t *testing.T) {
 	if out, err := evil.Run(ctx, "ip", "route", "add", over+"/32", "via", h1.host.Addr.String()); err != nil {
 		t.Fatalf("route on evil: %v: %s", err, out)
 	}
-	if out, err := evil.Run(ctx, "ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", over); err == nil {
+	out, err := evil.Run(ctx, "ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", over)
+	answered := -1
+	if c := pingCounts.FindStringSubmatch(string(out)); c != nil {
+		answered = atoi(c[2])
+	}
+	report.Add(t, report.Row{Fault: "underlay neighbour routes packets for a node's overlay address to its underlay interface", Check: "pings answered around WireGuard",
+		Figure: fmt.Sprintf("%d of 3", answered), Target: "0 of 3", Met: err != nil && answered == 0})
+	if err == nil {
 		t.Fatalf("evil reached h1's overlay address over the underlay:\n%s", out)
 	}
 	// The underlay itself still works, and so does the host's own use of
