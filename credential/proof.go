@@ -1,0 +1,253 @@
+package credential
+
+import (
+	"crypto/ecdh"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Proofs of possession of a node's WireGuard private key.
+//
+// A node credential alone must not make its holder the node, so the agent
+// requests that could hand the node over (a netmap stream, a key rotation)
+// also prove that the caller holds the node's private key. WireGuard keys
+// are X25519 keys, which cannot sign; the proof is a MAC under a key that
+// only the node's private key and the coordinator's proof key (a static
+// X25519 key pair of the coordinator) can derive:
+//
+//	key   = HKDF-SHA256(secret X25519(node private, coordinator public),
+//	                    info "wiremesh proof key v1" || node public || coordinator public)
+//	proof = HMAC-SHA256(key, purpose || node public || data)
+//
+// with the purpose and data of each request:
+//
+//	key rotation:   "wiremesh key rotation v1" || node public || new public key
+//	netmap stream:  "wiremesh netmap v1" || node public || time
+//
+// Keys are the 32 raw bytes; time is unix seconds, 8 bytes big-endian. The
+// coordinator computes the same key from X25519(coordinator private, node
+// public). A rotation proof is the 32-byte MAC; a netmap proof is the time
+// followed by the MAC; both travel in standard base64.
+const (
+	proofKeyInfo  = "wiremesh proof key v1"
+	purposeRotate = "wiremesh key rotation v1"
+	purposeNetmap = "wiremesh netmap v1"
+)
+
+// ProofWindow is how far from the coordinator's clock the time of a netmap
+// proof may be, either way.
+const ProofWindow = 5 * time.Minute
+
+// ErrProof is the error of a proof that is missing or does not prove the
+// node's private key. Its text starts the coordinator's 403 answer.
+var ErrProof = errors.New("proof of the node's private key missing or wrong")
+
+// ErrProofTime is the error of a valid netmap proof made at a time the
+// coordinator does not accept: outside ProofWindow of its clock, or before
+// a proof it already accepted from the node. Its text starts the
+// coordinator's 403 answer; the node's clock is to blame, not its key.
+var ErrProofTime = errors.New("netmap proof time refused")
+
+const (
+	macLen       = sha256.Size
+	netmapProofN = 8 + macLen
+)
+
+// ProofKey is the coordinator's static X25519 key pair, with which it
+// checks proofs. Its public half is public; its private half stays in the
+// coordinator's data dir.
+type ProofKey struct{ priv *ecdh.PrivateKey }
+
+// NewProofKey makes a new proof key.
+func NewProofKey() (*ProofKey, error) {
+	k, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate proof key: %w", err)
+	}
+	return &ProofKey{priv: k}, nil
+}
+
+// ParseProofKey reads the private key that EncodePrivate wrote.
+func ParseProofKey(s string) (*ProofKey, error) {
+	b, err := decodeKey32(s)
+	if err != nil {
+		return nil, fmt.Errorf("malformed proof key: %w", err)
+	}
+	k, err := ecdh.X25519().NewPrivateKey(b[:])
+	if err != nil {
+		return nil, fmt.Errorf("malformed proof key: %w", err)
+	}
+	return &ProofKey{priv: k}, nil
+}
+
+// EncodePrivate returns the private key in base64, for the coordinator's
+// data dir only.
+func (k *ProofKey) EncodePrivate() string { return base64.StdEncoding.EncodeToString(k.priv.Bytes()) }
+
+// PublicKey returns the public key in base64, as agents get it.
+func (k *ProofKey) PublicKey() string {
+	return base64.StdEncoding.EncodeToString(k.priv.PublicKey().Bytes())
+}
+
+// CheckRotation checks proof for the node with public key nodePublic
+// asking to replace it with newPublic. The error wraps ErrProof.
+func (k *ProofKey) CheckRotation(nodePublic, newPublic, proof string) error {
+	node, next, err := decodeKeyPair(nodePublic, newPublic)
+	if err != nil {
+		return err
+	}
+	mac, err := decodeProof(proof, macLen)
+	if err != nil {
+		return err
+	}
+	return k.checkMAC(node, mac, purposeRotate, next[:])
+}
+
+// CheckNetmap checks proof of a netmap request of the node with public key
+// nodePublic, and its time against now. It returns the proof's time. The
+// error wraps ErrProof, or ErrProofTime for a valid proof made more than
+// ProofWindow away from now.
+func (k *ProofKey) CheckNetmap(nodePublic, proof string, now time.Time) (time.Time, error) {
+	node, err := decodeKey32(nodePublic)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%w: bad node public key: %w", ErrProof, err)
+	}
+	raw, err := decodeProof(proof, netmapProofN)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if err := k.checkMAC(node, raw[8:], purposeNetmap, raw[:8]); err != nil {
+		return time.Time{}, err
+	}
+	at := time.Unix(int64(binary.BigEndian.Uint64(raw[:8])), 0)
+	if d := at.Sub(now); d > ProofWindow || d < -ProofWindow {
+		return at, fmt.Errorf("%w: the proof was made at %s, more than %s from the coordinator's clock (%s); check the node's clock",
+			ErrProofTime, at.UTC().Format(time.RFC3339), ProofWindow, now.UTC().Format(time.RFC3339))
+	}
+	return at, nil
+}
+
+func (k *ProofKey) checkMAC(node [32]byte, mac []byte, purpose string, data []byte) error {
+	pub, err := ecdh.X25519().NewPublicKey(node[:])
+	if err != nil {
+		return fmt.Errorf("%w: bad node public key: %w", ErrProof, err)
+	}
+	want, err := proofMAC(k.priv, pub, node[:], k.priv.PublicKey().Bytes(), purpose, data)
+	if err != nil {
+		return err
+	}
+	if !hmac.Equal(mac, want) {
+		return ErrProof
+	}
+	return nil
+}
+
+// RotationProof returns the proof that the holder of nodePrivate (a
+// WireGuard private key) asks to rotate to newPublic, for the coordinator
+// whose proof key is coordinatorKey (base64). nodePrivate is the node's
+// current key, not the new one.
+func RotationProof(nodePrivate [32]byte, coordinatorKey, newPublic string) (string, error) {
+	next, err := decodeKey32(newPublic)
+	if err != nil {
+		return "", fmt.Errorf("rotation proof: bad new public key: %w", err)
+	}
+	mac, err := nodeMAC(nodePrivate, coordinatorKey, purposeRotate, next[:])
+	if err != nil {
+		return "", fmt.Errorf("rotation proof: %w", err)
+	}
+	return base64.StdEncoding.EncodeToString(mac), nil
+}
+
+// NetmapProof returns the proof for a netmap request made at time at by
+// the holder of nodePrivate (a WireGuard private key), for the coordinator
+// whose proof key is coordinatorKey (base64). The coordinator accepts it
+// within ProofWindow of at.
+func NetmapProof(nodePrivate [32]byte, coordinatorKey string, at time.Time) (string, error) {
+	var ts [8]byte
+	binary.BigEndian.PutUint64(ts[:], uint64(at.Unix()))
+	mac, err := nodeMAC(nodePrivate, coordinatorKey, purposeNetmap, ts[:])
+	if err != nil {
+		return "", fmt.Errorf("netmap proof: %w", err)
+	}
+	return base64.StdEncoding.EncodeToString(append(ts[:], mac...)), nil
+}
+
+func nodeMAC(nodePrivate [32]byte, coordinatorKey, purpose string, data []byte) ([]byte, error) {
+	priv, err := ecdh.X25519().NewPrivateKey(nodePrivate[:])
+	if err != nil {
+		return nil, fmt.Errorf("bad node private key: %w", err)
+	}
+	ck, err := decodeKey32(coordinatorKey)
+	if err != nil {
+		return nil, fmt.Errorf("bad coordinator key: %w", err)
+	}
+	pub, err := ecdh.X25519().NewPublicKey(ck[:])
+	if err != nil {
+		return nil, fmt.Errorf("bad coordinator key: %w", err)
+	}
+	return proofMAC(priv, pub, priv.PublicKey().Bytes(), ck[:], purpose, data)
+}
+
+// proofMAC is the MAC of a proof, computed by either side: mine is its
+// private key, peer the other side's public key; node and coord are the
+// node's and the coordinator's public keys.
+func proofMAC(mine *ecdh.PrivateKey, peer *ecdh.PublicKey, node, coord []byte, purpose string, data []byte) ([]byte, error) {
+	shared, err := mine.ECDH(peer)
+	if err != nil { // a low-order public key: the secret would be zero
+		return nil, fmt.Errorf("%w: %w", ErrProof, err)
+	}
+	info := proofKeyInfo + string(node) + string(coord)
+	key, err := hkdf.Key(sha256.New, shared, nil, info, sha256.Size)
+	if err != nil {
+		return nil, fmt.Errorf("derive proof key: %w", err)
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(purpose))
+	m.Write(node)
+	m.Write(data)
+	return m.Sum(nil), nil
+}
+
+// decodeProof reads a base64 proof of n bytes.
+func decodeProof(s string, n int) ([]byte, error) {
+	if s == "" {
+		return nil, ErrProof
+	}
+	if len(s) != base64.StdEncoding.EncodedLen(n) {
+		return nil, fmt.Errorf("%w: want %d bytes in base64", ErrProof, n)
+	}
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(b) != n {
+		return nil, fmt.Errorf("%w: want %d bytes in base64", ErrProof, n)
+	}
+	return b, nil
+}
+
+func decodeKeyPair(a, b string) (ka, kb [32]byte, err error) {
+	if ka, err = decodeKey32(a); err != nil {
+		return ka, kb, fmt.Errorf("%w: bad node public key: %w", ErrProof, err)
+	}
+	if kb, err = decodeKey32(b); err != nil {
+		return ka, kb, fmt.Errorf("%w: bad new public key: %w", ErrProof, err)
+	}
+	return ka, kb, nil
+}
+
+// decodeKey32 reads a 32-byte key in standard base64, as wg(8) writes it.
+func decodeKey32(s string) (k [32]byte, err error) {
+	if len(s) != base64.StdEncoding.EncodedLen(len(k)) {
+		return k, errors.New("want 32 bytes in base64")
+	}
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(b) != len(k) {
+		return k, errors.New("want 32 bytes in base64")
+	}
+	return [32]byte(b), nil
+}
