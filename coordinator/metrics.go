@@ -23,6 +23,7 @@ import (
 type metrics struct {
 	reg         *prometheus.Registry
 	pushes      *prometheus.CounterVec   // trigger
+	skips       prometheus.Counter       // netmaps not sent: unchanged but for the version
 	pushLatency prometheus.Histogram     // snapshot published → netmap written
 	requests    *prometheus.CounterVec   // route, code
 	duration    *prometheus.HistogramVec // route
@@ -48,6 +49,10 @@ func newMetrics(c *Coordinator) *metrics {
 			Name: "wiremesh_coordinator_netmap_pushes_total",
 			Help: "Netmaps written to agents' streams, by trigger: connect (a stream's first) or change (a newer state version).",
 		}, []string{"trigger"}),
+		skips: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wiremesh_coordinator_netmap_skips_total",
+			Help: "Netmaps not written to a stream because a newer state version left them as the stream's last one but for the version.",
+		}),
 		pushLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "wiremesh_coordinator_netmap_push_latency_seconds",
 			Help:    "Time from a change's snapshot being published to its netmap being written and flushed on a stream (pushes triggered by a change only).",
@@ -85,7 +90,7 @@ func newMetrics(c *Coordinator) *metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.pushes, m.pushLatency, m.requests, m.duration, m.compile, m.enrollments, m.reports,
+		m.pushes, m.skips, m.pushLatency, m.requests, m.duration, m.compile, m.enrollments, m.reports,
 		&stateCollector{c: c},
 	)
 	return m
@@ -104,6 +109,14 @@ func (m *metrics) netmapSent(s *snapshot, change bool) {
 	m.pushes.WithLabelValues(triggerChange).Inc()
 	if !s.published.IsZero() {
 		m.pushLatency.Observe(time.Since(s.published).Seconds())
+	}
+}
+
+// netmapSkipped counts a netmap that a newer snapshot left unchanged for
+// its stream, so it was not written.
+func (m *metrics) netmapSkipped() {
+	if m != nil {
+		m.skips.Inc()
 	}
 }
 
