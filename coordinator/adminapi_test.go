@@ -256,30 +256,56 @@ func TestRotateKey(t *testing.T) {
 	sb := ts.openStream(t, b.Credential, wire.MapRequest{PublicKey: b.Node.PublicKey})
 	sb.netmap(t, "peer a", func(nm *wire.Netmap) bool { return len(nm.Peers) == 1 })
 
+	// A stolen credential with the node's public key, which is no secret,
+	// but without its private key: refused, and nothing changes.
 	next := newPublicKey(t)
-	code, body := ts.doJSON(t, "POST", wire.PathRotateKey, a.Credential, wire.RotateKeyRequest{PublicKey: a.Node.PublicKey, NewPublicKey: next})
+	stolen := newPublicKey(t)
+	var refused refusals
+	for _, tt := range []struct{ name, proof string }{
+		{"no proof", ""},
+		{"proof with another private key", rotationProof(t, ts.c, stolen, next)},
+		{"proof for another new key", rotationProof(t, ts.c, a.Node.PublicKey, newPublicKey(t))},
+		{"a netmap proof", netmapProof(t, ts.c, a.Node.PublicKey)},
+	} {
+		code, body := ts.doJSON(t, "POST", wire.PathRotateKey, a.Credential, wire.RotateKeyRequest{PublicKey: a.Node.PublicKey, NewPublicKey: next, Proof: tt.proof})
+		if !refused.add(code == http.StatusForbidden && strings.Contains(errorOf(t, body).Error, "proof of the node's private key missing or wrong")) {
+			t.Errorf("rotate with the credential, %s: %d %s, want 403", tt.name, code, body)
+		}
+	}
+	refused.report(t, "key rotation with the node's credential and public key, without a proof of its private key", "403 “proof … missing or wrong”")
+	if n := mustNodes(t, ts.c.Store()); n[0].PublicKey != a.Node.PublicKey {
+		t.Fatalf("a refused rotation changed a's key to %s", n[0].PublicKey)
+	}
+	// Nor does a stream open with a's key and a bad proof.
+	if code, body := ts.doJSON(t, "POST", wire.PathNetmap, a.Credential, wire.MapRequest{PublicKey: a.Node.PublicKey, Proof: "x"}); code != http.StatusForbidden || !strings.Contains(string(body), "proof") {
+		t.Errorf("stream with a's key and a bad proof: %d %s, want 403 for the proof", code, body)
+	}
+
+	code, body := ts.doJSON(t, "POST", wire.PathRotateKey, a.Credential, wire.RotateKeyRequest{PublicKey: a.Node.PublicKey, NewPublicKey: next, Proof: rotationProof(t, ts.c, a.Node.PublicKey, next)})
 	if code != http.StatusOK {
 		t.Fatalf("rotate: %d %s", code, body)
 	}
 	sb.netmap(t, "a's new key", func(nm *wire.Netmap) bool { return len(nm.Peers) == 1 && nm.Peers[0].PublicKey == next })
 	// The credential is bound to the new key now.
-	if code, _ := ts.doJSON(t, "POST", wire.PathNetmap, a.Credential, wire.MapRequest{PublicKey: a.Node.PublicKey}); code != http.StatusForbidden {
+	if code, _ := ts.doJSON(t, "POST", wire.PathNetmap, a.Credential, wire.MapRequest{PublicKey: a.Node.PublicKey, Proof: netmapProof(t, ts.c, a.Node.PublicKey)}); code != http.StatusForbidden {
 		t.Errorf("stream with the old key: %d, want 403", code)
 	}
+	ts.openStream(t, a.Credential, wire.MapRequest{PublicKey: next}).netmap(t, "a's netmap with the new key", func(nm *wire.Netmap) bool { return nm.Self.PublicKey == next })
+	again := newPublicKey(t)
 	for _, tt := range []struct {
 		name string
 		req  wire.RotateKeyRequest
 		code int
 	}{
-		{"old key again", wire.RotateKeyRequest{PublicKey: a.Node.PublicKey, NewPublicKey: newPublicKey(t)}, http.StatusForbidden},
-		{"another node's key", wire.RotateKeyRequest{PublicKey: next, NewPublicKey: b.Node.PublicKey}, http.StatusConflict},
+		{"old key again", wire.RotateKeyRequest{PublicKey: a.Node.PublicKey, NewPublicKey: again, Proof: rotationProof(t, ts.c, a.Node.PublicKey, again)}, http.StatusForbidden},
+		{"another node's key", wire.RotateKeyRequest{PublicKey: next, NewPublicKey: b.Node.PublicKey, Proof: rotationProof(t, ts.c, next, b.Node.PublicKey)}, http.StatusConflict},
 		{"bad key", wire.RotateKeyRequest{PublicKey: next, NewPublicKey: "short"}, http.StatusBadRequest},
 	} {
 		if code, body := ts.doJSON(t, "POST", wire.PathRotateKey, a.Credential, tt.req); code != tt.code {
 			t.Errorf("%s: %d %s, want %d", tt.name, code, body, tt.code)
 		}
 	}
-	if code, _ := ts.doJSON(t, "POST", wire.PathRotateKey, b.Credential, wire.RotateKeyRequest{PublicKey: next, NewPublicKey: newPublicKey(t)}); code != http.StatusForbidden {
+	if code, _ := ts.doJSON(t, "POST", wire.PathRotateKey, b.Credential, wire.RotateKeyRequest{PublicKey: next, NewPublicKey: again, Proof: rotationProof(t, ts.c, next, again)}); code != http.StatusForbidden {
 		t.Errorf("b rotating a's key: %d, want 403", code)
 	}
 }

@@ -28,6 +28,9 @@ type Coordinator struct {
 	store *Store
 	cert  tls.Certificate
 	pin   credential.Pin
+	proof *credential.ProofKey // checks nodes' proofs of their private keys
+
+	proofTimes proofTimes // newest netmap proof time per node
 
 	// pubMu serialises publish so snapshots replace each other in order.
 	pubMu sync.Mutex
@@ -66,6 +69,8 @@ type Files struct {
 	Database   string
 	CACert     string // empty with an operator certificate
 	AdminToken string
+	// ProofKey holds the coordinator's proof key (X25519, private).
+	ProofKey string
 	// Created lists the files this start created.
 	Created []string
 }
@@ -81,6 +86,7 @@ func New(cfg Config) (*Coordinator, Files, error) {
 	f := Files{
 		Database:   filepath.Join(cfg.DataDir, "wiremesh.db"),
 		AdminToken: filepath.Join(cfg.DataDir, "admin.token"),
+		ProofKey:   filepath.Join(cfg.DataDir, proofKeyFile),
 	}
 	if cfg.TLSCert == "" {
 		f.CACert = filepath.Join(cfg.DataDir, "ca.crt")
@@ -91,6 +97,13 @@ func New(cfg Config) (*Coordinator, Files, error) {
 		return nil, f, err
 	}
 	f.Created = created
+	proof, made, err := loadProofKey(f.ProofKey)
+	if err != nil {
+		return nil, f, err
+	}
+	if made {
+		f.Created = append(f.Created, f.ProofKey)
+	}
 	store, err := OpenStore(f.Database, cfg.Prefix4, cfg.Prefix6)
 	if err != nil {
 		return nil, f, err
@@ -98,7 +111,7 @@ func New(cfg Config) (*Coordinator, Files, error) {
 	if errors.Is(dbErr, os.ErrNotExist) {
 		f.Created = append(f.Created, f.Database)
 	}
-	c := &Coordinator{cfg: cfg, log: cfg.Logger, store: store, cert: cert, pin: pin, online: map[int64]int{}, started: time.Now()}
+	c := &Coordinator{cfg: cfg, log: cfg.Logger, store: store, cert: cert, pin: pin, proof: proof, online: map[int64]int{}, started: time.Now()}
 	c.metrics = newMetrics(c)
 	c.enroll = newEnrollGate(cfg, time.Now)
 	if _, err := os.Stat(f.AdminToken); errors.Is(err, os.ErrNotExist) {

@@ -26,7 +26,7 @@ func newForTest(t *testing.T, dir string) (*Coordinator, Files) {
 func TestDataDirFiles(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	c, f := newForTest(t, dir)
-	pin := c.Pin()
+	pin, proofKey := c.Pin(), c.PublicProofKey()
 	c.Close()
 
 	fi, err := os.Stat(dir)
@@ -36,7 +36,7 @@ func TestDataDirFiles(t *testing.T) {
 	if m := fi.Mode().Perm(); m != 0o700 {
 		t.Errorf("data dir mode %#o, want 0700", m)
 	}
-	for _, name := range []string{"admin.token", "ca.key", "tls.key", "ca.crt", "tls.crt"} {
+	for _, name := range []string{"admin.token", "ca.key", "tls.key", "ca.crt", "tls.crt", "proof.key"} {
 		fi, err := os.Stat(filepath.Join(dir, name))
 		if err != nil {
 			t.Errorf("%s: %v", name, err)
@@ -46,7 +46,7 @@ func TestDataDirFiles(t *testing.T) {
 			t.Errorf("%s mode %#o, want 0600", name, m)
 		}
 	}
-	wantCreated := []string{"admin.token", "ca.crt", "tls.crt", "wiremesh.db"}
+	wantCreated := []string{"admin.token", "ca.crt", "proof.key", "tls.crt", "wiremesh.db"}
 	var created []string
 	for _, p := range f.Created {
 		if filepath.Dir(p) != dir {
@@ -58,7 +58,7 @@ func TestDataDirFiles(t *testing.T) {
 	if diff := cmp.Diff(wantCreated, created); diff != "" {
 		t.Errorf("Files.Created (-want +got):\n%s", diff)
 	}
-	if f.AdminToken != filepath.Join(dir, "admin.token") || f.CACert != filepath.Join(dir, "ca.crt") {
+	if f.AdminToken != filepath.Join(dir, "admin.token") || f.CACert != filepath.Join(dir, "ca.crt") || f.ProofKey != filepath.Join(dir, "proof.key") {
 		t.Errorf("Files = %+v", f)
 	}
 
@@ -80,6 +80,9 @@ func TestDataDirFiles(t *testing.T) {
 	defer c2.Close()
 	if c2.Pin() != pin {
 		t.Errorf("pin changed across restarts: %s, then %s", pin, c2.Pin())
+	}
+	if c2.PublicProofKey() != proofKey {
+		t.Errorf("proof key changed across restarts: %s, then %s", proofKey, c2.PublicProofKey())
 	}
 	if len(f2.Created) != 0 {
 		t.Errorf("second start created %v", f2.Created)

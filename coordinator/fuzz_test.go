@@ -13,7 +13,9 @@ import (
 
 // FuzzAgentBodies sends any body to the endpoints agents call (enroll with
 // a join key; netmap and key rotation with a node credential): the answer
-// is never a 5xx, and an error always has the API's error body.
+// is never a 5xx, and an error always has the API's error body. Bodies
+// are decoded before their proof is checked, so any body reaches the
+// decoder; the seeds with valid proofs reach past it.
 func FuzzAgentBodies(f *testing.F) {
 	ts := startServer(f, time.Hour, func(c *Config) { c.EnrollRate = -1 })
 	jk := ts.createJoinKey(f, wire.CreateJoinKeyRequest{Reusable: true})
@@ -23,6 +25,12 @@ func FuzzAgentBodies(f *testing.F) {
 	f.Add(`{"protocol_version": 1, "public_key": "` + pub + `", "listen_port": 51820, "endpoints": ["192.0.2.1:51820"]}`)
 	f.Add(`{"public_key": "` + pub + `", "new_public_key": "` + newPublicKey(f) + `"}`)
 	f.Add(`{"protocol_version": 99, "public_key": "AAAA"}`)
+	// With valid proofs, bodies get past the proof to what follows it: a
+	// netmap stream (its proof is good for the fuzzing run's first
+	// minutes), and a rotation to the node's own key, which the store
+	// refuses (409), so the node keeps its key for the other inputs.
+	f.Add(`{"protocol_version": 3, "public_key": "` + pub + `", "listen_port": 51820, "endpoints": ["192.0.2.1:51820"], "proof": "` + netmapProof(f, ts.c, pub) + `"}`)
+	f.Add(`{"public_key": "` + pub + `", "new_public_key": "` + pub + `", "proof": "` + rotationProof(f, ts.c, pub, pub) + `"}`)
 	joinSecret := credential.Secret{}
 	if b, err := credential.ParseJoinKey(jk.JoinKey); err == nil {
 		joinSecret = b.Secret

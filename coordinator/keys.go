@@ -35,8 +35,9 @@ func (s *Store) RotateNodeKey(ctx context.Context, id int64, old, new string) (u
 	})
 }
 
-// handleRotateKey replaces the calling node's WireGuard public key and
-// pushes it to its peers before it answers, so that the agent can switch
+// handleRotateKey replaces the calling node's WireGuard public key, if
+// the caller proves it holds the current private key, and pushes it to
+// its peers before it answers, so that the agent can switch
 // its private key knowing its peers are (about to be) told.
 func (c *Coordinator) handleRotateKey(w http.ResponseWriter, r *http.Request) {
 	var req wire.RotateKeyRequest
@@ -46,6 +47,12 @@ func (c *Coordinator) handleRotateKey(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := validPublicKey(req.NewPublicKey); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	// The credential and the current public key are not enough: whoever
+	// rotates must hold the current private key.
+	if err := c.proof.CheckRotation(req.PublicKey, req.NewPublicKey, req.Proof); err != nil {
+		c.refuseProof(w, r, node, err)
 		return
 	}
 	if _, err := c.store.RotateNodeKey(r.Context(), node.ID, req.PublicKey, req.NewPublicKey); err != nil {

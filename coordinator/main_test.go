@@ -2,11 +2,14 @@ package coordinator
 
 import (
 	"context"
+	"crypto/ecdh"
 	"crypto/rand"
 	"encoding/base64"
 	"net/netip"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/wiremesh/wiremesh/credential"
@@ -22,14 +25,52 @@ var cmpNet = cmp.Options{
 	cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
 }
 
-// newPublicKey returns a random WireGuard-shaped public key.
+// testKeys maps every public key newPublicKey made to its private key
+// ([32]byte), so that tests can prove them as agents do.
+var testKeys sync.Map
+
+// newPublicKey returns the public half of a new X25519 (WireGuard) key.
 func newPublicKey(t testing.TB) string {
 	t.Helper()
-	var b [32]byte
-	if _, err := rand.Read(b[:]); err != nil {
+	k, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return base64.StdEncoding.EncodeToString(b[:])
+	pub := base64.StdEncoding.EncodeToString(k.PublicKey().Bytes())
+	testKeys.Store(pub, [32]byte(k.Bytes()))
+	return pub
+}
+
+// privateKeyOf returns the private key of a public key newPublicKey made.
+func privateKeyOf(t testing.TB, pub string) [32]byte {
+	t.Helper()
+	k, ok := testKeys.Load(pub)
+	if !ok {
+		t.Fatalf("no private key for %s", pub)
+	}
+	return k.([32]byte)
+}
+
+// netmapProof returns the proof an agent with public key pub (made by
+// newPublicKey) sends for a netmap stream now.
+func netmapProof(t testing.TB, c *Coordinator, pub string) string {
+	t.Helper()
+	p, err := credential.NetmapProof(privateKeyOf(t, pub), c.PublicProofKey(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// rotationProof returns the proof an agent with public key pub (made by
+// newPublicKey) sends to rotate to next.
+func rotationProof(t testing.TB, c *Coordinator, pub, next string) string {
+	t.Helper()
+	p, err := credential.RotationProof(privateKeyOf(t, pub), c.PublicProofKey(), next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // openTestStore opens a new store with the default prefixes in a temporary

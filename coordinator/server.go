@@ -30,6 +30,7 @@ const maxBody = 1 << 20
 func (c *Coordinator) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+wire.PathHealth, func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET "+wire.PathCoordinatorKey, c.handleCoordinatorKey)
 	mux.HandleFunc("POST "+wire.PathEnroll, c.handleEnroll)
 	mux.HandleFunc("POST "+wire.PathNetmap, c.handleNetmap)
 	mux.HandleFunc("GET "+wire.PathNodes, c.admin(c.handleNodes))
@@ -211,7 +212,7 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		c.log.Error("publish after enroll", "err", err)
 	}
 	c.log.Info("node enrolled", "node", node.Name, "addr", node.Addresses[0].Addr().String())
-	writeJSON(w, http.StatusOK, wire.EnrollResponse{Node: node, Credential: cred.String(), Prefixes: c.store.Prefixes()})
+	writeJSON(w, http.StatusOK, wire.EnrollResponse{Node: node, Credential: cred.String(), Prefixes: c.store.Prefixes(), CoordinatorKey: c.proof.PublicKey()})
 }
 
 func validPublicKey(k string) error {
@@ -228,7 +229,7 @@ func validPublicKey(k string) error {
 // node is deleted or expires.
 func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 	var req wire.MapRequest
-	node, ok := c.nodeAuth(w, r, &req, func() string { return req.PublicKey })
+	node, ok := c.netmapAuth(w, r, &req)
 	if !ok {
 		return
 	}

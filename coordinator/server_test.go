@@ -409,8 +409,14 @@ type stream struct {
 	cancel context.CancelFunc
 }
 
+// openStream opens a netmap stream as an agent does: with the proof of
+// req.PublicKey's private key (which newPublicKey made), unless req.Proof
+// is set.
 func (ts *testServer) openStream(t *testing.T, cred string, req wire.MapRequest) *stream {
 	t.Helper()
+	if req.Proof == "" {
+		req.Proof = netmapProof(t, ts.c, req.PublicKey)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b, _ := json.Marshal(req)
 	hreq, _ := http.NewRequestWithContext(ctx, "POST", ts.url+wire.PathNetmap, bytes.NewReader(b))
@@ -631,6 +637,17 @@ func TestNetmapRefusals(t *testing.T) {
 	jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Reusable: true})
 	a := ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t)})
 	cred, _ := credential.ParseSecret(a.Credential)
+	pub := a.Node.PublicKey
+	proofAt := func(priv [32]byte, at time.Time) string {
+		p, err := credential.NetmapProof(priv, ts.c.PublicProofKey(), at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	now := time.Now()
+	stolen := privateKeyOf(t, newPublicKey(t)) // a key of the thief's own
+	good := proofAt(privateKeyOf(t, pub), now)
 	var refused refusals
 	for _, tc := range []struct {
 		name     string
@@ -639,12 +656,19 @@ func TestNetmapRefusals(t *testing.T) {
 		wantCode int
 		wantErr  string
 	}{
-		{"no credential", "", wire.MapRequest{PublicKey: a.Node.PublicKey}, 401, "node credential required"},
-		{"wrong secret", credential.Secret{ID: cred.ID, Value: credential.NewSecret("nd").Value}.String(), wire.MapRequest{PublicKey: a.Node.PublicKey}, 401, "unknown node credential"},
-		{"join key", mustParseJoinKey(t, jk.JoinKey).String(), wire.MapRequest{PublicKey: a.Node.PublicKey}, 401, "unknown node credential"},
-		{"other public key", a.Credential, wire.MapRequest{PublicKey: newPublicKey(t)}, 403, "public key does not match"},
-		{"bad endpoint", a.Credential, wire.MapRequest{PublicKey: a.Node.PublicKey, Endpoints: []string{"nonsense"}}, 400, `bad endpoint "nonsense"`},
-		{"bad port", a.Credential, wire.MapRequest{PublicKey: a.Node.PublicKey, ListenPort: 70000}, 400, "bad listen port"},
+		{"no credential", "", wire.MapRequest{PublicKey: pub, Proof: good}, 401, "node credential required"},
+		{"wrong secret", credential.Secret{ID: cred.ID, Value: credential.NewSecret("nd").Value}.String(), wire.MapRequest{PublicKey: pub, Proof: good}, 401, "unknown node credential"},
+		{"join key", mustParseJoinKey(t, jk.JoinKey).String(), wire.MapRequest{PublicKey: pub, Proof: good}, 401, "unknown node credential"},
+		{"other public key", a.Credential, wire.MapRequest{PublicKey: newPublicKey(t), Proof: good}, 403, "public key does not match"},
+		{"credential and public key, no proof", a.Credential, wire.MapRequest{PublicKey: pub}, 403, "proof of the node's private key missing or wrong"},
+		{"credential and public key, proof with another private key", a.Credential, wire.MapRequest{PublicKey: pub, Proof: proofAt(stolen, now)}, 403, "proof of the node's private key missing or wrong"},
+		{"credential and public key, garbage proof", a.Credential, wire.MapRequest{PublicKey: pub, Proof: "AAAA"}, 403, "proof of the node's private key missing or wrong"},
+		{"proof made 6 minutes ago", a.Credential, wire.MapRequest{PublicKey: pub, Proof: proofAt(privateKeyOf(t, pub), now.Add(-6*time.Minute))}, 403, "netmap proof time refused"},
+		{"proof made 6 minutes ahead", a.Credential, wire.MapRequest{PublicKey: pub, Proof: proofAt(privateKeyOf(t, pub), now.Add(6*time.Minute))}, 403, "netmap proof time refused"},
+		{"bad endpoint", a.Credential, wire.MapRequest{PublicKey: pub, Proof: good, Endpoints: []string{"nonsense"}}, 400, `bad endpoint "nonsense"`},
+		{"bad port", a.Credential, wire.MapRequest{PublicKey: pub, Proof: good, ListenPort: 70000}, 400, "bad listen port"},
+		// The proofs above were accepted at now; an older one is not.
+		{"proof older than one accepted", a.Credential, wire.MapRequest{PublicKey: pub, Proof: proofAt(privateKeyOf(t, pub), now.Add(-time.Minute))}, 403, "before one this node already used"},
 	} {
 		code, body := ts.doJSON(t, "POST", wire.PathNetmap, tc.token, tc.req)
 		if code != tc.wantCode {
@@ -656,10 +680,14 @@ func TestNetmapRefusals(t *testing.T) {
 			t.Errorf("%s: error %q, want it to contain %q", tc.name, e.Error, tc.wantErr)
 		}
 	}
-	refused.report(t, "netmap stream: no or wrong credential, a join key, a node's credential with another public key, bad endpoint or port",
-		"401 / 403 (another node's key: no netmap, no impersonation) / 400")
+	refused.report(t, "netmap stream: no or wrong credential, a join key, a node's credential with another public key, "+
+		"with its public key but no proof, a wrong or stale proof, bad endpoint or port",
+		"401 / 403 (another node's key, no proof of the node's private key: no netmap, no impersonation) / 400")
 	if eps := mustNodes(t, ts.c.Store())[0].Endpoints; len(eps) != 0 {
 		t.Errorf("refused requests recorded endpoints %v", eps)
+	}
+	if ts.c.isOnline(a.Node.ID) {
+		t.Error("a refused request left the node online")
 	}
 }
 

@@ -96,6 +96,13 @@ func (k *ProofKey) PublicKey() string {
 	return base64.StdEncoding.EncodeToString(k.priv.PublicKey().Bytes())
 }
 
+// CheckPublicKey checks that s is an X25519 public key, such as a
+// coordinator's proof key: 32 bytes in base64.
+func CheckPublicKey(s string) error {
+	_, err := decodeKey32(s)
+	return err
+}
+
 // CheckRotation checks proof for the node with public key nodePublic
 // asking to replace it with newPublic. The error wraps ErrProof.
 func (k *ProofKey) CheckRotation(nodePublic, newPublic, proof string) error {

@@ -106,6 +106,9 @@ type Config struct {
 	FlowRecords int
 	// Logger receives the agent's logs. Nil: slog.Default().
 	Logger *slog.Logger
+	// Clock is the time that proofs of the node's key carry. Nil:
+	// time.Now.
+	Clock func() time.Time
 }
 
 // DefaultConfig returns a Config with every default filled in.
@@ -152,6 +155,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
 	}
 	if c.DNSPort == 0 {
 		c.DNSPort = d.DNSPort
@@ -206,9 +212,12 @@ type Agent struct {
 	reportNow     chan struct{} // wakes the services reporter (buffered 1)
 
 	rotateMu sync.Mutex // one key rotation at a time
+	idMu     sync.Mutex // serialises writes of node.json (saveIdentity)
 
 	mu        sync.Mutex
 	key       wgtypes.Key  // guarded by mu once Run started; the node's private key
+	coordKey  string       // guarded by mu once Run started; the coordinator's proof key, "" until known
+	lastProof int64        // guarded by mu; unix time of the last netmap proof made
 	netmap    *wire.Netmap // guarded by mu; the applied netmap
 	connected bool         // guarded by mu; a netmap stream is open
 	lastErr   string       // guarded by mu; why the last stream ended
@@ -244,6 +253,7 @@ func New(cfg Config) (_ *Agent, err error) {
 	if a.id, a.enrolled, err = a.state.loadIdentity(); err != nil {
 		return nil, err
 	}
+	a.coordKey = a.id.CoordinatorKey
 	switch {
 	case a.enrolled && !haveKey:
 		return nil, fmt.Errorf("state dir %s has an identity but no %s: the node cannot be recovered; delete it on the coordinator and re-enroll with an empty state dir", cfg.StateDir, keyFile)
@@ -285,7 +295,7 @@ func (a *Agent) enrollOnce(ctx context.Context) error {
 	if err := a.state.saveIdentity(id); err != nil {
 		return err
 	}
-	a.id, a.enrolled = id, true
+	a.id, a.enrolled, a.coordKey = id, true, id.CoordinatorKey
 	a.log.Info("enrolled", "node", id.Node.Name, "addr", id.Node.Addresses[0].Addr().String())
 	return nil
 }
@@ -300,7 +310,7 @@ func (a *Agent) enroll(ctx context.Context, key wgtypes.Key) (Identity, error) {
 	for b := newBackoff(); ; {
 		resp, err := ctl.enroll(ctx, jk.Secret, req)
 		if err == nil {
-			return Identity{Coordinator: jk.URL, Pin: jk.Pin, Credential: resp.Credential, Node: resp.Node, Prefixes: resp.Prefixes}, nil
+			return Identity{Coordinator: jk.URL, Pin: jk.Pin, Credential: resp.Credential, Node: resp.Node, Prefixes: resp.Prefixes, CoordinatorKey: resp.CoordinatorKey}, nil
 		}
 		if errors.Is(err, ErrRefused) {
 			return Identity{}, fmt.Errorf("enrollment: %w", err)
@@ -469,39 +479,67 @@ func (a *Agent) trimMemory(ctx context.Context) {
 // follow keeps a netmap stream open, reconnecting with backoff, until ctx
 // is done or the coordinator refuses the node.
 func (a *Agent) follow(ctx context.Context) error {
+	refetched := false // the proof key was fetched again since the last stream
 	for b := newBackoff(); ; {
-		req := wire.MapRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: a.publicKey(), ListenPort: a.cfg.ListenPort, Endpoints: a.cfg.Endpoints, Version: a.cfg.Version}
-		err := a.ctl.stream(ctx, a.id.Credential, req, func(nm *wire.Netmap) {
-			if !a.isConnected() {
-				a.wakeReport() // a new stream: the coordinator may have missed reports
-				a.finishRotation(nm.Self.PublicKey)
-			}
-			a.setConnected(true, "")
-			b.reset()
-			if err := a.apply(nm, true); err != nil {
-				a.log.Error("apply netmap", "err", err, "version", nm.Version)
-			}
-		})
+		err := a.streamOnce(ctx, func() { b.reset(); refetched = false })
 		if ctx.Err() != nil {
 			return nil
 		}
 		a.setConnected(false, err.Error())
-		if errors.Is(err, ErrRefused) && strings.Contains(err.Error(), "public key does not match") && a.resumeRotation() {
+		d := b.next()
+		switch {
+		case errors.Is(err, ErrRefused) && strings.Contains(err.Error(), "public key does not match") && a.resumeRotation():
 			// The credential is this node's, the key not: the coordinator
 			// took the new key of a rotation this agent did not finish.
 			continue
-		}
-		if errors.Is(err, ErrRefused) {
+		case isProofRefusal(err) && !refetched:
+			// The coordinator's proof key may have been replaced.
+			refetched = true
+			if a.refreshCoordinatorKey(ctx) {
+				continue
+			}
+			return fmt.Errorf("coordinator refused this node's proof of its key: %w", err)
+		case isClockRefusal(err):
+			// Not the key but the node's clock: retrying helps once it is
+			// set right.
+			d = max(d, 5*time.Second)
+			a.log.Error("coordinator refused the time of this node's proof; check the clock. Keeping the last netmap", "err", err, "retry_in", d.String())
+		case errors.Is(err, ErrRefused):
 			return fmt.Errorf("coordinator refused this node (deleted or expired?): %w; re-enroll with an empty state dir and --join KEY", err)
+		default:
+			a.log.Warn("coordinator unreachable; keeping the last netmap", "err", err, "retry_in", d.String())
 		}
-		d := b.next()
-		a.log.Warn("coordinator unreachable; keeping the last netmap", "err", err, "retry_in", d.String())
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(d):
 		}
 	}
+}
+
+// streamOnce opens one netmap stream, with a proof of the node's current
+// key, and applies its netmaps until it ends; opened runs with the first.
+func (a *Agent) streamOnce(ctx context.Context, opened func()) error {
+	ck, err := a.coordinatorKey(ctx)
+	if err != nil {
+		return err
+	}
+	pub, proof, err := a.netmapProof(ck)
+	if err != nil {
+		return err
+	}
+	req := wire.MapRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: pub, ListenPort: a.cfg.ListenPort, Endpoints: a.cfg.Endpoints, Version: a.cfg.Version, Proof: proof}
+	return a.ctl.stream(ctx, a.id.Credential, req, func(nm *wire.Netmap) {
+		if !a.isConnected() {
+			a.wakeReport() // a new stream: the coordinator may have missed reports
+			a.finishRotation(nm.Self.PublicKey)
+			opened()
+		}
+		a.setConnected(true, "")
+		if err := a.apply(nm, true); err != nil {
+			a.log.Error("apply netmap", "err", err, "version", nm.Version)
+		}
+	})
 }
 
 // apply hands nm to the engine and, if save, caches it on disk.

@@ -20,6 +20,11 @@ import (
 // or node credential: retrying cannot help.
 var ErrRefused = errors.New("refused by coordinator")
 
+// errNotFound is wrapped by the error of a 404 answer: a path the
+// coordinator does not serve (an older one), or an object it does not
+// know.
+var errNotFound = errors.New("not found")
+
 // controlClient talks to the coordinator over pinned HTTPS.
 type controlClient struct {
 	url  string
@@ -56,14 +61,24 @@ func (c *controlClient) put(ctx context.Context, path, token string, body any) e
 	return resp.Body.Close()
 }
 
+// do sends a request; an empty token sends no Authorization, a nil body
+// no body.
 func (c *controlClient) do(ctx context.Context, method, path, token string, body any) (*http.Response, error) {
-	b, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(ctx, method, c.url+path, bytes.NewReader(b))
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.url+path, r)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if errors.Is(err, credential.ErrPinMismatch) {
@@ -84,7 +99,28 @@ func (c *controlClient) do(ctx context.Context, method, path, token string, body
 		resp.StatusCode == http.StatusConflict || resp.StatusCode == http.StatusBadRequest {
 		return nil, fmt.Errorf("%w: %s", ErrRefused, e.Error)
 	}
+	if resp.StatusCode == http.StatusNotFound {
+		return nil, fmt.Errorf("coordinator %s: %w: %s", c.url, errNotFound, e.Error)
+	}
 	return nil, fmt.Errorf("coordinator %s: %s", c.url, e.Error)
+}
+
+// coordinatorKey fetches the coordinator's proof key. A coordinator that
+// predates proofs answers 404 (errNotFound).
+func (c *controlClient) coordinatorKey(ctx context.Context) (string, error) {
+	resp, err := c.do(ctx, http.MethodGet, wire.PathCoordinatorKey, "", nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var k wire.CoordinatorKey
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&k); err != nil {
+		return "", fmt.Errorf("read the coordinator's proof key: %w", err)
+	}
+	if err := credential.CheckPublicKey(k.PublicKey); err != nil {
+		return "", fmt.Errorf("the coordinator's proof key %q: %w", k.PublicKey, err)
+	}
+	return k.PublicKey, nil
 }
 
 // enroll admits this node with a join key secret.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/internal/atomicfile"
 	"github.com/wiremesh/wiremesh/wire"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -47,22 +48,32 @@ func (a *Agent) publicKey() string { return a.privateKey().PublicKey().String() 
 
 // RotateKey replaces the node's WireGuard key: it makes a new one, tells
 // the coordinator (which pushes it to the peers before it answers), then
-// switches the interface to it and keeps it. It returns the new public
-// key. Rotations run one at a time.
+// switches the interface to it and keeps it. The request proves, with the
+// current private key, that this node asks for the new key. It returns the
+// new public key. Rotations run one at a time.
 func (a *Agent) RotateKey(ctx context.Context) (string, error) {
 	a.rotateMu.Lock()
 	defer a.rotateMu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ck, err := a.coordinatorKey(ctx)
+	if err != nil {
+		return "", fmt.Errorf("rotate key: %w", err)
+	}
 	old := a.privateKey()
 	next, err := wgtypes.GeneratePrivateKey()
 	if err != nil {
 		return "", fmt.Errorf("generate key: %w", err)
 	}
+	req := wire.RotateKeyRequest{PublicKey: old.PublicKey().String(), NewPublicKey: next.PublicKey().String()}
+	if ck != "" {
+		if req.Proof, err = credential.RotationProof(old, ck, req.NewPublicKey); err != nil {
+			return "", fmt.Errorf("rotate key: %w", err)
+		}
+	}
 	if err := a.state.saveNextKey(next); err != nil {
 		return "", fmt.Errorf("rotate key: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req := wire.RotateKeyRequest{PublicKey: old.PublicKey().String(), NewPublicKey: next.PublicKey().String()}
 	resp, err := a.ctl.post(ctx, wire.PathRotateKey, a.id.Credential, req)
 	if err != nil {
 		a.state.removeNextKey() // the coordinator kept the old key
@@ -85,9 +96,7 @@ func (a *Agent) adoptKey(k wgtypes.Key) error {
 	a.mu.Lock()
 	a.key = k
 	a.mu.Unlock()
-	id := a.id
-	id.Node.PublicKey = k.PublicKey().String()
-	if err := errors.Join(a.state.saveKey(k), a.state.saveIdentity(id)); err != nil {
+	if err := errors.Join(a.state.saveKey(k), a.saveIdentity()); err != nil {
 		return fmt.Errorf("rotate key: keep the new key (it is in %s): %w", a.state.file(nextKeyFile), err)
 	}
 	a.state.removeNextKey()

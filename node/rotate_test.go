@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/wire"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -20,7 +21,7 @@ func TestInterruptedRotation(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
 	a := startAgent(t, "a", dir, tc.joinKey(t, false))
 	a.waitUp(t)
-	old := a.pub()
+	old, oldKey := a.pub(), a.privateKey()
 	cred := a.id.Credential
 	a.stop(t)
 	nextFile := filepath.Join(dir, nextKeyFile)
@@ -45,7 +46,13 @@ func TestInterruptedRotation(t *testing.T) {
 	if err := os.WriteFile(nextFile, []byte(k.String()+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tc.nodeDo(t, cred, wire.PathRotateKey, wire.RotateKeyRequest{PublicKey: old, NewPublicKey: k.PublicKey().String()})
+	// The agent made the rotation's proof with the old key, which it holds
+	// until it adopts the new one.
+	proof, err := credential.RotationProof(oldKey, tc.c.PublicProofKey(), k.PublicKey().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.nodeDo(t, cred, wire.PathRotateKey, wire.RotateKeyRequest{PublicKey: old, NewPublicKey: k.PublicKey().String(), Proof: proof})
 	a = startAgent(t, "a", dir, "")
 	a.eng.wait(t, "a netmap with the new key", func(e *fakeEngine) bool {
 		e.mu.Lock()

@@ -39,6 +39,10 @@ type Identity struct {
 	Node wire.Node `json:"node"`
 	// Prefixes are the overlay prefixes.
 	Prefixes []netip.Prefix `json:"prefixes"`
+	// CoordinatorKey is the coordinator's proof key, which the agent makes
+	// its proofs of the node's private key for. Empty: enrolled before
+	// proofs; the agent fetches it from the coordinator and keeps it here.
+	CoordinatorKey string `json:"coordinator_key,omitempty"`
 }
 
 // stateDir is an agent's state directory, locked for its lifetime.

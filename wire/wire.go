@@ -18,15 +18,22 @@ import (
 //	   policy version, filter rules and policy-filtered peers in netmaps.
 //	2 (2026-12-01): services in nodes (the catalog), gossip settings in
 //	   netmaps, PathServicesReport, PathRotateKey.
-const ProtocolVersion = 2
+//	3 (2026-12-01): proofs of the node's private key: MapRequest.Proof and
+//	   RotateKeyRequest.Proof are required (403 without); the coordinator's
+//	   proof key in EnrollResponse and at PathCoordinatorKey.
+const ProtocolVersion = 3
 
 // Paths of the coordinator's HTTPS API.
 const (
 	PathEnroll   = "/v1/enroll"    // POST EnrollRequest → EnrollResponse (join key auth)
-	PathNetmap   = "/v1/netmap"    // POST MapRequest → stream of MapMessage (node credential)
+	PathNetmap   = "/v1/netmap"    // POST MapRequest → stream of MapMessage (node credential and proof)
 	PathNodes    = "/v1/nodes"     // GET → []Node (admin); DELETE /v1/nodes/NAME
 	PathJoinKeys = "/v1/join-keys" // GET → []JoinKey, POST CreateJoinKeyRequest → CreateJoinKeyResponse; DELETE /v1/join-keys/ID
 	PathHealth   = "/v1/health"    // GET → 200 "ok" (no auth)
+	// PathCoordinatorKey: GET → CoordinatorKey (no auth). The public key
+	// agents make their proofs for; agents reach it over the TLS
+	// connection their pin authenticates.
+	PathCoordinatorKey = "/v1/coordinator-key"
 	// PathPolicy: GET → Policy (the active one; ?version=N: that one),
 	// PUT SetPolicyRequest →
 	// Policy; POST PathPolicy+"/check" SetPolicyRequest → PolicyCheck;
@@ -47,9 +54,9 @@ const (
 	// PathGossipRetire: POST → GossipKeys. Removes every gossip key but
 	// the primary one; run it once the rotation reached every node (admin).
 	PathGossipRetire = "/v1/gossip/retire"
-	// PathRotateKey: POST RotateKeyRequest (node credential) → Node.
-	// Replaces the node's WireGuard public key; its peers learn the new
-	// one from their next netmap, and the credential is bound to it.
+	// PathRotateKey: POST RotateKeyRequest (node credential and proof) →
+	// Node. Replaces the node's WireGuard public key; its peers learn the
+	// new one from their next netmap, and the credential is bound to it.
 	PathRotateKey = "/v1/node/key"
 	// PathAudit: GET → []AuditEntry, newest first (admin). Paginated.
 	PathAudit = "/v1/audit"
@@ -240,6 +247,17 @@ type RotateKeyRequest struct {
 	// NewPublicKey is the key to use from now on (base64, 32 bytes); the
 	// agent generated its private half and keeps it.
 	NewPublicKey string `json:"new_public_key"`
+	// Proof proves that the caller holds PublicKey's private key and asks
+	// for NewPublicKey (credential.RotationProof, base64). Required: a
+	// credential alone rotates nothing (403).
+	Proof string `json:"proof"`
+}
+
+// CoordinatorKey is the coordinator's proof key, the X25519 public key
+// that agents make their proofs of possession for.
+type CoordinatorKey struct {
+	// PublicKey is 32 bytes in base64.
+	PublicKey string `json:"public_key"`
 }
 
 // CatalogService is one service with all its instances, for admins.
@@ -305,6 +323,10 @@ type EnrollResponse struct {
 	Credential string `json:"credential"`
 	// Prefixes are the overlay prefixes, as in Netmap.
 	Prefixes []netip.Prefix `json:"prefixes"`
+	// CoordinatorKey is the coordinator's proof key (as in
+	// CoordinatorKey). Empty: a coordinator of protocol 2 or older, which
+	// asks for no proofs.
+	CoordinatorKey string `json:"coordinator_key,omitempty"`
 }
 
 // MapRequest opens a netmap stream. It is authenticated by the node
@@ -325,6 +347,11 @@ type MapRequest struct {
 	// Version is the agent's wiremesh version, shown to admins. Empty:
 	// not told.
 	Version string `json:"version,omitempty"`
+	// Proof proves that the caller holds PublicKey's private key, at a
+	// time within 5 minutes of the coordinator's clock and not before an
+	// earlier proof it accepted from the node (credential.NetmapProof,
+	// base64). Required: a credential alone opens no stream (403).
+	Proof string `json:"proof"`
 }
 
 // MapMessage is one newline-delimited JSON message of a netmap stream.

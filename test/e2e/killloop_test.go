@@ -197,6 +197,7 @@ func sleepUnless(done <-chan struct{}, d time.Duration) {
 type stormClient struct {
 	url      string // the coordinator's
 	hostname string
+	key      wgtypes.Key // the WireGuard private key; pub is its public half
 	pub      string
 	src      netip.Addr
 	http     *http.Client
@@ -223,6 +224,7 @@ func newStormClient(t *testing.T, h *lab.Host, jk credential.Bundle, i int) *sto
 	return &stormClient{
 		url:      jk.URL,
 		hostname: fmt.Sprintf("storm-%03d", n),
+		key:      k,
 		pub:      k.PublicKey().String(),
 		src:      src,
 		http:     pinnedClient(h, jk.Pin, src),
@@ -541,7 +543,11 @@ func checkCredentials(t *testing.T, clients []*stormClient) {
 func (c *stormClient) checkNetmap() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	body, _ := json.Marshal(wire.MapRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: c.pub})
+	proof, err := credential.NetmapProof(c.key, c.resp.CoordinatorKey, time.Now())
+	if err != nil {
+		return fmt.Errorf("%s: netmap proof: %w", c.hostname, err)
+	}
+	body, _ := json.Marshal(wire.MapRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: c.pub, Proof: proof})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url+wire.PathNetmap, bytes.NewReader(body))
 	if err != nil {
 		return err

@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -72,22 +75,33 @@ func TestJoinAndDeletePush(t *testing.T) {
 }
 
 // netmapStatus opens a netmap stream with cred and key from the coordinator
-// host and returns the HTTP status.
+// host, without a proof of the key, and returns the HTTP status: an
+// unknown credential is refused (401) before the proof is looked at.
 func (m *mesh) netmapStatus(t *testing.T, cred, pub string) int {
+	t.Helper()
+	code, _ := m.nodeCall(t, wire.PathNetmap, cred, wire.MapRequest{ProtocolVersion: 1, PublicKey: pub, ListenPort: 51820})
+	return code
+}
+
+// nodeCall posts body to an agent endpoint with cred from the coordinator
+// host and returns the HTTP status and the start of the body.
+func (m *mesh) nodeCall(t *testing.T, path, cred string, body any) (int, string) {
 	t.Helper()
 	tr := &http.Transport{DialContext: m.coordHost.DialContext, TLSClientConfig: m.pinnedTLS(t)}
 	defer tr.CloseIdleConnections()
-	body := strings.NewReader(`{"protocol_version":1,"public_key":"` + pub + `","listen_port":51820}`)
-	req, _ := http.NewRequest(http.MethodPost, m.coordURL()+wire.PathNetmap, body)
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest(http.MethodPost, m.coordURL()+path, bytes.NewReader(b))
 	req.Header.Set("Authorization", "Bearer "+cred)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	resp, err := tr.RoundTrip(req.WithContext(ctx))
 	if err != nil {
-		t.Fatalf("netmap request: %v", err)
+		t.Fatalf("POST %s: %v", path, err)
 	}
-	resp.Body.Close()
-	return resp.StatusCode
+	defer resp.Body.Close()
+	head := make([]byte, 512)
+	n, _ := io.ReadFull(resp.Body, head)
+	return resp.StatusCode, string(head[:n])
 }
 
 func (m *mesh) pinnedTLS(t *testing.T) *tls.Config {

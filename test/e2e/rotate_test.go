@@ -3,14 +3,19 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/internal/report"
+	"github.com/wiremesh/wiremesh/wire"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 var pingCounts = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
@@ -70,6 +75,8 @@ func TestKeyRotation(t *testing.T) {
 	waitFor(t, 5*time.Second, "h2 reconnected with its new key", func() bool { return h2.status(t).Connected })
 	h1.ping(t, h2.addr(t, false), 3, "0.2")
 
+	stolenCredential(t, m, h1, h2)
+
 	// Scheduled rotation.
 	waitFor(t, 10*time.Second, "h3's scheduled rotation", func() bool { return h3.publicKey(t) != old3 })
 	learned := waitFor(t, 5*time.Second, "h1 has h3's new key", func() bool { return h1.hasPeer(h3.publicKey(t)) })
@@ -79,6 +86,44 @@ func TestKeyRotation(t *testing.T) {
 		fig = "the peer had it when it showed in the state dir (polled every 10 ms)"
 	}
 	report.Add(t, report.Row{Fault: "scheduled key rotation (`--key-rotation 3s`)", Check: "a peer learns the new key; pings pass", Figure: fig, Met: true})
+}
+
+// stolenCredential: with h2's node.json (credential, public key,
+// coordinator key) but a private key of its own, a thief can neither
+// rotate h2's key nor open its netmap stream; h2 keeps its key and its
+// traffic.
+func stolenCredential(t *testing.T, m *mesh, h1, h2 *agent) {
+	t.Helper()
+	id := h2.identity(t)
+	thief, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotProof, err := credential.RotationProof(thief, id.CoordinatorKey, thief.PublicKey().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nmProof, err := credential.NetmapProof(thief, id.CoordinatorKey, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rot, rotBody := m.nodeCall(t, wire.PathRotateKey, id.Credential,
+		wire.RotateKeyRequest{PublicKey: id.Node.PublicKey, NewPublicKey: thief.PublicKey().String(), Proof: rotProof})
+	nm, nmBody := m.nodeCall(t, wire.PathNetmap, id.Credential,
+		wire.MapRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: id.Node.PublicKey, ListenPort: 51820, Proof: nmProof})
+	report.Add(t, report.Row{Fault: "a node's node.json stolen, not its private key", Check: "key rotation and netmap stream with the thief's own key refused",
+		Figure: fmt.Sprintf("HTTP %d / %d", rot, nm), Target: "403 / 403", Met: rot == http.StatusForbidden && nm == http.StatusForbidden})
+	if rot != http.StatusForbidden || !strings.Contains(rotBody, credential.ErrProof.Error()) {
+		t.Errorf("rotation with h2's stolen credential: HTTP %d %s, want 403 for the proof", rot, rotBody)
+	}
+	if nm != http.StatusForbidden || !strings.Contains(nmBody, credential.ErrProof.Error()) {
+		t.Errorf("netmap with h2's stolen credential: HTTP %d %s, want 403 for the proof", nm, nmBody)
+	}
+	if h2.publicKey(t) != id.Node.PublicKey || !h1.hasPeer(id.Node.PublicKey) || h1.hasPeer(thief.PublicKey().String()) {
+		t.Fatalf("after the thief's attempts: h2's key %s (was %s); h1 has it %v, has the thief's %v",
+			h2.publicKey(t), id.Node.PublicKey, h1.hasPeer(id.Node.PublicKey), h1.hasPeer(thief.PublicKey().String()))
+	}
+	h1.ping(t, h2.addr(t, false), 3, "0.2")
 }
 
 func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
