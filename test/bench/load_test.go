@@ -216,8 +216,10 @@ func callJSON(ctx context.Context, hc *http.Client, method, url, token string, i
 type simAgent struct {
 	idx   int
 	name  string
-	group int // -1: a bastion
+	group int         // -1: a bastion
+	key   wgtypes.Key // the WireGuard private key; pub is its public half
 	pub   string
+	ckey  string // the coordinator's proof key, from the enrollment answer
 	cred  string
 	tr    *http.Transport
 	hc    *http.Client
@@ -237,7 +239,7 @@ func newSimAgent(i int, pin credential.Pin) (*simAgent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent %d: generate key: %w", i, err)
 	}
-	a := &simAgent{idx: i, pub: key.PublicKey().String(), group: -1, name: fmt.Sprintf("bastion-%02d", i)}
+	a := &simAgent{idx: i, key: key, pub: key.PublicKey().String(), group: -1, name: fmt.Sprintf("bastion-%02d", i)}
 	if i >= loadBastions {
 		a.group = (i - loadBastions) % loadGroups
 		a.name = fmt.Sprintf("g%02d-%03d", a.group, (i-loadBastions)/loadGroups)
@@ -287,7 +289,7 @@ func (a *simAgent) enroll(ctx context.Context, url, joinKey string) error {
 	if err := callJSON(ctx, a.hc, http.MethodPost, url+wire.PathEnroll, joinKey, req, &resp); err != nil {
 		return fmt.Errorf("enroll %s: %w", a.name, err)
 	}
-	a.cred = resp.Credential
+	a.cred, a.ckey = resp.Credential, resp.CoordinatorKey
 	if a.group < 0 {
 		return nil
 	}
@@ -304,7 +306,11 @@ func (a *simAgent) enroll(ctx context.Context, url, joinKey string) error {
 // stream holds the agent's netmap stream until ctx is done, passing every
 // netmap to r's probes.
 func (a *simAgent) stream(ctx context.Context, url string, r *loadRun) error {
-	body, err := json.Marshal(wire.MapRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: a.pub, ListenPort: 51820, Version: "bench"})
+	proof, err := credential.NetmapProof(a.key, a.ckey, time.Now())
+	if err != nil {
+		return fmt.Errorf("%s: netmap proof: %w", a.name, err)
+	}
+	body, err := json.Marshal(wire.MapRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: a.pub, ListenPort: 51820, Version: "bench", Proof: proof})
 	if err != nil {
 		return err
 	}
