@@ -534,6 +534,8 @@ func (a *Agent) streamOnce(ctx context.Context, opened func()) error {
 			a.wakeReport() // a new stream: the coordinator may have missed reports
 			a.finishRotation(nm.Self.PublicKey)
 			opened()
+		} else if nm.Self.PublicKey != pub {
+			a.finishRotation(nm.Self.PublicKey) // a rotation whose answer was lost
 		}
 		a.setConnected(true, "")
 		if err := a.apply(nm, true); err != nil {

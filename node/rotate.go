@@ -76,7 +76,21 @@ func (a *Agent) RotateKey(ctx context.Context) (string, error) {
 	}
 	resp, err := a.ctl.post(ctx, wire.PathRotateKey, a.id.Credential, req)
 	if err != nil {
-		a.state.removeNextKey() // the coordinator kept the old key
+		if errors.Is(err, ErrRefused) {
+			a.state.removeNextKey() // the coordinator kept the old key
+			return "", fmt.Errorf("rotate key: %w", err)
+		}
+		// The answer may be lost after the coordinator took the new key,
+		// which it publishes before answering: if the netmap has it, adopt
+		// it. Otherwise the rotation file stays, and a later netmap (or the
+		// refusal of the old key) settles it.
+		if a.selfKey() == req.NewPublicKey {
+			if err := a.adoptKey(next); err != nil {
+				return "", err
+			}
+			a.log.Info("key rotated; the coordinator's answer was lost", "node", a.id.Node.Name, "err", err)
+			return req.NewPublicKey, nil
+		}
 		return "", fmt.Errorf("rotate key: %w", err)
 	}
 	resp.Body.Close()
@@ -85,6 +99,16 @@ func (a *Agent) RotateKey(ctx context.Context) (string, error) {
 	}
 	a.log.Info("key rotated", "node", a.id.Node.Name)
 	return next.PublicKey().String(), nil
+}
+
+// selfKey is the node's public key in the applied netmap; empty: none.
+func (a *Agent) selfKey() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.netmap == nil {
+		return ""
+	}
+	return a.netmap.Self.PublicKey
 }
 
 // adoptKey makes k the node's key: on the interface, in memory and in the
