@@ -88,6 +88,7 @@ func TestMetrics(t *testing.T) {
 	}
 	ts.do(t, "GET", "/no/such/path", "", nil)
 
+	ts.setPolicy(t, allowAll) // so that b's enrollment changes a's netmap
 	s := ts.openStream(t, a.Credential, wire.MapRequest{PublicKey: a.Node.PublicKey})
 	s.netmap(t, "the first netmap", func(*wire.Netmap) bool { return true })
 	ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: "b"})

@@ -3,17 +3,13 @@ package coordinator
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -307,153 +303,6 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-}
-
-// netmapDigest is what a stream keeps of the last netmap it sent: a
-// SHA-256 of everything in it but its Version, so that a netmap with the
-// same digest is the same netmap for the agent. Computing it costs a
-// fraction of encoding the netmap (BenchmarkNetmapCompare), and keeping
-// it 32 bytes a stream, where keeping the netmap itself would hold its
-// peers (~26 MiB over 1,000 agents of ~59 peers and 10 of 999).
-type netmapDigest [sha256.Size]byte
-
-// digestNetmap returns nm's digest. Every field but Version goes in, in a
-// fixed order, lengths before contents, so that two netmaps share a digest
-// only if they are the same; TestNetmapDigestEveryField fails on a field
-// left out.
-func digestNetmap(nm *wire.Netmap) netmapDigest {
-	d := digester{h: sha256.New(), buf: make([]byte, 0, 2*digestFlush)}
-	d.uint(nm.PolicyVersion)
-	d.int(int64(nm.KeepAliveInterval))
-	d.prefixes(nm.Prefixes)
-	d.bool(nm.Gossip != nil)
-	if g := nm.Gossip; g != nil {
-		d.int(int64(g.Port))
-		d.strings(g.Keys)
-	}
-	d.uint(uint64(len(nm.Rules)))
-	for _, r := range nm.Rules {
-		d.prefixes(r.Srcs)
-		d.bytes(r.Protos)
-		d.uint(uint64(len(r.Ports)))
-		for _, p := range r.Ports {
-			d.uint(uint64(p.First))
-			d.uint(uint64(p.Last))
-		}
-	}
-	d.node(&nm.Self)
-	d.uint(uint64(len(nm.Peers)))
-	for i := range nm.Peers {
-		d.node(&nm.Peers[i])
-	}
-	d.flush()
-	var sum netmapDigest
-	d.h.Sum(sum[:0])
-	return sum
-}
-
-// digestFlush is how many bytes a digester gathers before hashing them.
-const digestFlush = 4096
-
-// digester feeds values to a hash, gathering small writes in buf.
-type digester struct {
-	h   hash.Hash
-	buf []byte
-}
-
-func (d *digester) flush() {
-	d.h.Write(d.buf)
-	d.buf = d.buf[:0]
-}
-
-func (d *digester) wrote() {
-	if len(d.buf) >= digestFlush {
-		d.flush()
-	}
-}
-
-func (d *digester) uint(v uint64) {
-	d.buf = binary.AppendUvarint(d.buf, v)
-	d.wrote()
-}
-
-func (d *digester) int(v int64) {
-	d.buf = binary.AppendVarint(d.buf, v)
-	d.wrote()
-}
-
-func (d *digester) bool(v bool) {
-	if v {
-		d.uint(1)
-	} else {
-		d.uint(0)
-	}
-}
-
-func (d *digester) string(s string) {
-	d.buf = binary.AppendUvarint(d.buf, uint64(len(s)))
-	d.buf = append(d.buf, s...)
-	d.wrote()
-}
-
-func (d *digester) bytes(b []byte) {
-	d.buf = binary.AppendUvarint(d.buf, uint64(len(b)))
-	d.buf = append(d.buf, b...)
-	d.wrote()
-}
-
-func (d *digester) strings(ss []string) {
-	d.uint(uint64(len(ss)))
-	for _, s := range ss {
-		d.string(s)
-	}
-}
-
-// time writes the instant, as time.Time.Equal compares it.
-func (d *digester) time(t time.Time) {
-	d.int(t.Unix())
-	d.uint(uint64(t.Nanosecond()))
-}
-
-func (d *digester) prefixes(ps []netip.Prefix) {
-	d.uint(uint64(len(ps)))
-	for _, p := range ps {
-		a := p.Addr()
-		b := a.As16()
-		d.uint(uint64(a.BitLen()))
-		d.buf = append(d.buf, b[:]...)
-		d.string(a.Zone())
-		d.int(int64(p.Bits()))
-	}
-}
-
-func (d *digester) node(n *wire.Node) {
-	d.int(n.ID)
-	d.string(n.Name)
-	d.string(n.PublicKey)
-	d.prefixes(n.Addresses)
-	d.strings(n.Endpoints)
-	d.strings(n.Tags)
-	d.bool(n.Online)
-	d.time(n.Created)
-	d.time(n.LastSeen)
-	d.uint(uint64(len(n.Services)))
-	for _, sv := range n.Services {
-		d.string(sv.Name)
-		d.uint(uint64(sv.Port))
-		d.string(sv.Proto)
-		d.strings(sv.Tags)
-		d.string(sv.Health)
-		d.uint(uint64(len(sv.Checks)))
-		for _, c := range sv.Checks {
-			d.string(c.ID)
-			d.string(c.Status)
-			d.string(c.Output)
-		}
-	}
-	d.string(n.Version)
-	d.time(n.Expires)
-	d.bool(n.Ephemeral)
 }
 
 // recordEndpoints stores where the node's WireGuard can be reached: the

@@ -538,17 +538,16 @@ func TestNetmapStream(t *testing.T) {
 		t.Errorf("prefixes (-want +got):\n%s", diff)
 	}
 
-	// A new node is pushed to the open stream at once; with no policy set,
-	// it is not a peer.
+	// With no policy set, a new node is not a's peer: a's netmap does not
+	// change, and the next one a gets is the policy's.
 	b := ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: "b"})
-	nm := sa.netmap(t, "a newer version", func(nm *wire.Netmap) bool { return nm.Version > first.Version })
-	if len(nm.Peers) != 0 {
-		t.Errorf("with no policy, a's peers are %v, want none", peerNames(nm))
+	pol := ts.setPolicy(t, allowAll)
+	nm := sa.netmap(t, "the next netmap", func(*wire.Netmap) bool { return true })
+	if nm.PolicyVersion != pol.Version {
+		t.Fatalf("after b enrolled a got netmap v%d with policy %d; want none before the policy's (v%d)", nm.Version, nm.PolicyVersion, pol.Version)
 	}
 
-	// A policy that allows it makes b a's peer.
-	pol := ts.setPolicy(t, allowAll)
-	nm = sa.netmap(t, "peer b", func(nm *wire.Netmap) bool { return len(nm.Peers) == 1 })
+	// The policy allows it: b is a's peer.
 	if diff := cmp.Diff([]wire.Node{b.Node}, nm.Peers, cmpNet); diff != "" {
 		t.Errorf("a's peers (-want +got):\n%s", diff)
 	}

@@ -290,8 +290,9 @@ func (s *Store) State(ctx context.Context) (State, error) {
 				st.NextExpiry = n.Expires
 			}
 		}
-		n.Version, n.Expires, n.Ephemeral = "", time.Time{}, false // for admins only
-		n.Services = definitions(n.Services)                       // health travels by gossip
+		// For admins only; last seen also changes without a new version.
+		n.Version, n.Expires, n.Ephemeral, n.LastSeen = "", time.Time{}, false, time.Time{}
+		n.Services = definitions(n.Services) // health travels by gossip
 		st.Nodes = append(st.Nodes, n)
 	}
 	var created int64

@@ -110,6 +110,7 @@ type Node struct {
 	// Created is when the node enrolled.
 	Created time.Time `json:"created"`
 	// LastSeen is when the node last held a netmap stream. Zero: never.
+	// Only set in admin listings.
 	LastSeen time.Time `json:"last_seen,omitzero"`
 	// Services are the services the node runs. Empty: none. In a netmap's
 	// peers, only the services the receiving node may reach under the
