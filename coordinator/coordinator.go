@@ -207,6 +207,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 // share one reload: whoever waited for the lock while another published
 // finds its change already in the snapshot.
 func (c *Coordinator) publish(ctx context.Context) error {
+	// A committed change is published even when the client that made it
+	// has gone: its request's context must not leave the snapshot stale.
+	ctx = context.WithoutCancel(ctx)
 	c.pubMu.Lock()
 	defer c.pubMu.Unlock()
 	if old := c.state.Load(); old != nil && old.version >= c.store.committed.Load() {
