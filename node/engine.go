@@ -59,6 +59,10 @@ type EngineConfig struct {
 	// WrapTUN, if set, wraps the TUN device before wireguard-go uses it
 	// (the packet filter hooks in here). Nil: no wrapping.
 	WrapTUN func(tun.Device) tun.Device
+	// KnownToPeers says the node was enrolled before this start, so its
+	// peers already have it and hold sessions with its last run: the
+	// first netmap's peers are greeted at once, whatever the key order.
+	KnownToPeers bool
 }
 
 // wgEngine is an Engine on a userspace wireguard-go device, configured
@@ -78,6 +82,7 @@ type wgEngine struct {
 	timers  []*time.Timer           // guarded by mu; pending greetings
 	guard   *underlayGuard          // guarded by mu; nil until addresses are set, or if nftables failed
 	closed  bool                    // guarded by mu
+	greeted bool                    // guarded by mu; the first netmap's peers were greeted
 
 	greeters sync.WaitGroup // running greeting timers
 }
@@ -137,6 +142,16 @@ func NewWireGuardEngine(cfg EngineConfig) (_ Engine, err error) {
 	}
 	if err := netlink.LinkSetUp(e.link); err != nil {
 		return nil, fmt.Errorf("bring %s up: %w", cfg.Interface, err)
+	}
+	// The device binds its port only once it is up, and it learns that the
+	// link is up from a TUN event that may come after the port was set:
+	// the port check above then passed without a bind, and a failed bind
+	// would only be logged. Bring it up here, so a taken port is an error.
+	if err := e.dev.Up(); err != nil {
+		if isAddrInUse(err) {
+			return nil, fmt.Errorf("listen port %d is already in use", cfg.ListenPort)
+		}
+		return nil, fmt.Errorf("bring up %s: %w", cfg.Interface, err)
 	}
 	return e, nil
 }
@@ -222,8 +237,14 @@ func (e *wgEngine) Apply(nm *wire.Netmap) error {
 		return fmt.Errorf("configure peers on %s: %w", e.cfg.Interface, err)
 	}
 	e.applied = want
+	// After a restart, the peers know this node and send with sessions of
+	// its last run, which it no longer has: only a handshake from it
+	// brings them back without WireGuard's 5 s wait, and since they learn
+	// nothing new, no handshake of theirs can cross it.
+	eager := e.cfg.KnownToPeers && !e.greeted
+	e.greeted = true
 	for _, k := range added {
-		e.greetLocked(k)
+		e.greetLocked(k, eager)
 	}
 	return nil
 }
@@ -288,12 +309,18 @@ const greetDelay = 200 * time.Millisecond
 // and the other, after greetDelay, if none has completed by then, discards
 // whatever handshake it has in flight and starts a fresh one, which the
 // other side, knowing it by then, answers.
-func (e *wgEngine) greetLocked(k wgtypes.Key) {
+//
+// With eager, the greater key also starts one at once, and the fallback
+// after greetDelay stays.
+func (e *wgEngine) greetLocked(k wgtypes.Key, eager bool) {
 	self := e.cfg.PrivateKey.PublicKey()
-	if bytes.Compare(self[:], k[:]) < 0 {
+	smaller := bytes.Compare(self[:], k[:]) < 0
+	if smaller || eager {
 		if p := e.dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
 			p.SendKeepalive()
 		}
+	}
+	if smaller {
 		return
 	}
 	e.greeters.Add(1)
