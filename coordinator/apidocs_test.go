@@ -85,6 +85,7 @@ func TestAPIDocExamples(t *testing.T) {
 		"NODE=web-1", "GONE=web-2",
 		"CRED="+web1.Credential, "PUB="+web1.Node.PublicKey,
 		"PROOF="+netmapProof(t, ts.c, web1.Node.PublicKey),
+		"SPROOF="+servicesProof(t, ts.c, web1.Node.PublicKey),
 		"NEWPUB="+newPublicKey(t),
 		"KEY_ID="+revocable.Key.ID, "ADMIN_ID="+adm.Token.ID,
 	)

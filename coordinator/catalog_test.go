@@ -32,7 +32,7 @@ func TestServicesCatalog(t *testing.T) {
 	}
 
 	report := func(cred, key string, svcs ...wire.Service) (int, []byte) {
-		return ts.doJSON(t, "PUT", wire.PathServicesReport, cred, wire.ServicesReport{PublicKey: key, Services: svcs})
+		return ts.doJSON(t, "PUT", wire.PathServicesReport, cred, wire.ServicesReport{PublicKey: key, Services: svcs, Proof: servicesProof(t, ts.c, key)})
 	}
 	web := wire.Service{Name: "web", Port: 8080, Tags: []string{"v2"}, Health: "passing",
 		Checks: []wire.CheckStatus{{ID: "web:1", Status: "passing", Output: "HTTP 200"}}}
@@ -90,6 +90,7 @@ func TestServicesReportRefusals(t *testing.T) {
 	for i := range many {
 		many[i] = wire.Service{Name: fmt.Sprintf("s%d", i), Port: 1}
 	}
+	sp := servicesProof(t, ts.c, a.Node.PublicKey)
 	var refused refusals
 	for _, tt := range []struct {
 		name string
@@ -101,14 +102,16 @@ func TestServicesReportRefusals(t *testing.T) {
 		{"no credential", "", wire.ServicesReport{PublicKey: a.Node.PublicKey}, 401, "node credential required"},
 		{"admin token", ts.admin, wire.ServicesReport{PublicKey: a.Node.PublicKey}, 401, ""},
 		{"other key", a.Credential, wire.ServicesReport{PublicKey: newPublicKey(t)}, 403, "public key does not match"},
-		{"bad name", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Services: []wire.Service{{Name: "Web", Port: 1}}}, 400, `service 1: bad name "Web"`},
-		{"port 0", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Services: []wire.Service{{Name: "web"}}}, 400, `service "web": port 0`},
-		{"bad proto", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Services: []wire.Service{{Name: "web", Port: 1, Proto: "sctp"}}}, 400, `bad protocol "sctp"`},
-		{"twice", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Services: []wire.Service{{Name: "web", Port: 1}, {Name: "web", Port: 2}}}, 400, "listed twice"},
-		{"bad tag", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Services: []wire.Service{{Name: "web", Port: 1, Tags: []string{"a b"}}}}, 400, `bad tag "a b"`},
-		{"bad health", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Services: []wire.Service{{Name: "web", Port: 1, Health: "ok"}}}, 400, `bad health "ok"`},
-		{"bad check", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Services: []wire.Service{{Name: "web", Port: 1, Checks: []wire.CheckStatus{{ID: "x"}}}}}, 400, "check 1"},
-		{"too many", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Services: many}, 400, "the limit is 64"},
+		{"no proof", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey}, 403, "proof of the node's private key missing or wrong"},
+		{"a netmap proof", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Proof: netmapProof(t, ts.c, a.Node.PublicKey)}, 403, "proof of the node's private key missing or wrong"},
+		{"bad name", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Proof: sp, Services: []wire.Service{{Name: "Web", Port: 1}}}, 400, `service 1: bad name "Web"`},
+		{"port 0", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Proof: sp, Services: []wire.Service{{Name: "web"}}}, 400, `service "web": port 0`},
+		{"bad proto", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Proof: sp, Services: []wire.Service{{Name: "web", Port: 1, Proto: "sctp"}}}, 400, `bad protocol "sctp"`},
+		{"twice", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Proof: sp, Services: []wire.Service{{Name: "web", Port: 1}, {Name: "web", Port: 2}}}, 400, "listed twice"},
+		{"bad tag", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Proof: sp, Services: []wire.Service{{Name: "web", Port: 1, Tags: []string{"a b"}}}}, 400, `bad tag "a b"`},
+		{"bad health", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Proof: sp, Services: []wire.Service{{Name: "web", Port: 1, Health: "ok"}}}, 400, `bad health "ok"`},
+		{"bad check", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Proof: sp, Services: []wire.Service{{Name: "web", Port: 1, Checks: []wire.CheckStatus{{ID: "x"}}}}}, 400, "check 1"},
+		{"too many", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Proof: sp, Services: many}, 400, "the limit is 64"},
 		{"malformed", a.Credential, `{"public_key": x}`, 400, "malformed JSON at byte 16"},
 	} {
 		var code int
@@ -122,8 +125,8 @@ func TestServicesReportRefusals(t *testing.T) {
 			t.Errorf("%s: %d %s, want %d with %q", tt.name, code, body, tt.code, tt.msg)
 		}
 	}
-	refused.report(t, "services report: no credential, the admin token, a node's credential with another node's key, 9 kinds of bad report",
-		"401 / 403 (no impersonation) / 400 and the error wanted")
+	refused.report(t, "services report: no credential, the admin token, a node's credential with another node's key, without a proof of its private key or with a netmap proof, 9 kinds of bad report",
+		"401 / 403 (no impersonation, no proof) / 400 and the error wanted")
 	// Nothing was stored.
 	nodes, _, _ := ts.c.store.Nodes(context.Background())
 	if len(nodes[0].Services) != 0 {

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/wiremesh/wiremesh/wire"
 )
@@ -37,6 +38,10 @@ func (c *Coordinator) handleServicesReport(w http.ResponseWriter, r *http.Reques
 	var req wire.ServicesReport
 	node, ok := c.nodeAuth(w, r, &req, func() string { return req.PublicKey })
 	if !ok {
+		return
+	}
+	if _, err := c.proof.CheckServices(req.PublicKey, req.Proof, time.Now()); err != nil {
+		c.refuseProof(w, r, node, err)
 		return
 	}
 	ver, err := c.store.SetServices(r.Context(), node.ID, req.Services)

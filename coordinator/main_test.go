@@ -62,6 +62,17 @@ func netmapProof(t testing.TB, c *Coordinator, pub string) string {
 	return p
 }
 
+// servicesProof returns the proof an agent with public key pub (made by
+// newPublicKey) sends with a services report now.
+func servicesProof(t testing.TB, c *Coordinator, pub string) string {
+	t.Helper()
+	p, err := credential.ServicesProof(privateKeyOf(t, pub), c.PublicProofKey(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // rotationProof returns the proof an agent with public key pub (made by
 // newPublicKey) sends to rotate to next.
 func rotationProof(t testing.TB, c *Coordinator, pub, next string) string {

@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -30,15 +31,17 @@ import (
 //
 //	key rotation:   "wiremesh key rotation v1" || node public || new public key
 //	netmap stream:  "wiremesh netmap v1" || node public || time
+//	services report: "wiremesh services report v1" || node public || time
 //
 // Keys are the 32 raw bytes; time is unix seconds, 8 bytes big-endian. The
 // coordinator computes the same key from X25519(coordinator private, node
-// public). A rotation proof is the 32-byte MAC; a netmap proof is the time
-// followed by the MAC; both travel in standard base64.
+// public). A rotation proof is the 32-byte MAC; a netmap or services proof
+// is the time followed by the MAC; all travel in standard base64.
 const (
-	proofKeyInfo  = "wiremesh proof key v1"
-	purposeRotate = "wiremesh key rotation v1"
-	purposeNetmap = "wiremesh netmap v1"
+	proofKeyInfo    = "wiremesh proof key v1"
+	purposeRotate   = "wiremesh key rotation v1"
+	purposeNetmap   = "wiremesh netmap v1"
+	purposeServices = "wiremesh services report v1"
 )
 
 // ProofWindow is how far from the coordinator's clock the time of a netmap
@@ -122,6 +125,17 @@ func (k *ProofKey) CheckRotation(nodePublic, newPublic, proof string) error {
 // error wraps ErrProof, or ErrProofTime for a valid proof made more than
 // ProofWindow away from now.
 func (k *ProofKey) CheckNetmap(nodePublic, proof string, now time.Time) (time.Time, error) {
+	return k.checkTimed(purposeNetmap, nodePublic, proof, now)
+}
+
+// CheckServices checks proof of a services report of the node with public
+// key nodePublic, like CheckNetmap.
+func (k *ProofKey) CheckServices(nodePublic, proof string, now time.Time) (time.Time, error) {
+	return k.checkTimed(purposeServices, nodePublic, proof, now)
+}
+
+// checkTimed checks a proof made of a time and a MAC over it for purpose.
+func (k *ProofKey) checkTimed(purpose, nodePublic, proof string, now time.Time) (time.Time, error) {
 	node, err := decodeKey32(nodePublic)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("%w: bad node public key: %w", ErrProof, err)
@@ -130,7 +144,7 @@ func (k *ProofKey) CheckNetmap(nodePublic, proof string, now time.Time) (time.Ti
 	if err != nil {
 		return time.Time{}, err
 	}
-	if err := k.checkMAC(node, raw[8:], purposeNetmap, raw[:8]); err != nil {
+	if err := k.checkMAC(node, raw[8:], purpose, raw[:8]); err != nil {
 		return time.Time{}, err
 	}
 	at := time.Unix(int64(binary.BigEndian.Uint64(raw[:8])), 0)
@@ -177,11 +191,21 @@ func RotationProof(nodePrivate [32]byte, coordinatorKey, newPublic string) (stri
 // whose proof key is coordinatorKey (base64). The coordinator accepts it
 // within ProofWindow of at.
 func NetmapProof(nodePrivate [32]byte, coordinatorKey string, at time.Time) (string, error) {
+	return timedProof(purposeNetmap, nodePrivate, coordinatorKey, at)
+}
+
+// ServicesProof returns the proof for a services report made at time at,
+// like NetmapProof.
+func ServicesProof(nodePrivate [32]byte, coordinatorKey string, at time.Time) (string, error) {
+	return timedProof(purposeServices, nodePrivate, coordinatorKey, at)
+}
+
+func timedProof(purpose string, nodePrivate [32]byte, coordinatorKey string, at time.Time) (string, error) {
 	var ts [8]byte
 	binary.BigEndian.PutUint64(ts[:], uint64(at.Unix()))
-	mac, err := nodeMAC(nodePrivate, coordinatorKey, purposeNetmap, ts[:])
+	mac, err := nodeMAC(nodePrivate, coordinatorKey, purpose, ts[:])
 	if err != nil {
-		return "", fmt.Errorf("netmap proof: %w", err)
+		return "", fmt.Errorf("%s proof: %w", strings.TrimSuffix(purpose, " v1"), err)
 	}
 	return base64.StdEncoding.EncodeToString(append(ts[:], mac...)), nil
 }

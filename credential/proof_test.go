@@ -175,6 +175,35 @@ func TestNetmapProof(t *testing.T) {
 	}
 }
 
+// A services proof and a netmap proof are not interchangeable: each names
+// its purpose.
+func TestServicesProof(t *testing.T) {
+	coord := newProofKey(t)
+	node := newWGKey(t)
+	pub := node.PublicKey().String()
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	sp, err := credential.ServicesProof(node, coord.PublicKey(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	np, err := credential.NetmapProof(node, coord.PublicKey(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := coord.CheckServices(pub, sp, now); err != nil || !got.Equal(now) {
+		t.Errorf("services proof: %v, %v; want it accepted", got, err)
+	}
+	if _, err := coord.CheckServices(pub, np, now); !errors.Is(err, credential.ErrProof) {
+		t.Errorf("a netmap proof as a services proof: %v, want ErrProof", err)
+	}
+	if _, err := coord.CheckNetmap(pub, sp, now); !errors.Is(err, credential.ErrProof) {
+		t.Errorf("a services proof as a netmap proof: %v, want ErrProof", err)
+	}
+	if _, err := coord.CheckServices(pub, sp, now.Add(credential.ProofWindow+time.Second)); !errors.Is(err, credential.ErrProofTime) {
+		t.Errorf("stale services proof: %v, want ErrProofTime", err)
+	}
+}
+
 // withTime returns a netmap proof with its time replaced by at.
 func withTime(t *testing.T, p string, at time.Time) string {
 	t.Helper()

@@ -85,6 +85,20 @@ func (a *Agent) netmapProof(coordKey string) (pub, proof string, err error) {
 	return key.PublicKey().String(), proof, err
 }
 
+// servicesProof returns the node's current public key and the proof of a
+// services report made now with its private key; "" for a coordinator
+// without a proof key.
+func (a *Agent) servicesProof(coordKey string) (pub, proof string, err error) {
+	a.mu.Lock()
+	key := a.key
+	a.mu.Unlock()
+	if coordKey == "" {
+		return key.PublicKey().String(), "", nil
+	}
+	proof, err = credential.ServicesProof(key, coordKey, a.cfg.Clock())
+	return key.PublicKey().String(), proof, err
+}
+
 // isProofRefusal reports whether err is the coordinator refusing a proof
 // as wrong (another proof key, say); isClockRefusal, for its time.
 func isProofRefusal(err error) bool {

@@ -45,7 +45,15 @@ func (a *Agent) runReporter(ctx context.Context) {
 func (a *Agent) report(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req := wire.ServicesReport{PublicKey: a.publicKey(), Services: []wire.Service{}}
+	ck, err := a.coordinatorKey(ctx)
+	if err != nil {
+		return err
+	}
+	pub, proof, err := a.servicesProof(ck)
+	if err != nil {
+		return err
+	}
+	req := wire.ServicesReport{PublicKey: pub, Services: []wire.Service{}, Proof: proof}
 	for _, s := range a.svc.status() {
 		sv := wire.Service{Name: s.Name, Port: s.Port, Proto: s.Protocol, Tags: s.Tags, Health: s.Health.String()}
 		for _, c := range s.Checks {

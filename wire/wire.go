@@ -239,6 +239,9 @@ type ServicesReport struct {
 	PublicKey string `json:"public_key"`
 	// Services replaces the node's services. Empty: it runs none.
 	Services []Service `json:"services"`
+	// Proof proves the node's private key at the time of the report
+	// (credential.ServicesProof); refused (403) without.
+	Proof string `json:"proof,omitempty"`
 }
 
 // RotateKeyRequest replaces a node's WireGuard public key.

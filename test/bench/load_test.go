@@ -293,7 +293,11 @@ func (a *simAgent) enroll(ctx context.Context, url, joinKey string) error {
 	if a.group < 0 {
 		return nil
 	}
-	rep := wire.ServicesReport{PublicKey: a.pub, Services: []wire.Service{
+	proof, err := credential.ServicesProof(a.key, a.ckey, time.Now())
+	if err != nil {
+		return fmt.Errorf("%s: services proof: %w", a.name, err)
+	}
+	rep := wire.ServicesReport{PublicKey: a.pub, Proof: proof, Services: []wire.Service{
 		{Name: "app", Port: 8080, Proto: wire.ServiceTCP},
 		{Name: "metrics", Port: 9100, Proto: wire.ServiceTCP},
 	}}
