@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -222,19 +221,7 @@ func FuzzAdminBodies(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body string) {
 		for _, e := range endpoints {
-			req := httptest.NewRequest(e.method, e.path, strings.NewReader(body))
-			req.Header.Set("Authorization", "Bearer "+ts.admin)
-			w := httptest.NewRecorder()
-			h.ServeHTTP(w, req)
-			if w.Code >= 500 {
-				t.Fatalf("%s %s %q: %d %s", e.method, e.path, body, w.Code, w.Body)
-			}
-			if w.Code >= 400 {
-				var e wire.Error
-				if json.Unmarshal(w.Body.Bytes(), &e) != nil || e.Error == "" {
-					t.Fatalf("%s %s %q: %d without an error body: %s", req.Method, req.URL.Path, body, w.Code, w.Body)
-				}
-			}
+			checkAnswer(t, h, e.method, e.path, ts.admin, body)
 		}
 	})
 }

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"encoding/json"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -47,19 +48,26 @@ func FuzzAgentBodies(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body string) {
 		for _, e := range endpoints {
-			req := httptest.NewRequest(e.method, e.path, strings.NewReader(body))
-			req.Header.Set("Authorization", "Bearer "+e.bearer)
-			w := httptest.NewRecorder()
-			h.ServeHTTP(w, req)
-			if w.Code >= 500 {
-				t.Fatalf("%s %s %q: %d %s", e.method, e.path, body, w.Code, w.Body)
-			}
-			if w.Code >= 400 {
-				var e wire.Error
-				if json.Unmarshal(w.Body.Bytes(), &e) != nil || e.Error == "" {
-					t.Fatalf("%s %s %q: %d without an error body: %s", req.Method, req.URL.Path, body, w.Code, w.Body)
-				}
-			}
+			checkAnswer(t, h, e.method, e.path, e.bearer, body)
 		}
 	})
+}
+
+// checkAnswer sends body to method path with bearer and fails t on a 5xx,
+// or on an error answer without the API's error body.
+func checkAnswer(t *testing.T, h http.Handler, method, path, bearer, body string) {
+	t.Helper()
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+bearer)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	if w.Code >= 500 {
+		t.Fatalf("%s %s %q: %d %s", method, path, body, w.Code, w.Body)
+	}
+	if w.Code >= 400 {
+		var e wire.Error
+		if json.Unmarshal(w.Body.Bytes(), &e) != nil || e.Error == "" {
+			t.Fatalf("%s %s %q: %d without an error body: %s", method, path, body, w.Code, w.Body)
+		}
+	}
 }
