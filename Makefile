@@ -16,7 +16,7 @@ demo: build
 	./scripts/demo.sh $(BIN)
 
 # Every test: vet, unit tests with -race, the end-to-end suite on namespace
-# hosts (needs root; under CI=true it fails instead of skipping), and a short
+# hosts (needs root; with CI set to anything it fails instead of skipping), and a short
 # run of every fuzz target.
 test: lint
 	$(GO) test -race -count=1 -timeout 25m ./...

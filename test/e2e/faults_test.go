@@ -68,13 +68,14 @@ func TestLinkCut(t *testing.T) {
 	if err := cut.host.SetLinkUp(true); err != nil {
 		t.Fatal(err)
 	}
-	took = waitFor(t, 20*time.Second, "the healed host back in every answer", func() bool {
+	const healBound = 20 * time.Second
+	took = waitFor(t, healBound, "the healed host back in every answer", func() bool {
 		return !slices.ContainsFunc(webs, func(a *agent) bool { return !slices.Equal(answers(a), all) })
 	})
 	t.Logf("link up → back in every agent's answers after %s", took.Round(time.Millisecond))
 	webs[0].ping(t, cut.addr(t, false), 3, "0.2")
 	report.Add(t, report.Row{Fault: "the cut link healed", Check: "the host is back in every DNS answer and carries traffic, with nobody doing anything",
-		Figure: "after " + took.Round(time.Millisecond).String(), Met: true})
+		Figure: "after " + took.Round(time.Millisecond).String(), Target: "≤ 20 s", Met: took <= healBound})
 }
 
 // TestCoordinatorOutage: with the coordinator down for 60 s, pings between
@@ -87,6 +88,9 @@ func TestCoordinatorOutage(t *testing.T) {
 	for _, a := range []*agent{h2, h3} {
 		waitFor(t, 5*time.Second, "h1 peered with "+a.name, func() bool { return h1.hasPeer(a.publicKey(t)) })
 	}
+	// h3 is restarted during the outage and must start from its cache:
+	// wait for the cache itself, not for a live peer that precedes it.
+	waitFor(t, 5*time.Second, "h3 cached a netmap with h1", func() bool { return h3.cachedPeer(t, h1.publicKey(t)) })
 	m.coord.Kill()
 	if _, err := m.coord.Wait(5 * time.Second); err != nil {
 		t.Fatal(err)
@@ -112,7 +116,7 @@ func TestCoordinatorOutage(t *testing.T) {
 	}
 	h3.ping(t, h1.addr(t, false), 5, "0.2")
 	report.Add(t, report.Row{Fault: "coordinator down 60 s", Check: "an agent restarted meanwhile comes up from its cached netmap and pings a peer",
-		Figure: "stop → 5 of 5 pings answered in " + time.Since(restart).Round(100*time.Millisecond).String(), Met: true})
+		Figure: "stop → 5 of 5 pings answered in " + time.Since(restart).Round(100*time.Millisecond).String()})
 	out := <-pinged
 	sent, lost := -1, -1
 	if c := pingCounts.FindStringSubmatch(out); c != nil {
@@ -126,12 +130,13 @@ func TestCoordinatorOutage(t *testing.T) {
 	t.Logf("coordinator down %s: %s", time.Since(outage).Round(time.Second), lastLine(out))
 
 	m.startCoordinator()
-	took := waitFor(t, 10*time.Second, "agents reconnected", func() bool {
+	const reconnectBound = 10 * time.Second
+	took := waitFor(t, reconnectBound, "agents reconnected", func() bool {
 		return h1.status(t).Connected && h2.status(t).Connected && h3.status(t).Connected
 	})
 	t.Logf("agents reconnected %s after the coordinator started", took.Round(time.Millisecond))
 	report.Add(t, report.Row{Fault: "coordinator back after 60 s down", Check: "all three agents reconnect without a restart",
-		Figure: "after " + took.Round(time.Millisecond).String(), Met: true})
+		Figure: "after " + took.Round(time.Millisecond).String(), Target: "≤ 10 s", Met: took <= reconnectBound})
 	// A change after the outage reaches them within 1 s: a policy that
 	// keeps h3 apart.
 	start := time.Now()
@@ -188,7 +193,8 @@ func TestStateDirFullOrReadOnly(t *testing.T) {
 		t.Fatalf("status with a full state dir: %+v", st)
 	}
 	report.Add(t, report.Row{Fault: "agent state dir full (ENOSPC)", Check: "the failed netmap cache is logged; pings pass; the agent stays connected",
-		Figure: fmt.Sprintf("logged %s after the change; 3 of 3 pings answered", reported.Round(time.Millisecond)), Met: true})
+		Figure: fmt.Sprintf("logged %s after the change; 3 of 3 pings answered", reported.Round(time.Millisecond)),
+		Target: "logged ≤ 5 s", Met: reported <= 5*time.Second})
 
 	// Read-only: the same.
 	os.Remove(filepath.Join(dir, "fill"))
@@ -213,7 +219,8 @@ func TestStateDirFullOrReadOnly(t *testing.T) {
 		t.Fatalf("agent exited:\n%s", h1.proc.Log())
 	}
 	report.Add(t, report.Row{Fault: "agent state dir read-only (EROFS)", Check: "the failed netmap cache is logged; pings pass both ways; the agent keeps running",
-		Figure: fmt.Sprintf("logged %s after the change; 6 of 6 pings answered", reported.Round(time.Millisecond)), Met: true})
+		Figure: fmt.Sprintf("logged %s after the change; 6 of 6 pings answered", reported.Round(time.Millisecond)),
+		Target: "logged ≤ 5 s", Met: reported <= 5*time.Second})
 }
 
 // TestExpire: an expired node is dropped by every peer within 1 s, its

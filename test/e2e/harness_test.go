@@ -6,11 +6,13 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -232,7 +234,25 @@ func (a *agent) identity(t *testing.T) node.Identity {
 	return id
 }
 
-// addr4 returns the agent's overlay IPv4 address.
+// cachedPeer reports whether the netmap the agent cached in its state dir,
+// the one it starts from while the coordinator is away, has the peer pub.
+func (a *agent) cachedPeer(t *testing.T, pub string) bool {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(a.stateDir, "netmap.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return false
+	}
+	if err != nil {
+		t.Fatalf("agent %s: %v", a.name, err)
+	}
+	var nm wire.Netmap
+	if err := json.Unmarshal(b, &nm); err != nil {
+		return false // written atomically, so only a bug gets here; the wait fails
+	}
+	return slices.ContainsFunc(nm.Peers, func(p wire.Node) bool { return p.PublicKey == pub })
+}
+
+// addr returns the agent's overlay IPv4 (or IPv6) address.
 func (a *agent) addr(t *testing.T, v6 bool) netip.Addr {
 	t.Helper()
 	for _, p := range a.identity(t).Node.Addresses {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/wiremesh/wiremesh/test/lab"
 )
 
 // Screenshots of the browser test go to $WIREMESH_ARTIFACTS (default: a
@@ -75,7 +76,7 @@ func artifactsDir(t *testing.T) string {
 func startChromium(t *testing.T) context.Context {
 	t.Helper()
 	if _, err := exec.LookPath(chromiumPath); err != nil {
-		if os.Getenv("CI") == "true" {
+		if lab.InCI() {
 			t.Fatalf("chromium is required in CI: %v", err)
 		}
 		t.Skipf("no chromium: %v", err)

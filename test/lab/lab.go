@@ -46,7 +46,12 @@ var underlay = netip.MustParsePrefix("10.77.0.0/24")
 // uses of "ip netns add" race on setting up the /run/netns mount.
 var nsMu sync.Mutex
 
-// Require fails the test (when env CI=true) or skips it (otherwise) unless
+// InCI reports whether the tests run in CI: the CI environment variable is
+// set to anything but the empty string (CI systems set "true", "1", "yes").
+// There, a test that lacks what it needs fails instead of skipping.
+func InCI() bool { return os.Getenv("CI") != "" }
+
+// Require fails the test (in CI, see InCI) or skips it (otherwise) unless
 // the process is root and every named tool is on PATH (e.g. "ip", "ping").
 func Require(t testing.TB, tools ...string) {
 	t.Helper()
@@ -63,7 +68,7 @@ func Require(t testing.TB, tools ...string) {
 		return
 	}
 	msg := "lab: needs " + strings.Join(missing, ", ")
-	if os.Getenv("CI") == "true" {
+	if InCI() {
 		t.Fatal(msg)
 	}
 	t.Skip(msg)
