@@ -42,9 +42,9 @@ const (
 	maxOtherBusy = 0.10
 )
 
-// bareAddr is the address of the n-th wgbare device (10.99.0.n, in a /24
+// bareAddr is the address of the n-th wgbare device (203.0.113.n, in a /24
 // that does not meet the lab underlay or the wiremesh overlay).
-func bareAddr(n byte) netip.Addr { return netip.AddrFrom4([4]byte{10, 99, 0, n}) }
+func bareAddr(n byte) netip.Addr { return netip.AddrFrom4([4]byte{203, 0, 113, n}) }
 
 // dataPath is one way from h1 to h2 that iperf3 measures.
 type dataPath struct {
@@ -299,7 +299,7 @@ func prefixName(b *testing.B, l *lab.Lab, suffix string) string {
 
 // startBare starts wgbare on h with interface ifname and configures it from
 // outside: private key, port barePort, one peer (peerPub, at
-// peerUnderlay:barePort, allowed 10.99.0.peer/32), address 10.99.0.self/24,
+// peerUnderlay:barePort, allowed 203.0.113.peer/32), address 203.0.113.self/24,
 // link up.
 func startBare(b *testing.B, bin string, h *lab.Host, ifname, privFile, peerPub string, self, peer byte, peerUnderlay netip.Addr) *lab.Proc {
 	b.Helper()

@@ -39,8 +39,8 @@ type Packet struct {
 	Payload []byte
 }
 
-// String describes the packet in one line, e.g. "udp 10.77.0.2:5000 >
-// 10.77.0.1:6000 len 5".
+// String describes the packet in one line, e.g. "udp 198.51.100.2:5000 >
+// 198.51.100.1:6000 len 5".
 func (p Packet) String() string {
 	switch p.Proto {
 	case ProtoUDP, ProtoTCP:

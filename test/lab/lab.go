@@ -2,7 +2,7 @@
 //
 // A Lab is a set of Linux network namespaces ("hosts") wired to a Linux
 // bridge that lives in a namespace of its own (the "switch"). Every host has
-// one interface, eth0, with an underlay address 10.77.0.N/24 and no default
+// one interface, eth0, with an underlay address 198.51.100.N/24 and no default
 // route, so nothing a test does inside the lab can reach the machine's real
 // interfaces or any outside address.
 //
@@ -40,7 +40,7 @@ const (
 )
 
 // underlay is the subnet of the host addresses.
-var underlay = netip.MustParsePrefix("10.77.0.0/24")
+var underlay = netip.MustParsePrefix("198.51.100.0/24") // TEST-NET-2 (RFC 5737)
 
 // nsMu serialises namespace creation within the process: concurrent first
 // uses of "ip netns add" race on setting up the /run/netns mount.
@@ -128,7 +128,7 @@ func (l *Lab) Switch() *Host { return l.sw }
 
 // AddHost creates the namespace "<prefix>-<name>" with lo up and a veth pair
 // created directly in the target namespaces: eth0 in the host, with underlay
-// address 10.77.0.N/24 (N = 1, 2, 3... in order of AddHost) and up, and a
+// address 198.51.100.N/24 (N = 1, 2, 3... in order of AddHost) and up, and a
 // short uniquely named peer in the switch, enslaved to br0 and up. The host
 // gets no default route. AddHost fails the test on error, so call it from
 // the test's goroutine.

@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// twoHosts builds a lab with hosts h1 (10.77.0.1) and h2 (10.77.0.2).
+// twoHosts builds a lab with hosts h1 (198.51.100.1) and h2 (198.51.100.2).
 func twoHosts(t *testing.T) (*lab.Lab, *lab.Host, *lab.Host) {
 	t.Helper()
 	lab.Require(t, "ip", "ping")
@@ -50,10 +50,10 @@ func ping(ctx context.Context, from, to *lab.Host) error {
 
 func TestAddresses(t *testing.T) {
 	l, h1, h2 := twoHosts(t)
-	if got, want := h1.Addr, netip.MustParseAddr("10.77.0.1"); got != want {
+	if got, want := h1.Addr, netip.MustParseAddr("198.51.100.1"); got != want {
 		t.Errorf("h1.Addr = %v, want %v", got, want)
 	}
-	if got, want := h2.Addr, netip.MustParseAddr("10.77.0.2"); got != want {
+	if got, want := h2.Addr, netip.MustParseAddr("198.51.100.2"); got != want {
 		t.Errorf("h2.Addr = %v, want %v", got, want)
 	}
 	if !strings.HasPrefix(l.Prefix(), "wm") || len(l.Prefix()) != 6 {

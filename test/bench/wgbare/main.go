@@ -12,8 +12,8 @@
 // Keys, port, peers, addresses and link state are set from outside with
 // wg(8) and ip(8), e.g.
 //
-//	wg set IFNAME private-key KEYFILE listen-port 51820 peer PUB allowed-ips 10.99.0.2/32 endpoint 10.77.0.2:51820
-//	ip addr add 10.99.0.1/24 dev IFNAME
+//	wg set IFNAME private-key KEYFILE listen-port 51820 peer PUB allowed-ips 203.0.113.2/32 endpoint 198.51.100.2:51820
+//	ip addr add 203.0.113.1/24 dev IFNAME
 //	ip link set IFNAME up
 //
 // It prints "wgbare up" once the UAPI socket is listening.
