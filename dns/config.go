@@ -54,6 +54,8 @@ type Config struct {
 	// that names outside Domain and Prefixes are forwarded to, tried in
 	// order. The caller reads them with ReadResolvConf and must leave out
 	// this server's own address. Empty: such queries get REFUSED.
+	// Validate keeps nil apart from empty, so that a caller can tell "not
+	// set" (read the host's resolvers) from "none".
 	Upstreams []string
 	// ForwardTimeout bounds one exchange with one upstream. Zero: 2 s.
 	ForwardTimeout time.Duration
@@ -90,7 +92,7 @@ func DefaultConfig() Config {
 }
 
 // Validate checks c and fills in defaults; it normalises Domain (lower
-// case, no trailing dot) and Upstreams (HOST:PORT).
+// case, no trailing dot) and Upstreams (HOST:PORT; nil stays nil).
 func (c *Config) Validate() error {
 	d := DefaultConfig()
 	if c.Domain == "" {
@@ -124,6 +126,9 @@ func (c *Config) Validate() error {
 		if !p.IsValid() {
 			return errors.New("invalid overlay prefix")
 		}
+	}
+	if c.Upstreams == nil {
+		return nil
 	}
 	ups := make([]string, 0, len(c.Upstreams))
 	for _, u := range c.Upstreams {

@@ -335,6 +335,17 @@ func TestConfigValidate(t *testing.T) {
 		c.MaxAnswers != 16 || c.NegativeTTL != 5*time.Second {
 		t.Errorf("Validate filled in %+v", c)
 	}
+	// Unset upstreams stay unset: the agent reads the host's resolvers
+	// then. (An empty list here once made every agent ignore
+	// --resolv-conf and refuse all names outside the mesh.)
+	var unset Config
+	if err := unset.Validate(); err != nil || unset.Upstreams != nil {
+		t.Errorf("Validate of unset upstreams: %v, %#v; want nil", err, unset.Upstreams)
+	}
+	none := Config{Upstreams: []string{}}
+	if err := none.Validate(); err != nil || none.Upstreams == nil {
+		t.Errorf("Validate of no upstreams: %v, %#v; want empty, not nil", err, none.Upstreams)
+	}
 }
 
 // TestAllowQuerier: clients the agent does not serve are refused, for

@@ -1,7 +1,10 @@
 package node
 
 import (
+	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -91,5 +94,34 @@ func TestWithoutSelf(t *testing.T) {
 	want := []string{"127.0.0.53:53", "192.0.2.1:53", "127.0.0.1:5353", "bad"}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("withoutSelf (-want +got):\n%s", d)
+	}
+}
+
+// TestUpstreamsFromResolvConf: an agent given no --dns-upstream forwards
+// to the nameservers of its resolv.conf, without its own addresses; given
+// some, to those only.
+func TestUpstreamsFromResolvConf(t *testing.T) {
+	rc := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(rc, []byte("nameserver 127.0.0.1\nnameserver 192.0.2.53\nsearch mesh.internal\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	self := []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:53")}
+	for _, tc := range []struct {
+		name string
+		set  []string
+		want []string
+	}{
+		{"from resolv.conf", nil, []string{"192.0.2.53:53"}},
+		{"--dns-upstream", []string{"198.51.100.53"}, []string{"198.51.100.53:53"}},
+	} {
+		cfg := DefaultConfig()
+		cfg.StateDir, cfg.ResolvConf, cfg.DNS.Upstreams = t.TempDir(), rc, tc.set
+		if err := cfg.Validate(); err != nil { // as New does
+			t.Fatal(err)
+		}
+		a := &Agent{cfg: cfg, log: slog.New(slog.DiscardHandler)}
+		if d := cmp.Diff(tc.want, a.upstreams(self)); d != "" {
+			t.Errorf("%s: upstreams (-want +got):\n%s", tc.name, d)
+		}
 	}
 }

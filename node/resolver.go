@@ -69,13 +69,7 @@ func (a *Agent) startDNS(loop dnsSockets) error {
 	cfg.AllowQuerier = func(q netip.Addr) bool {
 		return q.IsLoopback() || slices.ContainsFunc(own, func(p netip.Prefix) bool { return p.Addr() == q })
 	}
-	if cfg.Upstreams == nil {
-		ups, err := dns.ReadResolvConf(a.cfg.ResolvConf)
-		if err != nil {
-			a.log.Warn("no upstream resolvers: names outside the mesh get REFUSED", "err", err)
-		}
-		cfg.Upstreams = withoutSelf(ups, listen)
-	}
+	cfg.Upstreams = a.upstreams(listen)
 	srv, err := dns.New(cfg)
 	if err != nil {
 		return err
@@ -91,6 +85,24 @@ func (a *Agent) startDNS(loop dnsSockets) error {
 	a.dns = srv
 	a.log.Info("dns up", "addr", listen[0].String(), "domain", cfg.Domain, "upstreams", len(cfg.Upstreams))
 	return nil
+}
+
+// upstreams returns the resolvers names outside the mesh are forwarded to:
+// the configured ones, or else the host's, from ResolvConf, without the
+// DNS server's own addresses (listen).
+func (a *Agent) upstreams(listen []netip.AddrPort) []string {
+	if a.cfg.DNS.Upstreams != nil {
+		return a.cfg.DNS.Upstreams
+	}
+	ups, err := dns.ReadResolvConf(a.cfg.ResolvConf)
+	if err != nil {
+		a.log.Warn("no upstream resolvers: names outside the mesh get REFUSED", "file", a.cfg.ResolvConf, "err", err)
+	}
+	ups = withoutSelf(ups, listen)
+	if err == nil && len(ups) == 0 {
+		a.log.Warn("no upstream resolvers besides this agent: names outside the mesh get REFUSED", "file", a.cfg.ResolvConf)
+	}
+	return ups
 }
 
 // freebind lets a socket bind an address before it is usable on its

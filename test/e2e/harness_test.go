@@ -183,6 +183,15 @@ func (m *mesh) cliErr(args ...string) (string, error) {
 // mesh's reusable join key.
 func (m *mesh) addAgent(name string, extra ...string) *agent {
 	m.t.Helper()
+	a := m.agentHost(name)
+	a.start(m.t, append([]string{"--join", m.joinKey}, extra...)...)
+	return a
+}
+
+// agentHost adds the host of an agent without starting the agent, for a
+// test that prepares the host first.
+func (m *mesh) agentHost(name string) *agent {
+	m.t.Helper()
 	a := &agent{
 		name:     name,
 		host:     m.lab.AddHost(name),
@@ -193,7 +202,6 @@ func (m *mesh) addAgent(name string, extra ...string) *agent {
 		m.t.Fatalf("interface name %q too long", a.iface)
 	}
 	m.agents[name] = a
-	a.start(m.t, append([]string{"--join", m.joinKey}, extra...)...)
 	return a
 }
 

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -145,6 +147,25 @@ func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn,
 		return nil, fmt.Errorf("%s: dial: %w", h.Name, err)
 	}
 	return conn, nil
+}
+
+// etcDir is where "ip netns exec NS" finds files that it bind-mounts over
+// their namesakes in /etc for the command it runs.
+func etcDir(ns string) string { return filepath.Join("/etc/netns", ns) }
+
+// WriteEtc gives the host its own /etc/NAME (resolv.conf, hosts): every
+// command that Run and Start execute on the host from then on sees data
+// there, as a process on a real host sees its own file. The lab removes it
+// with the namespace.
+func (h *Host) WriteEtc(name string, data []byte) error {
+	dir := etcDir(h.NS)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("%s: %w", h.Name, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+		return fmt.Errorf("%s: %w", h.Name, err)
+	}
+	return nil
 }
 
 // SetLinkUp brings the host's eth0 up or down, to cut the host off from the

@@ -225,6 +225,9 @@ func (l *Lab) cleanup() {
 		if err := ip("netns", "del", names[i]); err != nil {
 			l.t.Errorf("lab: cleanup: %v", err)
 		}
+		if err := os.RemoveAll(etcDir(names[i])); err != nil {
+			l.t.Errorf("lab: cleanup: %v", err)
+		}
 	}
 	left, err := namespaces(l.prefix + "-")
 	if err != nil {

@@ -421,3 +421,30 @@ func dump(pkts []lab.Packet) string {
 	}
 	return sb.String()
 }
+
+// TestWriteEtc: a host's own /etc file is what its commands see, the
+// machine's and other hosts' stay as they were, and the file goes with the
+// lab.
+func TestWriteEtc(t *testing.T) {
+	lab.Require(t, "ip", "cat")
+	var dir string
+	t.Run("lab", func(t *testing.T) { // its cleanup removes the lab
+		l := lab.New(t)
+		h1, h2 := l.AddHost("h1"), l.AddHost("h2")
+		dir = filepath.Join("/etc/netns", h1.NS)
+		want := "nameserver 192.0.2.53\n"
+		if err := h1.WriteEtc("resolv.conf", []byte(want)); err != nil {
+			t.Fatal(err)
+		}
+		ctx := ctxT(t, 10*time.Second)
+		if out, err := h1.Run(ctx, "cat", "/etc/resolv.conf"); err != nil || string(out) != want {
+			t.Errorf("h1 sees /etc/resolv.conf = %q, %v; want %q", out, err, want)
+		}
+		if out, _ := h2.Run(ctx, "cat", "/etc/resolv.conf"); string(out) == want {
+			t.Errorf("h2 sees h1's resolv.conf")
+		}
+	})
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("%s left behind: %v", dir, err)
+	}
+}
