@@ -162,7 +162,7 @@ func (c *Coordinator) refreshAdminToken(path string) error {
 	if err := atomicfile.Write(path, []byte(tok.Encode(credential.AdminTokenPrefix)+"\n"), 0o600); err != nil {
 		return err
 	}
-	c.log.Info("admin token file now carries the coordinator's pins", "file", path, "pins", c.pins.String())
+	c.log.Info("admin token file now carries the coordinator's pins", "file", path, "pin", c.pins.String())
 	return nil
 }
 
@@ -200,7 +200,7 @@ func (c *Coordinator) Serve(ctx context.Context, ln net.Listener) error {
 		stopMaintain()
 		<-maintained
 	}()
-	c.log.Info("coordinator listening", "addr", ln.Addr().String(), "url", c.cfg.AdvertiseURL, "pins", c.pins.String())
+	c.log.Info("coordinator listening", "addr", ln.Addr().String(), "url", c.cfg.AdvertiseURL, "pin", c.pins.String())
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)

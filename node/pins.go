@@ -32,7 +32,7 @@ func (a *Agent) adoptPins(ss []string) {
 	if same {
 		return
 	}
-	a.log.Info("coordinator pins changed", "pins", pins.String())
+	a.log.Info("coordinator pins changed", "pin", pins.String())
 	if err := a.saveIdentity(); err != nil {
 		a.log.Warn("cannot keep the coordinator pins; using them until the agent stops", "err", err)
 	}
