@@ -111,7 +111,12 @@ func New(cfg Config) (*Coordinator, Files, error) {
 	if errors.Is(dbErr, os.ErrNotExist) {
 		f.Created = append(f.Created, f.Database)
 	}
-	pins := append(credential.Pins{pin}, cfg.TLSNextPins...)
+	pins := credential.Pins{pin}
+	for _, p := range cfg.TLSNextPins {
+		if !slices.Contains(pins, p) { // the next pin left in place after the switch
+			pins = append(pins, p)
+		}
+	}
 	c := &Coordinator{cfg: cfg, log: cfg.Logger, store: store, cert: cert, pins: pins, proof: proof, online: map[int64]int{}, started: time.Now()}
 	c.metrics = newMetrics(c)
 	c.enroll = newEnrollGate(cfg, time.Now)
