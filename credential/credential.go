@@ -1,7 +1,7 @@
 // Package credential makes and reads the self-describing secrets of a mesh:
 // join keys (all an agent needs to enroll), admin tokens (all the CLI needs
 // to administer), the bearer secrets inside them, and the certificate pins
-// that makes the first contact with a coordinator authenticated.
+// that make the first contact with a coordinator authenticated.
 package credential
 
 import (
