@@ -142,7 +142,7 @@ func (c *Coordinator) handleCreateAdminToken(w http.ResponseWriter, r *http.Requ
 		c.writeStoreError(w, err)
 		return
 	}
-	tok := credential.Bundle{URL: c.cfg.AdvertiseURL, Pin: c.pin, Secret: sec}.Encode(credential.AdminTokenPrefix)
+	tok := credential.Bundle{URL: c.cfg.AdvertiseURL, Pins: c.pins, Secret: sec}.Encode(credential.AdminTokenPrefix)
 	writeJSON(w, http.StatusCreated, wire.CreateAdminTokenResponse{
 		Token:      wire.AdminToken{ID: sec.ID, Comment: req.Comment, Created: c.store.now().UTC()},
 		AdminToken: tok,

@@ -143,7 +143,7 @@ func TestAdminTokens(t *testing.T) {
 		t.Fatalf("create: %d %s", code, body)
 	}
 	tok, err := credential.ParseAdminToken(created.AdminToken)
-	if err != nil || tok.URL != ts.url || tok.Pin != ts.c.Pin() {
+	if err != nil || tok.URL != ts.url || !tok.Pins.Equal(ts.c.Pins()) {
 		t.Fatalf("new token %q: %v", created.AdminToken, err)
 	}
 	if code, _ := ts.do(t, "GET", wire.PathNodes, tok.Secret.String(), nil); code != http.StatusOK {

@@ -12,6 +12,8 @@ import (
 	"net/netip"
 	"net/url"
 	"time"
+
+	"github.com/wiremesh/wiremesh/credential"
 )
 
 // Default overlay prefixes: the CGNAT range, as Tailscale uses, and a ULA.
@@ -35,9 +37,15 @@ type Config struct {
 	// was created with, or DefaultPrefix4/DefaultPrefix6 for a new one.
 	Prefix4, Prefix6 netip.Prefix
 	// TLSCert and TLSKey are PEM files of an operator's certificate chain
-	// and key. Empty: a CA and certificate generated in DataDir. The pin is
-	// that of the last certificate in the chain.
+	// (leaf first) and key. The pin is that of the leaf's public key
+	// (credential.PinKey): a renewal that keeps the key keeps the pin.
+	// Empty: a CA and certificate generated in DataDir, pinned by that CA
+	// (credential.PinCA), which signs nothing else.
 	TLSCert, TLSKey string
+	// TLSNextPins are pins the coordinator announces for its next
+	// certificate, in join keys, admin tokens and netmaps, so that agents
+	// already trust it when the operator switches. Empty: none.
+	TLSNextPins []credential.Pin
 	// KeepAlive is how often an idle netmap stream gets a keep-alive.
 	// Zero: 15 s.
 	KeepAlive time.Duration
@@ -105,6 +113,14 @@ func (c *Config) Validate() error {
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("TLS certificate and key must be given together")
+	}
+	for _, p := range c.TLSNextPins {
+		if p.IsZero() {
+			return errors.New("next TLS pin is unset")
+		}
+	}
+	if len(c.TLSNextPins) >= credential.MaxPins {
+		return fmt.Errorf("%d next TLS pins: at most %d", len(c.TLSNextPins), credential.MaxPins-1)
 	}
 	if c.KeepAlive <= 0 {
 		c.KeepAlive = 15 * time.Second

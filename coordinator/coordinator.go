@@ -27,7 +27,7 @@ type Coordinator struct {
 	log   *slog.Logger
 	store *Store
 	cert  tls.Certificate
-	pin   credential.Pin
+	pins  credential.Pins      // the current pin first, then the announced next ones
 	proof *credential.ProofKey // checks nodes' proofs of their private keys
 
 	proofTimes proofTimes // newest netmap proof time per node
@@ -111,7 +111,13 @@ func New(cfg Config) (*Coordinator, Files, error) {
 	if errors.Is(dbErr, os.ErrNotExist) {
 		f.Created = append(f.Created, f.Database)
 	}
-	c := &Coordinator{cfg: cfg, log: cfg.Logger, store: store, cert: cert, pin: pin, proof: proof, online: map[int64]int{}, started: time.Now()}
+	pins := credential.Pins{pin}
+	for _, p := range cfg.TLSNextPins {
+		if !slices.Contains(pins, p) { // the next pin left in place after the switch
+			pins = append(pins, p)
+		}
+	}
+	c := &Coordinator{cfg: cfg, log: cfg.Logger, store: store, cert: cert, pins: pins, proof: proof, online: map[int64]int{}, started: time.Now()}
 	c.metrics = newMetrics(c)
 	c.enroll = newEnrollGate(cfg, time.Now)
 	if _, err := os.Stat(f.AdminToken); errors.Is(err, os.ErrNotExist) {
@@ -120,6 +126,8 @@ func New(cfg Config) (*Coordinator, Files, error) {
 			return nil, f, err
 		}
 		f.Created = append(f.Created, f.AdminToken)
+	} else if err := c.refreshAdminToken(f.AdminToken); err != nil {
+		c.log.Warn("cannot update the pins in the admin token file", "file", f.AdminToken, "err", err)
 	}
 	if err := c.publish(context.Background()); err != nil {
 		store.Close()
@@ -136,12 +144,37 @@ func (c *Coordinator) writeAdminToken(path string) error {
 	if err != nil {
 		return err
 	}
-	tok := credential.Bundle{URL: c.cfg.AdvertiseURL, Pin: c.pin, Secret: sec}.Encode(credential.AdminTokenPrefix)
+	tok := credential.Bundle{URL: c.cfg.AdvertiseURL, Pins: c.pins, Secret: sec}.Encode(credential.AdminTokenPrefix)
 	return atomicfile.Write(path, []byte(tok+"\n"), 0o600)
 }
 
-// Pin returns the pin of the coordinator's certificate.
-func (c *Coordinator) Pin() credential.Pin { return c.pin }
+// refreshAdminToken rewrites the admin token file with the current pin set
+// when it carries another (a next pin announced, or a new certificate), so
+// that the CLI keeps reaching the coordinator.
+func (c *Coordinator) refreshAdminToken(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	tok, err := credential.ParseAdminToken(string(b))
+	if err != nil {
+		return err
+	}
+	if tok.Pins.Equal(c.pins) {
+		return nil
+	}
+	tok.Pins = c.pins
+	if err := atomicfile.Write(path, []byte(tok.Encode(credential.AdminTokenPrefix)+"\n"), 0o600); err != nil {
+		return err
+	}
+	c.log.Info("admin token file now carries the coordinator's pins", "file", path, "pin", c.pins.String())
+	return nil
+}
+
+// Pins returns the coordinator's pin set: the pin of its certificate, then
+// the pins it announces for its next one (Config.TLSNextPins). Join keys,
+// admin tokens and netmaps carry it.
+func (c *Coordinator) Pins() credential.Pins { return c.pins }
 
 // Store returns the coordinator's store.
 func (c *Coordinator) Store() *Store { return c.store }
@@ -172,7 +205,7 @@ func (c *Coordinator) Serve(ctx context.Context, ln net.Listener) error {
 		stopMaintain()
 		<-maintained
 	}()
-	c.log.Info("coordinator listening", "addr", ln.Addr().String(), "url", c.cfg.AdvertiseURL, "pin", c.pin.String())
+	c.log.Info("coordinator listening", "addr", ln.Addr().String(), "url", c.cfg.AdvertiseURL, "pin", c.pins.String())
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
@@ -290,6 +323,7 @@ func (c *Coordinator) netmapFor(s *snapshot, id int64) (nm *wire.Netmap, ok bool
 		PolicyVersion:     s.policy.Version,
 		Rules:             s.compiled.Rules(id),
 		Gossip:            &s.gossip,
+		CoordinatorPins:   c.pins.Strings(),
 	}
 	s.compiled.Peers(id, func(j int) {
 		p := s.nodes[j]

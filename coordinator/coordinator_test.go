@@ -26,7 +26,7 @@ func newForTest(t *testing.T, dir string) (*Coordinator, Files) {
 func TestDataDirFiles(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	c, f := newForTest(t, dir)
-	pin, proofKey := c.Pin(), c.PublicProofKey()
+	pin, proofKey := c.Pins(), c.PublicProofKey()
 	c.Close()
 
 	fi, err := os.Stat(dir)
@@ -63,8 +63,8 @@ func TestDataDirFiles(t *testing.T) {
 	}
 
 	tok := readAdminToken(t, dir)
-	if tok.URL != "https://127.0.0.1:1" || tok.Pin != pin {
-		t.Errorf("admin token carries %s %s, want the advertised URL and %s", tok.URL, tok.Pin, pin)
+	if tok.URL != "https://127.0.0.1:1" || !tok.Pins.Equal(pin) {
+		t.Errorf("admin token carries %s %s, want the advertised URL and %s", tok.URL, tok.Pins, pin)
 	}
 	before, err := os.ReadFile(f.AdminToken)
 	if err != nil {
@@ -78,8 +78,8 @@ func TestDataDirFiles(t *testing.T) {
 	// A second start reuses everything.
 	c2, f2 := newForTest(t, dir)
 	defer c2.Close()
-	if c2.Pin() != pin {
-		t.Errorf("pin changed across restarts: %s, then %s", pin, c2.Pin())
+	if !c2.Pins().Equal(pin) {
+		t.Errorf("pin changed across restarts: %s, then %s", pin, c2.Pins())
 	}
 	if c2.PublicProofKey() != proofKey {
 		t.Errorf("proof key changed across restarts: %s, then %s", proofKey, c2.PublicProofKey())

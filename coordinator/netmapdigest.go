@@ -32,6 +32,7 @@ func digestNetmap(nm *wire.Netmap) netmapDigest {
 		d.int(int64(g.Port))
 		d.strings(g.Keys)
 	}
+	d.strings(nm.CoordinatorPins)
 	d.uint(uint64(len(nm.Rules)))
 	for _, r := range nm.Rules {
 		d.prefixes(r.Srcs)

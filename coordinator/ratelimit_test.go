@@ -386,7 +386,7 @@ func clientFrom(tb testing.TB, ts *testServer, ip string) *http.Client {
 
 func newClientFrom(ts *testServer, ip string) (*http.Client, *http.Transport) {
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
-	tr := &http.Transport{DialContext: d.DialContext, TLSClientConfig: credential.ClientTLS(ts.c.Pin()), ForceAttemptHTTP2: true}
+	tr := &http.Transport{DialContext: d.DialContext, TLSClientConfig: credential.ClientTLS(ts.c.Pins()), ForceAttemptHTTP2: true}
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}, tr
 }
 

@@ -388,7 +388,7 @@ func (c *Coordinator) handleCreateJoinKey(w http.ResponseWriter, r *http.Request
 		c.writeStoreError(w, err)
 		return
 	}
-	jk := credential.Bundle{URL: c.cfg.AdvertiseURL, Pin: c.pin, Secret: sec}.Encode(credential.JoinKeyPrefix)
+	jk := credential.Bundle{URL: c.cfg.AdvertiseURL, Pins: c.pins, Secret: sec}.Encode(credential.JoinKeyPrefix)
 	writeJSON(w, http.StatusCreated, wire.CreateJoinKeyResponse{Key: k, JoinKey: jk})
 }
 

@@ -59,7 +59,7 @@ func startServer(t testing.TB, keepAlive time.Duration, opts ...func(*Config)) *
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Serve(ctx, ln) }()
-	tr := &http.Transport{TLSClientConfig: credential.ClientTLS(c.Pin()), ForceAttemptHTTP2: true}
+	tr := &http.Transport{TLSClientConfig: credential.ClientTLS(c.Pins()), ForceAttemptHTTP2: true}
 	t.Cleanup(func() {
 		tr.CloseIdleConnections()
 		cancel()
@@ -248,8 +248,8 @@ func TestCreateJoinKey(t *testing.T) {
 	if err != nil {
 		t.Fatalf("join_key %q: %v", out.JoinKey, err)
 	}
-	if jk.URL != ts.url || jk.Pin != ts.c.Pin() || jk.Secret.ID != out.Key.ID {
-		t.Errorf("join key carries %s %s %s; want %s %s %s", jk.URL, jk.Pin, jk.Secret.ID, ts.url, ts.c.Pin(), out.Key.ID)
+	if jk.URL != ts.url || !jk.Pins.Equal(ts.c.Pins()) || jk.Secret.ID != out.Key.ID {
+		t.Errorf("join key carries %s %s %s; want %s %s %s", jk.URL, jk.Pins, jk.Secret.ID, ts.url, ts.c.Pins(), out.Key.ID)
 	}
 	k := out.Key
 	if !k.Reusable || !cmp.Equal(k.Tags, []string{"tag:web"}) || k.Uses != 0 || !k.Revoked.IsZero() {
@@ -714,14 +714,14 @@ func TestServeShutdownEndsStreams(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Serve(ctx, ln) }()
-	tr := &http.Transport{TLSClientConfig: credential.ClientTLS(c.Pin()), ForceAttemptHTTP2: true}
+	tr := &http.Transport{TLSClientConfig: credential.ClientTLS(c.Pins()), ForceAttemptHTTP2: true}
 	defer tr.CloseIdleConnections()
 	ts := &testServer{c: c, url: "https://" + ln.Addr().String(), client: &http.Client{Transport: tr}}
 	_, sec, err := c.Store().CreateJoinKey(context.Background(), "test", wire.CreateJoinKeyRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := ts.enroll(t, credential.Bundle{URL: ts.url, Pin: c.Pin(), Secret: sec}.Encode(credential.JoinKeyPrefix), wire.EnrollRequest{PublicKey: newPublicKey(t)})
+	a := ts.enroll(t, credential.Bundle{URL: ts.url, Pins: c.Pins(), Secret: sec}.Encode(credential.JoinKeyPrefix), wire.EnrollRequest{PublicKey: newPublicKey(t)})
 	s := ts.openStream(t, a.Credential, wire.MapRequest{PublicKey: a.Node.PublicKey})
 	s.netmap(t, "the first netmap", func(*wire.Netmap) bool { return true })
 

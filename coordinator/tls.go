@@ -23,27 +23,30 @@ import (
 
 // leafLifetime is how long a generated server certificate lasts; it is
 // renewed at start when less than leafRenew remains. Agents pin the CA, so
-// renewal is invisible to them.
+// renewal is invisible to them. The CA signs nothing but this
+// coordinator's leaves, which is what makes pinning it safe.
 const (
 	caLifetime   = 20 * 365 * 24 * time.Hour
 	leafLifetime = 397 * 24 * time.Hour
 	leafRenew    = 30 * 24 * time.Hour
 )
 
-// loadTLS returns the server certificate and the pin agents trust. With no
-// operator certificate it uses (creating on first start) a CA and a leaf in
-// dir. created lists files it wrote.
+// loadTLS returns the server certificate and the pin agents trust. An
+// operator certificate is pinned by its leaf's public key: its CA may be a
+// public one that signs anyone's names. With no operator certificate it
+// uses (creating on first start) a dedicated CA and a leaf in dir, pinned
+// by the CA. created lists files it wrote.
 func loadTLS(dir, certFile, keyFile, advertise string) (cert tls.Certificate, pin credential.Pin, created []string, err error) {
 	if certFile != "" {
 		cert, err = tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
 			return cert, pin, nil, fmt.Errorf("load TLS certificate: %w", err)
 		}
-		last, err := x509.ParseCertificate(cert.Certificate[len(cert.Certificate)-1])
+		leaf, err := x509.ParseCertificate(cert.Certificate[0])
 		if err != nil {
 			return cert, pin, nil, fmt.Errorf("parse TLS certificate %s: %w", certFile, err)
 		}
-		return cert, credential.PinOf(last), nil, nil
+		return cert, credential.KeyPin(leaf), nil, nil
 	}
 	caCert, caKey, made, err := loadOrCreateCA(dir)
 	if err != nil {
@@ -64,13 +67,13 @@ func loadTLS(dir, certFile, keyFile, advertise string) (cert tls.Certificate, pi
 			return cert, pin, nil, fmt.Errorf("parse %s: %w", leafPath, err)
 		}
 		if leaf.CheckSignatureFrom(caCert) == nil && time.Until(leaf.NotAfter) > leafRenew {
-			return cert, credential.PinOf(caCert), created, nil
+			return cert, credential.CAPin(caCert), created, nil
 		}
 	}
 	if cert, err = issueLeaf(caCert, caKey, advertise, leafPath, leafKeyPath); err != nil {
 		return cert, pin, nil, err
 	}
-	return cert, credential.PinOf(caCert), append(created, leafPath), nil
+	return cert, credential.CAPin(caCert), append(created, leafPath), nil
 }
 
 func loadOrCreateCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, bool, error) {

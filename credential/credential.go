@@ -1,7 +1,7 @@
 // Package credential makes and reads the self-describing secrets of a mesh:
 // join keys (all an agent needs to enroll), admin tokens (all the CLI needs
-// to administer), the bearer secrets inside them, and the certificate pin
-// that makes the first contact with a coordinator authenticated.
+// to administer), the bearer secrets inside them, and the certificate pins
+// that make the first contact with a coordinator authenticated.
 package credential
 
 import (
@@ -78,8 +78,9 @@ func ParseSecret(s string) (Secret, error) {
 type Bundle struct {
 	// URL is the coordinator's advertised https URL.
 	URL string `json:"u"`
-	// Pin is the SHA-256 pin of the coordinator's CA certificate.
-	Pin Pin `json:"p"`
+	// Pins are the pins of the coordinator's identity (see Pins): its
+	// current one and any it announced for its next certificate.
+	Pins Pins `json:"p"`
 	// Secret is the bearer secret.
 	Secret Secret `json:"-"`
 	// SecretText is Secret in its bearer form, for encoding.
@@ -139,7 +140,7 @@ func decode(s, prefix string) (Bundle, error) {
 	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
 		return Bundle{}, fmt.Errorf("bad coordinator URL %q: want https://HOST:PORT", b.URL)
 	}
-	if b.Pin.IsZero() {
+	if len(b.Pins) == 0 {
 		return Bundle{}, errors.New("missing certificate pin")
 	}
 	if b.Secret, err = ParseSecret(b.SecretText); err != nil {

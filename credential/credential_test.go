@@ -104,9 +104,9 @@ func failOnPanic(t *testing.T, format string, args ...any) {
 }
 
 func testPin(b byte) credential.Pin {
-	var p credential.Pin
-	for i := range p {
-		p[i] = b + byte(i)
+	p := credential.Pin{Kind: credential.PinCA}
+	for i := range p.Sum {
+		p.Sum[i] = b + byte(i)
 	}
 	return p
 }
@@ -121,7 +121,7 @@ func TestBundleRoundTrip(t *testing.T) {
 		{"admin token", credential.AdminTokenPrefix, credential.ParseAdminToken},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			want := credential.Bundle{URL: "https://coord.example:8443", Pin: testPin(7), Secret: credential.NewSecret("jk")}
+			want := credential.Bundle{URL: "https://coord.example:8443", Pins: credential.Pins{testPin(7)}, Secret: credential.NewSecret("jk")}
 			enc := want.Encode(tc.prefix)
 			if !strings.HasPrefix(enc, tc.prefix) {
 				t.Fatalf("Encode = %q, want prefix %q", enc, tc.prefix)
@@ -152,7 +152,7 @@ func encodeRaw(prefix, json string) string {
 func TestParseRejects(t *testing.T) {
 	pin := testPin(1).String()
 	sec := credential.NewSecret("jk").String()
-	good := credential.Bundle{URL: "https://c:1", Pin: testPin(1), Secret: credential.NewSecret("ad")}
+	good := credential.Bundle{URL: "https://c:1", Pins: credential.Pins{testPin(1)}, Secret: credential.NewSecret("ad")}
 	for _, tc := range []struct {
 		name string
 		in   string
@@ -200,7 +200,7 @@ func TestParseRejects(t *testing.T) {
 func TestPin(t *testing.T) {
 	p := testPin(0xa0)
 	s := p.String()
-	if want := "sha256:" + hex.EncodeToString(p[:]); s != want {
+	if want := "sha256:" + hex.EncodeToString(p.Sum[:]); s != want {
 		t.Fatalf("String() = %q, want %q", s, want)
 	}
 	for _, in := range []string{s, "sha256:" + strings.ToUpper(s[7:])} {

@@ -10,7 +10,7 @@ import (
 // fuzzBundle checks a bundle parser on arbitrary input: it never panics,
 // and what it accepts survives Encode and a second parse unchanged.
 func fuzzBundle(f *testing.F, prefix string, parse func(string) (credential.Bundle, error)) {
-	seed := credential.Bundle{URL: "https://coord.example:8443", Pin: testPin(9), Secret: credential.NewSecret("jk")}
+	seed := credential.Bundle{URL: "https://coord.example:8443", Pins: credential.Pins{testPin(9)}, Secret: credential.NewSecret("jk")}
 	f.Add(seed.Encode(prefix))
 	f.Add(" " + seed.Encode(prefix) + "\n")
 	f.Add(prefix)
@@ -22,7 +22,7 @@ func fuzzBundle(f *testing.F, prefix string, parse func(string) (credential.Bund
 		if err != nil {
 			return
 		}
-		if b.Pin.IsZero() || b.URL == "" || b.Secret.ID == "" || b.Secret.Value == "" {
+		if len(b.Pins) == 0 || b.URL == "" || b.Secret.ID == "" || b.Secret.Value == "" {
 			t.Fatalf("parse(%q) accepted an incomplete bundle %+v", s, b)
 		}
 		if b.SecretText != b.Secret.String() {

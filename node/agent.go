@@ -216,12 +216,13 @@ type Agent struct {
 	idMu     sync.Mutex // serialises writes of node.json (saveIdentity)
 
 	mu        sync.Mutex
-	key       wgtypes.Key  // guarded by mu once Run started; the node's private key
-	coordKey  string       // guarded by mu once Run started; the coordinator's proof key, "" until known
-	lastProof int64        // guarded by mu; unix time of the last netmap proof made
-	netmap    *wire.Netmap // guarded by mu; the applied netmap
-	connected bool         // guarded by mu; a netmap stream is open
-	lastErr   string       // guarded by mu; why the last stream ended
+	key       wgtypes.Key     // guarded by mu once Run started; the node's private key
+	coordKey  string          // guarded by mu once Run started; the coordinator's proof key, "" until known
+	pins      credential.Pins // guarded by mu once Run started; the pins the coordinator is trusted by
+	lastProof int64           // guarded by mu; unix time of the last netmap proof made
+	netmap    *wire.Netmap    // guarded by mu; the applied netmap
+	connected bool            // guarded by mu; a netmap stream is open
+	lastErr   string          // guarded by mu; why the last stream ended
 }
 
 // New prepares an agent: it checks the config, locks the state dir and
@@ -254,7 +255,7 @@ func New(cfg Config) (_ *Agent, err error) {
 	if a.id, a.enrolled, err = a.state.loadIdentity(); err != nil {
 		return nil, err
 	}
-	a.coordKey, a.restarted = a.id.CoordinatorKey, a.enrolled
+	a.coordKey, a.pins, a.restarted = a.id.CoordinatorKey, a.id.Pins, a.enrolled
 	switch {
 	case a.enrolled && !haveKey:
 		return nil, fmt.Errorf("state dir %s has an identity but no %s: the node cannot be recovered; delete it on the coordinator and re-enroll with an empty state dir", cfg.StateDir, keyFile)
@@ -296,14 +297,14 @@ func (a *Agent) enrollOnce(ctx context.Context) error {
 	if err := a.state.saveIdentity(id); err != nil {
 		return err
 	}
-	a.id, a.enrolled, a.coordKey = id, true, id.CoordinatorKey
+	a.id, a.enrolled, a.coordKey, a.pins = id, true, id.CoordinatorKey, id.Pins
 	a.log.Info("enrolled", "node", id.Node.Name, "addr", id.Node.Addresses[0].Addr().String())
 	return nil
 }
 
 func (a *Agent) enroll(ctx context.Context, key wgtypes.Key) (Identity, error) {
 	jk := a.joinKey
-	ctl := newControlClient(jk.URL, jk.Pin, a.log)
+	ctl := newControlClient(jk.URL, func() credential.Pins { return jk.Pins }, a.log)
 	defer ctl.close()
 	req := wire.EnrollRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: key.PublicKey().String(), Name: a.cfg.Name, Hostname: a.cfg.Hostname}
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.EnrollTimeout)
@@ -311,7 +312,7 @@ func (a *Agent) enroll(ctx context.Context, key wgtypes.Key) (Identity, error) {
 	for b := newBackoff(); ; {
 		resp, err := ctl.enroll(ctx, jk.Secret, req)
 		if err == nil {
-			return Identity{Coordinator: jk.URL, Pin: jk.Pin, Credential: resp.Credential, Node: resp.Node, Prefixes: resp.Prefixes, CoordinatorKey: resp.CoordinatorKey}, nil
+			return Identity{Coordinator: jk.URL, Pins: jk.Pins, Credential: resp.Credential, Node: resp.Node, Prefixes: resp.Prefixes, CoordinatorKey: resp.CoordinatorKey}, nil
 		}
 		if errors.Is(err, ErrRefused) {
 			return Identity{}, fmt.Errorf("enrollment: %w", err)
@@ -383,7 +384,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if err := a.enrollOnce(ctx); err != nil {
 		return err
 	}
-	a.ctl = newControlClient(a.id.Coordinator, a.id.Pin, a.log)
+	a.ctl = newControlClient(a.id.Coordinator, a.coordinatorPins, a.log)
 	defer a.ctl.close()
 	self := &wire.Netmap{Self: a.id.Node, Prefixes: a.id.Prefixes}
 	if cached, err := a.state.loadNetmap(); err != nil {
@@ -539,6 +540,7 @@ func (a *Agent) streamOnce(ctx context.Context, opened func()) error {
 			a.finishRotation(nm.Self.PublicKey) // a rotation whose answer was lost
 		}
 		a.setConnected(true, "")
+		a.adoptPins(nm.CoordinatorPins)
 		if err := a.apply(nm, true); err != nil {
 			a.log.Error("apply netmap", "err", err, "version", nm.Version)
 		}

@@ -80,7 +80,7 @@ func (tc *testCoordinator) joinKey(t *testing.T, reusable bool) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return credential.Bundle{URL: tc.url, Pin: tc.c.Pin(), Secret: sec}.Encode(credential.JoinKeyPrefix)
+	return credential.Bundle{URL: tc.url, Pins: tc.c.Pins(), Secret: sec}.Encode(credential.JoinKeyPrefix)
 }
 
 // adminDo sends an admin API request and checks its status.
@@ -92,7 +92,7 @@ func (tc *testCoordinator) adminDo(t *testing.T, method, path string, body any, 
 // do sends an API request with a bearer token and checks its status.
 func (tc *testCoordinator) do(t *testing.T, token, method, path string, body any, want int) {
 	t.Helper()
-	tr := &http.Transport{TLSClientConfig: credential.ClientTLS(tc.c.Pin())}
+	tr := &http.Transport{TLSClientConfig: credential.ClientTLS(tc.c.Pins())}
 	defer tr.CloseIdleConnections()
 	var r io.Reader
 	if body != nil {
@@ -342,7 +342,7 @@ func TestEnrollRefused(t *testing.T) {
 
 	wrongPin := func() string {
 		b, _ := credential.ParseJoinKey(co.joinKey(t, true))
-		b.Pin = credential.Pin{9}
+		b.Pins = credential.Pins{{Kind: credential.PinCA, Sum: [32]byte{9}}}
 		return b.Encode(credential.JoinKeyPrefix)
 	}()
 	freePort := func() string {

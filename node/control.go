@@ -32,9 +32,11 @@ type controlClient struct {
 	log  *slog.Logger
 }
 
-func newControlClient(url string, pin credential.Pin, log *slog.Logger) *controlClient {
+// newControlClient returns a client that trusts the coordinator by the pin
+// set pins returns at each new connection.
+func newControlClient(url string, pins func() credential.Pins, log *slog.Logger) *controlClient {
 	tr := &http.Transport{
-		TLSClientConfig:     credential.ClientTLS(pin),
+		TLSClientConfig:     credential.ClientTLSFunc(pins),
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 15 * time.Second}).DialContext,
 		TLSHandshakeTimeout: 5 * time.Second,
 		ForceAttemptHTTP2:   true,

@@ -23,7 +23,7 @@ func fakeCoordinator(t *testing.T, h http.HandlerFunc) *controlClient {
 	srv := httptest.NewUnstartedServer(h)
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	srv.StartTLS()
-	c := newControlClient(srv.URL, credential.PinOf(srv.Certificate()), testLogger(t, "control"))
+	c := newControlClient(srv.URL, func() credential.Pins { return credential.Pins{credential.CAPin(srv.Certificate())} }, testLogger(t, "control"))
 	t.Cleanup(func() {
 		c.close()
 		srv.Close()

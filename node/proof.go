@@ -109,8 +109,8 @@ func isClockRefusal(err error) bool {
 	return errors.Is(err, ErrRefused) && strings.Contains(err.Error(), credential.ErrProofTime.Error())
 }
 
-// saveIdentity writes node.json with the node's current public key and
-// the coordinator's proof key.
+// saveIdentity writes node.json with the node's current public key, the
+// coordinator's proof key and its pins.
 func (a *Agent) saveIdentity() error {
 	a.idMu.Lock()
 	defer a.idMu.Unlock()
@@ -118,6 +118,7 @@ func (a *Agent) saveIdentity() error {
 	id := a.id
 	id.Node.PublicKey = a.key.PublicKey().String()
 	id.CoordinatorKey = a.coordKey
+	id.Pins = a.pins
 	a.mu.Unlock()
 	return a.state.saveIdentity(id)
 }

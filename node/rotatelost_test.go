@@ -28,7 +28,7 @@ func TestRotationAnswerLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := credential.Bundle{URL: "https://" + p.addr(), Pin: tc.c.Pin(), Secret: sec}.Encode(credential.JoinKeyPrefix)
+	key := credential.Bundle{URL: "https://" + p.addr(), Pins: tc.c.Pins(), Secret: sec}.Encode(credential.JoinKeyPrefix)
 	dir := filepath.Join(t.TempDir(), "state")
 	a := startAgent(t, "a", dir, key)
 	a.waitUp(t)

@@ -31,8 +31,10 @@ const (
 type Identity struct {
 	// Coordinator is the coordinator's https URL.
 	Coordinator string `json:"coordinator"`
-	// Pin is the coordinator's certificate pin.
-	Pin credential.Pin `json:"pin"`
+	// Pins are the pins the coordinator is trusted by: the join key's,
+	// then those of the last netmap that carried any. (One pin is a string,
+	// as node.json had before pin sets.)
+	Pins credential.Pins `json:"pin"`
 	// Credential is the node's bearer secret.
 	Credential string `json:"credential"`
 	// Node is the node as enrolled.
@@ -147,7 +149,7 @@ func (s *stateDir) loadIdentity() (id Identity, ok bool, err error) {
 	if err := decodeStrict(b, &id); err != nil {
 		return id, false, fmt.Errorf("corrupt %s: %w", s.file(identityFile), err)
 	}
-	if id.Coordinator == "" || id.Credential == "" || id.Pin.IsZero() || len(id.Node.Addresses) == 0 {
+	if id.Coordinator == "" || id.Credential == "" || len(id.Pins) == 0 || len(id.Node.Addresses) == 0 {
 		return id, false, fmt.Errorf("corrupt %s: missing coordinator, pin, credential or addresses", s.file(identityFile))
 	}
 	return id, true, nil

@@ -129,7 +129,7 @@ func TestOpenStateDirLock(t *testing.T) {
 func testIdentity(t *testing.T) Identity {
 	return Identity{
 		Coordinator: "https://127.0.0.1:8443",
-		Pin:         credential.Pin{1, 2, 3},
+		Pins:        credential.Pins{{Kind: credential.PinCA, Sum: [32]byte{1, 2, 3}}},
 		Credential:  credential.NewSecret("nd").String(),
 		Node: wire.Node{
 			ID: 7, Name: "a", PublicKey: mustKey(t).PublicKey().String(),

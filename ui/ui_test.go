@@ -19,7 +19,7 @@ import (
 var testSecret = credential.Secret{ID: "ad0123456789ab", Value: "c2VjcmV0LXZhbHVlLW9mLWEtdGVzdC1hZG1pbi10b2tlbg"}
 
 // testToken is testSecret as admin.token holds it.
-var testToken = credential.Bundle{URL: "https://coord.example:8443", Pin: credential.Pin{1}, Secret: testSecret}.Encode(credential.AdminTokenPrefix)
+var testToken = credential.Bundle{URL: "https://coord.example:8443", Pins: credential.Pins{{Kind: credential.PinCA, Sum: [32]byte{1}}}, Secret: testSecret}.Encode(credential.AdminTokenPrefix)
 
 // harness is a UI over a fake API, with a log buffer.
 type harness struct {

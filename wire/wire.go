@@ -391,6 +391,13 @@ type Netmap struct {
 	// Gossip configures the node's serf member. Nil: from a coordinator
 	// without gossip; the agent runs none.
 	Gossip *Gossip `json:"gossip,omitempty"`
+	// CoordinatorPins is the coordinator's pin set (credential.Pins in
+	// their String form): its current certificate's pin and those it
+	// announced for its next one. The agent keeps it and trusts the
+	// coordinator by it from then on, so an operator rolls the certificate
+	// without re-enrolling nodes. Empty: from an older coordinator; the
+	// agent keeps the pins it has.
+	CoordinatorPins []string `json:"coordinator_pins,omitempty"`
 }
 
 // JoinKey describes a join key without its secret.

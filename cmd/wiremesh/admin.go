@@ -67,7 +67,7 @@ func (a *adminFlags) client() (*adminClient, error) {
 		url:   url,
 		token: b.Secret.String(),
 		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-			TLSClientConfig: credential.ClientTLS(b.Pin), ForceAttemptHTTP2: true,
+			TLSClientConfig: credential.ClientTLS(b.Pins), ForceAttemptHTTP2: true,
 		}},
 	}, nil
 }

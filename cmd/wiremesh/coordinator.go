@@ -7,12 +7,14 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/wiremesh/wiremesh/coordinator"
+	"github.com/wiremesh/wiremesh/credential"
 )
 
 func newCoordinatorCmd() *cobra.Command {
 	cfg := coordinator.DefaultConfig()
 	var lf logFlags
 	var prefix4, prefix6 string
+	var nextPins []string
 	cmd := &cobra.Command{
 		Use:   "coordinator",
 		Short: "Run the control plane",
@@ -31,6 +33,13 @@ certificate, and an admin token file in --data-dir, and prints their paths.`,
 			if cfg.Prefix6, err = optPrefix(prefix6); err != nil {
 				return fmt.Errorf("--prefix6: %w", err)
 			}
+			for _, s := range nextPins {
+				p, err := credential.ParsePin(s)
+				if err != nil {
+					return fmt.Errorf("--tls-next-pin: %w", err)
+				}
+				cfg.TLSNextPins = append(cfg.TLSNextPins, p)
+			}
 			c, files, err := coordinator.New(cfg)
 			if err != nil {
 				return err
@@ -44,7 +53,7 @@ certificate, and an admin token file in --data-dir, and prints their paths.`,
 			if files.CACert != "" {
 				fmt.Fprintf(out, "CA certificate:   %s\n", files.CACert)
 			}
-			fmt.Fprintf(out, "certificate pin:  %s\n", c.Pin())
+			fmt.Fprintf(out, "certificate pins: %s\n", c.Pins())
 			fmt.Fprintf(out, "admin token file: %s (use: wiremesh keys create --token-file %s)\n", files.AdminToken, files.AdminToken)
 			return c.Run(cmd.Context())
 		},
@@ -57,6 +66,7 @@ certificate, and an admin token file in --data-dir, and prints their paths.`,
 	f.StringVar(&prefix6, "prefix6", "", "IPv6 overlay prefix (default fd77:6d65:7368::/48 for a new database)")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate chain to serve instead of a generated one")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM key of --tls-cert")
+	f.StringArrayVar(&nextPins, "tls-next-pin", nil, "pin (spki-sha256:HEX) of the next certificate's key, announced to agents and in new join keys and tokens before a switch; repeatable (see docs/security.md)")
 	f.DurationVar(&cfg.KeepAlive, "keepalive", 15*time.Second, "interval of keep-alives on idle netmap streams")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, `HOST:PORT of the Prometheus /metrics endpoint (plain HTTP; "" for none)`)
 	f.Float64Var(&cfg.EnrollRate, "enroll-rate", cfg.EnrollRate, "enrollment attempts a second allowed per source address (IPv4 address or IPv6 /64) after its burst; a tenth of it for bad join keys; negative for no limit")

@@ -97,7 +97,7 @@ func raiseFileLimit(b *testing.B, need uint64) {
 type loadCoordinator struct {
 	url        string
 	metricsURL string
-	pin        credential.Pin
+	pins       credential.Pins
 	token      string // the admin token
 	admin      *http.Client
 	pid        int
@@ -157,9 +157,9 @@ func (lc *loadCoordinator) ready(tokenFile string) error {
 	if err != nil {
 		return fmt.Errorf("admin token: %w", err)
 	}
-	lc.pin, lc.token = tok.Pin, strings.TrimSpace(string(raw))
+	lc.pins, lc.token = tok.Pins, strings.TrimSpace(string(raw))
 	if lc.admin == nil {
-		lc.admin = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: credential.ClientTLS(lc.pin), ForceAttemptHTTP2: true}}
+		lc.admin = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: credential.ClientTLS(lc.pins), ForceAttemptHTTP2: true}}
 	}
 	return callJSON(context.Background(), lc.admin, http.MethodGet, lc.url+wire.PathNodes, lc.token, nil, nil)
 }
@@ -234,7 +234,7 @@ type simAgent struct {
 }
 
 // newSimAgent makes agent i, with the name and group that i gives it.
-func newSimAgent(i int, pin credential.Pin) (*simAgent, error) {
+func newSimAgent(i int, pins credential.Pins) (*simAgent, error) {
 	key, err := wgtypes.GeneratePrivateKey()
 	if err != nil {
 		return nil, fmt.Errorf("agent %d: generate key: %w", i, err)
@@ -247,7 +247,7 @@ func newSimAgent(i int, pin credential.Pin) (*simAgent, error) {
 	src := &net.TCPAddr{IP: net.IPv4(127, 1, byte(i/250), byte(i%250+1))}
 	// The agent's transport (node/control.go), bound to the source address.
 	a.tr = &http.Transport{
-		TLSClientConfig:     credential.ClientTLS(pin),
+		TLSClientConfig:     credential.ClientTLS(pins),
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 15 * time.Second, LocalAddr: src}).DialContext,
 		TLSHandshakeTimeout: 5 * time.Second,
 		ForceAttemptHTTP2:   true,
@@ -460,7 +460,7 @@ func newLoadRun(b *testing.B, lc *loadCoordinator) *loadRun {
 	start, cpu0 := time.Now(), coordCPU(b, lc)
 	r.agents = make([]*simAgent, loadAgents)
 	err := forEach(loadAgents, 4, func(i int) error {
-		a, err := newSimAgent(i, lc.pin)
+		a, err := newSimAgent(i, lc.pins)
 		if err != nil {
 			return err
 		}
@@ -789,7 +789,7 @@ func (r *loadRun) measureChange(b *testing.B, f *loadFigures, k int, prev uint64
 // its arrival in the netmaps of the bastions and of its group, and counts
 // the netmaps that its enrollment and service report sent.
 func (r *loadRun) measureEnrollment(b *testing.B, f *loadFigures) {
-	newcomer, err := newSimAgent(loadAgents, r.coord.pin)
+	newcomer, err := newSimAgent(loadAgents, r.coord.pins)
 	if err != nil {
 		b.Fatal(err)
 	}

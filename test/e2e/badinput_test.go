@@ -72,7 +72,7 @@ func TestBadInput(t *testing.T) {
 	time.Sleep(5 * time.Millisecond)
 	wrongPin := func() string {
 		b, _ := credential.ParseJoinKey(key())
-		b.Pin[0] ^= 0xff
+		b.Pins[0].Sum[0] ^= 0xff
 		return b.Encode(credential.JoinKeyPrefix)
 	}()
 

@@ -69,7 +69,8 @@ type mesh struct {
 	coord     *lab.Proc
 	dataDir   string
 	tokenFile string
-	joinKey   string // a reusable join key
+	joinKey   string   // a reusable join key
+	coordArgs []string // extra flags of the coordinator (its TLS certificate, say)
 	agents    map[string]*agent
 }
 
@@ -92,11 +93,12 @@ func newMesh(t *testing.T) *mesh {
 }
 
 // newBareMesh is newMesh without a policy: everything is denied.
-func newBareMesh(t *testing.T) *mesh {
+// coordArgs are extra flags for the coordinator.
+func newBareMesh(t *testing.T, coordArgs ...string) *mesh {
 	t.Helper()
 	lab.Require(t, "ip", "ping", "wg")
 	l := lab.New(t)
-	m := &mesh{t: t, lab: l, agents: map[string]*agent{}}
+	m := &mesh{t: t, lab: l, agents: map[string]*agent{}, coordArgs: coordArgs}
 	m.coordHost = l.AddHost("coord")
 	m.dataDir = t.TempDir()
 	m.tokenFile = filepath.Join(m.dataDir, "admin.token")
@@ -147,9 +149,9 @@ func (m *mesh) coordURL() string {
 
 func (m *mesh) startCoordinator() {
 	m.t.Helper()
-	m.coord = m.coordHost.Start(m.t, "coordinator", nil, bin, "coordinator",
+	m.coord = m.coordHost.Start(m.t, "coordinator", nil, append([]string{bin, "coordinator",
 		"--data-dir", m.dataDir, "--listen", fmt.Sprintf("%s:%d", m.coordHost.Addr, coordPort),
-		"--keepalive", "2s", "--log-format", "json")
+		"--keepalive", "2s", "--log-format", "json"}, m.coordArgs...)...)
 	if err := m.coord.WaitLog("coordinator listening", 10*time.Second); err != nil {
 		m.t.Fatalf("coordinator did not start: %v\n%s", err, m.coord.Log())
 	}

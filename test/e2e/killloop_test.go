@@ -227,13 +227,13 @@ func newStormClient(t *testing.T, h *lab.Host, jk credential.Bundle, i int) *sto
 		key:      k,
 		pub:      k.PublicKey().String(),
 		src:      src,
-		http:     pinnedClient(h, jk.Pin, src),
+		http:     pinnedClient(h, jk.Pins, src),
 	}
 }
 
-// pinnedClient is an HTTPS client that trusts the coordinator with pin and
+// pinnedClient is an HTTPS client that trusts the coordinator by pins and
 // dials from inside h's namespace, from src if it is valid.
-func pinnedClient(h *lab.Host, pin credential.Pin, src netip.Addr) *http.Client {
+func pinnedClient(h *lab.Host, pins credential.Pins, src netip.Addr) *http.Client {
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var conn net.Conn
 		err := h.Do(func() error {
@@ -248,7 +248,7 @@ func pinnedClient(h *lab.Host, pin credential.Pin, src netip.Addr) *http.Client 
 		return conn, err
 	}
 	return &http.Client{Transport: &http.Transport{
-		TLSClientConfig:     credential.ClientTLS(pin),
+		TLSClientConfig:     credential.ClientTLS(pins),
 		DialContext:         dial,
 		TLSHandshakeTimeout: 5 * time.Second,
 		ForceAttemptHTTP2:   true,
@@ -590,7 +590,7 @@ func newAdminClient(t *testing.T, h *lab.Host, tokenFile string) *adminClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &adminClient{url: tok.URL, token: tok.Secret.String(), http: pinnedClient(h, tok.Pin, netip.Addr{})}
+	c := &adminClient{url: tok.URL, token: tok.Secret.String(), http: pinnedClient(h, tok.Pins, netip.Addr{})}
 	t.Cleanup(c.http.CloseIdleConnections)
 	return c
 }

@@ -114,7 +114,7 @@ func (m *mesh) pinnedTLS(t *testing.T) *tls.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return credential.ClientTLS(tok.Pin)
+	return credential.ClientTLS(tok.Pins)
 }
 
 // TestRestartsAndOutage: an agent restart keeps key and address; a

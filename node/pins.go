@@ -1,0 +1,39 @@
+package node
+
+import "github.com/wiremesh/wiremesh/credential"
+
+// coordinatorPins returns the pins the agent trusts the coordinator by.
+func (a *Agent) coordinatorPins() credential.Pins {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.pins
+}
+
+// adoptPins keeps the coordinator's pin set from a netmap received over a
+// connection the current pins authenticated: new connections are trusted
+// by it, and node.json keeps it, so the coordinator rolls its certificate
+// without re-enrolling nodes. This is also how a node enrolled before key
+// pins (pinning its coordinator's CA, perhaps a public one) moves to the
+// key pin on its first netmap. An empty set (an older coordinator)
+// changes nothing.
+func (a *Agent) adoptPins(ss []string) {
+	if len(ss) == 0 {
+		return
+	}
+	pins, err := credential.ParsePins(ss)
+	if err != nil {
+		a.log.Warn("ignoring the coordinator pins of a netmap", "err", err)
+		return
+	}
+	a.mu.Lock()
+	same := a.pins.Equal(pins)
+	a.pins = pins
+	a.mu.Unlock()
+	if same {
+		return
+	}
+	a.log.Info("coordinator pins changed", "pin", pins.String())
+	if err := a.saveIdentity(); err != nil {
+		a.log.Warn("cannot keep the coordinator pins; using them until the agent stops", "err", err)
+	}
+}
