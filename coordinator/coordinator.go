@@ -41,7 +41,8 @@ type Coordinator struct {
 
 	metrics *metrics // nil-safe; nil for a Coordinator not made by New
 
-	enroll *enrollGate // per-source limit of enrollment attempts
+	enroll    *enrollGate   // per-source limit of enrollment attempts
+	endpoints *endpointGate // per-node spacing of endpoint changes
 
 	started time.Time // when New ran: ephemeral nodes count as offline from here at most
 }
@@ -114,6 +115,7 @@ func New(cfg Config) (*Coordinator, Files, error) {
 	c := &Coordinator{cfg: cfg, log: cfg.Logger, store: store, cert: cert, pin: pin, proof: proof, online: map[int64]int{}, started: time.Now()}
 	c.metrics = newMetrics(c)
 	c.enroll = newEnrollGate(cfg, time.Now)
+	c.endpoints = newEndpointGate(cfg.EndpointInterval, time.Now)
 	if _, err := os.Stat(f.AdminToken); errors.Is(err, os.ErrNotExist) {
 		if err := c.writeAdminToken(f.AdminToken); err != nil {
 			store.Close()

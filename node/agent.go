@@ -47,7 +47,9 @@ type Config struct {
 	// ListenPort is WireGuard's UDP port. Zero: 51820.
 	ListenPort int
 	// Endpoints are extra "ip:port" endpoints to advertise, such as a
-	// public address in front of NAT. Empty: the coordinator's observation.
+	// public address in front of NAT: at most wire.MaxEndpoints, each an
+	// IP:port literal (wire.CheckEndpoints). Empty: the coordinator's
+	// observation.
 	Endpoints []string
 	// MTU of the interface. Zero: 1420.
 	MTU int
@@ -137,6 +139,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ListenPort < 0 || c.ListenPort > 65535 {
 		return fmt.Errorf("bad listen port %d", c.ListenPort)
+	}
+	if err := wire.CheckEndpoints(c.Endpoints); err != nil {
+		return fmt.Errorf("endpoints: %w", err)
 	}
 	if c.MTU == 0 {
 		c.MTU = d.MTU

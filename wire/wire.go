@@ -345,8 +345,11 @@ type MapRequest struct {
 	// coordinator advertises no endpoint for the node.
 	ListenPort int `json:"listen_port,omitempty"`
 	// Endpoints are "ip:port" endpoints the operator gave the agent; they
-	// come before the address the coordinator observes. Empty: only the
-	// observed address is advertised.
+	// come before the address the coordinator observes. At most
+	// MaxEndpoints, each an IP:port literal (CheckEndpoints); else 400. A
+	// change comes into effect at once, or, within the coordinator's
+	// interval since the node's last change, when that interval ends (the
+	// newest value then). Empty: only the observed address is advertised.
 	Endpoints []string `json:"endpoints,omitempty"`
 	// Version is the agent's wiremesh version, shown to admins. Empty:
 	// not told.
