@@ -30,7 +30,8 @@ type Coordinator struct {
 	pin   credential.Pin
 	proof *credential.ProofKey // checks nodes' proofs of their private keys
 
-	proofTimes proofTimes // newest netmap proof time per node
+	proofTimes  proofTimes // newest netmap proof time per node
+	reportTimes proofTimes // newest services report proof time per node; strict
 
 	// pubMu serialises publish so snapshots replace each other in order.
 	pubMu sync.Mutex
@@ -113,6 +114,7 @@ func New(cfg Config) (*Coordinator, Files, error) {
 		f.Created = append(f.Created, f.Database)
 	}
 	c := &Coordinator{cfg: cfg, log: cfg.Logger, store: store, cert: cert, pin: pin, proof: proof, online: map[int64]int{}, started: time.Now()}
+	c.reportTimes.strict = true
 	c.metrics = newMetrics(c)
 	c.enroll = newEnrollGate(cfg, time.Now)
 	c.endpoints = newEndpointGate(cfg.EndpointInterval, time.Now)

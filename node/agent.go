@@ -227,6 +227,10 @@ type Agent struct {
 	netmap    *wire.Netmap // guarded by mu; the applied netmap
 	connected bool         // guarded by mu; a netmap stream is open
 	lastErr   string       // guarded by mu; why the last stream ended
+
+	// lastReport is guarded by mu: the unix time in nanoseconds of the
+	// last services report proof made.
+	lastReport int64
 }
 
 // New prepares an agent: it checks the config, locks the state dir and
