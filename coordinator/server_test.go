@@ -41,7 +41,7 @@ func startServer(t testing.TB, keepAlive time.Duration, opts ...func(*Config)) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "data")
 	cfg := Config{
 		DataDir:      dir,
 		Listen:       ln.Addr().String(),
@@ -711,7 +711,7 @@ func TestServeShutdownEndsStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _, err := New(Config{DataDir: t.TempDir(), Listen: ln.Addr().String(), Logger: slog.New(slog.DiscardHandler)})
+	c, _, err := New(Config{DataDir: filepath.Join(t.TempDir(), "data"), Listen: ln.Addr().String(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,10 @@ func newCoordinatorCmd() *cobra.Command {
 		Short: "Run the control plane",
 		Long: `Run the coordinator: the registry of nodes and join keys and the netmap
 streams of every agent. The first start creates the database, a TLS CA and
-certificate, and an admin token file in --data-dir, and prints their paths.`,
+certificate, and an admin token file in --data-dir (0700, its files 0600),
+and prints their paths. It binds --listen and --metrics-listen before it
+writes anything, refuses a data dir that group or others can access, and
+locks it (coordinator.lock) against a second coordinator.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
@@ -31,7 +34,7 @@ certificate, and an admin token file in --data-dir, and prints their paths.`,
 			if cfg.Prefix6, err = optPrefix(prefix6); err != nil {
 				return fmt.Errorf("--prefix6: %w", err)
 			}
-			c, files, err := coordinator.New(cfg)
+			c, files, err := coordinator.Start(cfg)
 			if err != nil {
 				return err
 			}
@@ -50,7 +53,7 @@ certificate, and an admin token file in --data-dir, and prints their paths.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/wiremesh", "directory for the database, TLS material and admin token")
+	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/wiremesh", "directory for the database, TLS material and admin token (mode 0700)")
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "HOST:PORT of the HTTPS API")
 	f.StringVar(&cfg.AdvertiseURL, "advertise-url", "", "https://HOST:PORT that agents and admins reach (default: https:// + --listen)")
 	f.StringVar(&prefix4, "prefix", "", "IPv4 overlay prefix (default 100.64.0.0/10 for a new database)")
