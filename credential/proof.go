@@ -222,11 +222,7 @@ func LegacyServicesProof(nodePrivate [32]byte, coordinatorKey string, at time.Ti
 
 func timedProof(purpose string, nodePrivate [32]byte, coordinatorKey string, at time.Time, extra []byte) (string, error) {
 	var ts [8]byte
-	if purpose == purposeServicesV2 {
-		binary.BigEndian.PutUint64(ts[:], uint64(at.UnixNano()))
-	} else {
-		binary.BigEndian.PutUint64(ts[:], uint64(at.Unix()))
-	}
+	binary.BigEndian.PutUint64(ts[:], uint64(proofStamp(purpose, at)))
 	mac, err := nodeMAC(nodePrivate, coordinatorKey, purpose, append(ts[:], extra...))
 	if err != nil {
 		return "", fmt.Errorf("%s proof: %w", strings.TrimSuffix(purpose, " v1"), err)
@@ -270,7 +266,16 @@ func proofMAC(mine *ecdh.PrivateKey, peer *ecdh.PublicKey, node, coord []byte, p
 	return m.Sum(nil), nil
 }
 
-// proofTime reads the time of a timed proof of purpose.
+// proofStamp is the time of a timed proof of purpose as it carries it:
+// unix nanoseconds for a services report, unix seconds otherwise.
+func proofStamp(purpose string, at time.Time) int64 {
+	if purpose == purposeServicesV2 {
+		return at.UnixNano()
+	}
+	return at.Unix()
+}
+
+// proofTime reads the time of a timed proof of purpose (proofStamp).
 func proofTime(purpose string, b []byte) time.Time {
 	u := int64(binary.BigEndian.Uint64(b))
 	if purpose == purposeServicesV2 {

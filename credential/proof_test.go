@@ -247,14 +247,18 @@ func FuzzCheckProof(f *testing.F) {
 	now := time.Now()
 	rot, _ := credential.RotationProof(node, coord.PublicKey(), next)
 	nm, _ := credential.NetmapProof(node, coord.PublicKey(), now)
+	content := []byte(`[{"name":"web","port":80}]`)
+	sp, _ := credential.ServicesProof(node, coord.PublicKey(), now, content)
 	f.Add(rot)
 	f.Add(nm)
+	f.Add(sp)
 	f.Add("")
 	f.Add("AAAA")
 	f.Add(nm[:len(nm)-2] + "==")
 	f.Add(base64.StdEncoding.EncodeToString(make([]byte, 40)))
 	rotBytes, _ := base64.StdEncoding.DecodeString(rot)
 	nmBytes, _ := base64.StdEncoding.DecodeString(nm)
+	spBytes, _ := base64.StdEncoding.DecodeString(sp)
 	f.Fuzz(func(t *testing.T, proof string) {
 		defer failOnPanic(t, "check proof %q", proof)
 		got, _ := base64.StdEncoding.DecodeString(proof)
@@ -267,6 +271,11 @@ func FuzzCheckProof(f *testing.F) {
 			t.Fatalf("netmap proof %q accepted", proof)
 		} else if err != nil && !errors.Is(err, credential.ErrProof) {
 			t.Fatalf("netmap proof %q: %v, want ErrProof", proof, err)
+		}
+		if _, err := coord.CheckServices(pub, proof, content, now); err == nil && !bytes.Equal(got, spBytes) {
+			t.Fatalf("services proof %q accepted", proof)
+		} else if err != nil && !errors.Is(err, credential.ErrProof) {
+			t.Fatalf("services proof %q: %v, want ErrProof", proof, err)
 		}
 	})
 }
