@@ -85,7 +85,8 @@ func TestAPIDocExamples(t *testing.T) {
 		"NODE=web-1", "GONE=web-2",
 		"CRED="+web1.Credential, "PUB="+web1.Node.PublicKey,
 		"PROOF="+netmapProof(t, ts.c, web1.Node.PublicKey),
-		"SPROOF="+servicesProof(t, ts.c, web1.Node.PublicKey),
+		// The services report example's proof covers its services.
+		"SPROOF="+servicesProof(t, ts.c, web1.Node.PublicKey, []wire.Service{{Name: "web", Port: 8080, Health: "passing"}}),
 		"NEWPUB="+newPublicKey(t),
 		"KEY_ID="+revocable.Key.ID, "ADMIN_ID="+adm.Token.ID,
 	)

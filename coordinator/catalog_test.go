@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -31,7 +32,7 @@ func TestServicesCatalog(t *testing.T) {
 	}
 
 	report := func(cred, key string, svcs ...wire.Service) (int, []byte) {
-		return ts.doJSON(t, "PUT", wire.PathServicesReport, cred, wire.ServicesReport{PublicKey: key, Services: svcs, Proof: servicesProof(t, ts.c, key)})
+		return ts.doJSON(t, "PUT", wire.PathServicesReport, cred, wire.ServicesReport{PublicKey: key, Services: svcs, ContentProof: servicesProof(t, ts.c, key, svcs)})
 	}
 	web := wire.Service{Name: "web", Port: 8080, Tags: []string{"v2"}, Health: "passing",
 		Checks: []wire.CheckStatus{{ID: "web:1", Status: "passing", Output: "HTTP 200"}}}
@@ -89,7 +90,11 @@ func TestServicesReportRefusals(t *testing.T) {
 	for i := range many {
 		many[i] = wire.Service{Name: fmt.Sprintf("s%d", i), Port: 1}
 	}
-	sp := servicesProof(t, ts.c, a.Node.PublicKey)
+	// rep is a report of svcs with its proof; reports are made in the order
+	// they are sent, so that each proof's time is later than the last.
+	rep := func(svcs ...wire.Service) wire.ServicesReport {
+		return wire.ServicesReport{PublicKey: a.Node.PublicKey, ContentProof: servicesProof(t, ts.c, a.Node.PublicKey, svcs), Services: svcs}
+	}
 	var refused refusals
 	for _, tt := range []struct {
 		name string
@@ -102,15 +107,15 @@ func TestServicesReportRefusals(t *testing.T) {
 		{"admin token", ts.admin, wire.ServicesReport{PublicKey: a.Node.PublicKey}, 401, ""},
 		{"other key", a.Credential, wire.ServicesReport{PublicKey: newPublicKey(t)}, 403, "public key does not match"},
 		{"no proof", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey}, 403, "proof of the node's private key missing or wrong"},
-		{"a netmap proof", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Proof: netmapProof(t, ts.c, a.Node.PublicKey)}, 403, "proof of the node's private key missing or wrong"},
-		{"bad name", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Proof: sp, Services: []wire.Service{{Name: "Web", Port: 1}}}, 400, `service 1: bad name "Web"`},
-		{"port 0", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Proof: sp, Services: []wire.Service{{Name: "web"}}}, 400, `service "web": port 0`},
-		{"bad proto", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Proof: sp, Services: []wire.Service{{Name: "web", Port: 1, Proto: "sctp"}}}, 400, `bad protocol "sctp"`},
-		{"twice", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Proof: sp, Services: []wire.Service{{Name: "web", Port: 1}, {Name: "web", Port: 2}}}, 400, "listed twice"},
-		{"bad tag", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Proof: sp, Services: []wire.Service{{Name: "web", Port: 1, Tags: []string{"a b"}}}}, 400, `bad tag "a b"`},
-		{"bad health", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Proof: sp, Services: []wire.Service{{Name: "web", Port: 1, Health: "ok"}}}, 400, `bad health "ok"`},
-		{"bad check", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Proof: sp, Services: []wire.Service{{Name: "web", Port: 1, Checks: []wire.CheckStatus{{ID: "x"}}}}}, 400, "check 1"},
-		{"too many", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, Proof: sp, Services: many}, 400, "the limit is 64"},
+		{"a netmap proof", a.Credential, wire.ServicesReport{PublicKey: a.Node.PublicKey, ContentProof: netmapProof(t, ts.c, a.Node.PublicKey)}, 403, "proof of the node's private key missing or wrong"},
+		{"bad name", a.Credential, rep(wire.Service{Name: "Web", Port: 1}), 400, `service 1: bad name "Web"`},
+		{"port 0", a.Credential, rep(wire.Service{Name: "web"}), 400, `service "web": port 0`},
+		{"bad proto", a.Credential, rep(wire.Service{Name: "web", Port: 1, Proto: "sctp"}), 400, `bad protocol "sctp"`},
+		{"twice", a.Credential, rep(wire.Service{Name: "web", Port: 1}, wire.Service{Name: "web", Port: 2}), 400, "listed twice"},
+		{"bad tag", a.Credential, rep(wire.Service{Name: "web", Port: 1, Tags: []string{"a b"}}), 400, `bad tag "a b"`},
+		{"bad health", a.Credential, rep(wire.Service{Name: "web", Port: 1, Health: "ok"}), 400, `bad health "ok"`},
+		{"bad check", a.Credential, rep(wire.Service{Name: "web", Port: 1, Checks: []wire.CheckStatus{{ID: "x"}}}), 400, "check 1"},
+		{"too many", a.Credential, rep(many...), 400, "the limit is 64"},
 		{"malformed", a.Credential, `{"public_key": x}`, 400, "malformed JSON at byte 16"},
 	} {
 		var code int
@@ -224,4 +229,51 @@ func FuzzAdminBodies(f *testing.F) {
 			checkAnswer(t, h, e.method, e.path, ts.admin, body)
 		}
 	})
+}
+
+// TestServicesReportReplay: a services report's proof covers its content
+// and its time: a replayed report, or a proof with other services, is
+// refused (403) and changes nothing; the agent's successive reports, each
+// with a later time, pass (204).
+func TestServicesReportReplay(t *testing.T) {
+	ts := startServer(t, time.Hour)
+	jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{})
+	a := ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: "a"})
+	pub := a.Node.PublicKey
+	web := []wire.Service{{Name: "web", Port: 8080, Health: "passing"}}
+	db := []wire.Service{{Name: "db", Port: 5432, Health: "passing"}}
+	put := func(what string, r wire.ServicesReport, wantCode int, wantErr string) {
+		t.Helper()
+		code, body := ts.doJSON(t, "PUT", wire.PathServicesReport, a.Credential, r)
+		if code != wantCode || (wantErr != "" && !strings.Contains(errorOf(t, body).Error, wantErr)) {
+			t.Errorf("%s: %d %s, want %d %q", what, code, body, wantCode, wantErr)
+		}
+	}
+	stored := func() []string {
+		var names []string
+		for _, sv := range mustNodes(t, ts.c.Store())[0].Services {
+			names = append(names, sv.Name)
+		}
+		return names
+	}
+	first := wire.ServicesReport{PublicKey: pub, Services: web, ContentProof: servicesProof(t, ts.c, pub, web)}
+	early := servicesProof(t, ts.c, pub, db) // made before the next, sent after it
+	put("the agent's first report", first, 204, "")
+	put("the same report again", first, 403, "a replayed report")
+	put("the first report's proof with other services", wire.ServicesReport{PublicKey: pub, Services: db, ContentProof: first.ContentProof}, 403, "proof of the node's private key missing or wrong")
+	put("a fresh proof for web with db", wire.ServicesReport{PublicKey: pub, Services: db, ContentProof: servicesProof(t, ts.c, pub, web)}, 403, "proof of the node's private key missing or wrong")
+	legacy, err := credential.LegacyServicesProof(privateKeyOf(t, pub), ts.c.PublicProofKey(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	put("a protocol 3 proof (no content)", wire.ServicesReport{PublicKey: pub, Services: db, Proof: legacy}, 403, "proof of the node's private key missing or wrong")
+	if got := stored(); !slices.Equal(got, []string{"web"}) {
+		t.Fatalf("after refused reports the node runs %v, want [web]", got)
+	}
+	put("the agent's second report", wire.ServicesReport{PublicKey: pub, Services: db, ContentProof: servicesProof(t, ts.c, pub, db)}, 204, "")
+	put("a proof made before the second report, sent after it", wire.ServicesReport{PublicKey: pub, Services: db, ContentProof: early}, 403, "a replayed report")
+	put("the agent's third report", wire.ServicesReport{PublicKey: pub, Services: append(web, db...), ContentProof: servicesProof(t, ts.c, pub, append(web, db...))}, 204, "")
+	if got := stored(); !slices.Equal(got, []string{"web", "db"}) && !slices.Equal(got, []string{"db", "web"}) {
+		t.Errorf("after the third report the node runs %v, want web and db", got)
+	}
 }

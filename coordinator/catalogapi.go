@@ -40,7 +40,18 @@ func (c *Coordinator) handleServicesReport(w http.ResponseWriter, r *http.Reques
 	if !ok {
 		return
 	}
-	if _, err := c.proof.CheckServices(req.PublicKey, req.Proof, time.Now()); err != nil {
+	// The proof covers the services as decoded: a re-encoding of them is
+	// what the agent's ServicesContent computed before sending.
+	content, err := wire.ServicesContent(req.Services)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	at, err := c.proof.CheckServices(req.PublicKey, req.ContentProof, content, time.Now())
+	if err == nil {
+		err = c.reportTimes.accept(node.ID, at)
+	}
+	if err != nil {
 		c.refuseProof(w, r, node, err)
 		return
 	}

@@ -65,6 +65,11 @@ type Config struct {
 	// make at once; a quarter of it (at least 1) is its burst of attempts
 	// refused for a bad join key. Zero: DefaultEnrollBurst.
 	EnrollBurst int
+	// EndpointInterval is the least time between two changes of one
+	// node's endpoints that reach its peers: a change within it is held,
+	// and the newest held value applied when it ends. Zero:
+	// DefaultEndpointInterval.
+	EndpointInterval time.Duration
 	// EphemeralTimeout is how long an ephemeral node may be offline before
 	// it is deleted. Zero: DefaultEphemeralTimeout.
 	EphemeralTimeout time.Duration
@@ -81,6 +86,7 @@ func DefaultConfig() Config {
 		EnrollRate:    DefaultEnrollRate,
 		EnrollBurst:   DefaultEnrollBurst,
 
+		EndpointInterval: DefaultEndpointInterval,
 		EphemeralTimeout: DefaultEphemeralTimeout,
 	}
 }
@@ -141,6 +147,12 @@ func (c *Config) Validate() error {
 	}
 	if c.EnrollBurst < 0 {
 		return fmt.Errorf("bad enrollment burst %d: want 1 or more", c.EnrollBurst)
+	}
+	if c.EndpointInterval < 0 {
+		return fmt.Errorf("bad endpoint interval %s: want a positive duration", c.EndpointInterval)
+	}
+	if c.EndpointInterval == 0 {
+		c.EndpointInterval = DefaultEndpointInterval
 	}
 	if c.EphemeralTimeout < 0 {
 		return fmt.Errorf("bad ephemeral timeout %s: want a positive duration", c.EphemeralTimeout)

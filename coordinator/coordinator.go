@@ -30,7 +30,8 @@ type Coordinator struct {
 	pins  credential.Pins      // the current pin first, then the announced next ones
 	proof *credential.ProofKey // checks nodes' proofs of their private keys
 
-	proofTimes proofTimes // newest netmap proof time per node
+	proofTimes  proofTimes // newest netmap proof time per node
+	reportTimes proofTimes // newest services report proof time per node; strict
 
 	// pubMu serialises publish so snapshots replace each other in order.
 	pubMu sync.Mutex
@@ -41,9 +42,13 @@ type Coordinator struct {
 
 	metrics *metrics // nil-safe; nil for a Coordinator not made by New
 
-	enroll *enrollGate // per-source limit of enrollment attempts
+	enroll    *enrollGate   // per-source limit of enrollment attempts
+	endpoints *endpointGate // per-node spacing of endpoint changes
 
 	started time.Time // when New ran: ephemeral nodes count as offline from here at most
+
+	dir *dataDir  // locked until Close
+	ls  Listeners // bound by Start; zero: Run binds them
 }
 
 // snapshot is an immutable view of the nodes and the compiled policy at
@@ -75,14 +80,23 @@ type Files struct {
 	Created []string
 }
 
-// New opens (creating on first start) the coordinator's data dir.
-func New(cfg Config) (*Coordinator, Files, error) {
+// New opens (creating on first start) the coordinator's data dir: it
+// refuses a dir that group or others can access and one another
+// coordinator holds, and makes the files in it 0600 (openDataDir). A
+// coordinator process starts with Start, which binds its ports first.
+func New(cfg Config) (_ *Coordinator, _ Files, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, Files{}, err
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, Files{}, fmt.Errorf("create data dir: %w", err)
+	dir, err := openDataDir(cfg.DataDir, cfg.Logger)
+	if err != nil {
+		return nil, Files{}, err
 	}
+	defer func() {
+		if err != nil {
+			dir.Close()
+		}
+	}()
 	f := Files{
 		Database:   filepath.Join(cfg.DataDir, "wiremesh.db"),
 		AdminToken: filepath.Join(cfg.DataDir, "admin.token"),
@@ -117,9 +131,11 @@ func New(cfg Config) (*Coordinator, Files, error) {
 			pins = append(pins, p)
 		}
 	}
-	c := &Coordinator{cfg: cfg, log: cfg.Logger, store: store, cert: cert, pins: pins, proof: proof, online: map[int64]int{}, started: time.Now()}
+	c := &Coordinator{cfg: cfg, log: cfg.Logger, dir: dir, store: store, cert: cert, pins: pins, proof: proof, online: map[int64]int{}, started: time.Now()}
+	c.reportTimes.strict = true
 	c.metrics = newMetrics(c)
 	c.enroll = newEnrollGate(cfg, time.Now)
+	c.endpoints = newEndpointGate(cfg.EndpointInterval, time.Now)
 	if _, err := os.Stat(f.AdminToken); errors.Is(err, os.ErrNotExist) {
 		if err := c.writeAdminToken(f.AdminToken); err != nil {
 			store.Close()
@@ -179,8 +195,14 @@ func (c *Coordinator) Pins() credential.Pins { return c.pins }
 // Store returns the coordinator's store.
 func (c *Coordinator) Store() *Store { return c.store }
 
-// Close closes the store. Call it after Serve returned.
-func (c *Coordinator) Close() error { return c.store.Close() }
+// Close closes the store and the listeners Start bound, and unlocks the
+// data dir. Call it after Serve or Run returned.
+func (c *Coordinator) Close() error {
+	c.ls.close()
+	err := c.store.Close()
+	c.dir.Close()
+	return err
+}
 
 // Serve serves the API on ln until ctx is done, then shuts down, closing
 // open streams.
@@ -218,21 +240,21 @@ func (c *Coordinator) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// Run listens on the configured address and serves until ctx is done.
+// Run serves on the listeners Start bound (for a Coordinator made by New,
+// on the configured addresses) until ctx is done.
 func (c *Coordinator) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", c.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", c.cfg.Listen, err)
-	}
-	if c.cfg.MetricsListen != "" {
-		ms, err := c.listenMetrics()
+	if c.ls.API == nil {
+		ls, err := listen(c.cfg)
 		if err != nil {
-			ln.Close()
 			return err
 		}
+		c.ls = ls
+	}
+	if c.ls.Metrics != nil {
+		ms := c.serveMetrics(c.ls.Metrics)
 		defer ms.close()
 	}
-	return c.Serve(ctx, ln)
+	return c.Serve(ctx, c.ls.API)
 }
 
 // publish loads the nodes and makes them the current snapshot, waking

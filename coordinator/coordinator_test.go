@@ -2,7 +2,10 @@ package coordinator
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 )
 
 func newForTest(t *testing.T, dir string) (*Coordinator, Files) {
@@ -100,7 +104,7 @@ func TestDataDirFiles(t *testing.T) {
 // A data dir whose admin.token was removed gets a new, working token; the
 // old one keeps working.
 func TestAdminTokenRecreated(t *testing.T) {
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "data")
 	c, _ := newForTest(t, dir)
 	old := readAdminToken(t, dir)
 	c.Close()
@@ -126,7 +130,7 @@ func TestAdminTokenRecreated(t *testing.T) {
 }
 
 func TestNewRefusesOtherPrefix(t *testing.T) {
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "data")
 	c, _ := newForTest(t, dir)
 	c.Close()
 	_, _, err := New(Config{DataDir: dir, Listen: "127.0.0.1:0", Prefix4: netip.MustParsePrefix("10.0.0.0/8"), Logger: slog.New(slog.DiscardHandler)})
@@ -174,4 +178,140 @@ func TestConfigValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDataDirRefused: a data dir that group or others can access is
+// refused with the fix, and nothing is written in it.
+func TestDataDirRefused(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{DataDir: dir, Listen: "127.0.0.1:0", AdvertiseURL: "https://127.0.0.1:1", MetricsListen: "", Logger: slog.New(slog.DiscardHandler)}
+	for name, start := range map[string]func(Config) (*Coordinator, Files, error){"New": New, "Start": Start} {
+		c, _, err := start(cfg)
+		if err == nil {
+			c.Close()
+			t.Fatalf("%s with a 0755 data dir: no error", name)
+		}
+		if want := "chmod 700 " + dir; !strings.Contains(err.Error(), want) {
+			t.Errorf("%s with a 0755 data dir: %v; want the fix %q", name, err, want)
+		}
+		assertEmpty(t, dir)
+	}
+}
+
+// assertEmpty fails unless dir is empty.
+func assertEmpty(t *testing.T, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 0 {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Errorf("%s holds %v, want nothing written", dir, names)
+	}
+}
+
+// TestDataDirFilesFixed: a database and a key that group or others could
+// read (as an older coordinator left them under umask 022) are made 0600
+// at start, with a warning; so are the database's -wal and -shm files,
+// whatever the umask.
+func TestDataDirFilesFixed(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	c, _ := newForTest(t, dir)
+	c.Close()
+	for _, name := range []string{"wiremesh.db", "proof.key"} {
+		if err := os.Chmod(filepath.Join(dir, name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := unix.Umask(0)
+	defer unix.Umask(old)
+	var logs strings.Builder
+	c, _, err := New(Config{DataDir: dir, Listen: "127.0.0.1:0", AdvertiseURL: "https://127.0.0.1:1", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, name := range []string{"wiremesh.db", "wiremesh.db-wal", "wiremesh.db-shm", "proof.key", "admin.token", lockFile} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if m := fi.Mode().Perm(); m != 0o600 {
+			t.Errorf("%s mode %#o, want 0600", name, m)
+		}
+	}
+	for _, name := range []string{"wiremesh.db", "proof.key"} {
+		if !strings.Contains(logs.String(), filepath.Join(dir, name)+" mode=0644") {
+			t.Errorf("no warning about %s in the logs:\n%s", name, logs.String())
+		}
+	}
+}
+
+// TestDataDirBusyPort: Start binds its ports before it writes anything: a
+// busy API or metrics port leaves a new data dir unmade and an existing
+// empty one empty.
+func TestDataDirBusyPort(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	empty := t.TempDir()
+	if err := os.Chmod(empty, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "data")
+	for _, tc := range []struct{ listen, metrics, want string }{
+		{busy.Addr().String(), "", "--listen"},
+		{"127.0.0.1:0", busy.Addr().String(), "--metrics-listen"},
+	} {
+		for _, dir := range []string{empty, missing} {
+			c, _, err := Start(Config{DataDir: dir, Listen: tc.listen, MetricsListen: tc.metrics, AdvertiseURL: "https://127.0.0.1:1", Logger: slog.New(slog.DiscardHandler)})
+			if err == nil {
+				c.Close()
+				t.Fatalf("Start on busy %s: no error", busy.Addr())
+			}
+			if !strings.Contains(err.Error(), "address already in use") || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Start on busy %s: %v; want it to say so and name %s", busy.Addr(), err, tc.want)
+			}
+		}
+		assertEmpty(t, empty)
+		if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the data dir was made (%v)", err)
+		}
+	}
+}
+
+// TestDataDirLocked: a second coordinator on the data dir of a running one
+// is refused, naming the lock and the first one's pid; once the first
+// closes, it starts.
+func TestDataDirLocked(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	cfg := Config{DataDir: dir, Listen: "127.0.0.1:0", AdvertiseURL: "https://127.0.0.1:1", MetricsListen: "", Logger: slog.New(slog.DiscardHandler)}
+	first, _, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = Start(cfg)
+	want := fmt.Sprintf("data dir %s is in use by another coordinator (pid %d holds %s)", dir, os.Getpid(), filepath.Join(dir, lockFile))
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("second coordinator: %v; want %q", err, want)
+	}
+	first.Close()
+	second, _, err := Start(cfg)
+	if err != nil {
+		t.Fatalf("after the first closed: %v", err)
+	}
+	second.Close()
 }

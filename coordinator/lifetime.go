@@ -16,13 +16,16 @@ const DefaultEphemeralTimeout = 5 * time.Minute
 // maintain does the coordinator's timed work until ctx is done: it
 // publishes each node expiry when it falls due, so that peers drop the
 // node at once, and deletes ephemeral nodes that have been offline for
-// the ephemeral timeout.
+// the ephemeral timeout, and applies endpoint changes held back by the
+// endpoint gate when their interval ends.
 func (c *Coordinator) maintain(ctx context.Context) {
 	sweepEvery := min(max(c.cfg.EphemeralTimeout/4, 100*time.Millisecond), 30*time.Second)
 	sweep := time.NewTicker(sweepEvery)
 	defer sweep.Stop()
 	due := time.NewTimer(0) // expiries that fell due while it was down
 	defer due.Stop()
+	held := time.NewTimer(0)
+	defer held.Stop()
 	retry := false
 	for {
 		s := c.state.Load()
@@ -34,6 +37,13 @@ func (c *Coordinator) maintain(ctx context.Context) {
 			retry = !c.expireDue(ctx)
 		case <-sweep.C:
 			c.sweepEphemeral(ctx)
+		case <-c.endpoints.wake:
+		case <-held.C:
+		}
+		if next := c.applyHeldEndpoints(ctx); !next.IsZero() {
+			held.Reset(time.Until(next))
+		} else {
+			held.Stop()
 		}
 		// Every wake-up re-arms the expiry timer from the newest snapshot.
 		switch s = c.state.Load(); {

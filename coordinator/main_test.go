@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,11 +63,26 @@ func netmapProof(t testing.TB, c *Coordinator, pub string) string {
 	return p
 }
 
-// servicesProof returns the proof an agent with public key pub (made by
-// newPublicKey) sends with a services report now.
-func servicesProof(t testing.TB, c *Coordinator, pub string) string {
+// lastReportProof is the time (unix nanoseconds) of the last proof
+// servicesProof made: like an agent, it makes each later than the last.
+var lastReportProof atomic.Int64
+
+// servicesProof returns the content proof an agent with public key pub
+// (made by newPublicKey) sends with a services report of svcs now.
+func servicesProof(t testing.TB, c *Coordinator, pub string, svcs []wire.Service) string {
 	t.Helper()
-	p, err := credential.ServicesProof(privateKeyOf(t, pub), c.PublicProofKey(), time.Now())
+	at := time.Now().UnixNano()
+	for last := lastReportProof.Load(); ; last = lastReportProof.Load() {
+		at = max(at, last+1)
+		if lastReportProof.CompareAndSwap(last, at) {
+			break
+		}
+	}
+	content, err := wire.ServicesContent(svcs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := credential.ServicesProof(privateKeyOf(t, pub), c.PublicProofKey(), time.Unix(0, at), content)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -269,13 +268,8 @@ type metricsServer struct {
 	wg  sync.WaitGroup // the Serve goroutine
 }
 
-// listenMetrics binds Config.MetricsListen and serves the metrics there
-// (plain HTTP) until close.
-func (c *Coordinator) listenMetrics() (*metricsServer, error) {
-	ln, err := net.Listen("tcp", c.cfg.MetricsListen)
-	if err != nil {
-		return nil, fmt.Errorf("metrics: %w (choose another with --metrics-listen, or \"\" for none)", err)
-	}
+// serveMetrics serves the metrics on ln (plain HTTP) until close.
+func (c *Coordinator) serveMetrics(ln net.Listener) *metricsServer {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", c.MetricsHandler())
 	ms := &metricsServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
@@ -287,7 +281,7 @@ func (c *Coordinator) listenMetrics() (*metricsServer, error) {
 		}
 	}()
 	c.log.Info("metrics listening", "addr", ln.Addr().String())
-	return ms, nil
+	return ms
 }
 
 // close stops serving and waits for the serving goroutine.

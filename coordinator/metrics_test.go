@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -155,7 +156,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	maddr := mln.Addr().String()
 	mln.Close()
-	c, _, err := New(Config{DataDir: t.TempDir(), Listen: addr, MetricsListen: maddr, Logger: slog.New(slog.DiscardHandler)})
+	c, _, err := New(Config{DataDir: filepath.Join(t.TempDir(), "data"), Listen: addr, MetricsListen: maddr, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

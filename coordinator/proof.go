@@ -47,20 +47,30 @@ func (c *Coordinator) handleCoordinatorKey(w http.ResponseWriter, _ *http.Reques
 	writeJSON(w, http.StatusOK, wire.CoordinatorKey{PublicKey: c.proof.PublicKey()})
 }
 
-// proofTimes holds, per node, the time of the newest netmap proof the
-// coordinator accepted, so that an older one is refused. It is kept in
-// memory: after a restart only the time window applies.
+// proofTimes holds, per node, the time of the newest proof of a kind (a
+// netmap request's, a services report's) the coordinator accepted, so that
+// an older one is refused. It is kept in memory: after a restart only the
+// time window applies.
 type proofTimes struct {
+	// strict refuses a time equal to the newest accepted too: a services
+	// report's proof carries nanoseconds, and the agent makes each later
+	// than the last, so an equal time is a replay. Netmap proofs carry
+	// seconds, and an agent may open two streams within one.
+	strict bool
+
 	mu   sync.Mutex
 	last map[int64]time.Time // node id → newest accepted proof time; guarded by mu
 }
 
 // accept records at as node id's newest proof time, unless it is older
-// than the newest already accepted. Equal times pass: an agent may open
-// two streams within a second.
+// than the newest already accepted (or, strict, not newer).
 func (p *proofTimes) accept(id int64, at time.Time) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if last, ok := p.last[id]; ok && p.strict && !at.After(last) {
+		return fmt.Errorf("%w: the report's proof was made at %s, not after that of a report this node already made (%s): a replayed report",
+			credential.ErrProofTime, at.UTC().Format(time.RFC3339Nano), last.UTC().Format(time.RFC3339Nano))
+	}
 	if last, ok := p.last[id]; ok && at.Before(last) {
 		return fmt.Errorf("%w: the proof was made at %s, before one this node already used (%s); check the node's clock",
 			credential.ErrProofTime, at.UTC().Format(time.RFC3339), last.UTC().Format(time.RFC3339))

@@ -35,7 +35,7 @@ func TestCoordinatorKey(t *testing.T) {
 // TestProofKeyFile: a data dir without proof.key (from an older
 // coordinator) gets one at the next start; a corrupt one stops the start.
 func TestProofKeyFile(t *testing.T) {
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "data")
 	c, f := newForTest(t, dir)
 	first := c.PublicProofKey()
 	c.Close()

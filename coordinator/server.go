@@ -229,7 +229,7 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := c.recordEndpoints(r, node.ID, req); err != nil {
+	if err := c.recordEndpoints(r, node, req); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error(), nil)
 		return
 	}
@@ -306,15 +306,13 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 }
 
 // recordEndpoints stores where the node's WireGuard can be reached: the
-// endpoints it names, then the address this request came from.
-func (c *Coordinator) recordEndpoints(r *http.Request, id int64, req wire.MapRequest) error {
-	var eps []string
-	for _, e := range req.Endpoints {
-		if _, _, err := net.SplitHostPort(e); err != nil {
-			return fmt.Errorf("bad endpoint %q: want IP:PORT", e)
-		}
-		eps = append(eps, e)
+// endpoints it names, then the address this request came from; a change
+// soon after the node's last one is held (endpointGate).
+func (c *Coordinator) recordEndpoints(r *http.Request, node wire.Node, req wire.MapRequest) error {
+	if err := wire.CheckEndpoints(req.Endpoints); err != nil {
+		return err
 	}
+	eps := slices.Clone(req.Endpoints)
 	if req.ListenPort < 0 || req.ListenPort > 65535 {
 		return fmt.Errorf("bad listen port %d", req.ListenPort)
 	}
@@ -326,7 +324,10 @@ func (c *Coordinator) recordEndpoints(r *http.Request, id int64, req wire.MapReq
 			}
 		}
 	}
-	ver, err := c.store.SetEndpoints(r.Context(), id, eps)
+	if !c.endpoints.offer(node.ID, node.Endpoints, eps) {
+		return nil
+	}
+	ver, err := c.store.SetEndpoints(r.Context(), node.ID, eps)
 	if err != nil {
 		return err
 	}

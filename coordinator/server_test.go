@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -40,7 +41,7 @@ func startServer(t testing.TB, keepAlive time.Duration, opts ...func(*Config)) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "data")
 	cfg := Config{
 		DataDir:      dir,
 		Listen:       ln.Addr().String(),
@@ -665,6 +666,10 @@ func TestNetmapRefusals(t *testing.T) {
 		{"proof made 6 minutes ago", a.Credential, wire.MapRequest{PublicKey: pub, Proof: proofAt(privateKeyOf(t, pub), now.Add(-6*time.Minute))}, 403, "netmap proof time refused"},
 		{"proof made 6 minutes ahead", a.Credential, wire.MapRequest{PublicKey: pub, Proof: proofAt(privateKeyOf(t, pub), now.Add(6*time.Minute))}, 403, "netmap proof time refused"},
 		{"bad endpoint", a.Credential, wire.MapRequest{PublicKey: pub, Proof: good, Endpoints: []string{"nonsense"}}, 400, `bad endpoint "nonsense"`},
+		{"41 endpoints", a.Credential, wire.MapRequest{PublicKey: pub, Proof: good, Endpoints: slices.Repeat([]string{"192.0.2.1:51820"}, 41)}, 400, "41 endpoints given: at most 8 are allowed"},
+		{"host name endpoint", a.Credential, wire.MapRequest{PublicKey: pub, Proof: good, Endpoints: []string{"vpn.example.com:51820"}}, 400, `bad endpoint "vpn.example.com:51820": want an IP:port literal`},
+		{"port 0 endpoint", a.Credential, wire.MapRequest{PublicKey: pub, Proof: good, Endpoints: []string{"192.0.2.1:0"}}, 400, `bad endpoint "192.0.2.1:0": port 0`},
+		{"multicast endpoint", a.Credential, wire.MapRequest{PublicKey: pub, Proof: good, Endpoints: []string{"224.0.0.1:51820"}}, 400, "multicast address"},
 		{"bad port", a.Credential, wire.MapRequest{PublicKey: pub, Proof: good, ListenPort: 70000}, 400, "bad listen port"},
 		// The proofs above were accepted at now; an older one is not.
 		{"proof older than one accepted", a.Credential, wire.MapRequest{PublicKey: pub, Proof: proofAt(privateKeyOf(t, pub), now.Add(-time.Minute))}, 403, "before one this node already used"},
@@ -680,7 +685,7 @@ func TestNetmapRefusals(t *testing.T) {
 		}
 	}
 	refused.report(t, "netmap stream: no or wrong credential, a join key, a node's credential with another public key, "+
-		"with its public key but no proof, a wrong or stale proof, bad endpoint or port",
+		"with its public key but no proof, a wrong or stale proof, bad, too many or non-literal endpoints, bad port",
 		"401 / 403 (another node's key, no proof of the node's private key: no netmap, no impersonation) / 400")
 	if eps := mustNodes(t, ts.c.Store())[0].Endpoints; len(eps) != 0 {
 		t.Errorf("refused requests recorded endpoints %v", eps)
@@ -706,7 +711,7 @@ func TestServeShutdownEndsStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _, err := New(Config{DataDir: t.TempDir(), Listen: ln.Addr().String(), Logger: slog.New(slog.DiscardHandler)})
+	c, _, err := New(Config{DataDir: filepath.Join(t.TempDir(), "data"), Listen: ln.Addr().String(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

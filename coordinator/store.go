@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/netip"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -67,6 +68,13 @@ type Store struct {
 // database created with other prefixes is refused. A zero prefix means
 // "whatever the database has, or the default".
 func OpenStore(path string, prefix4, prefix6 netip.Prefix) (*Store, error) {
+	// The database holds the gossip keyring: it and SQLite's -wal and -shm
+	// files (made with the database's mode) are 0600 whatever the umask.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	f.Close()
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -87,6 +95,12 @@ func OpenStore(path string, prefix4, prefix6 netip.Prefix) (*Store, error) {
 	if err := s.initGossipKey(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			db.Close()
+			return nil, fmt.Errorf("database: %w", err)
+		}
 	}
 	return s, nil
 }

@@ -170,7 +170,7 @@ func TestOperatorCertificatePin(t *testing.T) {
 // TestGeneratedCAPin: without an operator certificate the pin is the
 // coordinator's own CA, in the sha256: form join keys had before key pins.
 func TestGeneratedCAPin(t *testing.T) {
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "data")
 	c, f := newForTest(t, dir)
 	defer c.Close()
 	b, err := os.ReadFile(f.CACert)
@@ -196,7 +196,7 @@ func TestNextPinsValidate(t *testing.T) {
 		{"unset pin", []credential.Pin{{}}},
 		{"too many", []credential.Pin{p, p, p, p}},
 	} {
-		cfg := Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", TLSNextPins: tc.pins}
+		cfg := Config{DataDir: filepath.Join(t.TempDir(), "data"), Listen: "127.0.0.1:0", TLSNextPins: tc.pins}
 		if err := cfg.Validate(); err == nil {
 			t.Errorf("%s: Validate accepted next pins %v", tc.name, tc.pins)
 		}

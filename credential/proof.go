@@ -29,19 +29,24 @@ import (
 //
 // with the purpose and data of each request:
 //
-//	key rotation:   "wiremesh key rotation v1" || node public || new public key
-//	netmap stream:  "wiremesh netmap v1" || node public || time
-//	services report: "wiremesh services report v1" || node public || time
+//	key rotation:    "wiremesh key rotation v1" || node public || new public key
+//	netmap stream:   "wiremesh netmap v1" || node public || time
+//	services report: "wiremesh services report v2" || node public || time (ns) || SHA-256(content)
+//	(before protocol 4: "wiremesh services report v1" || node public || time)
 //
-// Keys are the 32 raw bytes; time is unix seconds, 8 bytes big-endian. The
-// coordinator computes the same key from X25519(coordinator private, node
-// public). A rotation proof is the 32-byte MAC; a netmap or services proof
-// is the time followed by the MAC; all travel in standard base64.
+// Keys are the 32 raw bytes; time is unix seconds, 8 bytes big-endian,
+// and for a services report unix nanoseconds, so that every report of an
+// agent has a time of its own; content is the report's services as
+// wire.ServicesContent encodes them. The coordinator computes the same key
+// from X25519(coordinator private, node public). A rotation proof is the
+// 32-byte MAC; a netmap or services proof is the time followed by the MAC;
+// all travel in standard base64.
 const (
-	proofKeyInfo    = "wiremesh proof key v1"
-	purposeRotate   = "wiremesh key rotation v1"
-	purposeNetmap   = "wiremesh netmap v1"
-	purposeServices = "wiremesh services report v1"
+	proofKeyInfo      = "wiremesh proof key v1"
+	purposeRotate     = "wiremesh key rotation v1"
+	purposeNetmap     = "wiremesh netmap v1"
+	purposeServices   = "wiremesh services report v1"
+	purposeServicesV2 = "wiremesh services report v2"
 )
 
 // ProofWindow is how far from the coordinator's clock the time of a netmap
@@ -125,17 +130,21 @@ func (k *ProofKey) CheckRotation(nodePublic, newPublic, proof string) error {
 // error wraps ErrProof, or ErrProofTime for a valid proof made more than
 // ProofWindow away from now.
 func (k *ProofKey) CheckNetmap(nodePublic, proof string, now time.Time) (time.Time, error) {
-	return k.checkTimed(purposeNetmap, nodePublic, proof, now)
+	return k.checkTimed(purposeNetmap, nodePublic, proof, nil, now)
 }
 
 // CheckServices checks proof of a services report of the node with public
-// key nodePublic, like CheckNetmap.
-func (k *ProofKey) CheckServices(nodePublic, proof string, now time.Time) (time.Time, error) {
-	return k.checkTimed(purposeServices, nodePublic, proof, now)
+// key nodePublic whose services encode as content (wire.ServicesContent
+// of the services the coordinator decoded), and its time against now, like
+// CheckNetmap. A proof made for other content fails with ErrProof.
+func (k *ProofKey) CheckServices(nodePublic, proof string, content []byte, now time.Time) (time.Time, error) {
+	sum := sha256.Sum256(content)
+	return k.checkTimed(purposeServicesV2, nodePublic, proof, sum[:], now)
 }
 
-// checkTimed checks a proof made of a time and a MAC over it for purpose.
-func (k *ProofKey) checkTimed(purpose, nodePublic, proof string, now time.Time) (time.Time, error) {
+// checkTimed checks a proof made of a time and a MAC over it and extra
+// for purpose; a services report's time is in nanoseconds.
+func (k *ProofKey) checkTimed(purpose, nodePublic, proof string, extra []byte, now time.Time) (time.Time, error) {
 	node, err := decodeKey32(nodePublic)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("%w: bad node public key: %w", ErrProof, err)
@@ -144,10 +153,10 @@ func (k *ProofKey) checkTimed(purpose, nodePublic, proof string, now time.Time) 
 	if err != nil {
 		return time.Time{}, err
 	}
-	if err := k.checkMAC(node, raw[8:], purpose, raw[:8]); err != nil {
+	if err := k.checkMAC(node, raw[8:], purpose, append(raw[:8:8], extra...)); err != nil {
 		return time.Time{}, err
 	}
-	at := time.Unix(int64(binary.BigEndian.Uint64(raw[:8])), 0)
+	at := proofTime(purpose, raw[:8])
 	if d := at.Sub(now); d > ProofWindow || d < -ProofWindow {
 		return at, fmt.Errorf("%w: the proof was made at %s, more than %s from the coordinator's clock (%s); check the node's clock",
 			ErrProofTime, at.UTC().Format(time.RFC3339), ProofWindow, now.UTC().Format(time.RFC3339))
@@ -191,19 +200,30 @@ func RotationProof(nodePrivate [32]byte, coordinatorKey, newPublic string) (stri
 // whose proof key is coordinatorKey (base64). The coordinator accepts it
 // within ProofWindow of at.
 func NetmapProof(nodePrivate [32]byte, coordinatorKey string, at time.Time) (string, error) {
-	return timedProof(purposeNetmap, nodePrivate, coordinatorKey, at)
+	return timedProof(purposeNetmap, nodePrivate, coordinatorKey, at, nil)
 }
 
-// ServicesProof returns the proof for a services report made at time at,
-// like NetmapProof.
-func ServicesProof(nodePrivate [32]byte, coordinatorKey string, at time.Time) (string, error) {
-	return timedProof(purposeServices, nodePrivate, coordinatorKey, at)
+// ServicesProof returns the proof for a services report made at time at
+// (to the nanosecond) whose services encode as content
+// (wire.ServicesContent), like NetmapProof. The coordinator accepts it
+// within ProofWindow of at, for that content only, and only if at is after
+// the time of every report it accepted from the node.
+func ServicesProof(nodePrivate [32]byte, coordinatorKey string, at time.Time, content []byte) (string, error) {
+	sum := sha256.Sum256(content)
+	return timedProof(purposeServicesV2, nodePrivate, coordinatorKey, at, sum[:])
 }
 
-func timedProof(purpose string, nodePrivate [32]byte, coordinatorKey string, at time.Time) (string, error) {
+// LegacyServicesProof returns the proof of a services report made at time
+// at as coordinators before protocol 4 check it: it covers neither the
+// report's content nor a time finer than a second.
+func LegacyServicesProof(nodePrivate [32]byte, coordinatorKey string, at time.Time) (string, error) {
+	return timedProof(purposeServices, nodePrivate, coordinatorKey, at, nil)
+}
+
+func timedProof(purpose string, nodePrivate [32]byte, coordinatorKey string, at time.Time, extra []byte) (string, error) {
 	var ts [8]byte
-	binary.BigEndian.PutUint64(ts[:], uint64(at.Unix()))
-	mac, err := nodeMAC(nodePrivate, coordinatorKey, purpose, ts[:])
+	binary.BigEndian.PutUint64(ts[:], uint64(proofStamp(purpose, at)))
+	mac, err := nodeMAC(nodePrivate, coordinatorKey, purpose, append(ts[:], extra...))
 	if err != nil {
 		return "", fmt.Errorf("%s proof: %w", strings.TrimSuffix(purpose, " v1"), err)
 	}
@@ -244,6 +264,24 @@ func proofMAC(mine *ecdh.PrivateKey, peer *ecdh.PublicKey, node, coord []byte, p
 	m.Write(node)
 	m.Write(data)
 	return m.Sum(nil), nil
+}
+
+// proofStamp is the time of a timed proof of purpose as it carries it:
+// unix nanoseconds for a services report, unix seconds otherwise.
+func proofStamp(purpose string, at time.Time) int64 {
+	if purpose == purposeServicesV2 {
+		return at.UnixNano()
+	}
+	return at.Unix()
+}
+
+// proofTime reads the time of a timed proof of purpose (proofStamp).
+func proofTime(purpose string, b []byte) time.Time {
+	u := int64(binary.BigEndian.Uint64(b))
+	if purpose == purposeServicesV2 {
+		return time.Unix(0, u)
+	}
+	return time.Unix(u, 0)
 }
 
 // decodeProof reads a base64 proof of n bytes.

@@ -175,14 +175,16 @@ func TestNetmapProof(t *testing.T) {
 	}
 }
 
-// A services proof and a netmap proof are not interchangeable: each names
-// its purpose.
+// A services proof covers the report's content and its time to the
+// nanosecond; it and a netmap proof are not interchangeable: each names
+// its purpose, and so does the protocol 3 services proof.
 func TestServicesProof(t *testing.T) {
 	coord := newProofKey(t)
 	node := newWGKey(t)
 	pub := node.PublicKey().String()
-	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	sp, err := credential.ServicesProof(node, coord.PublicKey(), now)
+	now := time.Date(2026, 12, 1, 10, 0, 0, 123456789, time.UTC)
+	content := []byte(`[{"name":"web","port":8080}]`)
+	sp, err := credential.ServicesProof(node, coord.PublicKey(), now, content)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,16 +192,37 @@ func TestServicesProof(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := coord.CheckServices(pub, sp, now); err != nil || !got.Equal(now) {
-		t.Errorf("services proof: %v, %v; want it accepted", got, err)
+	legacy, err := credential.LegacyServicesProof(node, coord.PublicKey(), now)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := coord.CheckServices(pub, np, now); !errors.Is(err, credential.ErrProof) {
-		t.Errorf("a netmap proof as a services proof: %v, want ErrProof", err)
+	if got, err := coord.CheckServices(pub, sp, content, now); err != nil || !got.Equal(now) {
+		t.Errorf("services proof: %v, %v; want it accepted with its time %v", got, err, now)
+	}
+	for what, other := range map[string][]byte{
+		"other services":  []byte(`[{"name":"web","port":8081}]`),
+		"no services":     []byte(`[]`),
+		"a byte appended": append(content[:len(content):len(content)], ' '),
+		"nothing":         nil,
+	} {
+		if _, err := coord.CheckServices(pub, sp, other, now); !errors.Is(err, credential.ErrProof) {
+			t.Errorf("the proof of %s checked against %s: %v, want ErrProof", content, what, err)
+		}
+	}
+	b, _ := base64.StdEncoding.DecodeString(sp)
+	b[7]++ // the time's last byte: a nanosecond later
+	if _, err := coord.CheckServices(pub, base64.StdEncoding.EncodeToString(b), content, now); !errors.Is(err, credential.ErrProof) {
+		t.Errorf("a services proof with its time moved by 1 ns: %v, want ErrProof", err)
+	}
+	for what, p := range map[string]string{"a netmap proof": np, "a protocol 3 services proof": legacy} {
+		if _, err := coord.CheckServices(pub, p, content, now); !errors.Is(err, credential.ErrProof) {
+			t.Errorf("%s as a services proof: %v, want ErrProof", what, err)
+		}
 	}
 	if _, err := coord.CheckNetmap(pub, sp, now); !errors.Is(err, credential.ErrProof) {
 		t.Errorf("a services proof as a netmap proof: %v, want ErrProof", err)
 	}
-	if _, err := coord.CheckServices(pub, sp, now.Add(credential.ProofWindow+time.Second)); !errors.Is(err, credential.ErrProofTime) {
+	if _, err := coord.CheckServices(pub, sp, content, now.Add(credential.ProofWindow+time.Second)); !errors.Is(err, credential.ErrProofTime) {
 		t.Errorf("stale services proof: %v, want ErrProofTime", err)
 	}
 }
@@ -224,14 +247,18 @@ func FuzzCheckProof(f *testing.F) {
 	now := time.Now()
 	rot, _ := credential.RotationProof(node, coord.PublicKey(), next)
 	nm, _ := credential.NetmapProof(node, coord.PublicKey(), now)
+	content := []byte(`[{"name":"web","port":80}]`)
+	sp, _ := credential.ServicesProof(node, coord.PublicKey(), now, content)
 	f.Add(rot)
 	f.Add(nm)
+	f.Add(sp)
 	f.Add("")
 	f.Add("AAAA")
 	f.Add(nm[:len(nm)-2] + "==")
 	f.Add(base64.StdEncoding.EncodeToString(make([]byte, 40)))
 	rotBytes, _ := base64.StdEncoding.DecodeString(rot)
 	nmBytes, _ := base64.StdEncoding.DecodeString(nm)
+	spBytes, _ := base64.StdEncoding.DecodeString(sp)
 	f.Fuzz(func(t *testing.T, proof string) {
 		defer failOnPanic(t, "check proof %q", proof)
 		got, _ := base64.StdEncoding.DecodeString(proof)
@@ -244,6 +271,11 @@ func FuzzCheckProof(f *testing.F) {
 			t.Fatalf("netmap proof %q accepted", proof)
 		} else if err != nil && !errors.Is(err, credential.ErrProof) {
 			t.Fatalf("netmap proof %q: %v, want ErrProof", proof, err)
+		}
+		if _, err := coord.CheckServices(pub, proof, content, now); err == nil && !bytes.Equal(got, spBytes) {
+			t.Fatalf("services proof %q accepted", proof)
+		} else if err != nil && !errors.Is(err, credential.ErrProof) {
+			t.Fatalf("services proof %q: %v, want ErrProof", proof, err)
 		}
 	})
 }

@@ -47,7 +47,9 @@ type Config struct {
 	// ListenPort is WireGuard's UDP port. Zero: 51820.
 	ListenPort int
 	// Endpoints are extra "ip:port" endpoints to advertise, such as a
-	// public address in front of NAT. Empty: the coordinator's observation.
+	// public address in front of NAT: at most wire.MaxEndpoints, each an
+	// IP:port literal (wire.CheckEndpoints). Empty: the coordinator's
+	// observation.
 	Endpoints []string
 	// MTU of the interface. Zero: 1420.
 	MTU int
@@ -138,6 +140,9 @@ func (c *Config) Validate() error {
 	if c.ListenPort < 0 || c.ListenPort > 65535 {
 		return fmt.Errorf("bad listen port %d", c.ListenPort)
 	}
+	if err := wire.CheckEndpoints(c.Endpoints); err != nil {
+		return fmt.Errorf("endpoints: %w", err)
+	}
 	if c.MTU == 0 {
 		c.MTU = d.MTU
 	}
@@ -223,6 +228,10 @@ type Agent struct {
 	netmap    *wire.Netmap    // guarded by mu; the applied netmap
 	connected bool            // guarded by mu; a netmap stream is open
 	lastErr   string          // guarded by mu; why the last stream ended
+
+	// lastReport is guarded by mu: the unix time in nanoseconds of the
+	// last services report proof made.
+	lastReport int64
 }
 
 // New prepares an agent: it checks the config, locks the state dir and

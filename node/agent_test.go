@@ -36,7 +36,7 @@ func startCoordinator(t *testing.T) *testCoordinator {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "coordinator")
 	url := "https://" + ln.Addr().String()
 	c, files, err := coordinator.New(coordinator.Config{
 		DataDir: dir, Listen: ln.Addr().String(), AdvertiseURL: url,

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/wire"
 )
 
 // coordinatorKey returns the coordinator's proof key: the one enrollment
@@ -85,18 +86,34 @@ func (a *Agent) netmapProof(coordKey string) (pub, proof string, err error) {
 	return key.PublicKey().String(), proof, err
 }
 
-// servicesProof returns the node's current public key and the proof of a
-// services report made now with its private key; "" for a coordinator
-// without a proof key.
-func (a *Agent) servicesProof(coordKey string) (pub, proof string, err error) {
+// servicesProof fills in the node's current public key and the proofs of
+// the services report req made now with its private key: the one that
+// covers its content (wire.ServicesContent) and the one older
+// coordinators check; none for a coordinator without a proof key. Each
+// report's time is at least a nanosecond after the last one's, so that the
+// coordinator, which refuses a time not after one it accepted, takes
+// reports made in the same instant or after the clock stepped back.
+func (a *Agent) servicesProof(coordKey string, req *wire.ServicesReport) error {
 	a.mu.Lock()
 	key := a.key
-	a.mu.Unlock()
-	if coordKey == "" {
-		return key.PublicKey().String(), "", nil
+	at := max(a.cfg.Clock().UnixNano(), a.lastReport+1)
+	if coordKey != "" {
+		a.lastReport = at
 	}
-	proof, err = credential.ServicesProof(key, coordKey, a.cfg.Clock())
-	return key.PublicKey().String(), proof, err
+	a.mu.Unlock()
+	req.PublicKey = key.PublicKey().String()
+	if coordKey == "" {
+		return nil
+	}
+	content, err := wire.ServicesContent(req.Services)
+	if err != nil {
+		return err
+	}
+	if req.ContentProof, err = credential.ServicesProof(key, coordKey, time.Unix(0, at), content); err != nil {
+		return err
+	}
+	req.Proof, err = credential.LegacyServicesProof(key, coordKey, time.Unix(0, at))
+	return err
 }
 
 // isProofRefusal reports whether err is the coordinator refusing a proof

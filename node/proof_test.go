@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wiremesh/wiremesh/service"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -142,5 +143,48 @@ func writeIdentity(t *testing.T, dir string, id Identity) {
 	b, _ := json.MarshalIndent(id, "", "  ")
 	if err := os.WriteFile(filepath.Join(dir, identityFile), b, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestReportsInOneInstant: an agent whose clock stands still gets each of
+// its services reports accepted: their proofs' times grow by a nanosecond
+// at least, and the coordinator, which refuses a report whose time is not
+// after the last one's as a replay, takes every one.
+func TestReportsInOneInstant(t *testing.T) {
+	tc := startCoordinator(t)
+	frozen := time.Now()
+	eng := newFakeEngine()
+	cfg := testAgentConfig(t, "a", filepath.Join(t.TempDir(), "state"), tc.joinKey(t, false), eng)
+	cfg.Clock = func() time.Time { return frozen }
+	ag, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &runningAgent{Agent: ag, name: "a", eng: eng, cancel: cancel, done: make(chan error, 1)}
+	go func() { a.done <- ag.Run(ctx) }()
+	t.Cleanup(func() { a.stop(t) })
+	waitConnected(t, a)
+
+	var defs []service.Definition
+	for i, name := range []string{"web", "db", "api"} {
+		defs = append(defs, service.Definition{Name: name, Port: uint16(8000 + i), Protocol: service.TCP})
+		if err := ag.svc.register(defs[i:]); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(waitFor)
+		for {
+			nodes, err := tc.c.Store().AdminNodes(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(nodes) == 1 && len(nodes[0].Services) == i+1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("report %d (%s registered) not accepted within %s: the coordinator has %+v", i+1, name, waitFor, nodes)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 }

@@ -49,17 +49,16 @@ func (a *Agent) report(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	pub, proof, err := a.servicesProof(ck)
-	if err != nil {
-		return err
-	}
-	req := wire.ServicesReport{PublicKey: pub, Services: []wire.Service{}, Proof: proof}
+	req := wire.ServicesReport{Services: []wire.Service{}}
 	for _, s := range a.svc.status() {
 		sv := wire.Service{Name: s.Name, Port: s.Port, Proto: s.Protocol, Tags: s.Tags, Health: s.Health.String()}
 		for _, c := range s.Checks {
 			sv.Checks = append(sv.Checks, wire.CheckStatus{ID: c.CheckID, Status: c.Status.String(), Output: c.Output})
 		}
 		req.Services = append(req.Services, sv)
+	}
+	if err := a.servicesProof(ck, &req); err != nil {
+		return err
 	}
 	return a.ctl.put(ctx, wire.PathServicesReport, a.id.Credential, req)
 }

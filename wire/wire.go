@@ -21,7 +21,12 @@ import (
 //	3 (2026-12-01): proofs of the node's private key: MapRequest.Proof and
 //	   RotateKeyRequest.Proof are required (403 without); the coordinator's
 //	   proof key in EnrollResponse and at PathCoordinatorKey.
-const ProtocolVersion = 3
+//	4 (2026-12-03): ServicesReport.ContentProof is required: it covers the
+//	   report's content and a time in nanoseconds that must grow from one
+//	   accepted report to the next (ServicesReport.Proof, which covers
+//	   neither, is ignored); MapRequest.Endpoints holds at most
+//	   MaxEndpoints IP:port literals.
+const ProtocolVersion = 4
 
 // Paths of the coordinator's HTTPS API.
 const (
@@ -239,8 +244,16 @@ type ServicesReport struct {
 	PublicKey string `json:"public_key"`
 	// Services replaces the node's services. Empty: it runs none.
 	Services []Service `json:"services"`
-	// Proof proves the node's private key at the time of the report
-	// (credential.ServicesProof); refused (403) without.
+	// ContentProof proves the node's private key, the time of the report
+	// and its Services as ServicesContent encodes them
+	// (credential.ServicesProof, base64). Refused (403) without, for
+	// other content, outside 5 minutes of the coordinator's clock, or not
+	// later than a report the coordinator accepted from the node.
+	ContentProof string `json:"content_proof,omitempty"`
+	// Proof is the proof coordinators before protocol 4 check
+	// (credential.LegacyServicesProof): the private key and the time, to
+	// the second, not the content. Coordinators from protocol 4 on ignore
+	// it. Empty: none.
 	Proof string `json:"proof,omitempty"`
 }
 
@@ -345,8 +358,11 @@ type MapRequest struct {
 	// coordinator advertises no endpoint for the node.
 	ListenPort int `json:"listen_port,omitempty"`
 	// Endpoints are "ip:port" endpoints the operator gave the agent; they
-	// come before the address the coordinator observes. Empty: only the
-	// observed address is advertised.
+	// come before the address the coordinator observes. At most
+	// MaxEndpoints, each an IP:port literal (CheckEndpoints); else 400. A
+	// change comes into effect at once, or, within the coordinator's
+	// interval since the node's last change, when that interval ends (the
+	// newest value then). Empty: only the observed address is advertised.
 	Endpoints []string `json:"endpoints,omitempty"`
 	// Version is the agent's wiremesh version, shown to admins. Empty:
 	// not told.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/wiremesh/wiremesh/node"
+	"github.com/wiremesh/wiremesh/wire"
 )
 
 func newAgentCmd() *cobra.Command {
@@ -37,6 +38,9 @@ restarts from, its last netmap.`,
 			var err error
 			if cfg.Logger, err = lf.logger(); err != nil {
 				return err
+			}
+			if err := wire.CheckEndpoints(cfg.Endpoints); err != nil {
+				return fmt.Errorf("--endpoint: %w", err)
 			}
 			if joinFile != "" {
 				if cfg.JoinKey != "" {
@@ -99,7 +103,7 @@ restarts from, its last netmap.`,
 	f.StringVar(&cfg.Name, "name", "", "node name to ask for (default: derived from the host name)")
 	f.IntVar(&cfg.ListenPort, "listen-port", cfg.ListenPort, "WireGuard UDP port")
 	f.StringVar(&cfg.Interface, "interface", cfg.Interface, "WireGuard interface name")
-	f.StringSliceVar(&cfg.Endpoints, "endpoint", nil, "extra IP:PORT endpoint to advertise to peers (repeatable)")
+	f.StringSliceVar(&cfg.Endpoints, "endpoint", nil, fmt.Sprintf("extra IP:PORT endpoint to advertise to peers, an address literal (repeatable, at most %d)", wire.MaxEndpoints))
 	f.IntVar(&cfg.MTU, "mtu", cfg.MTU, "interface MTU")
 	f.StringVar(&cfg.ServicesFile, "config", "", "HuJSON file of local services and checks (reloaded on SIGHUP)")
 	f.DurationVar(&cfg.KeyRotation, "key-rotation", 0, "replace the WireGuard key this often, e.g. 720h (default: only with wiremesh rotate-key)")

@@ -20,7 +20,10 @@ func newCoordinatorCmd() *cobra.Command {
 		Short: "Run the control plane",
 		Long: `Run the coordinator: the registry of nodes and join keys and the netmap
 streams of every agent. The first start creates the database, a TLS CA and
-certificate, and an admin token file in --data-dir, and prints their paths.`,
+certificate, and an admin token file in --data-dir (0700, its files 0600),
+and prints their paths. It binds --listen and --metrics-listen before it
+writes anything, refuses a data dir that group or others can access, and
+locks it (coordinator.lock) against a second coordinator.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
@@ -40,7 +43,7 @@ certificate, and an admin token file in --data-dir, and prints their paths.`,
 				}
 				cfg.TLSNextPins = append(cfg.TLSNextPins, p)
 			}
-			c, files, err := coordinator.New(cfg)
+			c, files, err := coordinator.Start(cfg)
 			if err != nil {
 				return err
 			}
@@ -59,7 +62,7 @@ certificate, and an admin token file in --data-dir, and prints their paths.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/wiremesh", "directory for the database, TLS material and admin token")
+	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/wiremesh", "directory for the database, TLS material and admin token (mode 0700)")
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "HOST:PORT of the HTTPS API")
 	f.StringVar(&cfg.AdvertiseURL, "advertise-url", "", "https://HOST:PORT that agents and admins reach (default: https:// + --listen)")
 	f.StringVar(&prefix4, "prefix", "", "IPv4 overlay prefix (default 100.64.0.0/10 for a new database)")
@@ -71,6 +74,7 @@ certificate, and an admin token file in --data-dir, and prints their paths.`,
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, `HOST:PORT of the Prometheus /metrics endpoint (plain HTTP; "" for none)`)
 	f.Float64Var(&cfg.EnrollRate, "enroll-rate", cfg.EnrollRate, "enrollment attempts a second allowed per source address (IPv4 address or IPv6 /64) after its burst; a tenth of it for bad join keys; negative for no limit")
 	f.IntVar(&cfg.EnrollBurst, "enroll-burst", cfg.EnrollBurst, "enrollment attempts allowed at once per source address; a quarter of it for bad join keys")
+	f.DurationVar(&cfg.EndpointInterval, "endpoint-interval", cfg.EndpointInterval, "least time between two changes of a node's endpoints that reach its peers; a change within it is held and the newest applied when it ends")
 	f.DurationVar(&cfg.EphemeralTimeout, "ephemeral-timeout", cfg.EphemeralTimeout, "how long an ephemeral node (from a join key made with --ephemeral) may be offline before it is deleted")
 	lf.add(f)
 	return cmd

@@ -2,8 +2,15 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/wiremesh/wiremesh/wire"
 )
 
 // TestEnvFlags: every flag can come from its WIREMESH_* variable, a flag on
@@ -79,5 +86,36 @@ func TestJoinFileFlag(t *testing.T) {
 	root.SetArgs([]string{"agent", "--join-file", "/nonexistent/key", "--state-dir", t.TempDir()})
 	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "/nonexistent/key") {
 		t.Errorf("missing --join-file: %v", err)
+	}
+}
+
+// TestAgentEndpointFlag: the agent refuses more than wire.MaxEndpoints
+// --endpoint flags, or one that is not an IP:port literal, with the
+// coordinator's message and before it writes anything.
+func TestAgentEndpointFlag(t *testing.T) {
+	many := make([]string, 0, 2*(wire.MaxEndpoints+1))
+	for i := range wire.MaxEndpoints + 1 {
+		many = append(many, "--endpoint", fmt.Sprintf("192.0.2.%d:51820", i+1))
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{many, "--endpoint: 9 endpoints given: at most 8 are allowed"},
+		{[]string{"--endpoint", "vpn.example.com:51820"}, `--endpoint: bad endpoint "vpn.example.com:51820": want an IP:port literal`},
+		{[]string{"--endpoint", "0.0.0.0:51820"}, `--endpoint: bad endpoint "0.0.0.0:51820": the unspecified address`},
+	} {
+		dir := filepath.Join(t.TempDir(), "state")
+		root := newRoot()
+		root.SetOut(io.Discard)
+		root.SetErr(io.Discard)
+		root.SetArgs(append([]string{"agent", "--state-dir", dir, "--join", "wmjoin1-whatever"}, tc.args...))
+		err := root.Execute()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("agent %v: %v; want an error containing %q", tc.args, err, tc.want)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("agent %v: the state dir was created (%v)", tc.args, err)
+		}
 	}
 }

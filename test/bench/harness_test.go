@@ -270,7 +270,7 @@ const coordPort = 8443
 // "wiremesh keys create".
 func startMesh(b *testing.B, bin string, h *lab.Host) *mesh {
 	b.Helper()
-	dataDir := b.TempDir()
+	dataDir := filepath.Join(b.TempDir(), "coordinator") // made 0700 by the coordinator
 	m := &mesh{b: b, bin: bin, host: h, tokenFile: filepath.Join(dataDir, "admin.token")}
 	coord := h.Start(b, "coordinator", nil, bin, "coordinator", "--data-dir", dataDir,
 		"--listen", netip.AddrPortFrom(h.Addr, coordPort).String(), "--log-format", "json")

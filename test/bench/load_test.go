@@ -293,14 +293,17 @@ func (a *simAgent) enroll(ctx context.Context, url, joinKey string) error {
 	if a.group < 0 {
 		return nil
 	}
-	proof, err := credential.ServicesProof(a.key, a.ckey, time.Now())
-	if err != nil {
-		return fmt.Errorf("%s: services proof: %w", a.name, err)
-	}
-	rep := wire.ServicesReport{PublicKey: a.pub, Proof: proof, Services: []wire.Service{
+	rep := wire.ServicesReport{PublicKey: a.pub, Services: []wire.Service{
 		{Name: "app", Port: 8080, Proto: wire.ServiceTCP},
 		{Name: "metrics", Port: 9100, Proto: wire.ServiceTCP},
 	}}
+	content, err := wire.ServicesContent(rep.Services)
+	if err != nil {
+		return err
+	}
+	if rep.ContentProof, err = credential.ServicesProof(a.key, a.ckey, time.Now(), content); err != nil {
+		return fmt.Errorf("%s: services proof: %w", a.name, err)
+	}
 	if err := callJSON(ctx, a.hc, http.MethodPut, url+wire.PathServicesReport, a.cred, rep, nil); err != nil {
 		return fmt.Errorf("services report of %s: %w", a.name, err)
 	}

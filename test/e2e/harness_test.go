@@ -100,7 +100,7 @@ func newBareMesh(t *testing.T, coordArgs ...string) *mesh {
 	l := lab.New(t)
 	m := &mesh{t: t, lab: l, agents: map[string]*agent{}, coordArgs: coordArgs}
 	m.coordHost = l.AddHost("coord")
-	m.dataDir = t.TempDir()
+	m.dataDir = filepath.Join(t.TempDir(), "coordinator") // made 0700 by the coordinator
 	m.tokenFile = filepath.Join(m.dataDir, "admin.token")
 	m.startCoordinator()
 	m.joinKey = strings.TrimSpace(m.cli("keys", "create", "--reusable"))
