@@ -38,12 +38,12 @@ type NodeService struct {
 // handful of computations.
 type Compiled struct {
 	policy   *Policy
-	reported []Node // as given to Compile
-	nodes    []Node // reported, with only the services the policy lets each provide
-	index   map[int64]int // node id → index in nodes
-	rules   []crule
-	classOf []int32 // node index → class
-	classes []class
+	reported []Node        // as given to Compile
+	nodes    []Node        // reported, with only the services the policy lets each provide
+	index    map[int64]int // node id → index in nodes
+	rules    []crule
+	classOf  []int32 // node index → class
+	classes  []class
 }
 
 // crule is a rule resolved against the inventory.
