@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wiremesh/wiremesh/acl"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -44,7 +45,8 @@ func (c *Coordinator) handleServicesReport(w http.ResponseWriter, r *http.Reques
 		c.refuseProof(w, r, node, err)
 		return
 	}
-	ver, err := c.store.SetServices(r.Context(), node.ID, req.Services)
+	pol := c.state.Load().compiled.Policy()
+	ver, err := c.store.SetServices(r.Context(), node, req.Services, func(svc string) string { return pol.Refused(node.Name, node.Tags, svc) })
 	if err != nil {
 		c.writeStoreError(w, err)
 		return
@@ -59,17 +61,19 @@ func (c *Coordinator) handleServicesReport(w http.ResponseWriter, r *http.Reques
 }
 
 // handleServices lists every service with its instances and their
-// reported health.
+// reported health, the instances the policy refuses included (marked),
+// so that admins see them.
 func (c *Coordinator) handleServices(w http.ResponseWriter, r *http.Request) {
 	nodes, err := c.store.AdminNodes(r.Context())
 	if err != nil {
 		c.writeStoreError(w, err)
 		return
 	}
+	pol := c.state.Load().compiled.Policy()
 	byName := map[string]*wire.CatalogService{}
 	for _, n := range nodes {
 		online := c.isOnline(n.ID)
-		for _, sv := range n.Services {
+		for _, sv := range withRefused(pol, n).Services {
 			cs := byName[sv.Name]
 			if cs == nil {
 				cs = &wire.CatalogService{Name: sv.Name}
@@ -106,4 +110,21 @@ func (c *Coordinator) gossipChanged(w http.ResponseWriter, r *http.Request, info
 	}
 	c.log.Info(msg, "keys", info.Count)
 	writeJSON(w, http.StatusOK, info)
+}
+
+// withRefused returns n with each service the policy p does not let it
+// provide marked with the reason (wire.Service.Refused). n is not changed.
+func withRefused(p *acl.Policy, n wire.Node) wire.Node {
+	shared := true
+	for i, sv := range n.Services {
+		why := p.Refused(n.Name, n.Tags, sv.Name)
+		if why == "" {
+			continue
+		}
+		if shared { // the listing's nodes are shared
+			n.Services, shared = slices.Clone(n.Services), false
+		}
+		n.Services[i].Refused = why
+	}
+	return n
 }

@@ -35,8 +35,9 @@ func (c *Coordinator) handleGetPolicy(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, p)
 }
 
-// validate parses text and runs its tests against the nodes of s. It
-// returns the compiled policy, or the problems found.
+// validate parses text and runs its tests against the nodes of s, with
+// the services the candidate policy lets each provide (whatever the active
+// one allows). It returns the compiled policy, or the problems found.
 func validate(s *snapshot, req wire.SetPolicyRequest) (*acl.Compiled, []wire.PolicyError) {
 	file := req.File
 	if file == "" {
@@ -112,6 +113,12 @@ func (c *Coordinator) handleCheckPolicy(w http.ResponseWriter, r *http.Request) 
 			break
 		}
 		out.Changes = append(out.Changes, wire.AccessChange{Gained: ch.Gained, Src: ch.Src, Dst: ch.Dst, Proto: ch.Proto, Ports: ch.Ports, Text: ch.String()})
+	}
+	for _, ch := range acl.ProviderChanges(s.compiled, compiled) {
+		if len(out.Providers) == maxChanges {
+			break
+		}
+		out.Providers = append(out.Providers, wire.ProviderChange{Allowed: ch.Allowed, Node: ch.Node, Service: ch.Service, Text: ch.String()})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
