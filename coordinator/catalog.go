@@ -133,6 +133,16 @@ func (s *Store) SetServices(ctx context.Context, n wire.Node, svcs []wire.Servic
 	})
 }
 
+// AddAudit writes one audit entry that goes with no change of the state.
+func (s *Store) AddAudit(ctx context.Context, actor, action, target, detail string) error {
+	_, err := s.db.ExecContext(ctx, "INSERT INTO audit(time, actor, action, target, detail) VALUES(?, ?, ?, ?, ?)",
+		s.now().UnixMilli(), actor, action, target, detail)
+	if err != nil {
+		return fmt.Errorf("write audit log: %w", err)
+	}
+	return nil
+}
+
 // auditServices writes an audit entry for each service of node that is
 // added, changed or removed between old and new (both sorted by name).
 func auditServices(ctx context.Context, tx *sql.Tx, now time.Time, node string, old, new []wire.Service, refused func(string) string) error {

@@ -1,8 +1,10 @@
 package coordinator
 
 import (
+	"context"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -45,7 +47,8 @@ func (c *Coordinator) handleServicesReport(w http.ResponseWriter, r *http.Reques
 		c.refuseProof(w, r, node, err)
 		return
 	}
-	pol := c.state.Load().compiled.Policy()
+	before := c.state.Load()
+	pol := before.compiled.Policy()
 	ver, err := c.store.SetServices(r.Context(), node, req.Services, func(svc string) string { return pol.Refused(node.Name, node.Tags, svc) })
 	if err != nil {
 		c.writeStoreError(w, err)
@@ -56,8 +59,31 @@ func (c *Coordinator) handleServicesReport(w http.ResponseWriter, r *http.Reques
 			c.log.Error("publish after services report", "err", err)
 		}
 		c.log.Info("services changed", "node", node.Name, "services", len(req.Services))
+		c.checkTestsAfterReport(context.WithoutCancel(r.Context()), before, node.Name)
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// checkTestsAfterReport runs the active policy's tests after node's
+// report changed its services. Only instances the owners allow count, so
+// only such a node (the admin let it provide the service) can change what
+// the tests see, say by running it on a port the rules do not open. If
+// the tests passed before and fail now, the report stays, but it is not
+// silent: the coordinator logs an error and audits policy.tests-failing.
+func (c *Coordinator) checkTestsAfterReport(ctx context.Context, before *snapshot, node string) {
+	now := c.state.Load()
+	if now.compiled.Policy() != before.compiled.Policy() || before.compiled.RunTests() != nil {
+		return // another policy, or tests that already failed
+	}
+	err := now.compiled.RunTests()
+	if err == nil {
+		return
+	}
+	c.log.Error("a services report makes the active policy's tests fail", "node", node, "version", now.policy.Version, "err", err)
+	detail, _, _ := strings.Cut(err.Error(), "\n")
+	if err := c.store.AddAudit(ctx, node, "policy.tests-failing", strconv.FormatUint(now.policy.Version, 10), detail); err != nil {
+		c.log.Error("audit", "err", err)
+	}
 }
 
 // handleServices lists every service with its instances and their

@@ -217,4 +217,33 @@ func TestServiceOwnersTests(t *testing.T) {
 	if err := ts.c.state.Load().compiled.RunTests(); err != nil {
 		t.Errorf("the active policy's tests after ci-1's report: %v", err)
 	}
+	if got := testsAudit(t, ts); got != nil {
+		t.Errorf("audit after ci-1's report: %q, want no policy.tests-failing", got)
+	}
+	// api-1, an owner, may move api to a port rule 2 does not open: the
+	// report is taken, and the failing test is audited, not silent.
+	m.report(t, m.api, wire.Service{Name: "api", Port: 9999})
+	want := []string{`api-1 policy.tests-failing 2 policy v2:1:46: test 1 failed: web-1 → api-1 on tcp/9999 is denied, but "svc:api" is in "accept"`}
+	if got := testsAudit(t, ts); !slices.Equal(got, want) {
+		t.Errorf("audit after api-1's report:\n%q\nwant:\n%q", got, want)
+	}
+}
+
+// testsAudit returns the policy.tests-failing audit entries as "actor
+// action target detail".
+func testsAudit(t *testing.T, ts *testServer) []string {
+	t.Helper()
+	code, body := ts.do(t, "GET", wire.PathAudit+"?limit=100", ts.admin, nil)
+	var entries []wire.AuditEntry
+	decodeStrict(t, body, &entries)
+	if code != http.StatusOK {
+		t.Fatalf("audit: %d %s", code, body)
+	}
+	var out []string
+	for _, e := range entries {
+		if e.Action == "policy.tests-failing" {
+			out = append(out, e.Actor+" "+e.Action+" "+e.Target+" "+e.Detail)
+		}
+	}
+	return out
 }
