@@ -17,7 +17,7 @@ import (
 // and no DNS answer: nothing a node says about itself grants it rights.
 func (p *Policy) Refused(node string, tags []string, service string) string {
 	if p == nil || p.Services == nil {
-		if slices.Contains(tags, "tag:"+service) {
+		if slices.ContainsFunc(tags, func(t string) bool { return strings.TrimPrefix(t, "tag:") == service && len(t) > len(service) }) {
 			return ""
 		}
 		return fmt.Sprintf("not allowed: the policy has no \"services\" section, and only a node tagged tag:%s may provide %s", service, service)
