@@ -3,6 +3,7 @@ package coordinator
 import (
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -188,6 +189,18 @@ func TestServiceOwnersPolicyChange(t *testing.T) {
 	// And back: ci-1 leaves the netmaps again.
 	ts.setPolicy(t, ownersTestPolicy)
 	m.webStream.netmap(t, "ci-1 gone", func(nm *wire.Netmap) bool { return slices.Equal(peerNames(nm), []string{"api-1"}) })
+	// Both changes are audited, the admin as the actor.
+	var got []string
+	for _, e := range serviceAudit(t, ts) {
+		if _, rest, ok := strings.Cut(e, " service.allowed "); ok {
+			got = append(got, "allowed "+rest)
+		} else if _, rest, ok := strings.Cut(e, " service.refused api on "); ok {
+			got = append(got, "refused api on "+rest)
+		}
+	}
+	if want := []string{"allowed api on ci-1, by policy version 2", "refused api on ci-1, by policy version 3"}; !slices.Equal(got, want) {
+		t.Errorf("audit of the policy changes: %q, want %q", got, want)
+	}
 }
 
 // TestServiceOwnersTests: a candidate policy's tests see the services as
