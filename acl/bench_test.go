@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -195,6 +196,9 @@ func BenchmarkCompileServices(b *testing.B) {
 			{Name: "web", Port: uint16(20000 + i), Proto: 6},
 			{Name: fmt.Sprintf("s%02d", i%benchTags), Port: 443, Proto: 6},
 		}
+		// Tagged like their services, so the policy (without "services")
+		// lets them provide them.
+		m.nodes[i].Tags = append(slices.Clone(m.nodes[i].Tags), "tag:web", fmt.Sprintf("tag:s%02d", i%benchTags))
 	}
 	text := strings.Replace(m.text, "  ],\n}\n", `    {"action": "accept", "src": ["*"], "dst": ["svc:web"], "proto": "tcp"},
     {"action": "accept", "src": ["svc:web"], "dst": ["svc:web", "svc:s01:8443"]},

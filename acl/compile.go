@@ -37,12 +37,13 @@ type NodeService struct {
 // class: in a mesh of thousands of nodes with a handful of tags, that is a
 // handful of computations.
 type Compiled struct {
-	policy  *Policy
-	nodes   []Node
-	index   map[int64]int // node id → index in nodes
-	rules   []crule
-	classOf []int32 // node index → class
-	classes []class
+	policy   *Policy
+	reported []Node        // as given to Compile
+	nodes    []Node        // reported, with only the services the policy lets each provide
+	index    map[int64]int // node id → index in nodes
+	rules    []crule
+	classOf  []int32 // node index → class
+	classes  []class
 }
 
 // crule is a rule resolved against the inventory.
@@ -90,9 +91,12 @@ type class struct {
 }
 
 // Compile evaluates p against nodes. A nil policy compiles to "deny
-// everything": no rules, no peers.
-func Compile(p *Policy, nodes []Node) *Compiled {
-	c := &Compiled{policy: p, nodes: nodes, index: make(map[int64]int, len(nodes)), classOf: make([]int32, len(nodes))}
+// everything": no rules, no peers. Services a node reports but p does not
+// let it provide (see Policy.Refused) count for nothing: no svc: selector
+// matches them, as a source or a destination, nor do the tests see them.
+func Compile(p *Policy, reported []Node) *Compiled {
+	nodes := owned(p, reported)
+	c := &Compiled{policy: p, reported: reported, nodes: nodes, index: make(map[int64]int, len(nodes)), classOf: make([]int32, len(nodes))}
 	for i, n := range nodes {
 		c.index[n.ID] = i
 	}

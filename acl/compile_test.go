@@ -33,9 +33,16 @@ func v6Addr(n int) netip.Addr {
 	return netip.AddrFrom16([16]byte{0xfd, 0x77, 0x6d, 0x65, 0x73, 0x68, 14: byte(n >> 8), 15: byte(n)})
 }
 
-// withServices returns n running the services given.
+// withServices returns n running the services given, and tagged so that
+// a policy without "services" lets it provide them (tag:web for web).
 func withServices(n Node, svcs ...NodeService) Node {
 	n.Services = svcs
+	n.Tags = slices.Clone(n.Tags)
+	for _, s := range svcs {
+		if t := "tag:" + s.Name; !slices.Contains(n.Tags, t) {
+			n.Tags = append(n.Tags, t)
+		}
+	}
 	return n
 }
 

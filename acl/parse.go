@@ -56,13 +56,15 @@ func (ps *parser) object(v *hujson.Value, what string, known ...string) []hujson
 }
 
 func (ps *parser) top(v *hujson.Value) {
-	for _, m := range ps.object(v, "the policy", "groups", "hosts", "acls", "tests") {
+	for _, m := range ps.object(v, "the policy", "groups", "hosts", "services", "acls", "tests") {
 		val := m.Value
 		switch hudoc.Key(&m) {
 		case "groups":
 			ps.groups(&val)
 		case "hosts":
 			ps.hosts(&val)
+		case "services":
+			ps.services(&val)
 		case "acls":
 			for i, r := range ps.Array(&val, `"acls"`) {
 				ps.rule(&r, i)
@@ -122,6 +124,35 @@ func (ps *parser) hosts(v *hujson.Value) {
 			continue
 		}
 		ps.p.Hosts[name] = p
+	}
+}
+
+// services reads the "services" section: for each service name, the
+// tag:NAME and node:NAME selectors of the nodes that may provide it.
+func (ps *parser) services(v *hujson.Value) {
+	ps.p.Services = map[string][]Selector{}
+	for _, m := range ps.object(v, `"services"`) {
+		name := hudoc.Key(&m)
+		if !nameRE.MatchString(name) {
+			ps.Errorf(&m.Name, "bad service name %q in \"services\": want a DNS label (lowercase letters, digits, '-'), without \"svc:\"", name)
+			continue
+		}
+		val := m.Value
+		owners := []Selector{}
+		for _, e := range ps.Array(&val, "service "+strconv.Quote(name)) {
+			s, ok := ps.Str(&e, "a service owner")
+			if !ok {
+				continue
+			}
+			if !strings.HasPrefix(s, "tag:") && !strings.HasPrefix(s, "node:") {
+				ps.Errorf(&e, "bad owner %q of service %q: want tag:NAME or node:NAME (only a node's identity may provide a service)", s, name)
+				continue
+			}
+			if sel, ok := ps.selector(&e, s); ok {
+				owners = append(owners, sel)
+			}
+		}
+		ps.p.Services[name] = owners
 	}
 }
 
@@ -388,6 +419,15 @@ func (ps *parser) resolve() {
 			if _, ok := ps.p.Groups[s.Name]; !ok {
 				ps.ErrorAt(s.Pos, "unknown group %q%s", s.Name, suggest(s.Name, sortedKeys(ps.p.Groups)))
 			}
+		case SelSvc:
+			name := strings.TrimPrefix(s.Name, "svc:")
+			if _, ok := ps.p.Services[name]; ps.p.Services != nil && !ok {
+				hint := ""
+				if c := closest(name, sortedKeys(ps.p.Services)); c != "" {
+					hint = fmt.Sprintf(" (did you mean %q?)", "svc:"+c)
+				}
+				ps.ErrorAt(s.Pos, "unknown service %q: with a \"services\" section, only the services it lists have providers%s", s.Name, hint)
+			}
 		case SelHost:
 			p, ok := ps.p.Hosts[s.Name]
 			if !ok {
@@ -471,6 +511,16 @@ func sortedKeys[V any](m map[string]V) []string {
 // suggest returns ` (did you mean "X"?)` for the closest candidate within
 // a small edit distance, or "".
 func suggest(s string, candidates []string) string {
+	best := closest(s, candidates)
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+// closest returns the candidate closest to s within a small edit
+// distance, or "".
+func closest(s string, candidates []string) string {
 	best, bestD := "", 3
 	for _, c := range candidates {
 		if d := editDistance(s, c); d < bestD || d == bestD && best == "" && d <= len(s)/3 {
@@ -480,7 +530,7 @@ func suggest(s string, candidates []string) string {
 	if best == "" || bestD > max(1, len(s)/3) {
 		return ""
 	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
+	return best
 }
 
 func editDistance(a, b string) int {

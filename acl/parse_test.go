@@ -98,12 +98,12 @@ func TestParseErrors(t *testing.T) {
   "acl": [],
   "tests": [],
 }`,
-		want: []string{`policy.hujson:3:3: unknown key "acl" in the policy (did you mean "acls"?) (want groups, hosts, acls, tests)`},
+		want: []string{`policy.hujson:3:3: unknown key "acl" in the policy (did you mean "acls"?) (want groups, hosts, services, acls, tests)`},
 		at:   []string{`"acl"`},
 	}, {
 		name: "unknown top-level key, nothing close",
 		src:  `{"derp": {}}`,
-		want: []string{`policy.hujson:1:2: unknown key "derp" in the policy (want groups, hosts, acls, tests)`},
+		want: []string{`policy.hujson:1:2: unknown key "derp" in the policy (want groups, hosts, services, acls, tests)`},
 	}, {
 		name: "duplicate top-level key",
 		src: `{
@@ -511,7 +511,7 @@ func TestParseErrors(t *testing.T) {
 			`policy.hujson:2:41: unknown group "group:nope"`,
 			`policy.hujson:2:71: bad ports "0" in "tag:a:0": "0" is not a port (1-65535)`,
 			`policy.hujson:3:26: unknown group "group:y" (did you mean "group:x"?)`,
-			`policy.hujson:4:3: unknown key "derp" in the policy (want groups, hosts, acls, tests)`,
+			`policy.hujson:4:3: unknown key "derp" in the policy (want groups, hosts, services, acls, tests)`,
 		},
 	}} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -22,6 +22,11 @@ type Policy struct {
 	Groups map[string][]Selector
 	// Hosts maps a host name to its prefix.
 	Hosts map[string]netip.Prefix
+	// Services maps a service name to the nodes that may provide it:
+	// tag:NAME and node:NAME selectors. Nil: the policy has no "services"
+	// section, and a node may provide the services named like its tags
+	// (a node tagged tag:api may provide api; see Refused).
+	Services map[string][]Selector
 	// ACLs are the accept rules.
 	ACLs []Rule
 	// Tests are the assertions the policy must pass.

@@ -351,8 +351,14 @@ func (g gen) inventory() ([]rnode, []Node) {
 				tags = append(tags, fmt.Sprintf("tag:t%d", t))
 			}
 		}
+		svcs := g.services()
+		for _, sv := range svcs { // the policies have no "services": a node provides the services named like its tags
+			if t := "tag:" + sv.Name; !slices.Contains(tags, t) {
+				tags = append(tags, t)
+			}
+		}
 		node := testNode(i+1, fmt.Sprintf("n%d", i), tags...)
-		node.Services = g.services()
+		node.Services = svcs
 		nodes = append(nodes, node)
 		rn = append(rn, rnode{name: node.Name, tags: tags, addrs: []netip.Addr{node.Addrs[0].Addr(), node.Addrs[1].Addr()}, services: node.Services})
 	}

@@ -57,9 +57,9 @@ func (c *Coordinator) handleNode(w http.ResponseWriter, r *http.Request) {
 		c.writeStoreError(w, fmt.Errorf("%w: no node named %q", ErrNotFound, name))
 		return
 	}
-	n := all[i]
-	n.Online = c.isOnline(n.ID)
 	s := c.state.Load()
+	n := withRefused(s.compiled.Policy(), all[i])
+	n.Online = c.isOnline(n.ID)
 	d := wire.NodeDetail{Node: n, Peers: []string{}, Reaches: []wire.Access{}, ReachedBy: []wire.Access{}}
 	s.compiled.Peers(n.ID, func(j int) {
 		p := s.nodes[j]

@@ -93,12 +93,15 @@ func validHealth(h string) bool {
 	return h == "" || h == "passing" || h == "warning" || h == "critical"
 }
 
-// SetServices records node id's services and their health. Definitions
+// SetServices records node n's services and their health. Definitions
 // that differ from the stored ones are written in a versioned transaction
-// (they change netmaps and may change the compiled policy) and the new
-// version is returned; health alone is written without bumping the
-// version, and 0 is returned.
-func (s *Store) SetServices(ctx context.Context, id int64, svcs []wire.Service) (uint64, error) {
+// (they change netmaps and may change the compiled policy), with an audit
+// entry per service added, changed or removed, actor the node; refused
+// says why the policy does not let n provide a service ("" if it may),
+// and such a service is audited as service.refused. The new version is
+// returned; health alone is written without bumping the version, and 0
+// is returned.
+func (s *Store) SetServices(ctx context.Context, n wire.Node, svcs []wire.Service, refused func(service string) string) (uint64, error) {
 	defs, health, err := validServices(svcs)
 	if err != nil {
 		return 0, err
@@ -106,24 +109,73 @@ func (s *Store) SetServices(ctx context.Context, id int64, svcs []wire.Service) 
 	dj, _ := json.Marshal(defs)
 	hj, _ := json.Marshal(health)
 	var cur string
-	if err := s.db.QueryRowContext(ctx, "SELECT services FROM nodes WHERE id = ?", id).Scan(&cur); err != nil {
+	if err := s.db.QueryRowContext(ctx, "SELECT services FROM nodes WHERE id = ?", n.ID).Scan(&cur); err != nil {
 		return 0, fmt.Errorf("read services: %w", err)
 	}
 	if cur == string(dj) {
-		if _, err := s.db.ExecContext(ctx, "UPDATE nodes SET health = ? WHERE id = ?", string(hj), id); err != nil {
+		if _, err := s.db.ExecContext(ctx, "UPDATE nodes SET health = ? WHERE id = ?", string(hj), n.ID); err != nil {
 			s.wrote()
 			return 0, fmt.Errorf("write health: %w", err)
 		}
-		s.patch(id, func(n *wire.Node) { n.Services = withHealth(*n, health) })
+		s.patch(n.ID, func(n *wire.Node) { n.Services = withHealth(*n, health) })
 		return 0, nil
 	}
+	var old []wire.Service
+	if err := json.Unmarshal([]byte(cur), &old); err != nil {
+		return 0, fmt.Errorf("read services of %s: %w", n.Name, err)
+	}
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, "UPDATE nodes SET services = ?, health = ? WHERE id = ?", string(dj), string(hj), id)
+		_, err := tx.ExecContext(ctx, "UPDATE nodes SET services = ?, health = ? WHERE id = ?", string(dj), string(hj), n.ID)
 		if err != nil {
 			return fmt.Errorf("write services: %w", err)
 		}
-		return nil
+		return auditServices(ctx, tx, s.now(), n.Name, old, defs, refused)
 	})
+}
+
+// AddAudit writes one audit entry that goes with no change of the state.
+func (s *Store) AddAudit(ctx context.Context, actor, action, target, detail string) error {
+	_, err := s.db.ExecContext(ctx, "INSERT INTO audit(time, actor, action, target, detail) VALUES(?, ?, ?, ?, ?)",
+		s.now().UnixMilli(), actor, action, target, detail)
+	if err != nil {
+		return fmt.Errorf("write audit log: %w", err)
+	}
+	return nil
+}
+
+// auditServices writes an audit entry for each service of node that is
+// added, changed or removed between old and new (both sorted by name).
+func auditServices(ctx context.Context, tx *sql.Tx, now time.Time, node string, old, new []wire.Service, refused func(string) string) error {
+	was := make(map[string]wire.Service, len(old))
+	for _, sv := range old {
+		was[sv.Name] = sv
+	}
+	for _, sv := range new {
+		prev, ok := was[sv.Name]
+		delete(was, sv.Name)
+		action := "service.add"
+		if ok {
+			if slices.Equal(prev.Tags, sv.Tags) && prev.Port == sv.Port && prev.Proto == sv.Proto {
+				continue
+			}
+			action = "service.change"
+		}
+		detail := fmt.Sprintf("%s/%d", cmp.Or(sv.Proto, wire.ServiceTCP), sv.Port)
+		if why := refused(sv.Name); why != "" {
+			action, detail = "service.refused", detail+": "+why
+		}
+		if err := audit(ctx, tx, now, node, action, sv.Name, detail); err != nil {
+			return err
+		}
+	}
+	for _, sv := range old {
+		if _, gone := was[sv.Name]; gone {
+			if err := audit(ctx, tx, now, node, "service.remove", sv.Name, fmt.Sprintf("%s/%d", cmp.Or(sv.Proto, wire.ServiceTCP), sv.Port)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // withHealth returns n's services with their reported health filled in.

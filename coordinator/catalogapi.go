@@ -1,11 +1,14 @@
 package coordinator
 
 import (
+	"context"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/wiremesh/wiremesh/acl"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -55,7 +58,9 @@ func (c *Coordinator) handleServicesReport(w http.ResponseWriter, r *http.Reques
 		c.refuseProof(w, r, node, err)
 		return
 	}
-	ver, err := c.store.SetServices(r.Context(), node.ID, req.Services)
+	before := c.state.Load()
+	pol := before.compiled.Policy()
+	ver, err := c.store.SetServices(r.Context(), node, req.Services, func(svc string) string { return pol.Refused(node.Name, node.Tags, svc) })
 	if err != nil {
 		c.writeStoreError(w, err)
 		return
@@ -65,22 +70,47 @@ func (c *Coordinator) handleServicesReport(w http.ResponseWriter, r *http.Reques
 			c.log.Error("publish after services report", "err", err)
 		}
 		c.log.Info("services changed", "node", node.Name, "services", len(req.Services))
+		c.checkTestsAfterReport(context.WithoutCancel(r.Context()), before, node.Name)
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// checkTestsAfterReport runs the active policy's tests after node's
+// report changed its services. Only instances the owners allow count, so
+// only such a node (the admin let it provide the service) can change what
+// the tests see, say by running it on a port the rules do not open. If
+// the tests passed before and fail now, the report stays, but it is not
+// silent: the coordinator logs an error and audits policy.tests-failing.
+func (c *Coordinator) checkTestsAfterReport(ctx context.Context, before *snapshot, node string) {
+	now := c.state.Load()
+	if now.compiled.Policy() != before.compiled.Policy() || before.compiled.RunTests() != nil {
+		return // another policy, or tests that already failed
+	}
+	err := now.compiled.RunTests()
+	if err == nil {
+		return
+	}
+	c.log.Error("a services report makes the active policy's tests fail", "node", node, "version", now.policy.Version, "err", err)
+	detail, _, _ := strings.Cut(err.Error(), "\n")
+	if err := c.store.AddAudit(ctx, node, "policy.tests-failing", strconv.FormatUint(now.policy.Version, 10), detail); err != nil {
+		c.log.Error("audit", "err", err)
+	}
+}
+
 // handleServices lists every service with its instances and their
-// reported health.
+// reported health, the instances the policy refuses included (marked),
+// so that admins see them.
 func (c *Coordinator) handleServices(w http.ResponseWriter, r *http.Request) {
 	nodes, err := c.store.AdminNodes(r.Context())
 	if err != nil {
 		c.writeStoreError(w, err)
 		return
 	}
+	pol := c.state.Load().compiled.Policy()
 	byName := map[string]*wire.CatalogService{}
 	for _, n := range nodes {
 		online := c.isOnline(n.ID)
-		for _, sv := range n.Services {
+		for _, sv := range withRefused(pol, n).Services {
 			cs := byName[sv.Name]
 			if cs == nil {
 				cs = &wire.CatalogService{Name: sv.Name}
@@ -117,4 +147,21 @@ func (c *Coordinator) gossipChanged(w http.ResponseWriter, r *http.Request, info
 	}
 	c.log.Info(msg, "keys", info.Count)
 	writeJSON(w, http.StatusOK, info)
+}
+
+// withRefused returns n with each service the policy p does not let it
+// provide marked with the reason (wire.Service.Refused). n is not changed.
+func withRefused(p *acl.Policy, n wire.Node) wire.Node {
+	shared := true
+	for i, sv := range n.Services {
+		why := p.Refused(n.Name, n.Tags, sv.Name)
+		if why == "" {
+			continue
+		}
+		if shared { // the listing's nodes are shared
+			n.Services, shared = slices.Clone(n.Services), false
+		}
+		n.Services[i].Refused = why
+	}
+	return n
 }

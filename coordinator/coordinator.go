@@ -300,6 +300,14 @@ func (c *Coordinator) publish(ctx context.Context) error {
 			s.policy = wire.Policy{}
 		}
 	}
+	// Netmaps carry only the services the policy lets each node provide;
+	// aclNodes keep all that were reported, for Compile (which applies the
+	// owners too) and for checking other policies.
+	for i, n := range s.nodes {
+		s.nodes[i].Services = slices.DeleteFunc(slices.Clone(n.Services), func(sv wire.Service) bool {
+			return parsed.Refused(n.Name, n.Tags, sv.Name) != ""
+		})
+	}
 	start := time.Now()
 	s.compiled = acl.Compile(parsed, s.aclNodes)
 	c.metrics.policyCompiled(time.Since(start))

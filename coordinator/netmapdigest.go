@@ -152,6 +152,7 @@ func (d *digester) node(n *wire.Node) {
 			d.string(c.Status)
 			d.string(c.Output)
 		}
+		d.string(sv.Refused)
 	}
 	d.string(n.Version)
 	d.time(n.Expires)

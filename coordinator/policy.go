@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -35,8 +36,9 @@ func (c *Coordinator) handleGetPolicy(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, p)
 }
 
-// validate parses text and runs its tests against the nodes of s. It
-// returns the compiled policy, or the problems found.
+// validate parses text and runs its tests against the nodes of s, with
+// the services the candidate policy lets each provide (whatever the active
+// one allows). It returns the compiled policy, or the problems found.
 func validate(s *snapshot, req wire.SetPolicyRequest) (*acl.Compiled, []wire.PolicyError) {
 	file := req.File
 	if file == "" {
@@ -73,14 +75,19 @@ func (c *Coordinator) handleSetPolicy(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req, true) {
 		return
 	}
-	if _, errs := validate(c.state.Load(), req); errs != nil {
+	s := c.state.Load()
+	compiled, errs := validate(s, req)
+	if errs != nil {
 		policyRejected(w, errs)
 		return
 	}
-	c.setPolicy(w, r, req.Text, "")
+	c.setPolicy(w, r, req.Text, "", acl.ProviderChanges(s.compiled, compiled))
 }
 
-func (c *Coordinator) setPolicy(w http.ResponseWriter, r *http.Request, text, comment string) {
+// setPolicy makes text the active policy. providers are the reported
+// services it lets their nodes provide, or no longer: each is audited
+// (service.allowed, service.refused), the admin as the actor.
+func (c *Coordinator) setPolicy(w http.ResponseWriter, r *http.Request, text, comment string, providers []acl.ProviderChange) {
 	p, err := c.store.SetPolicy(r.Context(), actor(r), text, comment)
 	if err != nil {
 		c.writeStoreError(w, err)
@@ -88,6 +95,15 @@ func (c *Coordinator) setPolicy(w http.ResponseWriter, r *http.Request, text, co
 	}
 	if err := c.publish(r.Context()); err != nil {
 		c.log.Error("publish after policy change", "err", err)
+	}
+	for _, ch := range providers {
+		action, detail := "service.refused", fmt.Sprintf("on %s, by policy version %d", ch.Node, p.Version)
+		if ch.Allowed {
+			action = "service.allowed"
+		}
+		if err := c.store.AddAudit(context.WithoutCancel(r.Context()), actor(r), action, ch.Service, detail); err != nil {
+			c.log.Error("audit", "err", err)
+		}
 	}
 	c.log.Info("policy set", "version", p.Version, "author", p.Author)
 	writeJSON(w, http.StatusOK, p)
@@ -113,6 +129,12 @@ func (c *Coordinator) handleCheckPolicy(w http.ResponseWriter, r *http.Request) 
 		}
 		out.Changes = append(out.Changes, wire.AccessChange{Gained: ch.Gained, Src: ch.Src, Dst: ch.Dst, Proto: ch.Proto, Ports: ch.Ports, Text: ch.String()})
 	}
+	for _, ch := range acl.ProviderChanges(s.compiled, compiled) {
+		if len(out.Providers) == maxChanges {
+			break
+		}
+		out.Providers = append(out.Providers, wire.ProviderChange{Allowed: ch.Allowed, Node: ch.Node, Service: ch.Service, Text: ch.String()})
+	}
 	writeJSON(w, http.StatusOK, out)
 }
 
@@ -137,11 +159,13 @@ func (c *Coordinator) handleRollback(w http.ResponseWriter, r *http.Request) {
 	}
 	// The inventory may have changed since: the old policy's tests must
 	// still pass.
-	if _, errs := validate(c.state.Load(), wire.SetPolicyRequest{Text: old.Text, File: "policy v" + strconv.FormatUint(old.Version, 10)}); errs != nil {
+	s := c.state.Load()
+	compiled, errs := validate(s, wire.SetPolicyRequest{Text: old.Text, File: "policy v" + strconv.FormatUint(old.Version, 10)})
+	if errs != nil {
 		policyRejected(w, errs)
 		return
 	}
-	c.setPolicy(w, r, old.Text, fmt.Sprintf("rollback to %d", old.Version))
+	c.setPolicy(w, r, old.Text, fmt.Sprintf("rollback to %d", old.Version), acl.ProviderChanges(s.compiled, compiled))
 }
 
 func (c *Coordinator) handleSetTags(w http.ResponseWriter, r *http.Request) {

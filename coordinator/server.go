@@ -348,7 +348,9 @@ func (c *Coordinator) handleNodes(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	nodes := slices.Clone(pageOf(all, after, limit))
+	pol := c.state.Load().compiled.Policy()
 	for i := range nodes {
+		nodes[i] = withRefused(pol, nodes[i])
 		nodes[i].Online = c.isOnline(nodes[i].ID)
 	}
 	if len(nodes) == limit {

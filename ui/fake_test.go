@@ -211,6 +211,9 @@ func (f *fakeAPI) checkPolicy(w http.ResponseWriter, r *http.Request) {
 	out := wire.PolicyCheck{ActiveVersion: uint64(len(f.versions)), Errors: problems(req.Text)}
 	if out.Valid = len(out.Errors) == 0; out.Valid {
 		out.Changes = []wire.AccessChange{{Gained: true, Src: "node-1", Dst: "node-2", Proto: "tcp", Text: "+ node-1 → node-2 tcp/8080"}}
+		if strings.Contains(req.Text, `"services"`) {
+			out.Providers = []wire.ProviderChange{{Allowed: false, Node: "node-2", Service: "web", Text: "- svc:web on node-2"}}
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 }

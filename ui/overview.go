@@ -73,6 +73,9 @@ func (u *UI) overviewServices(r *http.Request, s *session, d *overviewData) erro
 	for _, sv := range svcs {
 		failing := false
 		for _, in := range sv.Instances {
+			if in.Refused != "" { // not an instance: the policy refuses it
+				continue
+			}
 			switch in.Health {
 			case "passing":
 				d.Passing++

@@ -34,6 +34,9 @@ type policyData struct {
 	// Changes are the access changes saving would make (or made).
 	Changes     []wire.AccessChange
 	ShowChanges bool
+	// Providers are the reported services the policy lets their nodes
+	// provide, or no longer ("services" owners).
+	Providers []wire.ProviderChange
 	// Saved is the version a save made. Nil: nothing saved.
 	Saved *wire.Policy
 	// Message is an API error not tied to a line.
@@ -77,7 +80,7 @@ func (u *UI) handlePolicyPost(w http.ResponseWriter, r *http.Request, s *session
 		return
 	}
 	d.Checked, d.Valid, d.Errors = true, check.Valid, check.Errors
-	d.Changes, d.ShowChanges = check.Changes, d.Action != "validate" && check.Valid
+	d.Changes, d.Providers, d.ShowChanges = check.Changes, check.Providers, d.Action != "validate" && check.Valid
 	if d.Action == "save" && check.Valid {
 		var p wire.Policy
 		if _, err := u.api.call(r.Context(), s.token, http.MethodPut, wire.PathPolicy, req, &p); err != nil {

@@ -226,6 +226,12 @@ type Service struct {
 	// Checks are the service's checks as last reported. Only set in
 	// reports and admin listings. Empty: none.
 	Checks []CheckStatus `json:"checks,omitempty"`
+	// Refused says why the policy does not let the node provide this
+	// service ("not allowed: only tag:api may provide api"); the node
+	// reported it, but it is in no netmap, no catalog and no DNS answer,
+	// and no svc: selector matches it. Only set in admin listings. Empty:
+	// the node may provide it.
+	Refused string `json:"refused,omitempty"`
 }
 
 // CheckStatus is the state of one health check.
@@ -520,6 +526,20 @@ type PolicyCheck struct {
 	ActiveVersion uint64 `json:"active_version"`
 	// Changes are the access differences setting the policy would make.
 	Changes []AccessChange `json:"changes,omitempty"`
+	// Providers are the reported services that the policy would let their
+	// nodes provide (Allowed) or no longer ("services" owners). Empty:
+	// none change.
+	Providers []ProviderChange `json:"providers,omitempty"`
+}
+
+// ProviderChange is a service reported by a node that a policy change
+// lets the node provide (Allowed) or no longer.
+type ProviderChange struct {
+	Allowed bool   `json:"allowed"`
+	Node    string `json:"node"`
+	Service string `json:"service"`
+	// Text is the change as a person reads it: "+ svc:api on api-1".
+	Text string `json:"text"`
 }
 
 // AccessChange is a (source node → destination node) flow that a policy

@@ -167,6 +167,12 @@ func printCheck(w io.Writer, out wire.PolicyCheck) {
 		return
 	}
 	fmt.Fprintf(w, "valid; tests pass against the live nodes\n")
+	if len(out.Providers) > 0 {
+		fmt.Fprintf(w, "services that become allowed (+) or not allowed (-) compared with the active policy (version %d):\n", out.ActiveVersion)
+		for _, ch := range out.Providers {
+			fmt.Fprintln(w, "  "+ch.Text)
+		}
+	}
 	if len(out.Changes) == 0 {
 		fmt.Fprintf(w, "no access changes compared with the active policy (version %d)\n", out.ActiveVersion)
 		return

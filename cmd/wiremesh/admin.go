@@ -390,6 +390,10 @@ func nodesTable(w io.Writer, nodes []wire.Node) error {
 		}
 		var svcs []string
 		for _, sv := range n.Services {
+			if sv.Refused != "" {
+				svcs = append(svcs, sv.Name+"(not allowed)")
+				continue
+			}
 			svcs = append(svcs, sv.Name+"("+orDash(sv.Health)+")")
 		}
 		rows = append(rows, []string{n.Name, strings.Join(addrs, ","), online, ago(n.LastSeen), orDash(strings.Join(n.Endpoints, ",")), orDash(strings.Join(n.Tags, ",")), orDash(strings.Join(svcs, ",")), expires, orDash(n.Version)})

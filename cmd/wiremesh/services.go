@@ -79,8 +79,11 @@ func newServicesCmd() *cobra.Command {
 	return cmd
 }
 
+// servicesTable lists every instance, those the policy does not let their
+// node provide as "not allowed", with the reasons below the table.
 func servicesTable(w io.Writer, svcs []wire.CatalogService) error {
 	var rows [][]string
+	var refused []string
 	for _, cs := range svcs {
 		for _, in := range cs.Instances {
 			addr := "-"
@@ -99,10 +102,24 @@ func servicesTable(w io.Writer, svcs []wire.CatalogService) error {
 			if in.Online {
 				online = "online"
 			}
-			rows = append(rows, []string{cs.Name, in.Node, fmt.Sprintf("%s:%d/%s", addr, in.Port, proto), online, orDash(in.Health), orDash(strings.Join(in.Tags, ",")), orDash(strings.Join(checks, " "))})
+			policy := "allowed"
+			if in.Refused != "" {
+				policy = "not allowed"
+				refused = append(refused, fmt.Sprintf("%s on %s: %s", cs.Name, in.Node, in.Refused))
+			}
+			rows = append(rows, []string{cs.Name, in.Node, fmt.Sprintf("%s:%d/%s", addr, in.Port, proto), policy, online, orDash(in.Health), orDash(strings.Join(in.Tags, ",")), orDash(strings.Join(checks, " "))})
 		}
 	}
-	return table(w, "SERVICE\tNODE\tADDRESS\tNODE STATE\tHEALTH\tTAGS\tCHECKS", rows)
+	if err := table(w, "SERVICE\tNODE\tADDRESS\tPOLICY\tNODE STATE\tHEALTH\tTAGS\tCHECKS", rows); err != nil {
+		return err
+	}
+	if len(refused) > 0 {
+		fmt.Fprintln(w, "\nNot allowed (in no netmap, DNS answer or svc: rule; see \"services\" in the policy):")
+		for _, r := range refused {
+			fmt.Fprintln(w, "  "+r)
+		}
+	}
+	return nil
 }
 
 func newChecksCmd() *cobra.Command {

@@ -181,8 +181,11 @@ func startUpstream(t *testing.T, m *mesh) string {
 	return pc.LocalAddr().String()
 }
 
-// servicePolicy lets everyone reach web and jobs, web reach db, and ping.
-const servicePolicy = `{"acls": [
+// servicePolicy lets everyone reach web and jobs, web reach db, and ping;
+// nodes tagged like a service provide it.
+const servicePolicy = `{
+"services": {"web": ["tag:web"], "jobs": ["tag:jobs"], "db": ["tag:db"]},
+"acls": [
   {"action": "accept", "src": ["*"], "dst": ["svc:web", "svc:jobs"], "proto": "tcp"},
   {"action": "accept", "src": ["svc:web"], "dst": ["svc:db"], "proto": "tcp"},
   {"action": "accept", "src": ["*"], "dst": ["*:*"], "proto": "icmp"},
@@ -207,18 +210,18 @@ func TestServiceDNS(t *testing.T) {
 		if i == 0 {
 			tags = `["v2", "primary"]`
 		}
-		extra := ""
+		extra, key := "", []string{"tag:web"}
 		switch i {
 		case 1:
-			extra = `{"name": "jobs", "port": 9000, "checks": [{"ttl": "30s"}]},`
+			extra, key = `{"name": "jobs", "port": 9000, "checks": [{"ttl": "30s"}]},`, append(key, "tag:jobs")
 		case 2:
-			extra = `{"name": "db", "port": 5432},`
+			extra, key = `{"name": "db", "port": 5432},`, append(key, "tag:db")
 		}
 		f := servicesFile(t, `{"services": [
   {"name": "web", "port": 8080, "tags": `+tags+`, "checks": [{"http": "http://127.0.0.1:8080/healthz", "interval": "1s"}]},
   `+extra+`
 ]}`)
-		a := m.addAgent(fmt.Sprintf("w%d", i+1), "--name", name, "--config", f)
+		a := m.addAgent(fmt.Sprintf("w%d", i+1), "--name", name, "--config", f, "--join", m.tagKey(key...))
 		startHealthServer(t, a, 8080)
 		webs = append(webs, a)
 	}
@@ -421,7 +424,7 @@ func TestFailover(t *testing.T) {
 	f := servicesFile(t, `{"services": [{"name": "web", "port": 8080,
   "checks": [{"http": "http://127.0.0.1:8080/healthz", "interval": "1s", "timeout": "500ms"}]}]}`)
 	for i := range 3 {
-		a := m.addAgent(fmt.Sprintf("h%d", i+1), "--config", f)
+		a := m.addAgent(fmt.Sprintf("h%d", i+1), "--config", f, "--join", m.tagKey("tag:web"))
 		hs = append(hs, startHealthServer(t, a, 8080))
 		webs = append(webs, a)
 	}

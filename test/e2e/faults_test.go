@@ -26,7 +26,7 @@ func TestLinkCut(t *testing.T) {
 	f := servicesFile(t, `{"services": [{"name": "web", "port": 8080}]}`)
 	var webs []*agent
 	for i := range 3 {
-		webs = append(webs, m.addAgent(fmt.Sprintf("h%d", i+1), "--config", f))
+		webs = append(webs, m.addAgent(fmt.Sprintf("h%d", i+1), "--config", f, "--join", m.tagKey("tag:web")))
 	}
 	const name = "web.service.mesh.internal."
 	answers := func(a *agent) []string {

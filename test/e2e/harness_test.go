@@ -110,11 +110,17 @@ func newBareMesh(t *testing.T, coordArgs ...string) *mesh {
 // taggedAgent adds an agent enrolled with a one-time key carrying tags.
 func (m *mesh) taggedAgent(name string, tags ...string) *agent {
 	m.t.Helper()
+	return m.addAgent(name, "--join", m.tagKey(tags...))
+}
+
+// tagKey creates a one-time join key carrying tags.
+func (m *mesh) tagKey(tags ...string) string {
+	m.t.Helper()
 	args := []string{"keys", "create"}
 	for _, t := range tags {
 		args = append(args, "--tag", t)
 	}
-	return m.addAgent(name, "--join", strings.TrimSpace(m.cli(args...)))
+	return strings.TrimSpace(m.cli(args...))
 }
 
 // allowAll lets every node reach every other on every port.

@@ -28,7 +28,7 @@ const (
 )
 
 // metricsPolicy lets web reach api on tcp/8080 only: a ping is denied.
-const metricsPolicy = `{"acls": [{"action": "accept", "src": ["tag:web"], "dst": ["tag:api:8080"], "proto": "tcp"}]}`
+const metricsPolicy = `{"services": {"jobs": ["tag:api"]}, "acls": [{"action": "accept", "src": ["tag:web"], "dst": ["tag:api:8080"], "proto": "tcp"}]}`
 
 // scrape is one scrape of a /metrics endpoint.
 type scrape struct {

@@ -26,7 +26,8 @@ const uiBadPolicy = `{
 
 // uiPolicy opens web to every node, and ping.
 const uiPolicy = `{
-  // Everyone may use web; everyone may ping.
+  // web1 provides web; everyone may use it; everyone may ping.
+  "services": {"web": ["node:web1"]},
   "acls": [
     {"action": "accept", "src": ["*"], "dst": ["svc:web"], "proto": "tcp"},
     {"action": "accept", "src": ["*"], "dst": ["*:*"], "proto": "icmp"},
