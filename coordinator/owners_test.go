@@ -48,7 +48,7 @@ func newOwnersMesh(t *testing.T, policy string) *ownersMesh {
 
 func (m *ownersMesh) report(t *testing.T, n wire.EnrollResponse, svcs ...wire.Service) {
 	t.Helper()
-	code, body := m.ts.doJSON(t, "PUT", wire.PathServicesReport, n.Credential, wire.ServicesReport{PublicKey: n.Node.PublicKey, Services: svcs, Proof: servicesProof(t, m.ts.c, n.Node.PublicKey)})
+	code, body := m.ts.doJSON(t, "PUT", wire.PathServicesReport, n.Credential, wire.ServicesReport{PublicKey: n.Node.PublicKey, Services: svcs, ContentProof: servicesProof(t, m.ts.c, n.Node.PublicKey, svcs)})
 	if code != http.StatusNoContent {
 		t.Fatalf("report of %s: %d %s", n.Node.Name, code, body)
 	}
