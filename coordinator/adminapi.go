@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -43,23 +44,33 @@ func setNext(w http.ResponseWriter, r *http.Request, after int64, limit int) {
 	w.Header().Set("Link", fmt.Sprintf("<%s?%s>; rel=\"next\"", r.URL.Path, q.Encode()))
 }
 
+// adminNode returns the node called name as the admin listing shows it:
+// online state, services with their reported health, refusals under the
+// active policy. Every admin answer that carries a node uses it, so that
+// each shows the same state.
+func (c *Coordinator) adminNode(ctx context.Context, name string) (wire.Node, error) {
+	all, err := c.store.AdminNodes(ctx)
+	if err != nil {
+		return wire.Node{}, err
+	}
+	i := slices.IndexFunc(all, func(n wire.Node) bool { return n.Name == name })
+	if i < 0 {
+		return wire.Node{}, fmt.Errorf("%w: no node named %q", ErrNotFound, name)
+	}
+	n := withRefused(c.state.Load().compiled.Policy(), all[i])
+	n.Online = c.isOnline(n.ID)
+	return n, nil
+}
+
 // handleNode answers one node with its peers and its access under the
 // active policy.
 func (c *Coordinator) handleNode(w http.ResponseWriter, r *http.Request) {
-	all, err := c.store.AdminNodes(r.Context())
+	n, err := c.adminNode(r.Context(), r.PathValue("name"))
 	if err != nil {
 		c.writeStoreError(w, err)
 		return
 	}
-	name := r.PathValue("name")
-	i := slices.IndexFunc(all, func(n wire.Node) bool { return n.Name == name })
-	if i < 0 {
-		c.writeStoreError(w, fmt.Errorf("%w: no node named %q", ErrNotFound, name))
-		return
-	}
 	s := c.state.Load()
-	n := withRefused(s.compiled.Policy(), all[i])
-	n.Online = c.isOnline(n.ID)
 	d := wire.NodeDetail{Node: n, Peers: []string{}, Reaches: []wire.Access{}, ReachedBy: []wire.Access{}}
 	s.compiled.Peers(n.ID, func(j int) {
 		p := s.nodes[j]
@@ -94,7 +105,7 @@ func (c *Coordinator) handleExpireNode(w http.ResponseWriter, r *http.Request) {
 	if err := c.publish(r.Context()); err != nil {
 		c.log.Error("publish after expire", "err", err)
 	}
-	n, err := c.store.NodeByName(r.Context(), name)
+	n, err := c.adminNode(r.Context(), name)
 	if err != nil {
 		c.writeStoreError(w, err)
 		return

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -242,5 +244,40 @@ func TestEphemeralNodesDeletedWhenOffline(t *testing.T) {
 	code, body := ts.doJSON(t, "POST", wire.PathNetmap, gone.Credential, wire.MapRequest{PublicKey: gone.Node.PublicKey})
 	if code != http.StatusUnauthorized {
 		t.Errorf("deleted ephemeral node's netmap request: %d %s, want 401", code, body)
+	}
+}
+
+// TestExpireAnswersAdminView: the node that POST .../expire returns is the
+// node as GET .../NAME shows it (online, services with their health), not
+// the bare stored row, so `nodes expire` prints what `nodes get` does.
+func TestExpireAnswersAdminView(t *testing.T) {
+	ts := startServer(t, time.Hour)
+	jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Tags: []string{"tag:db"}})
+	n := ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: "db-1"})
+	ts.setPolicy(t, `{"acls": [{"action": "accept", "src": ["*"], "dst": ["svc:db"], "proto": "tcp"}]}`)
+	st := ts.openStream(t, n.Credential, wire.MapRequest{PublicKey: n.Node.PublicKey})
+	st.netmap(t, "the first netmap", func(*wire.Netmap) bool { return true })
+	svcs := []wire.Service{{Name: "db", Port: 5432, Health: "passing"}}
+	if code, body := ts.doJSON(t, "PUT", wire.PathServicesReport, n.Credential, wire.ServicesReport{PublicKey: n.Node.PublicKey, Services: svcs, ContentProof: servicesProof(t, ts.c, n.Node.PublicKey, svcs)}); code != http.StatusNoContent {
+		t.Fatalf("report: %d %s", code, body)
+	}
+	code, body := ts.doJSON(t, "POST", wire.PathNodes+"/db-1/expire", ts.admin, wire.ExpireRequest{At: time.Now().Add(time.Hour)})
+	if code != http.StatusOK {
+		t.Fatalf("expire: %d %s", code, body)
+	}
+	var got wire.Node
+	if err := json.Unmarshal(body, &got); err != nil {
+		t.Fatal(err)
+	}
+	code, body = ts.doJSON(t, "GET", wire.PathNodes+"/db-1", ts.admin, nil)
+	var want wire.NodeDetail
+	if err := json.Unmarshal(body, &want); code != http.StatusOK || err != nil {
+		t.Fatalf("get: %d %v %s", code, err, body)
+	}
+	if !got.Online || len(got.Services) != 1 || got.Services[0].Health != "passing" {
+		t.Errorf("expire answered online=%v services=%+v; want online, db passing", got.Online, got.Services)
+	}
+	if d := cmp.Diff(want.Node, got, cmpNet); d != "" {
+		t.Errorf("expire's node differs from GET's (-get +expire):\n%s", d)
 	}
 }
