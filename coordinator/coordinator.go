@@ -192,6 +192,10 @@ func (c *Coordinator) refreshAdminToken(path string) error {
 // admin tokens and netmaps carry it.
 func (c *Coordinator) Pins() credential.Pins { return c.pins }
 
+// URL returns the URL agents and admins reach the coordinator at
+// (Config.AdvertiseURL, defaulted).
+func (c *Coordinator) URL() string { return c.cfg.AdvertiseURL }
+
 // Store returns the coordinator's store.
 func (c *Coordinator) Store() *Store { return c.store }
 

@@ -58,6 +58,11 @@ locks it (coordinator.lock) against a second coordinator.`,
 			}
 			fmt.Fprintf(out, "certificate pins: %s\n", c.Pins())
 			fmt.Fprintf(out, "admin token file: %s (use: wiremesh keys create --token-file %s)\n", files.AdminToken, files.AdminToken)
+			fmt.Fprintf(out, "web UI:           %s/ui/ (log in with the contents of the admin token file", c.URL())
+			if files.CACert != "" {
+				fmt.Fprintf(out, "; the browser must trust %s first: docs/ui.md", files.CACert)
+			}
+			fmt.Fprintln(out, ")")
 			return c.Run(cmd.Context())
 		},
 	}

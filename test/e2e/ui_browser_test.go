@@ -53,7 +53,9 @@ func newUIBrowser(t *testing.T, m *mesh, docShots ...string) *uiBrowser {
 	for _, s := range docShots {
 		b.docs[s] = true
 	}
-	b.ctx = startChromium(t)
+	// The browser reaches the coordinator at 127.0.0.1 through the proxy,
+	// a name its certificate does not carry.
+	b.ctx = startChromium(t, chromedp.Flag("ignore-certificate-errors", true))
 	return b
 }
 
@@ -72,8 +74,8 @@ func artifactsDir(t *testing.T) string {
 }
 
 // startChromium starts headless chromium with a fresh profile and returns
-// a context for its first tab.
-func startChromium(t *testing.T) context.Context {
+// a context for its first tab; extra adds or overrides options.
+func startChromium(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	if _, err := exec.LookPath(chromiumPath); err != nil {
 		if lab.InCI() {
@@ -92,7 +94,6 @@ func startChromium(t *testing.T) context.Context {
 		chromedp.NoSandbox,
 		chromedp.DisableGPU,
 		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("ignore-certificate-errors", true),
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
@@ -103,6 +104,7 @@ func startChromium(t *testing.T) context.Context {
 		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
 		chromedp.WindowSize(1280, 900),
 	}
+	opts = append(opts, extra...)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
 	t.Cleanup(func() {
