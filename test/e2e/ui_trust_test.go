@@ -24,7 +24,9 @@ func TestUITrustedCA(t *testing.T) {
 	// The coordinator is reached at 127.0.0.1, the name its generated
 	// certificate carries.
 	m := newBareMesh(t, "--listen", "0.0.0.0:8443", "--advertise-url", "https://127.0.0.1:8443")
-	addr := startProxy(t, func(ctx context.Context) (net.Conn, error) { return m.coordHost.DialContext(ctx, "tcp", "127.0.0.1:8443") })
+	addr := startProxy(t, func(ctx context.Context) (net.Conn, error) {
+		return m.coordHost.DialContext(ctx, "tcp", "127.0.0.1:8443")
+	})
 	url := "https://" + addr + "/ui/"
 
 	home := t.TempDir()
