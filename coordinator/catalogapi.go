@@ -15,7 +15,7 @@ import (
 func (c *Coordinator) nodeAuth(w http.ResponseWriter, r *http.Request, body any, publicKey func() string) (wire.Node, bool) {
 	cred, err := bearer(r)
 	if err != nil {
-		writeError(w, http.StatusUnauthorized, "node credential required: "+err.Error(), nil)
+		writeError(w, http.StatusUnauthorized, wire.CodeUnauthorized, "node credential required: "+err.Error(), nil)
 		return wire.Node{}, false
 	}
 	node, err := c.store.NodeByCredential(r.Context(), cred)
@@ -27,7 +27,7 @@ func (c *Coordinator) nodeAuth(w http.ResponseWriter, r *http.Request, body any,
 		return wire.Node{}, false
 	}
 	if publicKey() != node.PublicKey {
-		writeError(w, http.StatusForbidden, "public key does not match the node's credential", nil)
+		writeError(w, http.StatusForbidden, wire.CodeKeyMismatch, "public key does not match the node's credential", nil)
 		return wire.Node{}, false
 	}
 	return node, true

@@ -66,8 +66,8 @@ func checkAnswer(t *testing.T, h http.Handler, method, path, bearer, body string
 	}
 	if w.Code >= 400 {
 		var e wire.Error
-		if json.Unmarshal(w.Body.Bytes(), &e) != nil || e.Error == "" {
-			t.Fatalf("%s %s %q: %d without an error body: %s", method, path, body, w.Code, w.Body)
+		if json.Unmarshal(w.Body.Bytes(), &e) != nil || e.Error == "" || e.Code == "" {
+			t.Fatalf("%s %s %q: %d without an error body and code: %s", method, path, body, w.Code, w.Body)
 		}
 	}
 }

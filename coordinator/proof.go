@@ -97,5 +97,9 @@ func (c *Coordinator) netmapAuth(w http.ResponseWriter, r *http.Request, req *wi
 // valid credential with a wrong proof may be a stolen credential.
 func (c *Coordinator) refuseProof(w http.ResponseWriter, r *http.Request, node wire.Node, err error) {
 	c.log.Warn("proof refused", "node", node.Name, "addr", r.RemoteAddr, "why", err.Error())
-	writeError(w, http.StatusForbidden, err.Error(), nil)
+	code := wire.CodeProofInvalid
+	if errors.Is(err, credential.ErrProofTime) {
+		code = wire.CodeProofTime
+	}
+	writeError(w, http.StatusForbidden, code, err.Error(), nil)
 }

@@ -442,11 +442,11 @@ func checkJoinKey(ctx context.Context, q rowQuerier, key credential.Secret, now 
 	}
 	switch {
 	case revoked != 0:
-		return keyGrant{}, fmt.Errorf("%w: join key %s was revoked", ErrDenied, key.ID)
+		return keyGrant{}, withCode(wire.CodeRevoked, fmt.Errorf("%w: join key %s was revoked", ErrDenied, key.ID))
 	case expires != 0 && now.UnixMilli() >= expires:
-		return keyGrant{}, fmt.Errorf("%w: join key %s expired at %s", ErrDenied, key.ID, fromMillis(expires).UTC().Format(time.RFC3339))
+		return keyGrant{}, withCode(wire.CodeExpired, fmt.Errorf("%w: join key %s expired at %s", ErrDenied, key.ID, fromMillis(expires).UTC().Format(time.RFC3339)))
 	case !reusable && uses > 0:
-		return keyGrant{}, fmt.Errorf("%w: join key %s is a one-time key and was already used", ErrDenied, key.ID)
+		return keyGrant{}, withCode(wire.CodeKeyUsed, fmt.Errorf("%w: join key %s is a one-time key and was already used", ErrDenied, key.ID))
 	}
 	return g, nil
 }
@@ -588,7 +588,7 @@ func (s *Store) NodeByCredential(ctx context.Context, cred credential.Secret) (w
 		return wire.Node{}, fmt.Errorf("read credential: %w", err)
 	}
 	if expires != 0 && expires <= s.now().UnixMilli() {
-		return wire.Node{}, fmt.Errorf("%w: the node expired; re-enroll it with a join key and an empty state dir", ErrDenied)
+		return wire.Node{}, withCode(wire.CodeExpired, fmt.Errorf("%w: the node expired; re-enroll it with a join key and an empty state dir", ErrDenied))
 	}
 	return s.node(ctx, "id = ?", id)
 }

@@ -16,11 +16,11 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/wiremesh/wiremesh/client"
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/dns"
 	"github.com/wiremesh/wiremesh/filter"
@@ -489,7 +489,7 @@ func (a *Agent) follow(ctx context.Context) error {
 		a.setConnected(false, err.Error())
 		d := b.next()
 		switch {
-		case errors.Is(err, ErrRefused) && strings.Contains(err.Error(), "public key does not match") && a.resumeRotation():
+		case client.CodeOf(err) == wire.CodeKeyMismatch && a.resumeRotation():
 			// The credential is this node's, the key not: the coordinator
 			// took the new key of a rotation this agent did not finish.
 			continue

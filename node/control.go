@@ -12,18 +12,15 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/wiremesh/wiremesh/client"
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
 // ErrRefused is returned (wrapped) when the coordinator refuses a join key
-// or node credential: retrying cannot help.
+// or node credential: retrying cannot help. The *client.Error beside it
+// says why (client.CodeOf).
 var ErrRefused = errors.New("refused by coordinator")
-
-// errNotFound is wrapped by the error of a 404 answer: a path the
-// coordinator does not serve (an older one), or an object it does not
-// know.
-var errNotFound = errors.New("not found")
 
 // controlClient talks to the coordinator over pinned HTTPS.
 type controlClient struct {
@@ -90,23 +87,16 @@ func (c *controlClient) do(ctx context.Context, method, path, token string, body
 		return resp, nil
 	}
 	defer resp.Body.Close()
-	var e wire.Error
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if json.Unmarshal(raw, &e) != nil || e.Error == "" {
-		e.Error = fmt.Sprintf("HTTP %d: %.200s", resp.StatusCode, raw)
-	}
+	e := client.ErrorFrom(resp)
 	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden ||
 		resp.StatusCode == http.StatusConflict || resp.StatusCode == http.StatusBadRequest {
-		return nil, fmt.Errorf("%w: %s", ErrRefused, e.Error)
+		return nil, fmt.Errorf("%w: %w", ErrRefused, e)
 	}
-	if resp.StatusCode == http.StatusNotFound {
-		return nil, fmt.Errorf("coordinator %s: %w: %s", c.url, errNotFound, e.Error)
-	}
-	return nil, fmt.Errorf("coordinator %s: %s", c.url, e.Error)
+	return nil, fmt.Errorf("coordinator %s: %w", c.url, e)
 }
 
 // coordinatorKey fetches the coordinator's proof key. A coordinator that
-// predates proofs answers 404 (errNotFound).
+// predates proofs answers 404 (wire.CodeNotFound).
 func (c *controlClient) coordinatorKey(ctx context.Context) (string, error) {
 	resp, err := c.do(ctx, http.MethodGet, wire.PathCoordinatorKey, "", nil)
 	if err != nil {

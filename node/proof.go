@@ -2,12 +2,12 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"time"
 
+	"github.com/wiremesh/wiremesh/client"
 	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/wire"
 )
 
 // coordinatorKey returns the coordinator's proof key: the one enrollment
@@ -28,7 +28,7 @@ func (a *Agent) coordinatorKey(ctx context.Context) (string, error) {
 // fetchCoordinatorKey asks the coordinator for its proof key and keeps it.
 func (a *Agent) fetchCoordinatorKey(ctx context.Context) (string, error) {
 	k, err := a.ctl.coordinatorKey(ctx)
-	if errors.Is(err, errNotFound) {
+	if client.CodeOf(err) == wire.CodeNotFound {
 		a.log.Warn("the coordinator takes no proofs of this node's key: upgrade it", "url", a.id.Coordinator)
 		return "", nil
 	}
@@ -101,13 +101,9 @@ func (a *Agent) servicesProof(coordKey string) (pub, proof string, err error) {
 
 // isProofRefusal reports whether err is the coordinator refusing a proof
 // as wrong (another proof key, say); isClockRefusal, for its time.
-func isProofRefusal(err error) bool {
-	return errors.Is(err, ErrRefused) && strings.Contains(err.Error(), credential.ErrProof.Error())
-}
+func isProofRefusal(err error) bool { return client.CodeOf(err) == wire.CodeProofInvalid }
 
-func isClockRefusal(err error) bool {
-	return errors.Is(err, ErrRefused) && strings.Contains(err.Error(), credential.ErrProofTime.Error())
-}
+func isClockRefusal(err error) bool { return client.CodeOf(err) == wire.CodeProofTime }
 
 // saveIdentity writes node.json with the node's current public key and
 // the coordinator's proof key.

@@ -17,6 +17,8 @@ import (
 type APIError struct {
 	// Status is the HTTP status code.
 	Status int
+	// Code is the wire.Error code, what the UI branches on.
+	Code wire.ErrorCode
 	// Message is the wire.Error message, for a person.
 	Message string
 	// Detail is the wire.Error detail, undecoded. Nil: none.
@@ -67,6 +69,7 @@ func (c *apiClient) call(ctx context.Context, token, method, path string, in, ou
 // decodeAPIError turns a non-2xx answer into an *APIError.
 func decodeAPIError(rec *recorder) error {
 	var e struct {
+		Code   wire.ErrorCode  `json:"code"`
 		Error  string          `json:"error"`
 		Detail json.RawMessage `json:"detail"`
 	}
@@ -76,7 +79,7 @@ func decodeAPIError(rec *recorder) error {
 			e.Error = http.StatusText(rec.code)
 		}
 	}
-	return &APIError{Status: rec.code, Message: e.Error, Detail: e.Detail}
+	return &APIError{Status: rec.code, Code: e.Code, Message: e.Error, Detail: e.Detail}
 }
 
 // statusOf returns the API status of err, or 0 if it is not an API error.

@@ -101,7 +101,7 @@ func (u *UI) policyFailed(w http.ResponseWriter, r *http.Request, s *session, d 
 	d.Checked = true
 	var errs []wire.PolicyError
 	var ae *APIError
-	if errors.As(err, &ae) && json.Unmarshal(ae.Detail, &errs) == nil && len(errs) > 0 && errs[0].Text != "" {
+	if errors.As(err, &ae) && ae.Code == wire.CodePolicyInvalid && json.Unmarshal(ae.Detail, &errs) == nil && len(errs) > 0 && errs[0].Text != "" {
 		d.Errors = errs
 	} else {
 		d.Message = err.Error()

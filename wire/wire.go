@@ -442,14 +442,6 @@ type CreateJoinKeyResponse struct {
 	JoinKey string `json:"join_key"`
 }
 
-// Error is the body of every non-2xx answer of the API.
-type Error struct {
-	// Error says what went wrong, for a person.
-	Error string `json:"error"`
-	// Detail carries structured detail, such as a position. Nil: none.
-	Detail any `json:"detail,omitempty"`
-}
-
 // Policy is one version of the access policy.
 type Policy struct {
 	// Version numbers accepted policies from 1. Zero: no policy is set.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"github.com/wiremesh/wiremesh/client"
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/wire"
 )
@@ -119,19 +120,12 @@ func (c *adminClient) doHeader(ctx context.Context, method, path string, body, o
 		return nil, fmt.Errorf("reach coordinator: %w", err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return nil, fmt.Errorf("coordinator: %w", client.ErrorFrom(resp))
+	}
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return nil, fmt.Errorf("read answer: %w", err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error  string          `json:"error"`
-			Detail json.RawMessage `json:"detail"`
-		}
-		if json.Unmarshal(raw, &e) != nil || e.Error == "" {
-			return nil, fmt.Errorf("coordinator: HTTP %d: %.200s", resp.StatusCode, raw)
-		}
-		return nil, &apiError{status: resp.StatusCode, msg: e.Error, detail: e.Detail}
 	}
 	if out != nil {
 		if err := json.Unmarshal(raw, out); err != nil {
@@ -159,15 +153,6 @@ func (a *adminFlags) call(cmd *cobra.Command, method, path string, body, out any
 	}
 	return human(cmd.OutOrStdout())
 }
-
-// apiError is a non-2xx answer of the coordinator.
-type apiError struct {
-	status int
-	msg    string
-	detail json.RawMessage
-}
-
-func (e *apiError) Error() string { return "coordinator: " + e.msg }
 
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
