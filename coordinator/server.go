@@ -197,6 +197,9 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req, false) {
 		return
 	}
+	if !c.checkProtocol(w, req.ProtocolVersion) {
+		return
+	}
 	if err := validPublicKey(req.PublicKey); err != nil {
 		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error(), nil)
 		return

@@ -313,6 +313,9 @@ func (a *Agent) enroll(ctx context.Context, key wgtypes.Key) (Identity, error) {
 		if err == nil {
 			return Identity{Coordinator: jk.URL, Pin: jk.Pin, Credential: resp.Credential, Node: resp.Node, Prefixes: resp.Prefixes, CoordinatorKey: resp.CoordinatorKey}, nil
 		}
+		if isProtocolRefusal(err) {
+			return Identity{}, fmt.Errorf("enrollment: coordinator refused this agent's protocol %d: %w", wire.ProtocolVersion, err)
+		}
 		if errors.Is(err, ErrRefused) {
 			return Identity{}, fmt.Errorf("enrollment: %w", err)
 		}
@@ -500,6 +503,10 @@ func (a *Agent) follow(ctx context.Context) error {
 				continue
 			}
 			return fmt.Errorf("coordinator refused this node's proof of its key: %w", err)
+		case isProtocolRefusal(err):
+			// Retrying cannot help: this agent must be replaced (or the
+			// coordinator upgraded); the message says by which.
+			return fmt.Errorf("coordinator refused this agent's protocol %d: %w", wire.ProtocolVersion, err)
 		case isClockRefusal(err):
 			// Not the key but the node's clock: retrying helps once it is
 			// set right.

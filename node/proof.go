@@ -105,6 +105,13 @@ func isProofRefusal(err error) bool { return client.CodeOf(err) == wire.CodeProo
 
 func isClockRefusal(err error) bool { return client.CodeOf(err) == wire.CodeProofTime }
 
+// isProtocolRefusal reports whether err is the coordinator refusing this
+// agent's protocol version, too old or too new for it.
+func isProtocolRefusal(err error) bool {
+	c := client.CodeOf(err)
+	return c == wire.CodeProtocolTooOld || c == wire.CodeProtocolTooNew
+}
+
 // saveIdentity writes node.json with the node's current public key and
 // the coordinator's proof key.
 func (a *Agent) saveIdentity() error {

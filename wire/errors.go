@@ -13,6 +13,19 @@ type Error struct {
 	Detail any `json:"detail,omitempty"`
 }
 
+// ProtocolRefusal is the Detail of a CodeProtocolTooOld or
+// CodeProtocolTooNew answer.
+type ProtocolRefusal struct {
+	// Agent is the protocol version the agent sent (0: none).
+	Agent int `json:"agent"`
+	// Min and Max are the agent protocols the coordinator accepts.
+	Min int `json:"min"`
+	Max int `json:"max"`
+	// CoordinatorVersion is the coordinator's wiremesh version, an agent
+	// version that works with it. Empty: not known.
+	CoordinatorVersion string `json:"coordinator_version,omitempty"`
+}
+
 // ErrorCode is the stable, machine-readable kind of an API error. A code
 // keeps its meaning across releases; new codes may be added, so a client
 // treats one it does not know by the HTTP status alone.

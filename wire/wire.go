@@ -21,7 +21,20 @@ import (
 //	3 (2026-12-01): proofs of the node's private key: MapRequest.Proof and
 //	   RotateKeyRequest.Proof are required (403 without); the coordinator's
 //	   proof key in EnrollResponse and at PathCoordinatorKey.
+//
+// Compatibility window: a coordinator accepts agents of protocol
+// MinProtocolVersion to its own ProtocolVersion, and refuses others at
+// enrollment and at every netmap stream with CodeProtocolTooOld or
+// CodeProtocolTooNew and a message naming the versions to run. Upgrade the
+// coordinator first, then the agents; raise MinProtocolVersion only when
+// the agents below it can no longer work (as protocol 3's proofs made of
+// 1 and 2), and say so in the release notes.
 const ProtocolVersion = 3
+
+// MinProtocolVersion is the oldest agent protocol a coordinator accepts.
+// Agents of 1 and 2 make no proofs of their key, which protocol 3
+// requires.
+const MinProtocolVersion = 3
 
 // Paths of the coordinator's HTTPS API.
 const (

@@ -21,6 +21,7 @@ streams of every agent. The first start creates the database, a TLS CA and
 certificate, and an admin token file in --data-dir, and prints their paths.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Version = version
 			var err error
 			if cfg.Logger, err = lf.logger(); err != nil {
 				return err
