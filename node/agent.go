@@ -303,7 +303,10 @@ func (a *Agent) enrollOnce(ctx context.Context) error {
 
 func (a *Agent) enroll(ctx context.Context, key wgtypes.Key) (Identity, error) {
 	jk := a.joinKey
-	ctl := newControlClient(jk.URL, jk.Pin, a.log)
+	ctl, err := newControlClient(jk.URL, jk.Pin, a.log)
+	if err != nil {
+		return Identity{}, fmt.Errorf("enrollment: %w", err)
+	}
 	defer ctl.close()
 	req := wire.EnrollRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: key.PublicKey().String(), Name: a.cfg.Name, Hostname: a.cfg.Hostname}
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.EnrollTimeout)
@@ -386,7 +389,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if err := a.enrollOnce(ctx); err != nil {
 		return err
 	}
-	a.ctl = newControlClient(a.id.Coordinator, a.id.Pin, a.log)
+	if a.ctl, err = newControlClient(a.id.Coordinator, a.id.Pin, a.log); err != nil {
+		return err
+	}
 	defer a.ctl.close()
 	self := &wire.Netmap{Self: a.id.Node, Prefixes: a.id.Prefixes}
 	if cached, err := a.state.loadNetmap(); err != nil {

@@ -24,7 +24,10 @@ func fakeCoordinator(t *testing.T, h http.HandlerFunc) *controlClient {
 	srv := httptest.NewUnstartedServer(h)
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	srv.StartTLS()
-	c := newControlClient(srv.URL, credential.PinOf(srv.Certificate()), testLogger(t, "control"))
+	c, err := newControlClient(srv.URL, credential.PinOf(srv.Certificate()), testLogger(t, "control"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		c.close()
 		srv.Close()

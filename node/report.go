@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"net/http"
 	"time"
 
 	"github.com/wiremesh/wiremesh/wire"
@@ -61,5 +62,5 @@ func (a *Agent) report(ctx context.Context) error {
 		}
 		req.Services = append(req.Services, sv)
 	}
-	return a.ctl.put(ctx, wire.PathServicesReport, a.id.Credential, req)
+	return a.ctl.call(ctx, http.MethodPut, wire.PathServicesReport, a.id.Credential, req, nil)
 }
