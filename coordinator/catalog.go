@@ -90,7 +90,8 @@ func validServices(svcs []wire.Service) ([]wire.Service, map[string]reportedHeal
 }
 
 func validHealth(h string) bool {
-	return h == "" || h == "passing" || h == "warning" || h == "critical"
+	v, err := wire.ParseHealth(h)
+	return h == "" || err == nil && v.String() == h
 }
 
 // SetServices records node id's services and their health. Definitions

@@ -9,31 +9,19 @@ import (
 	"time"
 
 	miekg "github.com/miekg/dns"
+	"github.com/wiremesh/wiremesh/wire"
 )
 
-// Health is the state of a service instance's checks.
-type Health uint8
+// Health is the state of a service instance's checks: wire.Health, whose
+// zero is Passing, so an instance without checks is served, as in Consul.
+type Health = wire.Health
 
-// Health states. The zero value is Passing: an instance without checks
-// is served, as in Consul.
+// The health values, as wire names them.
 const (
-	Passing Health = iota
-	Warning
-	Critical
+	Passing  = wire.Passing
+	Warning  = wire.Warning
+	Critical = wire.Critical
 )
-
-// String returns "passing", "warning" or "critical".
-func (h Health) String() string {
-	switch h {
-	case Passing:
-		return "passing"
-	case Warning:
-		return "warning"
-	case Critical:
-		return "critical"
-	}
-	return fmt.Sprintf("health(%d)", uint8(h))
-}
 
 // NodeRecord is a node of the mesh as DNS sees it.
 type NodeRecord struct {

@@ -226,7 +226,8 @@ type Service struct {
 	Proto string `json:"proto,omitempty"`
 	// Tags are DNS labels that select instances. Empty: none.
 	Tags []string `json:"tags,omitempty"`
-	// Health is "passing", "warning" or "critical", the worst of the
+	// Health is a Health's String ("passing", "warning" or "critical"),
+	// kept a string so that empty can say "not reported"; the worst of the
 	// checks as the node last reported it. Only set in reports and admin
 	// listings; in netmaps health travels by gossip instead. Empty: not
 	// reported.
@@ -240,7 +241,7 @@ type Service struct {
 type CheckStatus struct {
 	// ID names the check on its node.
 	ID string `json:"id"`
-	// Status is "passing", "warning" or "critical".
+	// Status is a Health's String: "passing", "warning" or "critical".
 	Status string `json:"status"`
 	// Output is the check's last output, trimmed. Empty: none.
 	Output string `json:"output,omitempty"`
