@@ -300,7 +300,7 @@ func TestBadRequestBodies(t *testing.T) {
 		{"negative duration", `{"expiry": "-1h"}`, 400, "negative", nil},
 		{"trailing data", `{} {}`, 400, "trailing data", nil},
 		{"empty", ``, 400, "empty request body", nil},
-		{"bad tag", `{"tags": ["web"]}`, 400, `tag "web" must look like tag:NAME`, nil},
+		{"bad tag", `{"tags": ["web"]}`, 400, `bad tag "web": want tag:NAME`, nil},
 		{"too large", big, 413, "larger than 1048576 bytes", nil},
 	} {
 		refused.add(t.Run(tc.name, func(t *testing.T) {
@@ -348,7 +348,7 @@ func TestEnroll(t *testing.T) {
 		{"short public key", onceKey.Secret.String(), pv + `"public_key":"AAAA"}`, 400, "bad public key"},
 		{"31-byte public key", onceKey.Secret.String(), pv + `"public_key":"` + pub[:40] + `AA=="}`, 400, "bad public key"},
 		{"not base64", onceKey.Secret.String(), pv + `"public_key":"` + strings.Repeat("!", 44) + `"}`, 400, "bad public key"},
-		{"bad name", onceKey.Secret.String(), pv + `"public_key":"` + pub + `","name":"Bad_Name"}`, 400, "must be 1-63 lowercase"},
+		{"bad name", onceKey.Secret.String(), pv + `"public_key":"` + pub + `","name":"Bad_Name"}`, 400, `bad node name "Bad_Name": 'B' at byte 0`},
 		{"malformed", onceKey.Secret.String(), pv + `"public_key":`, 400, "JSON"},
 	} {
 		code, body := ts.do(t, "POST", wire.PathEnroll, tc.token, strings.NewReader(tc.body))

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"math/big"
 	"net/netip"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -323,12 +322,10 @@ type EnrollParams struct {
 	Hostname  string // used for a name when Name is empty; made unique
 }
 
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-
 // ValidName reports why name is not a valid node name (a DNS label), or nil.
 func ValidName(name string) error {
-	if !nameRE.MatchString(name) {
-		return fmt.Errorf("%w: node name %q must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'", ErrInvalid, name)
+	if err := wire.CheckNodeName(name); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return nil
 }
@@ -638,13 +635,11 @@ func (s *Store) DeleteNode(ctx context.Context, actor, name string) (uint64, err
 	})
 }
 
-var tagRE = regexp.MustCompile(`^tag:[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-
 // CreateJoinKey makes a join key; the returned secret is not stored.
 func (s *Store) CreateJoinKey(ctx context.Context, actor string, req wire.CreateJoinKeyRequest) (wire.JoinKey, credential.Secret, error) {
 	for _, t := range req.Tags {
-		if !tagRE.MatchString(t) {
-			return wire.JoinKey{}, credential.Secret{}, fmt.Errorf("%w: tag %q must look like tag:NAME (lowercase letters, digits, '-')", ErrInvalid, t)
+		if err := wire.CheckTag(t); err != nil {
+			return wire.JoinKey{}, credential.Secret{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 	}
 	now := s.now()
@@ -764,8 +759,8 @@ func fromMillis(ms int64) time.Time {
 // SetTags replaces the tags of the node named name.
 func (s *Store) SetTags(ctx context.Context, actor, name string, tags []string) (uint64, error) {
 	for _, t := range tags {
-		if !tagRE.MatchString(t) {
-			return 0, fmt.Errorf("%w: tag %q must look like tag:NAME (lowercase letters, digits, '-')", ErrInvalid, t)
+		if err := wire.CheckTag(t); err != nil {
+			return 0, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 	}
 	j, _ := json.Marshal(tags)

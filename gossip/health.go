@@ -103,15 +103,4 @@ func parseHealthLetter(s string) (Health, bool) {
 
 // validServiceName reports whether name is a DNS label of lowercase
 // letters, digits and '-'.
-func validServiceName(name string) bool {
-	if name == "" || len(name) > maxServiceName {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
-			return false
-		}
-	}
-	return true
-}
+func validServiceName(name string) bool { return wire.IsLabel(name) }
