@@ -201,7 +201,7 @@ type Agent struct {
 	restarted bool              // the identity came from the state dir
 	engine    Engine
 	filter    *filter.Filter // nil with Config.NoFilter
-	svc       *services
+	svc       *services      // set once by Run, under mu, before anything but Reload reads it
 	ctl       *controlClient
 	dns       *dns.Server                           // nil with DNS off
 	names     atomic.Pointer[map[netip.Addr]string] // overlay address → node name, for the filter's log
@@ -340,10 +340,13 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	hcfg.Logger = a.log
 	runner := health.New(hcfg)
 	defer runner.Close()
-	a.svc = newServices(a.cfg.ServicesFile, runner)
-	if err := a.svc.load(); err != nil {
+	svc := newServices(a.cfg.ServicesFile, runner)
+	if err := svc.load(); err != nil {
 		return err
 	}
+	a.mu.Lock()
+	a.svc = svc // Reload may look at any time
+	a.mu.Unlock()
 	ecfg := EngineConfig{
 		Interface: a.cfg.Interface, ListenPort: a.cfg.ListenPort, MTU: a.cfg.MTU,
 		PrivateKey: a.key, Logger: a.log, KnownToPeers: a.restarted,
@@ -432,10 +435,13 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 // Reload re-reads the services file. A malformed file changes nothing and
 // the error says where it is wrong.
 func (a *Agent) Reload() error {
-	if a.svc == nil {
+	a.mu.Lock()
+	svc := a.svc
+	a.mu.Unlock()
+	if svc == nil {
 		return errors.New("agent is not running")
 	}
-	if err := a.svc.load(); err != nil {
+	if err := svc.load(); err != nil {
 		return err
 	}
 	a.log.Info("services reloaded", "file", a.cfg.ServicesFile)
