@@ -137,7 +137,7 @@ func (c *Client) Open(ctx context.Context, method, path string, in any) (*http.R
 	}
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
-		return nil, ErrorFrom(resp)
+		return nil, errorFrom(resp)
 	}
 	return resp, nil
 }

@@ -76,9 +76,9 @@ var statusCodes = map[int]wire.ErrorCode{
 	http.StatusInternalServerError:   wire.CodeInternal,
 }
 
-// ErrorFrom reads the *Error of a non-2xx answer from resp's body (at most
+// errorFrom reads the *Error of a non-2xx answer from resp's body (at most
 // 64 KiB of it). It does not close the body.
-func ErrorFrom(resp *http.Response) *Error {
+func errorFrom(resp *http.Response) *Error {
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	return decodeError(resp.StatusCode, raw)
 }
