@@ -3,7 +3,6 @@ package acl
 import (
 	"fmt"
 	"net/netip"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -16,10 +15,6 @@ import (
 
 // MaxPolicySize bounds the policy text.
 const MaxPolicySize = 1 << 20
-
-var (
-	nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-)
 
 // parser walks the HuJSON tree, collecting errors with positions.
 type parser struct {
@@ -81,7 +76,7 @@ func (ps *parser) groups(v *hujson.Value) {
 	for _, m := range ps.object(v, `"groups"`) {
 		name := hudoc.Key(&m)
 		g, ok := strings.CutPrefix(name, "group:")
-		if !ok || !nameRE.MatchString(g) {
+		if !ok || !wire.IsLabel(g) {
 			ps.Errorf(&m.Name, "bad group name %q: want group:NAME (lowercase letters, digits, '-')", name)
 			continue
 		}
@@ -109,7 +104,7 @@ func (ps *parser) groups(v *hujson.Value) {
 func (ps *parser) hosts(v *hujson.Value) {
 	for _, m := range ps.object(v, `"hosts"`) {
 		name := hudoc.Key(&m)
-		if !nameRE.MatchString(name) {
+		if !wire.IsLabel(name) {
 			ps.Errorf(&m.Name, "bad host name %q: want lowercase letters, digits and '-'", name)
 			continue
 		}
@@ -133,7 +128,7 @@ func (ps *parser) services(v *hujson.Value) {
 	ps.p.Services = map[string][]Selector{}
 	for _, m := range ps.object(v, `"services"`) {
 		name := hudoc.Key(&m)
-		if !nameRE.MatchString(name) {
+		if !wire.IsLabel(name) {
 			ps.Errorf(&m.Name, "bad service name %q in \"services\": want a DNS label (lowercase letters, digits, '-'), without \"svc:\"", name)
 			continue
 		}
@@ -183,19 +178,19 @@ func (ps *parser) selector(v *hujson.Value, s string) (Selector, bool) {
 		return Selector{Kind: SelAny, Pos: pos}, true
 	case strings.HasPrefix(s, "node:"):
 		n := s[len("node:"):]
-		if !nameRE.MatchString(n) {
+		if !wire.IsLabel(n) {
 			ps.Errorf(v, "bad node name in %q: want node:NAME (lowercase letters, digits, '-')", s)
 			return Selector{}, false
 		}
 		return Selector{Kind: SelNode, Name: n, Pos: pos}, true
 	case strings.HasPrefix(s, "tag:"):
-		if !nameRE.MatchString(s[len("tag:"):]) {
+		if !wire.IsLabel(s[len("tag:"):]) {
 			ps.Errorf(v, "bad tag %q: want tag:NAME (lowercase letters, digits, '-')", s)
 			return Selector{}, false
 		}
 		return Selector{Kind: SelTag, Name: s, Pos: pos}, true
 	case strings.HasPrefix(s, "svc:"):
-		if !nameRE.MatchString(s[len("svc:"):]) {
+		if !wire.IsLabel(s[len("svc:"):]) {
 			ps.Errorf(v, "bad service %q: want svc:NAME (lowercase letters, digits, '-')", s)
 			return Selector{}, false
 		}
@@ -213,7 +208,7 @@ func (ps *parser) selector(v *hujson.Value, s string) (Selector, bool) {
 			return Selector{}, false
 		}
 		return Selector{Kind: SelCIDR, Prefix: p, Pos: pos}, true
-	case nameRE.MatchString(s):
+	case wire.IsLabel(s):
 		return Selector{Kind: SelHost, Name: s, Pos: pos}, true
 	}
 	ps.Errorf(v, "bad selector %q: want *, node:NAME, tag:NAME, group:NAME, a host name or a CIDR", s)

@@ -22,7 +22,7 @@ func page(w http.ResponseWriter, r *http.Request) (after int64, limit int, ok bo
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > wire.MaxPageSize {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad limit %q: want 1..%d", s, wire.MaxPageSize), nil)
+			writeError(w, http.StatusBadRequest, wire.CodeBadRequest, fmt.Sprintf("bad limit %q: want 1..%d", s, wire.MaxPageSize), nil)
 			return 0, 0, false
 		}
 		limit = n
@@ -30,7 +30,7 @@ func page(w http.ResponseWriter, r *http.Request) (after int64, limit int, ok bo
 	if s := q.Get("after"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || n < 0 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad cursor after=%q: use the Link header of the previous page", s), nil)
+			writeError(w, http.StatusBadRequest, wire.CodeBadRequest, fmt.Sprintf("bad cursor after=%q: use the Link header of the previous page", s), nil)
 			return 0, 0, false
 		}
 		after = n
@@ -95,7 +95,7 @@ func (c *Coordinator) handleExpireNode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Never && !req.At.IsZero() {
-		writeError(w, http.StatusBadRequest, `give "at" or "never", not both`, nil)
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, `give "at" or "never", not both`, nil)
 		return
 	}
 	if _, err := c.store.ExpireNode(r.Context(), actor(r), name, req.At, req.Never); err != nil {

@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"slices"
 	"time"
 
@@ -23,8 +22,6 @@ const (
 	maxCheckOutput = 1024 // bytes kept of a check's output
 	gossipKeyBytes = 32   // AES-256
 )
-
-var labelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 // reportedHealth is the last reported health of one service.
 type reportedHealth struct {
@@ -42,7 +39,7 @@ func validServices(svcs []wire.Service) ([]wire.Service, map[string]reportedHeal
 	health := make(map[string]reportedHealth, len(svcs))
 	for i, sv := range svcs {
 		what := fmt.Sprintf("service %d", i+1)
-		if !labelRE.MatchString(sv.Name) {
+		if !wire.IsLabel(sv.Name) {
 			return nil, nil, fmt.Errorf("%w: %s: bad name %q: want a DNS label (lowercase letters, digits, '-')", ErrInvalid, what, sv.Name)
 		}
 		what = fmt.Sprintf("service %q", sv.Name)
@@ -63,7 +60,7 @@ func validServices(svcs []wire.Service) ([]wire.Service, map[string]reportedHeal
 			return nil, nil, fmt.Errorf("%w: %s: %d tags; the limit is %d", ErrInvalid, what, len(sv.Tags), maxServiceTags)
 		}
 		for _, t := range sv.Tags {
-			if !labelRE.MatchString(t) {
+			if !wire.IsLabel(t) {
 				return nil, nil, fmt.Errorf("%w: %s: bad tag %q: want a DNS label", ErrInvalid, what, t)
 			}
 		}
@@ -90,7 +87,8 @@ func validServices(svcs []wire.Service) ([]wire.Service, map[string]reportedHeal
 }
 
 func validHealth(h string) bool {
-	return h == "" || h == "passing" || h == "warning" || h == "critical"
+	v, err := wire.ParseHealth(h)
+	return h == "" || err == nil && v.String() == h
 }
 
 // SetServices records node n's services and their health. Definitions

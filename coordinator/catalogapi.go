@@ -18,7 +18,7 @@ import (
 func (c *Coordinator) nodeAuth(w http.ResponseWriter, r *http.Request, body any, publicKey func() string) (wire.Node, bool) {
 	cred, err := bearer(r)
 	if err != nil {
-		writeError(w, http.StatusUnauthorized, "node credential required: "+err.Error(), nil)
+		writeError(w, http.StatusUnauthorized, wire.CodeUnauthorized, "node credential required: "+err.Error(), nil)
 		return wire.Node{}, false
 	}
 	node, err := c.store.NodeByCredential(r.Context(), cred)
@@ -30,7 +30,7 @@ func (c *Coordinator) nodeAuth(w http.ResponseWriter, r *http.Request, body any,
 		return wire.Node{}, false
 	}
 	if publicKey() != node.PublicKey {
-		writeError(w, http.StatusForbidden, "public key does not match the node's credential", nil)
+		writeError(w, http.StatusForbidden, wire.CodeKeyMismatch, "public key does not match the node's credential", nil)
 		return wire.Node{}, false
 	}
 	return node, true
@@ -47,7 +47,7 @@ func (c *Coordinator) handleServicesReport(w http.ResponseWriter, r *http.Reques
 	// what the agent's ServicesContent computed before sending.
 	content, err := wire.ServicesContent(req.Services)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error(), nil)
 		return
 	}
 	at, err := c.proof.CheckServices(req.PublicKey, req.ContentProof, content, time.Now())

@@ -75,6 +75,9 @@ type Config struct {
 	EphemeralTimeout time.Duration
 	// Logger receives the coordinator's logs. Nil: slog.Default().
 	Logger *slog.Logger
+	// Version is the coordinator's wiremesh version, named in the errors
+	// that refuse an agent's protocol. Empty: not named.
+	Version string
 }
 
 // DefaultConfig returns a Config with every default filled in.

@@ -22,15 +22,15 @@ func FuzzAgentBodies(f *testing.F) {
 	jk := ts.createJoinKey(f, wire.CreateJoinKeyRequest{Reusable: true})
 	pub := newPublicKey(f)
 	a := ts.enroll(f, jk.JoinKey, wire.EnrollRequest{PublicKey: pub, Name: "a"})
-	f.Add(`{"protocol_version": 1, "public_key": "` + newPublicKey(f) + `", "hostname": "web-1"}`)
-	f.Add(`{"protocol_version": 1, "public_key": "` + pub + `", "listen_port": 51820, "endpoints": ["192.0.2.1:51820"]}`)
+	f.Add(`{"protocol_version": ` + itoa(wire.ProtocolVersion) + `, "public_key": "` + newPublicKey(f) + `", "hostname": "web-1"}`)
+	f.Add(`{"protocol_version": ` + itoa(wire.ProtocolVersion) + `, "public_key": "` + pub + `", "listen_port": 51820, "endpoints": ["192.0.2.1:51820"]}`)
 	f.Add(`{"public_key": "` + pub + `", "new_public_key": "` + newPublicKey(f) + `"}`)
 	f.Add(`{"protocol_version": 99, "public_key": "AAAA"}`)
 	// With valid proofs, bodies get past the proof to what follows it: a
 	// netmap stream (its proof is good for the fuzzing run's first
 	// minutes), and a rotation to the node's own key, which the store
 	// refuses (409), so the node keeps its key for the other inputs.
-	f.Add(`{"protocol_version": 3, "public_key": "` + pub + `", "listen_port": 51820, "endpoints": ["192.0.2.1:51820"], "proof": "` + netmapProof(f, ts.c, pub) + `"}`)
+	f.Add(`{"protocol_version": ` + itoa(wire.ProtocolVersion) + `, "public_key": "` + pub + `", "listen_port": 51820, "endpoints": ["192.0.2.1:51820"], "proof": "` + netmapProof(f, ts.c, pub) + `"}`)
 	f.Add(`{"public_key": "` + pub + `", "new_public_key": "` + pub + `", "proof": "` + rotationProof(f, ts.c, pub, pub) + `"}`)
 	joinSecret := credential.Secret{}
 	if b, err := credential.ParseJoinKey(jk.JoinKey); err == nil {
@@ -66,8 +66,8 @@ func checkAnswer(t *testing.T, h http.Handler, method, path, bearer, body string
 	}
 	if w.Code >= 400 {
 		var e wire.Error
-		if json.Unmarshal(w.Body.Bytes(), &e) != nil || e.Error == "" {
-			t.Fatalf("%s %s %q: %d without an error body: %s", method, path, body, w.Code, w.Body)
+		if json.Unmarshal(w.Body.Bytes(), &e) != nil || e.Error == "" || e.Code == "" {
+			t.Fatalf("%s %s %q: %d without an error body and code: %s", method, path, body, w.Code, w.Body)
 		}
 	}
 }

@@ -46,7 +46,7 @@ func (c *Coordinator) handleRotateKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := validPublicKey(req.NewPublicKey); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error(), nil)
 		return
 	}
 	// The credential and the current public key are not enough: whoever

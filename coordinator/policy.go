@@ -22,7 +22,7 @@ func (c *Coordinator) handleGetPolicy(w http.ResponseWriter, r *http.Request) {
 	if s := r.URL.Query().Get("version"); s != "" {
 		v, perr := strconv.ParseUint(s, 10, 64)
 		if perr != nil || v == 0 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad version %q: want a policy version from 1", s), nil)
+			writeError(w, http.StatusBadRequest, wire.CodeBadRequest, fmt.Sprintf("bad version %q: want a policy version from 1", s), nil)
 			return
 		}
 		p, err = c.store.PolicyVersion(r.Context(), v)
@@ -67,7 +67,7 @@ func policyRejected(w http.ResponseWriter, errs []wire.PolicyError) {
 	if len(errs) > 1 {
 		msg += fmt.Sprintf(" (and %d more problems)", len(errs)-1)
 	}
-	writeError(w, http.StatusBadRequest, msg, errs)
+	writeError(w, http.StatusBadRequest, wire.CodePolicyInvalid, msg, errs)
 }
 
 func (c *Coordinator) handleSetPolicy(w http.ResponseWriter, r *http.Request) {

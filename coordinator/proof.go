@@ -83,13 +83,14 @@ func (p *proofTimes) accept(id int64, at time.Time) error {
 }
 
 // netmapAuth authenticates a netmap request: the node credential, the
-// node's current public key (nodeAuth), then the proof that the caller
+// node's current public key (nodeAuth), the agent's protocol, then the
+// proof that the caller
 // holds its private key, made recently. An unknown credential is refused
 // (401) before the proof is looked at; a missing, wrong or stale proof
 // gets 403.
 func (c *Coordinator) netmapAuth(w http.ResponseWriter, r *http.Request, req *wire.MapRequest) (wire.Node, bool) {
 	node, ok := c.nodeAuth(w, r, req, func() string { return req.PublicKey })
-	if !ok {
+	if !ok || !c.checkProtocol(w, req.ProtocolVersion) {
 		return wire.Node{}, false
 	}
 	at, err := c.proof.CheckNetmap(req.PublicKey, req.Proof, time.Now())
@@ -107,5 +108,9 @@ func (c *Coordinator) netmapAuth(w http.ResponseWriter, r *http.Request, req *wi
 // valid credential with a wrong proof may be a stolen credential.
 func (c *Coordinator) refuseProof(w http.ResponseWriter, r *http.Request, node wire.Node, err error) {
 	c.log.Warn("proof refused", "node", node.Name, "addr", r.RemoteAddr, "why", err.Error())
-	writeError(w, http.StatusForbidden, err.Error(), nil)
+	code := wire.CodeProofInvalid
+	if errors.Is(err, credential.ErrProofTime) {
+		code = wire.CodeProofTime
+	}
+	writeError(w, http.StatusForbidden, code, err.Error(), nil)
 }

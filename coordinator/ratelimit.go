@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/wiremesh/wiremesh/wire"
 )
 
 // Defaults of Config.EnrollRate and Config.EnrollBurst: enough for a fleet
@@ -297,7 +299,7 @@ func (c *Coordinator) admitEnroll(w http.ResponseWriter, src netip.Addr) bool {
 		c.log.Warn("enrollment rate-limited", attrs...)
 	}
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
-	writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many enrollment attempts from this address; retry in %d s", secs), nil)
+	writeError(w, http.StatusTooManyRequests, wire.CodeRateLimited, fmt.Sprintf("too many enrollment attempts from this address; retry in %d s", secs), nil)
 	return false
 }
 

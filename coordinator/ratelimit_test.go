@@ -415,7 +415,7 @@ func enrollFrom(tb testing.TB, ts *testServer, c *http.Client, token string) enr
 func postEnroll(ctx context.Context, ts *testServer, c *http.Client, token string) (int, []byte, *http.Response, error) {
 	var pub [32]byte
 	rand.Read(pub[:])
-	b, _ := json.Marshal(wire.EnrollRequest{PublicKey: base64.StdEncoding.EncodeToString(pub[:])})
+	b, _ := json.Marshal(wire.EnrollRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: base64.StdEncoding.EncodeToString(pub[:])})
 	req, err := http.NewRequestWithContext(ctx, "POST", ts.url+wire.PathEnroll, bytes.NewReader(b))
 	if err != nil {
 		return 0, nil, nil, err

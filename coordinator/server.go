@@ -53,7 +53,7 @@ func (c *Coordinator) Handler() http.Handler {
 	mux.HandleFunc("POST "+wire.PathGossipRetire, c.admin(c.handleGossipRetire))
 	c.mountUI(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path), nil)
+		writeError(w, http.StatusNotFound, wire.CodeNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path), nil)
 	})
 	return mux
 }
@@ -90,10 +90,10 @@ func (c *Coordinator) admin(h http.HandlerFunc) http.HandlerFunc {
 		}
 		if err != nil {
 			if _, nerr := c.store.NodeByCredential(r.Context(), sec); nerr == nil {
-				writeError(w, http.StatusForbidden, "a node credential cannot call the admin API", nil)
+				writeError(w, http.StatusForbidden, wire.CodeForbidden, "a node credential cannot call the admin API", nil)
 				return
 			}
-			writeError(w, http.StatusUnauthorized, "admin token required: "+err.Error(), nil)
+			writeError(w, http.StatusUnauthorized, wire.CodeUnauthorized, "admin token required: "+err.Error(), nil)
 			return
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), actorKey{}, sec.ID)))
@@ -105,32 +105,38 @@ func actor(r *http.Request) string {
 	return a
 }
 
-// writeError writes the API's error body.
-func writeError(w http.ResponseWriter, code int, msg string, detail any) {
+// writeError writes the API's error body: every error carries a code
+// (wire.Error), which is what clients branch on.
+func writeError(w http.ResponseWriter, status int, code wire.ErrorCode, msg string, detail any) {
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(wire.Error{Error: msg, Detail: detail})
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(wire.Error{Code: code, Error: msg, Detail: detail})
 }
 
-// writeStoreError maps a store error to its status code.
+// writeStoreError maps a store error to its status and code: the code a
+// codedError gives, else its sentinel's.
 func (c *Coordinator) writeStoreError(w http.ResponseWriter, err error) {
-	code := http.StatusInternalServerError
+	status, code := http.StatusInternalServerError, wire.CodeInternal
 	switch {
 	case errors.Is(err, ErrNotFound):
-		code = http.StatusNotFound
+		status, code = http.StatusNotFound, wire.CodeNotFound
 	case errors.Is(err, ErrConflict):
-		code = http.StatusConflict
+		status, code = http.StatusConflict, wire.CodeConflict
 	case errors.Is(err, ErrDenied):
-		code = http.StatusUnauthorized
+		status, code = http.StatusUnauthorized, wire.CodeUnauthorized
 	case errors.Is(err, ErrInvalid):
-		code = http.StatusBadRequest
+		status, code = http.StatusBadRequest, wire.CodeBadRequest
+	}
+	var ce *codedError
+	if errors.As(err, &ce) {
+		code = ce.code
 	}
 	msg := err.Error()
-	if code == http.StatusInternalServerError {
+	if status == http.StatusInternalServerError {
 		c.log.Error("request failed", "err", err)
 		msg = "internal error"
 	}
-	writeError(w, code, msg, nil)
+	writeError(w, status, code, msg, nil)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -161,15 +167,15 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any, strict bool) bool
 	var te *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &mbe):
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", mbe.Limit), nil)
+		writeError(w, http.StatusRequestEntityTooLarge, wire.CodeTooLarge, fmt.Sprintf("request body larger than %d bytes", mbe.Limit), nil)
 	case errors.As(err, &se):
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("malformed JSON at byte %d: %v", se.Offset, err), map[string]int64{"offset": se.Offset})
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, fmt.Sprintf("malformed JSON at byte %d: %v", se.Offset, err), map[string]int64{"offset": se.Offset})
 	case errors.As(err, &te):
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("bad JSON at byte %d: field %q: want %s", te.Offset, te.Field, te.Type), map[string]any{"offset": te.Offset, "field": te.Field})
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, fmt.Sprintf("bad JSON at byte %d: field %q: want %s", te.Offset, te.Field, te.Type), map[string]any{"offset": te.Offset, "field": te.Field})
 	case errors.Is(err, io.EOF):
-		writeError(w, http.StatusBadRequest, "empty request body: want a JSON object", nil)
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "empty request body: want a JSON object", nil)
 	default:
-		writeError(w, http.StatusBadRequest, "bad JSON: "+err.Error(), nil)
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "bad JSON: "+err.Error(), nil)
 	}
 	return false
 }
@@ -184,15 +190,18 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	key, err := bearer(r)
 	if err != nil {
 		c.enroll.sources.failed(src)
-		writeError(w, http.StatusUnauthorized, "join key required: "+err.Error(), nil)
+		writeError(w, http.StatusUnauthorized, wire.CodeUnauthorized, "join key required: "+err.Error(), nil)
 		return
 	}
 	var req wire.EnrollRequest
 	if !decodeBody(w, r, &req, false) {
 		return
 	}
+	if !c.checkProtocol(w, req.ProtocolVersion) {
+		return
+	}
 	if err := validPublicKey(req.PublicKey); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error(), nil)
 		return
 	}
 	node, cred, _, err := c.store.Enroll(r.Context(), key, EnrollParams{PublicKey: req.PublicKey, Name: req.Name, Hostname: req.Hostname})
@@ -230,7 +239,7 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := c.recordEndpoints(r, node, req); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error(), nil)
 		return
 	}
 	if err := c.store.SetAgentVersion(r.Context(), node.ID, req.Version); err != nil {

@@ -109,9 +109,12 @@ func (ts *testServer) do(t testing.TB, method, path, token string, body io.Reade
 	return resp.StatusCode, b
 }
 
+// doJSON sends in as JSON. An EnrollRequest or MapRequest without a
+// ProtocolVersion gets this one, as an agent sends it; TestProtocolWindow
+// sends others.
 func (ts *testServer) doJSON(t testing.TB, method, path, token string, in any) (int, []byte) {
 	t.Helper()
-	b, err := json.Marshal(in)
+	b, err := json.Marshal(withProtocol(in))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +301,7 @@ func TestBadRequestBodies(t *testing.T) {
 		{"negative duration", `{"expiry": "-1h"}`, 400, "negative", nil},
 		{"trailing data", `{} {}`, 400, "trailing data", nil},
 		{"empty", ``, 400, "empty request body", nil},
-		{"bad tag", `{"tags": ["web"]}`, 400, `tag "web" must look like tag:NAME`, nil},
+		{"bad tag", `{"tags": ["web"]}`, 400, `bad tag "web": want tag:NAME`, nil},
 		{"too large", big, 413, "larger than 1048576 bytes", nil},
 	} {
 		refused.add(t.Run(tc.name, func(t *testing.T) {
@@ -331,6 +334,7 @@ func TestEnroll(t *testing.T) {
 	var refused refusals
 
 	pub := newPublicKey(t)
+	pv := `{"protocol_version":` + itoa(wire.ProtocolVersion) + `,`
 	for _, tc := range []struct {
 		name     string
 		token    string
@@ -338,15 +342,15 @@ func TestEnroll(t *testing.T) {
 		wantCode int
 		wantErr  string
 	}{
-		{"no join key", "", `{"public_key":"` + pub + `"}`, 401, "join key required"},
-		{"not a secret", "x", `{"public_key":"` + pub + `"}`, 401, "join key required"},
-		{"unknown join key", credential.NewSecret("jk").String(), `{"public_key":"` + pub + `"}`, 401, "unknown join key"},
-		{"no public key", onceKey.Secret.String(), `{}`, 400, "bad public key"},
-		{"short public key", onceKey.Secret.String(), `{"public_key":"AAAA"}`, 400, "bad public key"},
-		{"31-byte public key", onceKey.Secret.String(), `{"public_key":"` + pub[:40] + `AA=="}`, 400, "bad public key"},
-		{"not base64", onceKey.Secret.String(), `{"public_key":"` + strings.Repeat("!", 44) + `"}`, 400, "bad public key"},
-		{"bad name", onceKey.Secret.String(), `{"public_key":"` + pub + `","name":"Bad_Name"}`, 400, "must be 1-63 lowercase"},
-		{"malformed", onceKey.Secret.String(), `{"public_key":`, 400, "JSON"},
+		{"no join key", "", pv + `"public_key":"` + pub + `"}`, 401, "join key required"},
+		{"not a secret", "x", pv + `"public_key":"` + pub + `"}`, 401, "join key required"},
+		{"unknown join key", credential.NewSecret("jk").String(), pv + `"public_key":"` + pub + `"}`, 401, "unknown join key"},
+		{"no public key", onceKey.Secret.String(), pv[:len(pv)-1] + `}`, 400, "bad public key"},
+		{"short public key", onceKey.Secret.String(), pv + `"public_key":"AAAA"}`, 400, "bad public key"},
+		{"31-byte public key", onceKey.Secret.String(), pv + `"public_key":"` + pub[:40] + `AA=="}`, 400, "bad public key"},
+		{"not base64", onceKey.Secret.String(), pv + `"public_key":"` + strings.Repeat("!", 44) + `"}`, 400, "bad public key"},
+		{"bad name", onceKey.Secret.String(), pv + `"public_key":"` + pub + `","name":"Bad_Name"}`, 400, `bad node name "Bad_Name": 'B' at byte 0`},
+		{"malformed", onceKey.Secret.String(), pv + `"public_key":`, 400, "JSON"},
 	} {
 		code, body := ts.do(t, "POST", wire.PathEnroll, tc.token, strings.NewReader(tc.body))
 		if code != tc.wantCode {
@@ -362,7 +366,7 @@ func TestEnroll(t *testing.T) {
 
 	// The agent protocol tolerates fields it does not know (newer agents).
 	code, body := ts.do(t, "POST", wire.PathEnroll, onceKey.Secret.String(),
-		strings.NewReader(`{"protocol_version":99,"public_key":"`+pub+`","hostname":"db1.example.com","future":true}`))
+		strings.NewReader(`{"protocol_version":`+itoa(wire.ProtocolVersion)+`,"public_key":"`+pub+`","hostname":"db1.example.com","future":true}`))
 	if code != http.StatusOK {
 		t.Fatalf("enroll: %d %s", code, body)
 	}
@@ -419,7 +423,7 @@ func (ts *testServer) openStream(t *testing.T, cred string, req wire.MapRequest)
 		req.Proof = netmapProof(t, ts.c, req.PublicKey)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b, _ := json.Marshal(req)
+	b, _ := json.Marshal(withProtocol(req))
 	hreq, _ := http.NewRequestWithContext(ctx, "POST", ts.url+wire.PathNetmap, bytes.NewReader(b))
 	hreq.Header.Set("Authorization", "Bearer "+cred)
 	client := &http.Client{Transport: ts.client.Transport} // no overall timeout

@@ -10,7 +10,6 @@ import (
 	"math/big"
 	"net/netip"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -337,12 +336,10 @@ type EnrollParams struct {
 	Hostname  string // used for a name when Name is empty; made unique
 }
 
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-
 // ValidName reports why name is not a valid node name (a DNS label), or nil.
 func ValidName(name string) error {
-	if !nameRE.MatchString(name) {
-		return fmt.Errorf("%w: node name %q must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'", ErrInvalid, name)
+	if err := wire.CheckNodeName(name); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return nil
 }
@@ -456,11 +453,11 @@ func checkJoinKey(ctx context.Context, q rowQuerier, key credential.Secret, now 
 	}
 	switch {
 	case revoked != 0:
-		return keyGrant{}, fmt.Errorf("%w: join key %s was revoked", ErrDenied, key.ID)
+		return keyGrant{}, withCode(wire.CodeRevoked, fmt.Errorf("%w: join key %s was revoked", ErrDenied, key.ID))
 	case expires != 0 && now.UnixMilli() >= expires:
-		return keyGrant{}, fmt.Errorf("%w: join key %s expired at %s", ErrDenied, key.ID, fromMillis(expires).UTC().Format(time.RFC3339))
+		return keyGrant{}, withCode(wire.CodeExpired, fmt.Errorf("%w: join key %s expired at %s", ErrDenied, key.ID, fromMillis(expires).UTC().Format(time.RFC3339)))
 	case !reusable && uses > 0:
-		return keyGrant{}, fmt.Errorf("%w: join key %s is a one-time key and was already used", ErrDenied, key.ID)
+		return keyGrant{}, withCode(wire.CodeKeyUsed, fmt.Errorf("%w: join key %s is a one-time key and was already used", ErrDenied, key.ID))
 	}
 	return g, nil
 }
@@ -602,7 +599,7 @@ func (s *Store) NodeByCredential(ctx context.Context, cred credential.Secret) (w
 		return wire.Node{}, fmt.Errorf("read credential: %w", err)
 	}
 	if expires != 0 && expires <= s.now().UnixMilli() {
-		return wire.Node{}, fmt.Errorf("%w: the node expired; re-enroll it with a join key and an empty state dir", ErrDenied)
+		return wire.Node{}, withCode(wire.CodeExpired, fmt.Errorf("%w: the node expired; re-enroll it with a join key and an empty state dir", ErrDenied))
 	}
 	return s.node(ctx, "id = ?", id)
 }
@@ -652,13 +649,11 @@ func (s *Store) DeleteNode(ctx context.Context, actor, name string) (uint64, err
 	})
 }
 
-var tagRE = regexp.MustCompile(`^tag:[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-
 // CreateJoinKey makes a join key; the returned secret is not stored.
 func (s *Store) CreateJoinKey(ctx context.Context, actor string, req wire.CreateJoinKeyRequest) (wire.JoinKey, credential.Secret, error) {
 	for _, t := range req.Tags {
-		if !tagRE.MatchString(t) {
-			return wire.JoinKey{}, credential.Secret{}, fmt.Errorf("%w: tag %q must look like tag:NAME (lowercase letters, digits, '-')", ErrInvalid, t)
+		if err := wire.CheckTag(t); err != nil {
+			return wire.JoinKey{}, credential.Secret{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 	}
 	now := s.now()
@@ -778,8 +773,8 @@ func fromMillis(ms int64) time.Time {
 // SetTags replaces the tags of the node named name.
 func (s *Store) SetTags(ctx context.Context, actor, name string, tags []string) (uint64, error) {
 	for _, t := range tags {
-		if !tagRE.MatchString(t) {
-			return 0, fmt.Errorf("%w: tag %q must look like tag:NAME (lowercase letters, digits, '-')", ErrInvalid, t)
+		if err := wire.CheckTag(t); err != nil {
+			return 0, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 	}
 	j, _ := json.Marshal(tags)

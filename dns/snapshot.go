@@ -8,32 +8,19 @@ import (
 	"strings"
 	"time"
 
-	miekg "github.com/miekg/dns"
+	"github.com/wiremesh/wiremesh/wire"
 )
 
-// Health is the state of a service instance's checks.
-type Health uint8
+// Health is the state of a service instance's checks: wire.Health, whose
+// zero is Passing, so an instance without checks is served, as in Consul.
+type Health = wire.Health
 
-// Health states. The zero value is Passing: an instance without checks
-// is served, as in Consul.
+// The health values, as wire names them.
 const (
-	Passing Health = iota
-	Warning
-	Critical
+	Passing  = wire.Passing
+	Warning  = wire.Warning
+	Critical = wire.Critical
 )
-
-// String returns "passing", "warning" or "critical".
-func (h Health) String() string {
-	switch h {
-	case Passing:
-		return "passing"
-	case Warning:
-		return "warning"
-	case Critical:
-		return "critical"
-	}
-	return fmt.Sprintf("health(%d)", uint8(h))
-}
 
 // NodeRecord is a node of the mesh as DNS sees it.
 type NodeRecord struct {
@@ -116,7 +103,7 @@ func NewSnapshot(nodes []NodeRecord, instances []Instance, visible VisibleFunc) 
 	var errs []error
 	for _, nr := range nodes {
 		name := strings.ToLower(nr.Name)
-		if !isLabel(name) {
+		if !wire.IsLabel(name) {
 			errs = append(errs, fmt.Errorf("node %q: name is not a DNS label", nr.Name))
 			continue
 		}
@@ -145,7 +132,7 @@ func NewSnapshot(nodes []NodeRecord, instances []Instance, visible VisibleFunc) 
 		svc := strings.ToLower(in.Service)
 		n := s.nodes[strings.ToLower(in.Node)]
 		switch {
-		case !isLabel(svc):
+		case !wire.IsLabel(svc):
 			errs = append(errs, fmt.Errorf("service %q: name is not a DNS label", in.Service))
 			continue
 		case n == nil:
@@ -159,21 +146,6 @@ func NewSnapshot(nodes []NodeRecord, instances []Instance, visible VisibleFunc) 
 		s.services[svc] = append(s.services[svc], instance{node: n, port: in.Port, tags: tags, health: in.Health})
 	}
 	return s, errors.Join(errs...)
-}
-
-// isLabel reports whether s is one DNS label of letters, digits, hyphens
-// and underscores.
-func isLabel(s string) bool {
-	if len(s) == 0 || len(s) > 63 {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	_, ok := miekg.IsDomainName(s)
-	return ok
 }
 
 // canSee reports whether querier may see n.

@@ -5,33 +5,20 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/wiremesh/wiremesh/wire"
 )
 
 // Health is the health of one service of a node, as that node's checks
-// found it. The zero Health is Passing: a service with no checks is
-// healthy, as in Consul. (Package health's Status has the opposite zero;
-// convert explicitly.)
-type Health uint8
+// found it: wire.Health, whose zero is Passing.
+type Health = wire.Health
 
-// The health values, best first.
+// The health values, as wire names them.
 const (
-	Passing Health = iota
-	Warning
-	Critical
+	Passing  = wire.Passing
+	Warning  = wire.Warning
+	Critical = wire.Critical
 )
-
-// String returns "passing", "warning" or "critical".
-func (h Health) String() string {
-	switch h {
-	case Passing:
-		return "passing"
-	case Warning:
-		return "warning"
-	case Critical:
-		return "critical"
-	}
-	return fmt.Sprintf("Health(%d)", uint8(h))
-}
 
 // tagHealth is the serf tag that carries a node's service health.
 //
@@ -116,15 +103,4 @@ func parseHealthLetter(s string) (Health, bool) {
 
 // validServiceName reports whether name is a DNS label of lowercase
 // letters, digits and '-'.
-func validServiceName(name string) bool {
-	if name == "" || len(name) > maxServiceName {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
-			return false
-		}
-	}
-	return true
-}
+func validServiceName(name string) bool { return wire.IsLabel(name) }

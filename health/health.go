@@ -7,66 +7,24 @@
 package health
 
 import (
-	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/wiremesh/wiremesh/wire"
 )
 
-// Status is the state of a check or a service. The zero Status is
-// Critical, so an unset status never reads as healthy; a worse status
-// is a smaller one.
-type Status uint8
+// Status is the state of a check or a service: wire.Health. Its zero is
+// Passing; a new check starts Critical explicitly ("no result yet"), so
+// an unset status never reads as healthy. A worse status is a larger one.
+type Status = wire.Health
 
-// The statuses, worst first.
+// The statuses, as wire names them.
 const (
-	Critical Status = iota
-	Warning
-	Passing
+	Passing  = wire.Passing
+	Warning  = wire.Warning
+	Critical = wire.Critical
 )
-
-func (s Status) String() string {
-	switch s {
-	case Critical:
-		return "critical"
-	case Warning:
-		return "warning"
-	case Passing:
-		return "passing"
-	}
-	return fmt.Sprintf("Status(%d)", uint8(s))
-}
-
-// ParseStatus reads a status as the local API takes it: "pass", "warn" or
-// "fail", or the names String gives.
-func ParseStatus(s string) (Status, error) {
-	switch s {
-	case "pass", "passing":
-		return Passing, nil
-	case "warn", "warning":
-		return Warning, nil
-	case "fail", "critical":
-		return Critical, nil
-	}
-	return 0, fmt.Errorf("bad status %q: want pass, warn or fail", s)
-}
-
-// MarshalText writes the status as String does.
-func (s Status) MarshalText() ([]byte, error) {
-	if s > Passing {
-		return nil, fmt.Errorf("bad status %d", uint8(s))
-	}
-	return []byte(s.String()), nil
-}
-
-// UnmarshalText reads what ParseStatus reads.
-func (s *Status) UnmarshalText(b []byte) error {
-	st, err := ParseStatus(string(b))
-	if err == nil {
-		*s = st
-	}
-	return err
-}
 
 // Result is the current state of one check.
 type Result struct {
@@ -86,7 +44,7 @@ type Result struct {
 func Aggregate(results []Result) Status {
 	worst := Passing
 	for _, r := range results {
-		worst = min(worst, r.Status)
+		worst = max(worst, r.Status)
 	}
 	return worst
 }

@@ -11,43 +11,6 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func TestStatus(t *testing.T) {
-	var zero Status
-	if zero != Critical {
-		t.Errorf("the zero Status is %s, want critical", zero)
-	}
-	for _, tc := range []struct {
-		in   string
-		want Status
-		ok   bool
-	}{
-		{"pass", Passing, true}, {"passing", Passing, true},
-		{"warn", Warning, true}, {"warning", Warning, true},
-		{"fail", Critical, true}, {"critical", Critical, true},
-		{"ok", 0, false}, {"", 0, false}, {"PASS", 0, false},
-	} {
-		got, err := ParseStatus(tc.in)
-		if (err == nil) != tc.ok || got != tc.want {
-			t.Errorf("ParseStatus(%q) = %s, %v; want %s, ok %v", tc.in, got, err, tc.want, tc.ok)
-		}
-		if tc.ok {
-			if back, _ := ParseStatus(got.String()); back != got {
-				t.Errorf("%s does not parse back", got)
-			}
-		}
-	}
-	if s := Status(7).String(); s != "Status(7)" {
-		t.Errorf("Status(7).String() = %q", s)
-	}
-	if _, err := Status(7).MarshalText(); err == nil {
-		t.Error("MarshalText of a bad status did not fail")
-	}
-	var s Status
-	if err := s.UnmarshalText([]byte("warn")); err != nil || s != Warning {
-		t.Errorf("UnmarshalText(warn) = %s, %v", s, err)
-	}
-}
-
 func TestAggregate(t *testing.T) {
 	r := func(ss ...Status) []Result {
 		var out []Result

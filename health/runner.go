@@ -259,7 +259,7 @@ func (r *Runner) changed(c *check, was, st Status) {
 // status, with note as the output, holds for the check's TTL. It fails
 // with ErrUnknownCheck, ErrNotTTL or ErrClosed (wrapped).
 func (r *Runner) ReportTTL(id string, st Status, note string) error {
-	if st > Passing {
+	if !st.Valid() {
 		return fmt.Errorf("check %q: bad status %d", id, st)
 	}
 	r.mu.Lock()

@@ -16,11 +16,11 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/wiremesh/wiremesh/client"
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/dns"
 	"github.com/wiremesh/wiremesh/filter"
@@ -206,7 +206,7 @@ type Agent struct {
 	restarted bool              // the identity came from the state dir
 	engine    Engine
 	filter    *filter.Filter // nil with Config.NoFilter
-	svc       *services
+	svc       *services      // set once by Run, under mu, before anything but Reload reads it
 	ctl       *controlClient
 	dns       *dns.Server                           // nil with DNS off
 	names     atomic.Pointer[map[netip.Addr]string] // overlay address → node name, for the filter's log
@@ -313,7 +313,10 @@ func (a *Agent) enrollOnce(ctx context.Context) error {
 
 func (a *Agent) enroll(ctx context.Context, key wgtypes.Key) (Identity, error) {
 	jk := a.joinKey
-	ctl := newControlClient(jk.URL, func() credential.Pins { return jk.Pins }, a.log)
+	ctl, err := newControlClient(jk.URL, func() credential.Pins { return jk.Pins }, a.log)
+	if err != nil {
+		return Identity{}, fmt.Errorf("enrollment: %w", err)
+	}
 	defer ctl.close()
 	req := wire.EnrollRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: key.PublicKey().String(), Name: a.cfg.Name, Hostname: a.cfg.Hostname}
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.EnrollTimeout)
@@ -322,6 +325,9 @@ func (a *Agent) enroll(ctx context.Context, key wgtypes.Key) (Identity, error) {
 		resp, err := ctl.enroll(ctx, jk.Secret, req)
 		if err == nil {
 			return Identity{Coordinator: jk.URL, Pins: jk.Pins, Credential: resp.Credential, Node: resp.Node, Prefixes: resp.Prefixes, CoordinatorKey: resp.CoordinatorKey}, nil
+		}
+		if isProtocolRefusal(err) {
+			return Identity{}, fmt.Errorf("enrollment: coordinator refused this agent's protocol %d: %w", wire.ProtocolVersion, err)
 		}
 		if errors.Is(err, ErrRefused) {
 			return Identity{}, fmt.Errorf("enrollment: %w", err)
@@ -344,10 +350,13 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	hcfg.Logger = a.log
 	runner := health.New(hcfg)
 	defer runner.Close()
-	a.svc = newServices(a.cfg.ServicesFile, runner)
-	if err := a.svc.load(); err != nil {
+	svc := newServices(a.cfg.ServicesFile, runner)
+	if err := svc.load(); err != nil {
 		return err
 	}
+	a.mu.Lock()
+	a.svc = svc // Reload may look at any time
+	a.mu.Unlock()
 	ecfg := EngineConfig{
 		Interface: a.cfg.Interface, ListenPort: a.cfg.ListenPort, MTU: a.cfg.MTU,
 		PrivateKey: a.key, Logger: a.log, KnownToPeers: a.restarted,
@@ -393,7 +402,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if err := a.enrollOnce(ctx); err != nil {
 		return err
 	}
-	a.ctl = newControlClient(a.id.Coordinator, a.coordinatorPins, a.log)
+	if a.ctl, err = newControlClient(a.id.Coordinator, a.coordinatorPins, a.log); err != nil {
+		return err
+	}
 	defer a.ctl.close()
 	self := &wire.Netmap{Self: a.id.Node, Prefixes: a.id.Prefixes}
 	if cached, err := a.state.loadNetmap(); err != nil {
@@ -434,10 +445,13 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 // Reload re-reads the services file. A malformed file changes nothing and
 // the error says where it is wrong.
 func (a *Agent) Reload() error {
-	if a.svc == nil {
+	a.mu.Lock()
+	svc := a.svc
+	a.mu.Unlock()
+	if svc == nil {
 		return errors.New("agent is not running")
 	}
-	if err := a.svc.load(); err != nil {
+	if err := svc.load(); err != nil {
 		return err
 	}
 	a.log.Info("services reloaded", "file", a.cfg.ServicesFile)
@@ -499,7 +513,7 @@ func (a *Agent) follow(ctx context.Context) error {
 		a.setConnected(false, err.Error())
 		d := b.next()
 		switch {
-		case errors.Is(err, ErrRefused) && strings.Contains(err.Error(), "public key does not match") && a.resumeRotation():
+		case client.CodeOf(err) == wire.CodeKeyMismatch && a.resumeRotation():
 			// The credential is this node's, the key not: the coordinator
 			// took the new key of a rotation this agent did not finish.
 			continue
@@ -510,6 +524,10 @@ func (a *Agent) follow(ctx context.Context) error {
 				continue
 			}
 			return fmt.Errorf("coordinator refused this node's proof of its key: %w", err)
+		case isProtocolRefusal(err):
+			// Retrying cannot help: this agent must be replaced (or the
+			// coordinator upgraded); the message says by which.
+			return fmt.Errorf("coordinator refused this agent's protocol %d: %w", wire.ProtocolVersion, err)
 		case isClockRefusal(err):
 			// Not the key but the node's clock: retrying helps once it is
 			// set right.

@@ -1,123 +1,75 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"time"
 
+	"github.com/wiremesh/wiremesh/client"
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
 // ErrRefused is returned (wrapped) when the coordinator refuses a join key
-// or node credential: retrying cannot help.
+// or node credential: retrying cannot help. The *client.Error beside it
+// says why (client.CodeOf).
 var ErrRefused = errors.New("refused by coordinator")
 
-// errNotFound is wrapped by the error of a 404 answer: a path the
-// coordinator does not serve (an older one), or an object it does not
-// know.
-var errNotFound = errors.New("not found")
-
-// controlClient talks to the coordinator over pinned HTTPS.
+// controlClient is the agent's side of the coordinator's API: the client
+// package's pinned HTTPS, with the coordinator's answers sorted into
+// refusals (ErrRefused) and failures worth a retry.
 type controlClient struct {
-	url  string
-	http *http.Client
-	log  *slog.Logger
+	url string
+	api *client.Client
+	log *slog.Logger
 }
 
 // newControlClient returns a client that trusts the coordinator by the pin
 // set pins returns at each new connection.
-func newControlClient(url string, pins func() credential.Pins, log *slog.Logger) *controlClient {
-	tr := &http.Transport{
-		TLSClientConfig:     credential.ClientTLSFunc(pins),
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 15 * time.Second}).DialContext,
-		TLSHandshakeTimeout: 5 * time.Second,
-		ForceAttemptHTTP2:   true,
-		IdleConnTimeout:     time.Minute,
-	}
-	return &controlClient{url: url, http: &http.Client{Transport: tr}, log: log}
-}
-
-func (c *controlClient) close() { c.http.CloseIdleConnections() }
-
-// post sends a JSON request with a bearer token and returns the response
-// when it is 2xx; otherwise an error carrying the coordinator's message.
-func (c *controlClient) post(ctx context.Context, path, token string, body any) (*http.Response, error) {
-	return c.do(ctx, http.MethodPost, path, token, body)
-}
-
-// put sends a JSON request like post and discards a 2xx response.
-func (c *controlClient) put(ctx context.Context, path, token string, body any) error {
-	resp, err := c.do(ctx, http.MethodPut, path, token, body)
-	if err != nil {
-		return err
-	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	return resp.Body.Close()
-}
-
-// do sends a request; an empty token sends no Authorization, a nil body
-// no body.
-func (c *controlClient) do(ctx context.Context, method, path, token string, body any) (*http.Response, error) {
-	var r io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		r = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.url+path, r)
+func newControlClient(url string, pins func() credential.Pins, log *slog.Logger) (*controlClient, error) {
+	api, err := client.New(client.Config{URL: url, PinsFunc: pins})
 	if err != nil {
 		return nil, err
 	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+	return &controlClient{url: url, api: api, log: log}, nil
+}
+
+func (c *controlClient) close() { c.api.Close() }
+
+// refusal wraps err with ErrRefused when retrying cannot help: a
+// coordinator that is not the pinned one, or an answer of 400, 401, 403
+// or 409.
+func (c *controlClient) refusal(err error) error {
+	if errors.Is(err, credential.ErrPinMismatch) {
+		return fmt.Errorf("%w: %w", ErrRefused, err)
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+	switch client.StatusOf(err) {
+	case 0:
+		return err
+	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusConflict:
+		return fmt.Errorf("%w: %w", ErrRefused, err)
 	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if errors.Is(err, credential.ErrPinMismatch) {
-			return nil, fmt.Errorf("%w: %w", ErrRefused, err)
-		}
-		return nil, fmt.Errorf("reach coordinator %s: %w", c.url, err)
-	}
-	if resp.StatusCode/100 == 2 {
-		return resp, nil
-	}
-	defer resp.Body.Close()
-	var e wire.Error
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if json.Unmarshal(raw, &e) != nil || e.Error == "" {
-		e.Error = fmt.Sprintf("HTTP %d: %.200s", resp.StatusCode, raw)
-	}
-	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden ||
-		resp.StatusCode == http.StatusConflict || resp.StatusCode == http.StatusBadRequest {
-		return nil, fmt.Errorf("%w: %s", ErrRefused, e.Error)
-	}
-	if resp.StatusCode == http.StatusNotFound {
-		return nil, fmt.Errorf("coordinator %s: %w: %s", c.url, errNotFound, e.Error)
-	}
-	return nil, fmt.Errorf("coordinator %s: %s", c.url, e.Error)
+	return fmt.Errorf("coordinator %s: %w", c.url, err)
+}
+
+// call sends a request with token as bearer and decodes a 2xx answer into
+// out (nil: discarded).
+func (c *controlClient) call(ctx context.Context, method, path, token string, in, out any) error {
+	_, err := c.api.WithToken(token).Do(ctx, method, path, in, out)
+	return c.refusal(err)
 }
 
 // coordinatorKey fetches the coordinator's proof key. A coordinator that
-// predates proofs answers 404 (errNotFound).
+// predates proofs answers 404 (wire.CodeNotFound).
 func (c *controlClient) coordinatorKey(ctx context.Context) (string, error) {
-	resp, err := c.do(ctx, http.MethodGet, wire.PathCoordinatorKey, "", nil)
+	k, err := c.api.CoordinatorKey(ctx)
 	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	var k wire.CoordinatorKey
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&k); err != nil {
-		return "", fmt.Errorf("read the coordinator's proof key: %w", err)
+		return "", c.refusal(err)
 	}
 	if err := credential.CheckPublicKey(k.PublicKey); err != nil {
 		return "", fmt.Errorf("the coordinator's proof key %q: %w", k.PublicKey, err)
@@ -127,16 +79,8 @@ func (c *controlClient) coordinatorKey(ctx context.Context) (string, error) {
 
 // enroll admits this node with a join key secret.
 func (c *controlClient) enroll(ctx context.Context, key credential.Secret, req wire.EnrollRequest) (wire.EnrollResponse, error) {
-	var out wire.EnrollResponse
-	resp, err := c.post(ctx, wire.PathEnroll, key.String(), req)
-	if err != nil {
-		return out, err
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil {
-		return out, fmt.Errorf("read enrollment answer: %w", err)
-	}
-	return out, nil
+	resp, err := c.api.WithToken(key.String()).Enroll(ctx, req)
+	return resp, c.refusal(err)
 }
 
 // stream opens a netmap stream and calls fn with every netmap until the
@@ -149,9 +93,9 @@ func (c *controlClient) stream(ctx context.Context, cred string, req wire.MapReq
 	silence := 45 * time.Second
 	watchdog := time.AfterFunc(silence, func() { cancel(errors.New("netmap stream silent")) })
 	defer watchdog.Stop()
-	resp, err := c.post(ctx, wire.PathNetmap, cred, req)
+	resp, err := c.api.WithToken(cred).Open(ctx, http.MethodPost, wire.PathNetmap, req)
 	if err != nil {
-		return err
+		return c.refusal(err)
 	}
 	defer resp.Body.Close()
 	dec := json.NewDecoder(io.LimitReader(resp.Body, 1<<40))

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wiremesh/wiremesh/client"
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/wire"
 )
@@ -23,7 +24,10 @@ func fakeCoordinator(t *testing.T, h http.HandlerFunc) *controlClient {
 	srv := httptest.NewUnstartedServer(h)
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	srv.StartTLS()
-	c := newControlClient(srv.URL, func() credential.Pins { return credential.Pins{credential.CAPin(srv.Certificate())} }, testLogger(t, "control"))
+	c, err := newControlClient(srv.URL, func() credential.Pins { return credential.Pins{credential.CAPin(srv.Certificate())} }, testLogger(t, "control"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		c.close()
 		srv.Close()
@@ -38,14 +42,17 @@ func TestControlErrors(t *testing.T) {
 		body        string
 		wantRefused bool
 		wantErr     string
+		wantCode    wire.ErrorCode
 	}{
-		{"unauthorized", 401, `{"error":"unknown join key"}`, true, "unknown join key"},
-		{"forbidden", 403, `{"error":"public key does not match"}`, true, "public key does not match"},
-		{"conflict", 409, `{"error":"node name \"a\" is taken"}`, true, `node name "a" is taken`},
-		{"bad request", 400, `{"error":"bad public key"}`, true, "bad public key"},
-		{"server error", 500, `{"error":"internal error"}`, false, "internal error"},
-		{"unavailable, not JSON", 503, "upstream down", false, "HTTP 503: upstream down"},
-		{"not found, empty", 404, "", false, "HTTP 404"},
+		{"unauthorized", 401, `{"code":"revoked","error":"join key jk1 was revoked"}`, true, "join key jk1 was revoked", wire.CodeRevoked},
+		{"unauthorized, no code", 401, `{"error":"unknown join key"}`, true, "unknown join key", wire.CodeUnauthorized},
+		{"forbidden", 403, `{"code":"key_mismatch","error":"public key does not match"}`, true, "public key does not match", wire.CodeKeyMismatch},
+		{"forbidden, no code", 403, `{"error":"public key does not match"}`, true, "public key does not match", ""},
+		{"conflict", 409, `{"code":"conflict","error":"node name \"a\" is taken"}`, true, `node name "a" is taken`, wire.CodeConflict},
+		{"bad request", 400, `{"code":"protocol_too_old","error":"upgrade"}`, true, "upgrade", wire.CodeProtocolTooOld},
+		{"server error", 500, `{"code":"internal","error":"internal error"}`, false, "internal error", wire.CodeInternal},
+		{"unavailable, not JSON", 503, "upstream down", false, "upstream down (HTTP 503)", ""},
+		{"not found, empty", 404, "", false, "HTTP 404", wire.CodeNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := fakeCoordinator(t, func(w http.ResponseWriter, r *http.Request) {
@@ -61,6 +68,9 @@ func TestControlErrors(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.wantErr) {
 				t.Errorf("error %q, want it to contain %q", err, tc.wantErr)
+			}
+			if got := client.CodeOf(err); got != tc.wantCode {
+				t.Errorf("error %v: code %q, want %q", err, got, tc.wantCode)
 			}
 		})
 	}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/wiremesh/wiremesh/dns"
 	"github.com/wiremesh/wiremesh/gossip"
-	"github.com/wiremesh/wiremesh/health"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -200,17 +199,10 @@ func (a *Agent) join(ctx context.Context, m *gossip.Member, addrs []netip.AddrPo
 }
 
 // gossipHealth is the local services' health as gossip carries it.
-func gossipHealth(local []ServiceStatus) map[string]gossip.Health {
-	out := make(map[string]gossip.Health, len(local))
+func gossipHealth(local []ServiceStatus) map[string]wire.Health {
+	out := make(map[string]wire.Health, len(local))
 	for _, s := range local {
-		switch s.Health {
-		case health.Passing:
-			out[s.Name] = gossip.Passing
-		case health.Warning:
-			out[s.Name] = gossip.Warning
-		default:
-			out[s.Name] = gossip.Critical
-		}
+		out[s.Name] = s.Health
 	}
 	return out
 }
@@ -243,7 +235,7 @@ func catalog(nm *wire.Netmap, local []ServiceStatus, members []gossip.MemberInfo
 	var insts []dns.Instance
 	nodes = append(nodes, dns.NodeRecord{Name: nm.Self.Name, Addrs: addrsOf(nm.Self), Alive: true, RTT: selfRTT})
 	for _, s := range local {
-		insts = append(insts, dns.Instance{Service: s.Name, Node: nm.Self.Name, Port: s.Port, Tags: s.Tags, Health: dnsHealth(s.Health)})
+		insts = append(insts, dns.Instance{Service: s.Name, Node: nm.Self.Name, Port: s.Port, Tags: s.Tags, Health: s.Health})
 	}
 	for _, p := range nm.Peers {
 		nr := dns.NodeRecord{Name: p.Name, Addrs: addrsOf(p), Alive: !gossipOn}
@@ -255,10 +247,10 @@ func catalog(nm *wire.Netmap, local []ServiceStatus, members []gossip.MemberInfo
 		for _, sv := range p.Services {
 			in := dns.Instance{Service: sv.Name, Node: p.Name, Port: sv.Port, Tags: sv.Tags}
 			if gossipOn {
-				in.Health = dns.Critical
+				in.Health = wire.Critical
 				if mi != nil {
 					if h, ok := mi.Health[sv.Name]; ok {
-						in.Health = fromGossip(h)
+						in.Health = h
 					}
 				}
 			}
@@ -274,26 +266,6 @@ func addrsOf(n wire.Node) []netip.Addr {
 		out = append(out, p.Addr())
 	}
 	return out
-}
-
-func dnsHealth(s health.Status) dns.Health {
-	switch s {
-	case health.Passing:
-		return dns.Passing
-	case health.Warning:
-		return dns.Warning
-	}
-	return dns.Critical
-}
-
-func fromGossip(h gossip.Health) dns.Health {
-	switch h {
-	case gossip.Passing:
-		return dns.Passing
-	case gossip.Warning:
-		return dns.Warning
-	}
-	return dns.Critical
 }
 
 // currentNetmap returns the applied netmap (nil before the first).

@@ -18,6 +18,7 @@ import (
 	"github.com/wiremesh/wiremesh/filter"
 	"github.com/wiremesh/wiremesh/gossip"
 	"github.com/wiremesh/wiremesh/health"
+	"github.com/wiremesh/wiremesh/wire"
 )
 
 // The agent's metrics are computed when they are scraped, from what the
@@ -191,8 +192,8 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 
 // collectChecks emits the checks by status and each check's status.
 func collectChecks(results []health.Result, gauge func(*prometheus.Desc, float64, ...string)) {
-	statuses := []health.Status{health.Passing, health.Warning, health.Critical}
-	by := map[health.Status]int{}
+	statuses := []wire.Health{wire.Passing, wire.Warning, wire.Critical}
+	by := map[wire.Health]int{}
 	for _, r := range results {
 		by[r.Status]++
 		for _, st := range statuses {

@@ -2,11 +2,10 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"time"
 
+	"github.com/wiremesh/wiremesh/client"
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/wire"
 )
@@ -29,7 +28,7 @@ func (a *Agent) coordinatorKey(ctx context.Context) (string, error) {
 // fetchCoordinatorKey asks the coordinator for its proof key and keeps it.
 func (a *Agent) fetchCoordinatorKey(ctx context.Context) (string, error) {
 	k, err := a.ctl.coordinatorKey(ctx)
-	if errors.Is(err, errNotFound) {
+	if client.CodeOf(err) == wire.CodeNotFound {
 		a.log.Warn("the coordinator takes no proofs of this node's key: upgrade it", "url", a.id.Coordinator)
 		return "", nil
 	}
@@ -118,12 +117,15 @@ func (a *Agent) servicesProof(coordKey string, req *wire.ServicesReport) error {
 
 // isProofRefusal reports whether err is the coordinator refusing a proof
 // as wrong (another proof key, say); isClockRefusal, for its time.
-func isProofRefusal(err error) bool {
-	return errors.Is(err, ErrRefused) && strings.Contains(err.Error(), credential.ErrProof.Error())
-}
+func isProofRefusal(err error) bool { return client.CodeOf(err) == wire.CodeProofInvalid }
 
-func isClockRefusal(err error) bool {
-	return errors.Is(err, ErrRefused) && strings.Contains(err.Error(), credential.ErrProofTime.Error())
+func isClockRefusal(err error) bool { return client.CodeOf(err) == wire.CodeProofTime }
+
+// isProtocolRefusal reports whether err is the coordinator refusing this
+// agent's protocol version, too old or too new for it.
+func isProtocolRefusal(err error) bool {
+	c := client.CodeOf(err)
+	return c == wire.CodeProtocolTooOld || c == wire.CodeProtocolTooNew
 }
 
 // saveIdentity writes node.json with the node's current public key, the

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wiremesh/wiremesh/client"
 	"github.com/wiremesh/wiremesh/service"
 	"github.com/wiremesh/wiremesh/wire"
 )
@@ -114,8 +115,8 @@ func TestCoordinatorKeyNotServed(t *testing.T) {
 		http.Error(w, `{"error":"no such endpoint"}`, http.StatusNotFound)
 	})
 	_, err := c.coordinatorKey(context.Background())
-	if !errors.Is(err, errNotFound) || errors.Is(err, ErrRefused) {
-		t.Errorf("coordinator key from an old coordinator: %v, want errNotFound", err)
+	if client.CodeOf(err) != wire.CodeNotFound || errors.Is(err, ErrRefused) {
+		t.Errorf("coordinator key from an old coordinator: %v, want not_found", err)
 	}
 	bad := fakeCoordinator(t, func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(wire.CoordinatorKey{PublicKey: "AAAA"})

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"net/http"
 	"time"
 
 	"github.com/wiremesh/wiremesh/wire"
@@ -60,5 +61,5 @@ func (a *Agent) report(ctx context.Context) error {
 	if err := a.servicesProof(ck, &req); err != nil {
 		return err
 	}
-	return a.ctl.put(ctx, wire.PathServicesReport, a.id.Credential, req)
+	return a.ctl.call(ctx, http.MethodPut, wire.PathServicesReport, a.id.Credential, req, nil)
 }

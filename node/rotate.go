@@ -74,8 +74,7 @@ func (a *Agent) RotateKey(ctx context.Context) (string, error) {
 	if err := a.state.saveNextKey(next); err != nil {
 		return "", fmt.Errorf("rotate key: %w", err)
 	}
-	resp, err := a.ctl.post(ctx, wire.PathRotateKey, a.id.Credential, req)
-	if err != nil {
+	if err := a.ctl.call(ctx, http.MethodPost, wire.PathRotateKey, a.id.Credential, req, nil); err != nil {
 		if errors.Is(err, ErrRefused) {
 			a.state.removeNextKey() // the coordinator kept the old key
 			return "", fmt.Errorf("rotate key: %w", err)
@@ -93,7 +92,6 @@ func (a *Agent) RotateKey(ctx context.Context) (string, error) {
 		}
 		return "", fmt.Errorf("rotate key: %w", err)
 	}
-	resp.Body.Close()
 	if err := a.adoptKey(next); err != nil {
 		return "", err
 	}

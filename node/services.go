@@ -100,7 +100,7 @@ type ServiceStatus struct {
 	Port     uint16          `json:"port"`
 	Protocol string          `json:"protocol"`
 	Tags     []string        `json:"tags,omitempty"`
-	Health   health.Status   `json:"health"`
+	Health   wire.Health     `json:"health"`
 	Checks   []health.Result `json:"checks"`
 }
 
@@ -140,7 +140,7 @@ func (s *services) handle(mux *http.ServeMux) {
 		replyLocal(w, s.deregister(r.PathValue("name")), nil)
 	})
 	mux.HandleFunc("POST /v1/checks/{id}/{status}", func(w http.ResponseWriter, r *http.Request) {
-		st, err := health.ParseStatus(r.PathValue("status"))
+		st, err := wire.ParseHealth(r.PathValue("status"))
 		if err == nil {
 			err = s.runner.ReportTTL(r.PathValue("id"), st, r.URL.Query().Get("note"))
 		}

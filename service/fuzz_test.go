@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"slices"
 	"testing"
+
+	"github.com/wiremesh/wiremesh/wire"
 )
 
 // FuzzParse feeds arbitrary text to Parse and ParseRegistration. They must
@@ -68,7 +70,7 @@ func checkDefs(t *testing.T, defs []Definition) {
 	t.Helper()
 	names, ids := map[string]bool{}, map[string]bool{}
 	for _, d := range defs {
-		if !labelRE.MatchString(d.Name) || names[d.Name] {
+		if !wire.IsLabel(d.Name) || names[d.Name] {
 			t.Errorf("bad or repeated service name %q", d.Name)
 		}
 		names[d.Name] = true
@@ -76,7 +78,7 @@ func checkDefs(t *testing.T, defs []Definition) {
 			t.Errorf("service %q: port %d, protocol %q", d.Name, d.Port, d.Protocol)
 		}
 		for i, tag := range d.Tags {
-			if !labelRE.MatchString(tag) || slices.Contains(d.Tags[:i], tag) {
+			if !wire.IsLabel(tag) || slices.Contains(d.Tags[:i], tag) {
 				t.Errorf("service %q: bad or repeated tag %q", d.Name, tag)
 			}
 		}

@@ -10,14 +10,14 @@ import (
 
 	"github.com/tailscale/hujson"
 	"github.com/wiremesh/wiremesh/internal/hudoc"
+	"github.com/wiremesh/wiremesh/wire"
 )
 
 // MaxFileSize bounds the text of a services file.
 const MaxFileSize = 1 << 20
 
 var (
-	labelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	idRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
+	idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
 
 	serviceKeys = []string{"name", "port", "protocol", "tags", "checks"}
 	checkKeys   = []string{"id", "http", "tcp", "exec", "ttl", "interval", "timeout", "success_before_passing", "failures_before_critical"}
@@ -192,7 +192,7 @@ func (ps *parser) name(v *hujson.Value, d *Definition) {
 	if !ok {
 		return
 	}
-	if !labelRE.MatchString(s) {
+	if !wire.IsLabel(s) {
 		ps.Errorf(v, "bad service name %q: want a DNS label (lowercase letters, digits and '-')", s)
 		return
 	}
@@ -222,7 +222,7 @@ func (ps *parser) tags(v *hujson.Value, what string, d *Definition) {
 		s, ok := ps.Str(&e, "a tag")
 		switch {
 		case !ok:
-		case !labelRE.MatchString(s):
+		case !wire.IsLabel(s):
 			ps.Errorf(&e, "bad tag %q in %s: want a DNS label (lowercase letters, digits and '-')", s, what)
 		case slices.Contains(d.Tags, s):
 			ps.Errorf(&e, "duplicate tag %q in %s", s, what)

@@ -1,116 +1,42 @@
 package ui
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
 
-	"github.com/wiremesh/wiremesh/wire"
+	"github.com/wiremesh/wiremesh/client"
 )
 
-// APIError is a non-2xx answer of the admin API.
-type APIError struct {
-	// Status is the HTTP status code.
-	Status int
-	// Message is the wire.Error message, for a person.
-	Message string
-	// Detail is the wire.Error detail, undecoded. Nil: none.
-	Detail json.RawMessage
-}
+// apiClient calls the admin API handler in-process, through the client
+// package (the one client of the coordinator's API). Its errors are
+// *client.Error.
+type apiClient struct{ api *client.Client }
 
-func (e *APIError) Error() string {
-	return fmt.Sprintf("%s (HTTP %d)", e.Message, e.Status)
-}
-
-// apiClient calls the admin API handler in-process.
-type apiClient struct {
-	h http.Handler
+// newAPIClient calls h; each request carries the browser's address
+// (withRemoteAddr) as its RemoteAddr.
+func newAPIClient(h http.Handler) *apiClient {
+	api, err := client.New(client.Config{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.RemoteAddr = remoteAddr(r.Context())
+		h.ServeHTTP(w, r)
+	})})
+	if err != nil {
+		panic(err) // a config with a handler is always valid
+	}
+	return &apiClient{api: api}
 }
 
 // call is one admin API request: method and path (with query) under /v1/,
 // a JSON body if in is non-nil, the answer decoded into out if non-nil.
 // token is the bearer secret. It returns the answer's headers.
 func (c *apiClient) call(ctx context.Context, token, method, path string, in, out any) (http.Header, error) {
-	var body bytes.Buffer
-	if in != nil {
-		if err := json.NewEncoder(&body).Encode(in); err != nil {
-			return nil, fmt.Errorf("encode %s %s: %w", method, path, err)
-		}
-	}
-	req, err := http.NewRequestWithContext(ctx, method, path, &body)
-	if err != nil {
-		return nil, fmt.Errorf("api request %s %s: %w", method, path, err)
-	}
-	req.RemoteAddr = remoteAddr(ctx)
-	req.Header.Set("Authorization", "Bearer "+token)
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	rec := newRecorder()
-	c.h.ServeHTTP(rec, req)
-	if rec.code/100 != 2 {
-		return rec.h, decodeAPIError(rec)
-	}
-	if out != nil {
-		if err := json.Unmarshal(rec.body.Bytes(), out); err != nil {
-			return rec.h, fmt.Errorf("decode answer of %s %s: %w", method, path, err)
-		}
-	}
-	return rec.h, nil
-}
-
-// decodeAPIError turns a non-2xx answer into an *APIError.
-func decodeAPIError(rec *recorder) error {
-	var e struct {
-		Error  string          `json:"error"`
-		Detail json.RawMessage `json:"detail"`
-	}
-	if err := json.Unmarshal(rec.body.Bytes(), &e); err != nil || e.Error == "" {
-		e.Error = strings.TrimSpace(rec.body.String())
-		if e.Error == "" {
-			e.Error = http.StatusText(rec.code)
-		}
-	}
-	return &APIError{Status: rec.code, Message: e.Error, Detail: e.Detail}
+	return c.api.WithToken(token).Do(ctx, method, path, in, out)
 }
 
 // statusOf returns the API status of err, or 0 if it is not an API error.
-func statusOf(err error) int {
-	var ae *APIError
-	if errors.As(err, &ae) {
-		return ae.Status
-	}
-	return 0
-}
-
-// recorder is the in-memory ResponseWriter the API writes into.
-type recorder struct {
-	h    http.Header
-	code int
-	body bytes.Buffer
-}
-
-func newRecorder() *recorder { return &recorder{h: http.Header{}} }
-
-func (r *recorder) Header() http.Header { return r.h }
-
-func (r *recorder) Write(b []byte) (int, error) {
-	if r.code == 0 {
-		r.code = http.StatusOK
-	}
-	return r.body.Write(b)
-}
-
-func (r *recorder) WriteHeader(code int) {
-	if r.code == 0 {
-		r.code = code
-	}
-}
+func statusOf(err error) int { return client.StatusOf(err) }
 
 // nextCursor returns the `after` parameter of the rel="next" URL in a
 // Link header, or "" on the last page.
@@ -140,24 +66,9 @@ func pagePath(path string, limit int, after string) string {
 	return path + "?" + q.Encode()
 }
 
-// listAll fetches every page of a paginated list into out.
+// listAll fetches every page of a paginated list.
 func listAll[T any](ctx context.Context, c *apiClient, token, path string) ([]T, error) {
-	var all []T
-	after := ""
-	for range 1000 { // at most a million items: a cursor that never ends is a bug
-		var page []T
-		h, err := c.call(ctx, token, http.MethodGet, pagePath(path, wire.MaxPageSize, after), nil, &page)
-		if err != nil {
-			return nil, err
-		}
-		all = append(all, page...)
-		next := nextCursor(h)
-		if next == "" || next == after || len(page) == 0 {
-			return all, nil
-		}
-		after = next
-	}
-	return nil, fmt.Errorf("list %s: too many pages", path)
+	return client.List[T](ctx, c.api.WithToken(token), path)
 }
 
 type remoteAddrKey struct{}

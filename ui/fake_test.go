@@ -226,7 +226,7 @@ func (f *fakeAPI) setPolicy(w http.ResponseWriter, r *http.Request) {
 		errs = []wire.PolicyError{{Line: 1, Column: 1, Message: "test failed: node-1 cannot reach node-2", Text: "policy.hujson:1:1: test failed: node-1 cannot reach node-2"}}
 	}
 	if len(errs) > 0 {
-		apiError(w, http.StatusBadRequest, "policy rejected: "+errs[0].Text, errs)
+		writeJSON(w, http.StatusBadRequest, wire.Error{Code: wire.CodePolicyInvalid, Error: "policy rejected: " + errs[0].Text, Detail: errs})
 		return
 	}
 	p := wire.Policy{Version: uint64(len(f.versions) + 1), Text: req.Text, Author: "ad0001", Created: testTime}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/wiremesh/wiremesh/client"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -103,8 +104,8 @@ func (u *UI) policyFailed(w http.ResponseWriter, r *http.Request, s *session, d 
 	}
 	d.Checked = true
 	var errs []wire.PolicyError
-	var ae *APIError
-	if errors.As(err, &ae) && json.Unmarshal(ae.Detail, &errs) == nil && len(errs) > 0 && errs[0].Text != "" {
+	var ae *client.Error
+	if errors.As(err, &ae) && ae.Code == wire.CodePolicyInvalid && json.Unmarshal(ae.Detail, &errs) == nil && len(errs) > 0 && errs[0].Text != "" {
 		d.Errors = errs
 	} else {
 		d.Message = err.Error()
@@ -188,7 +189,7 @@ func (u *UI) policyVersion(r *http.Request, s *session, v uint64) (wire.Policy, 
 		return p, err
 	}
 	if p.Version != v {
-		return p, &APIError{Status: http.StatusNotImplemented, Message: fmt.Sprintf("the coordinator answered version %d when asked for version %d: it cannot show older versions", p.Version, v)}
+		return p, &client.Error{Status: http.StatusNotImplemented, Message: fmt.Sprintf("the coordinator answered version %d when asked for version %d: it cannot show older versions", p.Version, v)}
 	}
 	return p, nil
 }

@@ -115,7 +115,7 @@ func New(cfg Config) (*UI, error) {
 	u := &UI{
 		cfg:      cfg,
 		log:      cfg.Logger,
-		api:      &apiClient{h: cfg.API},
+		api:      newAPIClient(cfg.API),
 		sessions: newSessionStore(cfg.SessionTTL, cfg.MaxSessions, cfg.Now),
 		pages:    pages,
 		origin:   http.NewCrossOriginProtection(),

@@ -26,7 +26,20 @@ import (
 //	   accepted report to the next (ServicesReport.Proof, which covers
 //	   neither, is ignored); MapRequest.Endpoints holds at most
 //	   MaxEndpoints IP:port literals.
+//
+// Compatibility window: a coordinator accepts agents of protocol
+// MinProtocolVersion to its own ProtocolVersion, and refuses others at
+// enrollment and at every netmap stream with CodeProtocolTooOld or
+// CodeProtocolTooNew and a message naming the versions to run. Upgrade the
+// coordinator first, then the agents; raise MinProtocolVersion only when
+// the agents below it can no longer work (as protocol 3's proofs made of
+// 1 and 2), and say so in the release notes.
 const ProtocolVersion = 4
+
+// MinProtocolVersion is the oldest agent protocol a coordinator accepts.
+// Agents of 1 and 2 make no proofs of their key, which protocol 3
+// requires.
+const MinProtocolVersion = 3
 
 // Paths of the coordinator's HTTPS API.
 const (
@@ -218,7 +231,8 @@ type Service struct {
 	Proto string `json:"proto,omitempty"`
 	// Tags are DNS labels that select instances. Empty: none.
 	Tags []string `json:"tags,omitempty"`
-	// Health is "passing", "warning" or "critical", the worst of the
+	// Health is a Health's String ("passing", "warning" or "critical"),
+	// kept a string so that empty can say "not reported"; the worst of the
 	// checks as the node last reported it. Only set in reports and admin
 	// listings; in netmaps health travels by gossip instead. Empty: not
 	// reported.
@@ -238,7 +252,7 @@ type Service struct {
 type CheckStatus struct {
 	// ID names the check on its node.
 	ID string `json:"id"`
-	// Status is "passing", "warning" or "critical".
+	// Status is a Health's String: "passing", "warning" or "critical".
 	Status string `json:"status"`
 	// Output is the check's last output, trimmed. Empty: none.
 	Output string `json:"output,omitempty"`
@@ -469,14 +483,6 @@ type CreateJoinKeyResponse struct {
 	// JoinKey is the complete join key string an agent needs: coordinator
 	// URL, certificate pin and secret.
 	JoinKey string `json:"join_key"`
-}
-
-// Error is the body of every non-2xx answer of the API.
-type Error struct {
-	// Error says what went wrong, for a person.
-	Error string `json:"error"`
-	// Detail carries structured detail, such as a position. Nil: none.
-	Detail any `json:"detail,omitempty"`
 }
 
 // Policy is one version of the access policy.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/wiremesh/wiremesh/client"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -148,9 +149,9 @@ func readPolicyFile(file string) ([]byte, error) {
 // policyError prints every problem of a rejected policy to stderr, one per
 // line, and returns a short error.
 func policyError(cmd *cobra.Command, err error) error {
-	var ae *apiError
+	var ae *client.Error
 	var errs []wire.PolicyError
-	if !errors.As(err, &ae) || json.Unmarshal(ae.detail, &errs) != nil || len(errs) == 0 {
+	if !errors.As(err, &ae) || ae.Code != wire.CodePolicyInvalid || json.Unmarshal(ae.Detail, &errs) != nil || len(errs) == 0 {
 		return err
 	}
 	for _, e := range errs {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,13 +9,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"regexp"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"github.com/wiremesh/wiremesh/client"
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/wire"
 )
@@ -35,11 +34,7 @@ func (a *adminFlags) add(fs *pflag.FlagSet) {
 }
 
 // adminClient calls the coordinator's admin API with a pinned connection.
-type adminClient struct {
-	url   string
-	token string
-	http  *http.Client
-}
+type adminClient struct{ api *client.Client }
 
 func (a *adminFlags) client() (*adminClient, error) {
 	var text string
@@ -63,82 +58,32 @@ func (a *adminFlags) client() (*adminClient, error) {
 	if a.coordinator != "" {
 		url = strings.TrimRight(a.coordinator, "/")
 	}
-	return &adminClient{
-		url:   url,
-		token: b.Secret.String(),
-		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-			TLSClientConfig: credential.ClientTLS(b.Pins), ForceAttemptHTTP2: true,
-		}},
-	}, nil
+	api, err := client.New(client.Config{URL: url, Pins: b.Pins, Token: b.Secret.String(), Timeout: 30 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	return &adminClient{api: api}, nil
 }
 
 // do sends a request and decodes a 2xx JSON answer into out (if non-nil);
 // other answers become errors with the coordinator's message.
 func (c *adminClient) do(ctx context.Context, method, path string, body, out any) error {
-	_, err := c.doHeader(ctx, method, path, body, out)
-	return err
+	_, err := c.api.Do(ctx, method, path, body, out)
+	return coordinatorError(err)
 }
-
-// linkNext matches the next page of a Link header.
-var linkNext = regexp.MustCompile(`<([^>]+)>;\s*rel="next"`)
 
 // getAll GETs every page of a paginated list, following Link headers.
 func getAll[T any](ctx context.Context, c *adminClient, path string) ([]T, error) {
-	all := []T{}
-	for path != "" {
-		var page []T
-		h, err := c.doHeader(ctx, http.MethodGet, path, nil, &page)
-		if err != nil {
-			return nil, err
-		}
-		all = append(all, page...)
-		path = ""
-		if m := linkNext.FindStringSubmatch(h.Get("Link")); m != nil {
-			path = m[1]
-		}
-	}
-	return all, nil
+	all, err := client.List[T](ctx, c.api, path)
+	return all, coordinatorError(err)
 }
 
-func (c *adminClient) doHeader(ctx context.Context, method, path string, body, out any) (http.Header, error) {
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
+// coordinatorError says that an answer's error came from the coordinator.
+func coordinatorError(err error) error {
+	if client.StatusOf(err) != 0 {
+		return fmt.Errorf("coordinator: %w", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.url+path, rd)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("reach coordinator: %w", err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, fmt.Errorf("read answer: %w", err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error  string          `json:"error"`
-			Detail json.RawMessage `json:"detail"`
-		}
-		if json.Unmarshal(raw, &e) != nil || e.Error == "" {
-			return nil, fmt.Errorf("coordinator: HTTP %d: %.200s", resp.StatusCode, raw)
-		}
-		return nil, &apiError{status: resp.StatusCode, msg: e.Error, detail: e.Detail}
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			return nil, fmt.Errorf("bad answer: %w", err)
-		}
-	}
-	return resp.Header, nil
+	return err
 }
 
 // call sends one admin request and prints its answer out: as JSON with
@@ -159,15 +104,6 @@ func (a *adminFlags) call(cmd *cobra.Command, method, path string, body, out any
 	}
 	return human(cmd.OutOrStdout())
 }
-
-// apiError is a non-2xx answer of the coordinator.
-type apiError struct {
-	status int
-	msg    string
-	detail json.RawMessage
-}
-
-func (e *apiError) Error() string { return "coordinator: " + e.msg }
 
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)

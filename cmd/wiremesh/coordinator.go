@@ -26,6 +26,7 @@ writes anything, refuses a data dir that group or others can access, and
 locks it (coordinator.lock) against a second coordinator.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Version = version
 			var err error
 			if cfg.Logger, err = lf.logger(); err != nil {
 				return err

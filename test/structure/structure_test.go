@@ -14,7 +14,8 @@ const mod = "github.com/wiremesh/wiremesh/"
 // forbidden maps a package to module packages it must not depend on, even
 // indirectly.
 var forbidden = map[string][]string{
-	"wire":        {"coordinator", "node", "credential", "cmd/wiremesh"},
+	"wire":        {"coordinator", "node", "credential", "client", "cmd/wiremesh"},
+	"client":      {"coordinator", "node", "acl", "dns", "gossip", "filter", "ui", "cmd/wiremesh"},
 	"credential":  {"coordinator", "node", "cmd/wiremesh"},
 	"node":        {"coordinator", "cmd/wiremesh", "test/lab"},
 	"coordinator": {"node", "cmd/wiremesh", "test/lab"},
