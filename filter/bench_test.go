@@ -25,7 +25,7 @@ func benchSetup(b *testing.B, n int) (*Filter, [][]byte) {
 		b.Fatal(err)
 	}
 	b.Cleanup(f.Close)
-	f.SetRules(Compile(rules))
+	f.SetRules(Compile(local, rules))
 	var pkts [][]byte
 	for i := 0; len(pkts) < 256; i++ {
 		r := rules[2+i%(len(rules)-2)]
@@ -177,7 +177,7 @@ func BenchmarkCompile(b *testing.B) {
 			rules := meshRules(rand.New(rand.NewPCG(7, 8)), n)
 			b.ReportAllocs()
 			for b.Loop() {
-				Compile(rules)
+				Compile(local, rules)
 			}
 		})
 	}
