@@ -139,7 +139,7 @@ func TestPeerReachesOnlyOwnAddresses(t *testing.T) {
 		t.Errorf("recv's listener on port 443 got %d connections, want 1 (the control, on its overlay address)", n)
 	}
 	report.Add(t, report.Row{Fault: "peer allowed tcp/443 routes other addresses into its tunnel to a forwarding node (rewritten allowed IPs and routes)",
-		Check: "probes that reach a LAN host behind the node or its underlay address (tcp/443, gossip tcp and udp, ping)",
+		Check:  "probes that reach a LAN host behind the node or its underlay address (tcp/443, gossip tcp and udp, ping)",
 		Figure: fmt.Sprintf("%d of %d reached (%s); %d of %d counted as not own address", len(reached), len(probes), strings.Join(reached, ", "), crossed, len(probes)),
 		Target: fmt.Sprintf("0 reached, %d counted", len(probes)), Met: len(reached) == 0 && crossed == len(probes)})
 
