@@ -2,12 +2,15 @@ package e2e
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -259,4 +262,111 @@ func udpEcho(t *testing.T, a *agent, ap netip.AddrPort, timeout time.Duration) b
 	buf := make([]byte, 16)
 	k, _, err := pc.ReadFrom(buf)
 	return err == nil && string(buf[:k]) == "ping"
+}
+
+// TestForgedICMPError: a peer forges an ICMP "port unreachable" that
+// quotes a UDP flow vic has open with srv. vic's filter drops it (it
+// comes from evil, not from srv), so vic's connected socket never sees
+// ECONNREFUSED; the same error from srv itself does reach it.
+func TestForgedICMPError(t *testing.T) {
+	m := newBareMesh(t)
+	vic := m.taggedAgent("vic", "tag:vic")
+	srv := m.taggedAgent("srv", "tag:srv")
+	evil := m.taggedAgent("evil", "tag:evil")
+	m.setPolicy(`{"acls": [
+	  {"action": "accept", "src": ["tag:vic"], "dst": ["tag:srv:9999"], "proto": "udp"},
+	  {"action": "accept", "src": ["tag:evil"], "dst": ["tag:vic:443"], "proto": "tcp"},
+	]}`)
+	waitFor(t, 10*time.Second, "vic peered with srv and evil", func() bool {
+		return vic.hasPeer(srv.publicKey(t)) && vic.hasPeer(evil.publicKey(t)) && evil.hasPeer(vic.publicKey(t))
+	})
+	srvAP := netip.AddrPortFrom(srv.addr(t, false), 9999)
+	sink, err := srv.host.ListenPacket("udp", srvAP.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := vic.host.DialContext(ctx, "udp", srvAP.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	vicAP := netip.MustParseAddrPort(conn.LocalAddr().String())
+	// refused sends one datagram on the flow (so it is tracked, and the
+	// kernel reports an error that arrived meanwhile) and reports whether
+	// the socket got ECONNREFUSED from an ICMP error.
+	refused := func() bool {
+		if _, err := conn.Write([]byte("hello")); err != nil {
+			return errors.Is(err, syscall.ECONNREFUSED)
+		}
+		conn.SetReadDeadline(time.Now().Add(time.Second))
+		_, err := conn.Read(make([]byte, 16))
+		return errors.Is(err, syscall.ECONNREFUSED)
+	}
+	if refused() {
+		t.Fatal("vic's flow to srv was refused before any forged error")
+	}
+
+	// evil's forgery: port unreachable, quoting vic → srv:9999.
+	quote := udp4(vicAP.Addr(), srvAP.Addr(), vicAP.Port(), srvAP.Port(), []byte("hello"))[:28]
+	forged := icmp4(evil.addr(t, false), vicAP.Addr(), 3, 3, quote)
+	before := deniedFrom(t, vic, "evil")
+	err = evil.host.Do(func() error {
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_RAW)
+		if err != nil {
+			return err
+		}
+		defer syscall.Close(fd)
+		for range 3 {
+			if err := syscall.Sendto(fd, forged, 0, &syscall.SockaddrInet4{Addr: vicAP.Addr().As4()}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("raw send from evil: %v", err)
+	}
+	forgedWorked := refused()
+	// Unless they got in, vic's filter counts the forged errors.
+	counted := func() bool { return deniedFrom(t, vic, "evil")-before >= 3 }
+	for deadline := time.Now().Add(5 * time.Second); !forgedWorked && !counted() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	crossed := counted()
+
+	// The control: srv's own port unreachable comes in.
+	sink.Close()
+	genuine := false
+	for i := 0; i < 5 && !genuine; i++ {
+		genuine = refused()
+	}
+	report.Add(t, report.Row{Fault: "peer forges an ICMP port unreachable quoting another peer's UDP flow", Check: "forged error delivered to the flow's socket; genuine error from the flow's peer delivered",
+		Figure: fmt.Sprintf("forged: %v; genuine: %v", forgedWorked, genuine), Target: "forged: false; genuine: true", Met: !forgedWorked && genuine})
+	if forgedWorked {
+		t.Error("evil's forged ICMP error reached vic's socket (ECONNREFUSED)")
+	} else if !crossed {
+		t.Error("vic's filter did not count the forged errors as denied from evil: they did not reach it, so this checks nothing")
+	}
+	if !genuine {
+		t.Error("srv's own port unreachable never reached vic's socket: the check above proves nothing")
+	}
+}
+
+// icmp4 builds an IPv4 ICMP error of type and code quoting quote.
+func icmp4(src, dst netip.Addr, typ, code byte, quote []byte) []byte {
+	b := make([]byte, 28+len(quote))
+	b[0], b[8], b[9] = 0x45, 64, syscall.IPPROTO_ICMP
+	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
+	s, d := src.As4(), dst.As4()
+	copy(b[12:16], s[:])
+	copy(b[16:20], d[:])
+	binary.BigEndian.PutUint16(b[10:], checksum(b[:20], 0))
+	ic := b[20:]
+	ic[0], ic[1] = typ, code
+	copy(ic[8:], quote)
+	binary.BigEndian.PutUint16(ic[2:], checksum(ic, 0))
+	return b
 }
