@@ -124,8 +124,9 @@ type Config struct {
 	// ICMPTimeout is how long an idle ICMP echo flow stays tracked. Zero:
 	// 30 seconds.
 	ICMPTimeout time.Duration
-	// AlwaysAllow lists TCP, UDP or SCTP ports that every source may reach,
-	// whatever the rules: mesh-internal traffic such as serf gossip. Nil:
+	// AlwaysAllow lists TCP, UDP or SCTP ports that every source may reach
+	// on the node's own addresses, whatever the rules: mesh-internal
+	// traffic such as serf gossip. Nil:
 	// none (DefaultConfig has TCP and UDP 7946, serf's port).
 	AlwaysAllow []ProtoPort
 	// NameOf names the node an overlay address belongs to, for the log.
@@ -295,7 +296,8 @@ func (f *Filter) SetRules(r *Rules) {
 	rs := &ruleset{rules: r, gen: f.gen}
 	f.rules.Store(rs)
 	f.conns.recheck(f.now.Load(), rs.gen, func(k *flowKey) bool {
-		return r.local(k.remoteV6(), k.local()) && f.allowed(rs, k.remoteV6(), k.remote(), k.proto(), k.lport())
+		v6 := k.fam() == 6
+		return r.local(v6, k.local()) && f.allowed(rs, v6, k.remote(), k.proto(), k.lport())
 	})
 }
 

@@ -31,8 +31,8 @@ type Rules struct {
 	v6       table6
 	nodes    []node
 	policies []policy
-	local4   []span // local IPv4 prefixes
-	local6   []span // local IPv6 prefixes
+	local4   []span4 // local IPv4 prefixes
+	local6   []span  // local IPv6 prefixes
 
 	policy uint64            // CompilePolicy's version; 0: Compile
 	src    []wire.FilterRule // CompilePolicy's rules, for Match; nil: Compile
@@ -78,8 +78,11 @@ func portIndex(proto uint8) int {
 // defaultProtos are the protocols of a rule with no Protos.
 var defaultProtos = []uint8{protoTCP, protoUDP, protoICMP, protoICMPv6}
 
-// span is the first and last address of a prefix.
+// span is the first and last address of an IPv6 prefix.
 type span struct{ lo, hi addr }
+
+// span4 is an IPv4 prefix: its first address and its size less one.
+type span4 struct{ lo, n uint32 }
 
 // Compile builds the matcher for rules on a node whose own addresses are
 // in local. A packet is accepted when its destination is in a local
@@ -125,7 +128,7 @@ func Compile(local []netip.Prefix, rules []wire.FilterRule) *Rules {
 		}
 		lo, hi := prefixBounds(pfx.Masked())
 		if pfx.Addr().Is4() {
-			r.local4 = append(r.local4, span{lo, hi})
+			r.local4 = append(r.local4, span4{uint32(lo.lo), uint32(hi.lo - lo.lo)})
 		} else {
 			r.local6 = append(r.local6, span{lo, hi})
 		}
@@ -165,27 +168,19 @@ func Compile(local []netip.Prefix, rules []wire.FilterRule) *Rules {
 	return r
 }
 
-// Local reports whether dst is in one of the local prefixes: whether the
-// node accepts packets addressed to it at all.
-func (r *Rules) Local(dst netip.Addr) bool {
-	if !dst.IsValid() || dst.Zone() != "" {
-		return false
-	}
-	a, v6 := addrOf(dst)
-	return r.local(v6, a)
-}
-
-// local is Local on a parsed address.
+// local reports whether dst is in one of the local prefixes: whether the
+// node accepts packets addressed to it at all. r is not nil.
 func (r *Rules) local(v6 bool, dst addr) bool {
-	if r == nil {
+	if !v6 {
+		for _, s := range r.local4 {
+			if uint32(dst.lo)-s.lo <= s.n {
+				return true
+			}
+		}
 		return false
 	}
-	spans := r.local4
-	if v6 {
-		spans = r.local6
-	}
-	for i := range spans {
-		if !dst.less(spans[i].lo) && !spans[i].hi.less(dst) {
+	for _, s := range r.local6 {
+		if !dst.less(s.lo) && !s.hi.less(dst) {
 			return true
 		}
 	}
@@ -194,7 +189,8 @@ func (r *Rules) local(v6 bool, dst addr) bool {
 
 // Allows reports whether the rules accept a packet from src with protocol
 // proto to destination port port (ignored for protocols without ports),
-// whatever its destination (see Local).
+// whatever its destination (the filter checks that against the local
+// prefixes first).
 func (r *Rules) Allows(src netip.Addr, proto uint8, port uint16) bool {
 	if !src.IsValid() || src.Zone() != "" {
 		return false
