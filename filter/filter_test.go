@@ -164,7 +164,7 @@ func TestConntrackReplies(t *testing.T) {
 		{"icmp time exceeded from another peer", udpOut,
 			hdr{src: bob, dst: me, proto: protoICMP, icmpType: icmp4TimeExceed, quote: udpOut}.bytes(), DropNoRule},
 		{"icmp unreachable for our ping from another peer", ping(me, alice, 7, false), unreach(bob, me, ping(me, alice, 7, false)), DropNoRule},
-		{"icmp unreachable to another of our addresses", udpOut, unreach(alice, "100.64.0.9", udpOut), DropNotOwnAddr},
+		{"icmp unreachable to an address not ours", udpOut, unreach(alice, "100.64.0.9", udpOut), DropNotOwnAddr},
 		{"icmp unreachable for our tcp", synOut, unreach(alice, me, synOut), Accept},
 		{"icmp unreachable for our ping", ping(me, alice, 7, false), unreach(alice, me, ping(me, alice, 7, false)), Accept},
 		{"icmp unreachable for an untracked flow", udpOut, unreach(alice, me, udp(me, alice, 5353, 54)), DropNoRule},
@@ -215,7 +215,7 @@ func TestICMPErrorForPeersFlow(t *testing.T) {
 // local prefixes) come in; the others are counted and logged as
 // DropNotOwnAddr. A routed subnet is one more local prefix.
 func TestOwnAddressesOnly(t *testing.T) {
-	const lan, underlay, bobs = "172.31.0.2", "10.77.0.2", bob
+	const lan, underlay = "172.31.0.2", "10.77.0.2"
 	rules := []wire.FilterRule{rule([]string{alice + "/32", alice6 + "/128"}, nil, port(443))}
 	tests := []struct {
 		name string
@@ -228,7 +228,7 @@ func TestOwnAddressesOnly(t *testing.T) {
 		{"ping, own address", nil, ping(alice, me, 1, false), Accept},
 		{"allowed port, a host behind the node", nil, tcp(alice, lan, 40000, 443, tcpSYN), DropNotOwnAddr},
 		{"allowed port, the node's underlay address", nil, tcp(alice, underlay, 40000, 443, tcpSYN), DropNotOwnAddr},
-		{"allowed port, another peer's address", nil, tcp(alice, bobs, 40000, 443, tcpSYN), DropNotOwnAddr},
+		{"allowed port, another peer's address", nil, tcp(alice, bob, 40000, 443, tcpSYN), DropNotOwnAddr},
 		{"allowed port, another v6 address", nil, tcp(alice6, "fd7a::99", 40000, 443, tcpSYN), DropNotOwnAddr},
 		{"allowed port, v4-mapped own address", nil, tcp(alice6, "::ffff:"+me, 40000, 443, tcpSYN), DropNotOwnAddr},
 		{"allowed port, broadcast", nil, udp(alice, "255.255.255.255", 40000, 443), DropNotOwnAddr},

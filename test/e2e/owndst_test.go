@@ -16,6 +16,7 @@ import (
 
 	"github.com/wiremesh/wiremesh/internal/report"
 	"github.com/wiremesh/wiremesh/test/lab"
+	"github.com/wiremesh/wiremesh/wire"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -75,8 +76,8 @@ func TestPeerReachesOnlyOwnAddresses(t *testing.T) {
 	// the allowed port on every address of recv.
 	var lanHits atomic.Int32
 	countTCP(t, lan, netip.AddrPortFrom(lanHost, 443), &lanHits)
-	countTCP(t, lan, netip.AddrPortFrom(lanHost, 7946), &lanHits)
-	countUDP(t, lan, netip.AddrPortFrom(lanHost, 7946), &lanHits)
+	countTCP(t, lan, netip.AddrPortFrom(lanHost, wire.GossipPort), &lanHits)
+	countUDP(t, lan, netip.AddrPortFrom(lanHost, wire.GossipPort), &lanHits)
 	var recvHits atomic.Int32
 	countTCP(t, recv.host, netip.AddrPortFrom(netip.IPv4Unspecified(), 443), &recvHits)
 
@@ -105,8 +106,8 @@ func TestPeerReachesOnlyOwnAddresses(t *testing.T) {
 	}
 	probes := []probe{
 		{"tcp/443 on the LAN host", func() bool { return dialEcho(evil.host, netip.AddrPortFrom(lanHost, 443), 2*time.Second) }},
-		{"tcp/7946 (gossip) on the LAN host", func() bool { return dialEcho(evil.host, netip.AddrPortFrom(lanHost, 7946), 2*time.Second) }},
-		{"udp/7946 (gossip) on the LAN host", func() bool { return udpEcho(t, evil, netip.AddrPortFrom(lanHost, 7946), 2*time.Second) }},
+		{"the gossip port (tcp) on the LAN host", func() bool { return dialEcho(evil.host, netip.AddrPortFrom(lanHost, wire.GossipPort), 2*time.Second) }},
+		{"the gossip port (udp) on the LAN host", func() bool { return udpEcho(t, evil, netip.AddrPortFrom(lanHost, wire.GossipPort), 2*time.Second) }},
 		{"ping to the LAN host", func() bool {
 			_, err := evil.host.Run(ctx, "ping", "-n", "-c", "1", "-W", "2", lanHost.String())
 			return err == nil
