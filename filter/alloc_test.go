@@ -22,6 +22,7 @@ func TestNoAllocs(t *testing.T) {
 	outNew := tcp(me, bob, 1, 443, tcpSYN)
 	outEst := udp(me, bob, 5353, 53)
 	denied := tcp(bob, me, 1, 22, tcpSYN)
+	notOwn := tcp(alice, "172.31.0.2", 1, 22, tcpSYN)
 	unreach := hdr{src: bob, dst: me, proto: protoICMP, icmpType: icmp4Unreachable, quote: udp(me, bob, 5353, 53)}.bytes()
 	batch := [][]byte{withOffset(established, 16), withOffset(denied, 16), withOffset(reply, 16)}
 	bufs := make([][]byte, len(batch))
@@ -47,6 +48,7 @@ func TestNoAllocs(t *testing.T) {
 		{"inbound established", func() { f.Inbound(established) }},
 		{"inbound reply", func() { f.Inbound(reply) }},
 		{"inbound denied", func() { f.Inbound(denied) }},
+		{"inbound not own address", func() { f.Inbound(notOwn) }},
 		{"inbound icmp error", func() { f.Inbound(unreach) }},
 		{"outbound new flow", func() {
 			i++
@@ -68,7 +70,7 @@ func TestNoAllocs(t *testing.T) {
 			t.Errorf("%s: %v allocations per packet, want 0", tt.name, n)
 		}
 	}
-	if st := f.Stats(); st.Accepted == 0 {
-		t.Errorf("nothing was accepted: the test is broken (%+v)", st)
+	if st := f.Stats(); st.Accepted == 0 || st.Dropped[DropNotOwnAddr] == 0 {
+		t.Errorf("nothing was accepted, or nothing dropped as not own address: the test is broken (%+v)", st)
 	}
 }

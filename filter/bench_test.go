@@ -25,7 +25,7 @@ func benchSetup(b *testing.B, n int) (*Filter, [][]byte) {
 		b.Fatal(err)
 	}
 	b.Cleanup(f.Close)
-	f.SetRules(Compile(rules))
+	f.SetRules(Compile(local, rules))
 	var pkts [][]byte
 	for i := 0; len(pkts) < 256; i++ {
 		r := rules[2+i%(len(rules)-2)]
@@ -130,6 +130,20 @@ func BenchmarkInboundDenied(b *testing.B) {
 	}
 }
 
+// BenchmarkInboundNotOwnAddr: a packet the rules would accept, for an
+// address that is not the node's.
+func BenchmarkInboundNotOwnAddr(b *testing.B) {
+	f, pkts := benchSetup(b, 1000)
+	p := slices.Clone(pkts[0])
+	copy(p[16:20], []byte{172, 31, 0, 2})
+	b.ReportAllocs()
+	for b.Loop() {
+		if f.Inbound(p) != DropNotOwnAddr {
+			b.Fatal("not dropped as not own address")
+		}
+	}
+}
+
 func BenchmarkOutbound(b *testing.B) {
 	f, _ := benchSetup(b, 1000)
 	b.Run("established", func(b *testing.B) {
@@ -177,7 +191,7 @@ func BenchmarkCompile(b *testing.B) {
 			rules := meshRules(rand.New(rand.NewPCG(7, 8)), n)
 			b.ReportAllocs()
 			for b.Loop() {
-				Compile(rules)
+				Compile(local, rules)
 			}
 		})
 	}

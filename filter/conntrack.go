@@ -55,11 +55,11 @@ func (k *flowKey) set(fam uint8, local, remote addr, lport, rport uint16, proto 
 	k[4] = uint64(lport)<<48 | uint64(rport)<<32 | uint64(proto)<<8 | uint64(fam)
 }
 
-func (k *flowKey) fam() uint8     { return uint8(k[4]) & 0x7f }
-func (k *flowKey) proto() uint8   { return uint8(k[4] >> 8) }
-func (k *flowKey) lport() uint16  { return uint16(k[4] >> 48) }
-func (k *flowKey) remote() addr   { return addr{k[2], k[3]} }
-func (k *flowKey) remoteV6() bool { return k.fam() == 6 }
+func (k *flowKey) fam() uint8    { return uint8(k[4]) & 0x7f }
+func (k *flowKey) proto() uint8  { return uint8(k[4] >> 8) }
+func (k *flowKey) lport() uint16 { return uint16(k[4] >> 48) }
+func (k *flowKey) local() addr   { return addr{k[0], k[1]} }
+func (k *flowKey) remote() addr  { return addr{k[2], k[3]} }
 
 // table is the connection table: a fixed array of buckets of ways
 // entries, allocated once, so that tracking never allocates and its size

@@ -14,6 +14,12 @@
 //   - A packet that does not parse (bad version or lengths, truncated
 //     headers, an IPv6 extension header chain longer than 8 or with a
 //     routing header still to be followed) is DropMalformed.
+//   - A packet whose destination is not in the rules' local prefixes (the
+//     node's own overlay addresses) is DropNotOwnAddr, whatever else it
+//     is: a peer that routes other addresses into its tunnel reaches
+//     neither the node's other addresses nor, on a host that forwards,
+//     the hosts and containers behind it. No tracked flow, fragment or
+//     AlwaysAllow port makes an exception.
 //   - Fragments: a first fragment must carry the whole header chain and
 //     transport header (else DropFragment) and is then judged like any
 //     packet; once one is let in, the later fragments of its datagram
@@ -25,7 +31,8 @@
 //     changed since, it is judged again).
 //   - An ICMP error (destination unreachable, time exceeded, parameter
 //     problem, packet too big) is let in when the packet it quotes was
-//     sent by this node on a tracked flow.
+//     sent by this node on a tracked flow and the error comes from the
+//     address that flow talks to: no other peer can end or disturb it.
 //   - Otherwise the rules and Config.AlwaysAllow decide; a TCP, UDP or SCTP
 //     flow or ICMP echo they let in is tracked. TCP flags play no part:
 //     the rules accept or refuse a port whatever the flags.
@@ -64,11 +71,14 @@ type Verdict uint8
 
 // Verdicts.
 const (
-	Accept        Verdict = iota // let in
-	DropNoRule                   // no rule accepts it and no tracked flow covers it
-	DropMalformed                // not a well-formed IPv4 or IPv6 packet
-	DropFragment                 // a fragment that cannot be judged (see the package doc)
-	numVerdicts
+	Accept         Verdict = iota // let in
+	DropNoRule                    // no rule accepts it and no tracked flow covers it
+	DropMalformed                 // not a well-formed IPv4 or IPv6 packet
+	DropFragment                  // a fragment that cannot be judged (see the package doc)
+	DropNotOwnAddr                // addressed to none of the node's own addresses (Rules' local prefixes)
+	// NumVerdicts is one past the last verdict: the drop verdicts run
+	// from DropNoRule to NumVerdicts-1.
+	NumVerdicts
 )
 
 // String returns the verdict as logged in the "why" field.
@@ -82,6 +92,8 @@ func (v Verdict) String() string {
 		return "malformed"
 	case DropFragment:
 		return "fragment"
+	case DropNotOwnAddr:
+		return "not own address"
 	}
 	return fmt.Sprintf("verdict(%d)", uint8(v))
 }
@@ -112,8 +124,9 @@ type Config struct {
 	// ICMPTimeout is how long an idle ICMP echo flow stays tracked. Zero:
 	// 30 seconds.
 	ICMPTimeout time.Duration
-	// AlwaysAllow lists TCP, UDP or SCTP ports that every source may reach,
-	// whatever the rules: mesh-internal traffic such as serf gossip. Nil:
+	// AlwaysAllow lists TCP, UDP or SCTP ports that every source may reach
+	// on the node's own addresses, whatever the rules: mesh-internal
+	// traffic such as serf gossip. Nil:
 	// none (DefaultConfig has TCP and UDP 7946, serf's port).
 	AlwaysAllow []ProtoPort
 	// NameOf names the node an overlay address belongs to, for the log.
@@ -219,9 +232,9 @@ type ruleset struct {
 	gen   uint16
 }
 
-// New returns a filter with no rules: it lets in only replies to the
-// node's own flows and Config.AlwaysAllow. It starts a goroutine that
-// reads the clock; Close stops it.
+// New returns a filter with no rules and no local addresses: it lets in
+// nothing until SetRules. It starts a goroutine that reads the clock;
+// Close stops it.
 func New(cfg Config) (*Filter, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("filter config: %w", err)
@@ -238,7 +251,7 @@ func New(cfg Config) (*Filter, error) {
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
-	f.rules.Store(&ruleset{rules: Compile(nil)})
+	f.rules.Store(&ruleset{rules: Compile(nil, nil)})
 	go f.runClock()
 	return f, nil
 }
@@ -269,12 +282,13 @@ func (f *Filter) readClock() {
 	f.now.Store(f.cfg.Clock().Sub(f.epoch).Milliseconds())
 }
 
-// SetRules publishes r (nil: no rules) for the packets that follow, then
-// re-checks every tracked flow a peer opened against it: flows r no longer
-// lets in are ended. Flows this node opened stay.
+// SetRules publishes r (nil: no rules and no local addresses) for the
+// packets that follow, then re-checks every tracked flow a peer opened
+// against it: flows r no longer lets in are ended. Flows this node opened
+// stay (but a reply to an address r does not hold local is dropped).
 func (f *Filter) SetRules(r *Rules) {
 	if r == nil {
-		r = Compile(nil)
+		r = Compile(nil, nil)
 	}
 	f.setMu.Lock()
 	defer f.setMu.Unlock()
@@ -282,7 +296,8 @@ func (f *Filter) SetRules(r *Rules) {
 	rs := &ruleset{rules: r, gen: f.gen}
 	f.rules.Store(rs)
 	f.conns.recheck(f.now.Load(), rs.gen, func(k *flowKey) bool {
-		return f.allowed(rs, k.remoteV6(), k.remote(), k.proto(), k.lport())
+		v6 := k.fam() == 6
+		return r.local(v6, k.local()) && f.allowed(rs, v6, k.remote(), k.proto(), k.lport())
 	})
 }
 
@@ -305,6 +320,9 @@ func (f *Filter) Outbound(pkt []byte) {
 func (f *Filter) inbound(b []byte, now int64, rs *ruleset) Verdict {
 	var p packet
 	v := parse(b, &p)
+	if v == Accept && !rs.rules.local(p.fam == 6, p.dst) {
+		v = DropNotOwnAddr
+	}
 	if v == Accept {
 		v = f.decide(b, &p, now, rs)
 	}
@@ -440,10 +458,10 @@ func (f *Filter) decide(b []byte, p *packet, now int64, rs *ruleset) Verdict {
 }
 
 // related reports whether the ICMP error p quotes a packet this node sent
-// on a tracked flow.
+// on a tracked flow, and comes from the address that flow talks to.
 func (f *Filter) related(b []byte, p *packet, now int64, rs *ruleset) bool {
 	var q packet
-	if parseInner(b[p.l4+8:p.end], &q) != Accept || q.frag == fragLater || q.fam != p.fam || q.src != p.dst {
+	if parseInner(b[p.l4+8:p.end], &q) != Accept || q.frag == fragLater || q.fam != p.fam || q.src != p.dst || q.dst != p.src {
 		return false
 	}
 	var k flowKey
@@ -551,7 +569,7 @@ func (f *Filter) Stats() Stats {
 		FlowsLost:          f.flowsLost.Load(),
 		DroppedFrom:        f.drops.snapshot(),
 	}
-	for v := DropNoRule; v < numVerdicts; v++ {
+	for v := DropNoRule; v < NumVerdicts; v++ {
 		if n := f.count.sum(int(v)); n > 0 {
 			s.Dropped[v] = n
 		}
@@ -567,7 +585,7 @@ const counterShards = 16
 // Counter slots after the verdicts': log lines (and drop records) and
 // new-flow records the limiters refused.
 const (
-	suppressedSlot    = int(numVerdicts)
+	suppressedSlot    = int(NumVerdicts)
 	newSuppressedSlot = suppressedSlot + 1
 	numSlots          = newSuppressedSlot + 1
 )
@@ -604,7 +622,7 @@ func (c *counters) sum(slot int) uint64 {
 
 // tally counts verdicts of a batch locally, to add them to the shared
 // counters once.
-type tally [numVerdicts]uint64
+type tally [NumVerdicts]uint64
 
 func (c *counters) addTally(shard int, t *tally) {
 	for v, n := range t {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,10 @@ const (
 	me6    = "fd7a::1"
 	alice6 = "fd7a::2"
 )
+
+// local holds this node's own addresses: the filters of these tests
+// accept packets for them only.
+var local = []netip.Prefix{netip.MustParsePrefix(me + "/32"), netip.MustParsePrefix(me6 + "/128")}
 
 func TestInboundByRules(t *testing.T) {
 	rules := []wire.FilterRule{
@@ -154,7 +159,12 @@ func TestConntrackReplies(t *testing.T) {
 		{"our echo reply does not open", ping(me, alice, 7, true), ping(alice, me, 7, false), DropNoRule},
 		{"icmpv6 echo reply", ping(me6, alice6, 7, false), ping(alice6, me6, 7, true), Accept},
 		{"icmp unreachable for our udp", udpOut, unreach(alice, me, udpOut), Accept},
-		{"icmp unreachable from a router on the path", udpOut, unreach("100.64.9.9", me, udpOut), Accept},
+		{"icmp unreachable from another peer", udpOut, unreach(bob, me, udpOut), DropNoRule},
+		{"icmp unreachable from an address no peer has", udpOut, unreach("100.64.9.9", me, udpOut), DropNoRule},
+		{"icmp time exceeded from another peer", udpOut,
+			hdr{src: bob, dst: me, proto: protoICMP, icmpType: icmp4TimeExceed, quote: udpOut}.bytes(), DropNoRule},
+		{"icmp unreachable for our ping from another peer", ping(me, alice, 7, false), unreach(bob, me, ping(me, alice, 7, false)), DropNoRule},
+		{"icmp unreachable to an address not ours", udpOut, unreach(alice, "100.64.0.9", udpOut), DropNotOwnAddr},
 		{"icmp unreachable for our tcp", synOut, unreach(alice, me, synOut), Accept},
 		{"icmp unreachable for our ping", ping(me, alice, 7, false), unreach(alice, me, ping(me, alice, 7, false)), Accept},
 		{"icmp unreachable for an untracked flow", udpOut, unreach(alice, me, udp(me, alice, 5353, 54)), DropNoRule},
@@ -164,6 +174,8 @@ func TestConntrackReplies(t *testing.T) {
 			hdr{src: alice6, dst: me6, proto: protoICMPv6, icmpType: icmp6TooBig, quote: tcp(me6, alice6, 40000, 443, tcpSYN)[:48]}.bytes(), Accept},
 		{"icmpv6 time exceeded for our udp", udp(me6, alice6, 1, 2),
 			hdr{src: alice6, dst: me6, proto: protoICMPv6, icmpType: icmp6TimeExceed, quote: udp(me6, alice6, 1, 2)}.bytes(), Accept},
+		{"icmpv6 too big from another peer", tcp(me6, alice6, 40000, 443, tcpSYN),
+			hdr{src: "fd7a::3", dst: me6, proto: protoICMPv6, icmpType: icmp6TooBig, quote: tcp(me6, alice6, 40000, 443, tcpSYN)[:48]}.bytes(), DropNoRule},
 		{"icmpv6 echo request is not an error", udp(me6, alice6, 1, 2),
 			hdr{src: alice6, dst: me6, proto: protoICMPv6, icmpType: icmp6Echo, quote: udp(me6, alice6, 1, 2)}.bytes(), DropNoRule},
 	}
@@ -176,6 +188,124 @@ func TestConntrackReplies(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestICMPErrorForPeersFlow: an ICMP error about a flow a peer opened
+// (quoting this node's reply) comes in from that peer only.
+func TestICMPErrorForPeersFlow(t *testing.T) {
+	f, _ := newFilter(t, []wire.FilterRule{rule([]string{alice + "/32"}, []uint8{protoUDP}, port(53))})
+	if v := f.Inbound(udp(alice, me, 5353, 53)); v != Accept {
+		t.Fatalf("alice's query: %v, want accept", v)
+	}
+	reply := udp(me, alice, 53, 5353)
+	f.Outbound(reply)
+	for _, tt := range []struct {
+		from string
+		want Verdict
+	}{{bob, DropNoRule}, {alice, Accept}} {
+		pkt := hdr{src: tt.from, dst: me, proto: protoICMP, icmpType: icmp4Unreachable, quote: reply}.bytes()
+		if v := f.Inbound(pkt); v != tt.want {
+			t.Errorf("icmp unreachable about our reply to alice, from %s: %v, want %v", tt.from, v, tt.want)
+		}
+	}
+}
+
+// TestOwnAddressesOnly: whatever the rules, AlwaysAllow and the
+// connection table say, only packets for the node's own addresses (the
+// local prefixes) come in; the others are counted and logged as
+// DropNotOwnAddr. A routed subnet is one more local prefix.
+func TestOwnAddressesOnly(t *testing.T) {
+	const lan, underlay = "172.31.0.2", "10.77.0.2"
+	rules := []wire.FilterRule{rule([]string{alice + "/32", alice6 + "/128"}, nil, port(443))}
+	tests := []struct {
+		name string
+		out  []byte // sent first, if any
+		in   []byte
+		want Verdict
+	}{
+		{"allowed port, own address", nil, tcp(alice, me, 40000, 443, tcpSYN), Accept},
+		{"allowed port, own v6 address", nil, tcp(alice6, me6, 40000, 443, tcpSYN), Accept},
+		{"ping, own address", nil, ping(alice, me, 1, false), Accept},
+		{"allowed port, a host behind the node", nil, tcp(alice, lan, 40000, 443, tcpSYN), DropNotOwnAddr},
+		{"allowed port, the node's underlay address", nil, tcp(alice, underlay, 40000, 443, tcpSYN), DropNotOwnAddr},
+		{"allowed port, another peer's address", nil, tcp(alice, bob, 40000, 443, tcpSYN), DropNotOwnAddr},
+		{"allowed port, another v6 address", nil, tcp(alice6, "fd7a::99", 40000, 443, tcpSYN), DropNotOwnAddr},
+		{"allowed port, v4-mapped own address", nil, tcp(alice6, "::ffff:"+me, 40000, 443, tcpSYN), DropNotOwnAddr},
+		{"allowed port, broadcast", nil, udp(alice, "255.255.255.255", 40000, 443), DropNotOwnAddr},
+		{"gossip port, a host behind the node", nil, udp(alice, lan, 7946, 7946), DropNotOwnAddr},
+		{"gossip port tcp, the node's underlay address", nil, tcp(alice, underlay, 40000, 7946, tcpSYN), DropNotOwnAddr},
+		{"ping, a host behind the node", nil, ping(alice, lan, 1, false), DropNotOwnAddr},
+		{"first fragment, a host behind the node", nil,
+			hdr{src: alice, dst: lan, proto: protoUDP, sport: 1, dport: 443, more: true, fragID: 9, payload: 16}.bytes(), DropNotOwnAddr},
+		{"reply to a flow a host behind the node opened", udp(lan, alice, 5353, 53), udp(alice, lan, 53, 5353), DropNotOwnAddr},
+		{"reply to our flow, to another address", udp(me, alice, 5353, 53), udp(alice, lan, 53, 5353), DropNotOwnAddr},
+		{"reply to our flow", udp(me, alice, 5353, 53), udp(alice, me, 53, 5353), Accept},
+		{"icmp error quoting a packet of a host behind the node", udp(lan, alice, 5353, 53),
+			hdr{src: alice, dst: lan, proto: protoICMP, icmpType: icmp4Unreachable, quote: udp(lan, alice, 5353, 53)}.bytes(), DropNotOwnAddr},
+		{"malformed stays malformed", nil, tcp(alice, lan, 40000, 443, tcpSYN)[:30], DropMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, _ := newFilter(t, rules, func(c *Config) { c.AlwaysAllow = DefaultConfig().AlwaysAllow })
+			if tt.out != nil {
+				f.Outbound(tt.out)
+			}
+			if got := f.Inbound(tt.in); got != tt.want {
+				t.Errorf("Inbound = %v, want %v", got, tt.want)
+			}
+		})
+	}
+
+	t.Run("routed subnet", func(t *testing.T) {
+		f, _ := newFilter(t, nil)
+		f.SetRules(Compile(append(slices.Clone(local), netip.MustParsePrefix("172.31.0.0/24")), rules))
+		if v := f.Inbound(tcp(alice, lan, 40000, 443, tcpSYN)); v != Accept {
+			t.Errorf("allowed port, a host in a local subnet: %v, want accept", v)
+		}
+		if v := f.Inbound(tcp(alice, "172.31.1.2", 40000, 443, tcpSYN)); v != DropNotOwnAddr {
+			t.Errorf("allowed port, a host outside the local subnet: %v, want %v", v, DropNotOwnAddr)
+		}
+	})
+
+	t.Run("counted and logged", func(t *testing.T) {
+		var out lockedBuffer
+		flows := make(chan Flow, 4)
+		f, _ := newFilter(t, rules, func(c *Config) {
+			c.Logger = slog.New(slog.NewJSONHandler(&out, nil))
+			c.Flows = flows
+		})
+		f.Inbound(tcp(alice, lan, 40000, 443, tcpSYN))
+		if n := f.Stats().Dropped[DropNotOwnAddr]; n != 1 {
+			t.Errorf("Stats().Dropped[%v] = %d, want 1", DropNotOwnAddr, n)
+		}
+		lines := logLines(t, out.String())
+		if len(lines) != 1 || lines[0]["why"] != "not own address" || lines[0]["dst"] != lan {
+			t.Errorf("log: %v, want one line with why \"not own address\" and dst %s", lines, lan)
+		}
+		select {
+		case fl := <-flows:
+			if fl.Verdict != DropNotOwnAddr || fl.Dst.String() != lan {
+				t.Errorf("flow record %+v, want verdict %v and dst %s", fl, DropNotOwnAddr, lan)
+			}
+		default:
+			t.Error("no flow record of the drop")
+		}
+	})
+
+	t.Run("new local prefixes end flows to the old ones", func(t *testing.T) {
+		f, _ := newFilter(t, rules)
+		pkt := tcp(alice, me, 40000, 443, tcpACK)
+		if v := f.Inbound(pkt); v != Accept {
+			t.Fatalf("before: %v, want accept", v)
+		}
+		f.SetRules(Compile([]netip.Prefix{netip.MustParsePrefix("100.64.0.99/32")}, rules))
+		if n := f.Stats().Conns; n != 0 {
+			t.Errorf("Stats().Conns = %d after %s stopped being local, want 0", n, me)
+		}
+		if v := f.Inbound(pkt); v != DropNotOwnAddr {
+			t.Errorf("after: %v, want %v", v, DropNotOwnAddr)
+		}
+	})
 }
 
 func TestConntrackExpiry(t *testing.T) {
@@ -246,12 +376,12 @@ func TestConntrackBounded(t *testing.T) {
 }
 
 func TestSetRulesRecheck(t *testing.T) {
-	r1 := Compile([]wire.FilterRule{
+	r1 := Compile(local, []wire.FilterRule{
 		rule([]string{alice + "/32"}, []uint8{protoUDP}, port(53)),
 		rule([]string{alice + "/32"}, []uint8{protoTCP}, port(80)),
 		rule([]string{bob + "/32"}, []uint8{protoTCP}, port(22)),
 	})
-	r2 := Compile([]wire.FilterRule{rule([]string{bob + "/32"}, []uint8{protoTCP}, port(22))})
+	r2 := Compile(local, []wire.FilterRule{rule([]string{bob + "/32"}, []uint8{protoTCP}, port(22))})
 	f, _ := newFilter(t, nil)
 	f.SetRules(r1)
 
@@ -295,7 +425,7 @@ func TestSetRulesRecheck(t *testing.T) {
 	if v := f.Inbound(aliceDNS); v != Accept {
 		t.Errorf("alice dns with the first rules back: %v, want accept", v)
 	}
-	f.SetRules(nil)
+	f.SetRules(Compile(local, nil))
 	for name, p := range map[string][]byte{"alice dns": aliceDNS, "bob ssh": bobSSH} {
 		if v := f.Inbound(p); v != DropNoRule {
 			t.Errorf("%s with no rules: %v, want %v", name, v, DropNoRule)
@@ -312,7 +442,7 @@ func TestStaleEntryRechecked(t *testing.T) {
 	f, _ := newFilter(t, []wire.FilterRule{rule([]string{alice + "/32"}, []uint8{protoUDP}, port(53))})
 	pkt := udp(alice, me, 5353, 53)
 	old := f.rules.Load()
-	f.SetRules(nil)
+	f.SetRules(Compile(local, nil))
 	if v := f.inbound(pkt, f.now.Load(), old); v != Accept { // decided with the old rules
 		t.Fatalf("with the old rules: %v, want accept", v)
 	}
@@ -485,8 +615,8 @@ func TestConfig(t *testing.T) {
 // race detector) and checks that a stranger never gets in.
 func TestConcurrent(t *testing.T) {
 	f, _ := newFilter(t, nil, func(c *Config) { c.MaxConns = 64 })
-	r1 := Compile([]wire.FilterRule{rule([]string{alice + "/32"}, nil, wire.AllPorts)})
-	r2 := Compile([]wire.FilterRule{rule([]string{alice + "/32"}, []uint8{protoUDP}, ports(0, 1000))})
+	r1 := Compile(local, []wire.FilterRule{rule([]string{alice + "/32"}, nil, wire.AllPorts)})
+	r2 := Compile(local, []wire.FilterRule{rule([]string{alice + "/32"}, []uint8{protoUDP}, ports(0, 1000))})
 	var wg sync.WaitGroup
 	done := make(chan struct{})
 	errs := make(chan error, 8)

@@ -91,8 +91,8 @@ func (l *limiter) unreported(c *counters, slot int) uint64 {
 
 // CompilePolicy is Compile for the rules of policy version policy, which
 // the Rules remember for flow records (Policy) and for Match.
-func CompilePolicy(policy uint64, rules []wire.FilterRule) *Rules {
-	r := Compile(rules)
+func CompilePolicy(policy uint64, local []netip.Prefix, rules []wire.FilterRule) *Rules {
+	r := Compile(local, rules)
 	r.policy, r.src = policy, slices.Clone(rules)
 	return r
 }

@@ -36,7 +36,7 @@ func TestFlowRecords(t *testing.T) {
 		c.Flows, c.NewFlows = ch, true
 		c.AlwaysAllow = DefaultConfig().AlwaysAllow
 	})
-	rs := CompilePolicy(7, rules)
+	rs := CompilePolicy(7, local, rules)
 	f.SetRules(rs)
 
 	f.Inbound(tcp(alice, me, 40000, 22, tcpSYN)) // new flow, rule 1
@@ -135,7 +135,7 @@ func TestMatchAgreesWithAllows(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	for iter := range 500 {
 		rules := randRules(rng, rng.IntN(12))
-		r := CompilePolicy(1, rules)
+		r := CompilePolicy(1, local, rules)
 		for range 100 {
 			src := randAddr(rng)
 			proto := []uint8{protoTCP, protoUDP, protoICMP, protoICMPv6, protoSCTP, 47}[rng.IntN(6)]
@@ -149,7 +149,7 @@ func TestMatchAgreesWithAllows(t *testing.T) {
 			}
 		}
 	}
-	if Compile(nil).Match(netip.MustParseAddr(alice), protoTCP, 22) != -1 || (*Rules)(nil).Match(netip.MustParseAddr(alice), protoTCP, 22) != -1 {
+	if Compile(nil, nil).Match(netip.MustParseAddr(alice), protoTCP, 22) != -1 || (*Rules)(nil).Match(netip.MustParseAddr(alice), protoTCP, 22) != -1 {
 		t.Error("Match on rules without sources found one")
 	}
 }
@@ -158,7 +158,7 @@ func TestMatchAgreesWithAllows(t *testing.T) {
 func TestNoAllocsFlows(t *testing.T) {
 	ch := make(chan Flow, 16)
 	f, clock := newFilter(t, nil, func(c *Config) { c.Flows, c.NewFlows, c.MaxConns = ch, true, 4096 })
-	f.SetRules(CompilePolicy(3, []wire.FilterRule{rule([]string{alice + "/32", alice6 + "/128"}, nil, port(22))}))
+	f.SetRules(CompilePolicy(3, local, []wire.FilterRule{rule([]string{alice + "/32", alice6 + "/128"}, nil, port(22))}))
 	newFlow := tcp(alice, me, 1, 22, tcpSYN)
 	newFlow6 := tcp(alice6, me6, 1, 22, tcpSYN)
 	denied := tcp(bob, me, 1, 23, tcpSYN)

@@ -222,10 +222,18 @@ var fuzzRules = []wire.FilterRule{
 // fuzzAlways is FuzzInbound's AlwaysAllow.
 var fuzzAlways = []ProtoPort{{Proto: protoUDP, Port: 7946}}
 
+// fuzzLocal are the local prefixes of FuzzInbound's filter: its own
+// addresses and a subnet.
+var fuzzLocal = []netip.Prefix{
+	netip.MustParsePrefix("10.9.9.9/32"), netip.MustParsePrefix("fd00::9/128"), netip.MustParsePrefix("10.9.8.0/24"),
+}
+
 // FuzzInbound feeds an outbound then an inbound packet to a filter with
-// fuzzRules. It never panics, and what it lets in is justified by the
-// reference parser: a rule, a reply to the outbound packet, or an ICMP
-// error about it. What a rule accepts is let in.
+// fuzzRules and fuzzLocal. It never panics, and what it lets in is
+// justified by the reference parser: addressed to a local prefix, and a
+// rule, a reply to the outbound packet, or an ICMP error about it from
+// the address it was sent to. What a rule accepts for a local address is
+// let in.
 func FuzzInbound(f *testing.F) {
 	seeds := seedPackets()
 	f.Add(udp("10.9.9.9", "10.1.2.3", 5353, 53), udp("10.1.2.3", "10.9.9.9", 53, 5353))
@@ -233,18 +241,29 @@ func FuzzInbound(f *testing.F) {
 	f.Add(ping("fd00::9", "fe80::1", 5, false), ping("fe80::1", "fd00::9", 5, true))
 	out := udp("10.9.9.9", "10.1.2.4", 5353, 53)
 	f.Add(out, hdr{src: "10.1.2.4", dst: "10.9.9.9", proto: protoICMP, icmpType: icmp4Unreachable, quote: out}.bytes())
+	// An ICMP error about that flow from another address than its peer's.
+	f.Add(out, hdr{src: "10.1.2.5", dst: "10.9.9.9", proto: protoICMP, icmpType: icmp4Unreachable, quote: out}.bytes())
+	// What the rules accept, but for an address that is not local: the
+	// node's other address, a host behind it.
+	f.Add(out, udp("10.1.2.3", "10.9.9.8", 5353, 53))
+	f.Add(out, udp("10.1.2.3", "172.31.0.2", 5353, 7946))
+	f.Add(out, udp("10.1.2.3", "10.9.8.7", 5353, 53))
+	// A reply to a flow a host behind the node opened.
+	f.Add(udp("172.31.0.2", "10.1.2.4", 5353, 53), udp("10.1.2.4", "172.31.0.2", 53, 5353))
 	for i, s := range seeds {
 		f.Add(seeds[(i+1)%len(seeds)], s)
 	}
 	f.Fuzz(func(t *testing.T, out, in []byte) {
-		fl, _ := newFilter(t, fuzzRules, func(c *Config) { c.AlwaysAllow = fuzzAlways; c.MaxConns = 64 })
+		fl, _ := newFilter(t, nil, func(c *Config) { c.AlwaysAllow = fuzzAlways; c.MaxConns = 64 })
+		fl.SetRules(Compile(fuzzLocal, fuzzRules))
 		fl.Outbound(out)
 		v := fl.Inbound(in)
 		if again := fl.Inbound(in); again != v {
 			t.Fatalf("the same packet twice: %v, then %v", v, again)
 		}
 		sp := slowParse(in, false)
-		ruleOK := sp.why == Accept && sp.frag != "later" && (slowAllows(fuzzRules, sp.src, sp.proto, sp.dport) ||
+		toLocal := slices.ContainsFunc(fuzzLocal, func(p netip.Prefix) bool { return p.Contains(sp.dst) })
+		ruleOK := sp.why == Accept && sp.frag != "later" && toLocal && (slowAllows(fuzzRules, sp.src, sp.proto, sp.dport) ||
 			hasPorts(sp.proto) && sp.proto == fuzzAlways[0].Proto && sp.dport == fuzzAlways[0].Port)
 		if ruleOK && v != Accept {
 			t.Fatalf("a packet the rules accept was dropped (%v): %x", v, in)
@@ -254,6 +273,9 @@ func FuzzInbound(f *testing.F) {
 		}
 		if sp.why != Accept || sp.frag == "later" {
 			t.Fatalf("accepted a packet the reference parser refuses (%v, fragment %q): %x", sp.why, sp.frag, in)
+		}
+		if !toLocal {
+			t.Fatalf("accepted a packet for %v, not a local address: %x", sp.dst, in)
 		}
 		so := slowParse(out, false)
 		if so.why != Accept || so.frag == "later" {
@@ -288,7 +310,7 @@ func isReply(out, in slowPkt) bool {
 }
 
 // isICMPErrorAbout reports whether in is an ICMP error quoting a packet of
-// the flow out opens.
+// the flow out opens, sent by the address that flow goes to.
 func isICMPErrorAbout(out, in slowPkt) bool {
 	isErr := in.proto == protoICMP && (in.icmpType == 3 || in.icmpType == 11 || in.icmpType == 12) ||
 		in.proto == protoICMPv6 && in.icmpType >= 1 && in.icmpType <= 4
@@ -296,7 +318,7 @@ func isICMPErrorAbout(out, in slowPkt) bool {
 		return false
 	}
 	q := slowParse(in.body[8:], true)
-	if q.why != Accept || q.frag == "later" || q.src != in.dst || q.src.Is4() != in.src.Is4() {
+	if q.why != Accept || q.frag == "later" || q.src != in.dst || q.dst != in.src || q.src.Is4() != in.src.Is4() {
 		return false
 	}
 	if q.src != out.src || q.dst != out.dst || q.proto != out.proto {

@@ -210,7 +210,7 @@ func newFilter(t testing.TB, rules []wire.FilterRule, cfgs ...func(*Config)) (*F
 		t.Fatal(err)
 	}
 	t.Cleanup(f.Close)
-	f.SetRules(Compile(rules))
+	f.SetRules(Compile(local, rules))
 	return f, clock
 }
 

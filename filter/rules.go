@@ -9,9 +9,13 @@ import (
 	"github.com/wiremesh/wiremesh/wire"
 )
 
-// Rules is an immutable matcher compiled from a node's inbound rules. It is
+// Rules is an immutable matcher compiled from a node's inbound rules and
+// its local prefixes: the destinations it accepts packets for. It is
 // default deny: what no rule accepts, it refuses. The zero Rules and a nil
-// *Rules accept nothing.
+// *Rules accept nothing and hold no local address.
+//
+// The local prefixes are a short list (the node's own overlay addresses,
+// later the subnets it routes), scanned per packet.
 //
 // Per address family, the source prefixes of all rules are cut into
 // disjoint address intervals; each interval names the innermost prefix
@@ -27,6 +31,8 @@ type Rules struct {
 	v6       table6
 	nodes    []node
 	policies []policy
+	local4   []span4 // local IPv4 prefixes
+	local6   []span  // local IPv6 prefixes
 
 	policy uint64            // CompilePolicy's version; 0: Compile
 	src    []wire.FilterRule // CompilePolicy's rules, for Match; nil: Compile
@@ -72,12 +78,19 @@ func portIndex(proto uint8) int {
 // defaultProtos are the protocols of a rule with no Protos.
 var defaultProtos = []uint8{protoTCP, protoUDP, protoICMP, protoICMPv6}
 
-// Compile builds the matcher for rules. A packet is accepted when some rule
-// has a source prefix that contains its source address, lists its protocol
-// (no Protos: TCP, UDP, ICMP and ICMPv6) and, for TCP, UDP and SCTP, has a
-// port range that contains its destination port. Invalid prefixes and
-// ranges with First > Last match nothing.
-func Compile(rules []wire.FilterRule) *Rules {
+// span is the first and last address of an IPv6 prefix.
+type span struct{ lo, hi addr }
+
+// span4 is an IPv4 prefix: its first address and its size less one.
+type span4 struct{ lo, n uint32 }
+
+// Compile builds the matcher for rules on a node whose own addresses are
+// in local. A packet is accepted when its destination is in a local
+// prefix and some rule has a source prefix that contains its source
+// address, lists its protocol (no Protos: TCP, UDP, ICMP and ICMPv6) and,
+// for TCP, UDP and SCTP, has a port range that contains its destination
+// port. Invalid prefixes and ranges with First > Last match nothing.
+func Compile(local []netip.Prefix, rules []wire.FilterRule) *Rules {
 	type acc struct {
 		bare  [4]uint64
 		ports [3][]wire.PortRange
@@ -109,6 +122,17 @@ func Compile(rules []wire.FilterRule) *Rules {
 	}
 
 	r := new(Rules)
+	for _, pfx := range local {
+		if !pfx.IsValid() {
+			continue
+		}
+		lo, hi := prefixBounds(pfx.Masked())
+		if pfx.Addr().Is4() {
+			r.local4 = append(r.local4, span4{uint32(lo.lo), uint32(hi.lo - lo.lo)})
+		} else {
+			r.local6 = append(r.local6, span{lo, hi})
+		}
+	}
 	policyIndex := make(map[string]int32)
 	var p4, p6 []prefixNode
 	for pfx, a := range byPrefix {
@@ -144,8 +168,29 @@ func Compile(rules []wire.FilterRule) *Rules {
 	return r
 }
 
+// local reports whether dst is in one of the local prefixes: whether the
+// node accepts packets addressed to it at all. r is not nil.
+func (r *Rules) local(v6 bool, dst addr) bool {
+	if !v6 {
+		for _, s := range r.local4 {
+			if uint32(dst.lo)-s.lo <= s.n {
+				return true
+			}
+		}
+		return false
+	}
+	for _, s := range r.local6 {
+		if !dst.less(s.lo) && !s.hi.less(dst) {
+			return true
+		}
+	}
+	return false
+}
+
 // Allows reports whether the rules accept a packet from src with protocol
-// proto to destination port port (ignored for protocols without ports).
+// proto to destination port port (ignored for protocols without ports),
+// whatever its destination (the filter checks that against the local
+// prefixes first).
 func (r *Rules) Allows(src netip.Addr, proto uint8, port uint16) bool {
 	if !src.IsValid() || src.Zone() != "" {
 		return false

@@ -105,7 +105,7 @@ func TestRulesAllows(t *testing.T) {
 		}},
 	}
 	for _, tt := range tests {
-		r := Compile(tt.rules)
+		r := Compile(nil, tt.rules)
 		for _, p := range tt.probes {
 			src := netip.MustParseAddr(p.src)
 			if got := r.Allows(src, p.proto, p.port); got != p.want {
@@ -173,7 +173,7 @@ func TestRulesDifferential(t *testing.T) {
 	probes := 0
 	for iter := range 2000 {
 		rules := randRules(rng, rng.IntN(12))
-		r := Compile(rules)
+		r := Compile(nil, rules)
 		for range 200 {
 			src := randAddr(rng)
 			proto := []uint8{protoTCP, protoUDP, protoICMP, protoICMPv6, protoSCTP, 47, 99}[rng.IntN(7)]
@@ -200,7 +200,7 @@ func fmtRules(rules []wire.FilterRule) string {
 // policies and intervals in proportion to the prefixes.
 func TestRulesScale(t *testing.T) {
 	rules := meshRules(rand.New(rand.NewPCG(3, 4)), 10000)
-	r := Compile(rules)
+	r := Compile(nil, rules)
 	if len(r.policies) > len(r.nodes)/4 {
 		t.Errorf("10,000 rules compiled to %d policies for %d prefixes; want them shared", len(r.policies), len(r.nodes))
 	}

@@ -593,7 +593,7 @@ func (a *Agent) apply(nm *wire.Netmap, save bool) error {
 	// Rules first: a peer that a new policy removes is cut before it goes,
 	// and a new peer's flows are judged by rules that know it.
 	if a.filter != nil {
-		a.filter.SetRules(filter.CompilePolicy(nm.PolicyVersion, nm.Rules))
+		a.filter.SetRules(filter.CompilePolicy(nm.PolicyVersion, localPrefixes(nm.Self), nm.Rules))
 	}
 	if err := a.engine.Apply(nm); err != nil {
 		return err
@@ -616,6 +616,17 @@ func (a *Agent) apply(nm *wire.Netmap, save bool) error {
 		}
 	}
 	return nil
+}
+
+// localPrefixes are the destinations the filter lets packets in for:
+// the node's own overlay addresses, each as a single host (as the engine
+// sets them on the link), whatever prefix length the netmap gives.
+func localPrefixes(self wire.Node) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(self.Addresses))
+	for _, p := range self.Addresses {
+		out = append(out, netip.PrefixFrom(p.Addr(), p.Addr().BitLen()))
+	}
+	return out
 }
 
 // nameOf names the peer that owns an overlay address ("" if none).

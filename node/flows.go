@@ -32,14 +32,15 @@ type FlowRecord struct {
 	Peer string `json:"peer,omitempty"`
 	// SrcPort is the source port (TCP, UDP, SCTP). Zero: none.
 	SrcPort uint16 `json:"src_port,omitempty"`
-	// Dst is the destination address, one of this node's.
+	// Dst is the destination address: one of this node's, but for a
+	// packet denied as "not own address".
 	Dst string `json:"dst,omitempty"`
 	// Port is the destination port (TCP, UDP, SCTP). Zero: none.
 	Port uint16 `json:"port,omitempty"`
 	// Proto is the protocol: tcp, udp, icmp, icmpv6, sctp or a number.
 	Proto string `json:"proto,omitempty"`
 	// Why is, for a denied packet, the reason: "no rule", "malformed",
-	// "fragment"; for a new flow that no rule but the mesh's own ports
+	// "fragment", "not own address"; for a new flow that no rule but the mesh's own ports
 	// (serf gossip) let in, "mesh port". Else empty.
 	Why string `json:"why,omitempty"`
 	// Rule is, for a new flow, the index of the first of the node's

@@ -25,7 +25,7 @@ var (
 )
 
 func testFlowRules() *filter.Rules {
-	return filter.CompilePolicy(4, []wire.FilterRule{
+	return filter.CompilePolicy(4, []netip.Prefix{netip.PrefixFrom(self, 32)}, []wire.FilterRule{
 		{Srcs: []netip.Prefix{netip.MustParsePrefix("100.64.0.0/10")}, Protos: []uint8{wire.ProtoICMP}},
 		{Srcs: []netip.Prefix{netip.PrefixFrom(alice, 32)}, Protos: []uint8{wire.ProtoTCP}, Ports: []wire.PortRange{{First: 22, Last: 22}}},
 	})
@@ -55,7 +55,7 @@ func TestFlowFormat(t *testing.T) {
 			FlowRecord{Time: now, Event: "new", Src: "100.64.0.2", Peer: "alice", SrcPort: 4000, Dst: "100.64.0.1", Port: 22, Proto: "tcp", Rule: &one, Policy: 4}},
 		{"mesh port", filter.Flow{Verdict: filter.Accept, Src: alice, Dst: self, Proto: wire.ProtoUDP, Ports: true, SrcPort: 7946, DstPort: 7946, Always: true, Rules: rs},
 			FlowRecord{Time: now, Event: "new", Src: "100.64.0.2", Peer: "alice", SrcPort: 7946, Dst: "100.64.0.1", Port: 7946, Proto: "udp", Why: "mesh port", Policy: 4}},
-		{"unknown peer icmp", filter.Flow{Verdict: filter.DropNoRule, Src: netip.MustParseAddr("100.64.0.9"), Dst: self, Proto: wire.ProtoICMPv6, Rules: filter.Compile(nil)},
+		{"unknown peer icmp", filter.Flow{Verdict: filter.DropNoRule, Src: netip.MustParseAddr("100.64.0.9"), Dst: self, Proto: wire.ProtoICMPv6, Rules: filter.Compile(nil, nil)},
 			FlowRecord{Time: now, Event: "denied", Src: "100.64.0.9", Dst: "100.64.0.1", Proto: "icmpv6", Why: "no rule"}},
 		{"malformed", filter.Flow{Verdict: filter.DropMalformed, Rules: rs},
 			FlowRecord{Time: now, Event: "denied", Why: "malformed", Policy: 4}},

@@ -59,7 +59,7 @@ type GossipStats struct {
 // FilterStats are the inbound packet filter's counters.
 type FilterStats struct {
 	Accepted uint64            `json:"accepted"`
-	Dropped  map[string]uint64 `json:"dropped"` // by reason ("no rule", "malformed", "fragment")
+	Dropped  map[string]uint64 `json:"dropped"` // by reason ("no rule", "malformed", "fragment", "not own address")
 	Conns    int               `json:"conns"`   // tracked flows
 }
 

@@ -97,7 +97,7 @@ var (
 	peerHandshakeDesc  = desc("peer_last_handshake_timestamp_seconds", "Unix time of the last completed handshake with the peer; absent before the first.", "peer")
 	peerAgeDesc        = desc("peer_handshake_age_seconds", "Seconds since the last completed handshake with the peer; absent before the first.", "peer")
 	acceptedDesc       = desc("packets_accepted_total", "Inbound packets the filter let in.")
-	droppedDesc        = desc("packets_dropped_total", "Inbound packets the filter dropped, by reason: no_rule, malformed, fragment.", "reason")
+	droppedDesc        = desc("packets_dropped_total", "Inbound packets the filter dropped, by reason: no_rule, malformed, fragment, not_own_address.", "reason")
 	conntrackDesc      = desc("conntrack_entries", "Flows the filter tracks now (opened by either side).")
 	evictedDesc        = desc("conntrack_evictions_total", "Live tracked flows pushed out of a full connection table bucket.")
 	flowRecordsDesc    = desc("flow_records_total", "Flow records kept, by event: denied, new.", "event")
@@ -167,7 +167,7 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 	if a.filter != nil {
 		fs := a.filter.Stats()
 		counter(acceptedDesc, float64(fs.Accepted))
-		for v := filter.DropNoRule; v <= filter.DropFragment; v++ {
+		for v := filter.DropNoRule; v < filter.NumVerdicts; v++ {
 			counter(droppedDesc, float64(fs.Dropped[v]), strings.ReplaceAll(v.String(), " ", "_"))
 		}
 		gauge(conntrackDesc, float64(fs.Conns))

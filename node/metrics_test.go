@@ -50,6 +50,7 @@ func TestAgentMetrics(t *testing.T) {
 	f.Inbound(tcp4(alice, self, 23))
 	f.Inbound(tcp4(alice, self, 24))
 	f.Inbound([]byte{0x45})
+	f.Inbound(tcp4(alice, netip.MustParseAddr("172.31.0.2"), 22))
 
 	runner := health.New(health.DefaultConfig())
 	defer runner.Close()
@@ -114,11 +115,12 @@ wiremesh_agent_peer_transmit_bytes_total{peer="bob"} 0
 # HELP wiremesh_agent_packets_accepted_total Inbound packets the filter let in.
 # TYPE wiremesh_agent_packets_accepted_total counter
 wiremesh_agent_packets_accepted_total 1
-# HELP wiremesh_agent_packets_dropped_total Inbound packets the filter dropped, by reason: no_rule, malformed, fragment.
+# HELP wiremesh_agent_packets_dropped_total Inbound packets the filter dropped, by reason: no_rule, malformed, fragment, not_own_address.
 # TYPE wiremesh_agent_packets_dropped_total counter
 wiremesh_agent_packets_dropped_total{reason="fragment"} 0
 wiremesh_agent_packets_dropped_total{reason="malformed"} 1
 wiremesh_agent_packets_dropped_total{reason="no_rule"} 2
+wiremesh_agent_packets_dropped_total{reason="not_own_address"} 1
 # HELP wiremesh_agent_conntrack_entries Flows the filter tracks now (opened by either side).
 # TYPE wiremesh_agent_conntrack_entries gauge
 wiremesh_agent_conntrack_entries 1
