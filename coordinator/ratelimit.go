@@ -50,8 +50,7 @@ func newClock(now func() time.Time) clock { return clock{now: now, epoch: now()}
 
 func (c clock) nanos() int64 { return int64(c.now().Sub(c.epoch)) }
 
-// bucket is a token bucket. Tokens may be negative: a debt that refilling
-// pays off before the bucket lets anything through again.
+// bucket is a token bucket.
 type bucket struct {
 	tokens float64
 	at     int64 // clock.nanos when tokens was last brought up to date
@@ -80,6 +79,13 @@ func (b *bucket) wait(rate float64) time.Duration {
 // and a source with either empty is refused. Work under the lock is a map
 // access and some arithmetic, plus at most once a minute (or a second, when
 // the table is full) a sweep of the table.
+//
+// An attempt takes its failure token when it is allowed, as if it were
+// going to fail, since whether it does is known only after its key was
+// looked at; done gives the token back if it did not. So however many
+// attempts a source has in flight, it gets at most failBurst + failRate × t
+// failed attempts in any t seconds (unless the table is full: see
+// makeRoomLocked), and at most failBurst attempts in flight at once.
 //
 // A nil *sourceLimiter lets everything through.
 type sourceLimiter struct {
@@ -145,8 +151,10 @@ func sourceOf(r *http.Request) netip.Addr {
 	return ap.Addr()
 }
 
-// allow counts an attempt from addr, or refuses it when addr's attempts or
-// failures are spent; retry is then how long until one would be allowed.
+// allow counts an attempt from addr and takes a failure token for it, or
+// refuses it when addr's attempts or failures are spent (or held by
+// attempts in flight); retry is then how long until one would be allowed.
+// Every allowed attempt must be followed by done.
 func (l *sourceLimiter) allow(addr netip.Addr) (retry time.Duration, ok bool) {
 	if l == nil {
 		return 0, true
@@ -159,21 +167,23 @@ func (l *sourceLimiter) allow(addr netip.Addr) (retry time.Duration, ok bool) {
 		return max(st.attempts.wait(l.rate), st.fails.wait(l.failRate)), false
 	}
 	st.attempts.tokens--
+	st.fails.tokens--
 	l.sources[key] = st
 	return 0, true
 }
 
-// failed records that an allowed attempt from addr failed. Attempts in
-// flight at once can overdraw the failure bucket, by one burst at most.
-func (l *sourceLimiter) failed(addr netip.Addr) {
-	if l == nil {
+// done ends an attempt from addr that allow let through: one that failed
+// (a bad join key) keeps the failure token allow took, any other gives it
+// back.
+func (l *sourceLimiter) done(addr netip.Addr, failed bool) {
+	if l == nil || failed {
 		return
 	}
 	key, now := sourceKey(addr), l.nanos()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	st := l.stateLocked(key, now)
-	st.fails.tokens = max(st.fails.tokens-1, -l.failBurst)
+	st.fails.tokens = min(st.fails.tokens+1, l.failBurst)
 	l.sources[key] = st
 }
 
@@ -283,12 +293,26 @@ func newEnrollGate(cfg Config, now func() time.Time) *enrollGate {
 	}
 }
 
+// enrollAttempt is an enrollment attempt the limiter let through.
+type enrollAttempt struct {
+	sources *sourceLimiter
+	src     netip.Addr
+	failed  bool
+}
+
+// fail marks the attempt failed: a bad join key, which costs its source a
+// failure token.
+func (a *enrollAttempt) fail() { a.failed = true }
+
+// done ends the attempt. Every attempt admitEnroll returns must be ended.
+func (a *enrollAttempt) done() { a.sources.done(a.src, a.failed) }
+
 // admitEnroll counts an enrollment attempt from src. When src is over its
-// limit it answers 429 with Retry-After and returns false.
-func (c *Coordinator) admitEnroll(w http.ResponseWriter, src netip.Addr) bool {
+// limit it answers 429 with Retry-After and returns nil.
+func (c *Coordinator) admitEnroll(w http.ResponseWriter, src netip.Addr) *enrollAttempt {
 	retry, ok := c.enroll.sources.allow(src)
 	if ok {
-		return true
+		return &enrollAttempt{sources: c.enroll.sources, src: src}
 	}
 	secs := max(1, int(math.Ceil(retry.Seconds())))
 	if n, ok := c.enroll.limited.allow(); ok {
@@ -300,7 +324,7 @@ func (c *Coordinator) admitEnroll(w http.ResponseWriter, src netip.Addr) bool {
 	}
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
 	writeError(w, http.StatusTooManyRequests, wire.CodeRateLimited, fmt.Sprintf("too many enrollment attempts from this address; retry in %d s", secs), nil)
-	return false
+	return nil
 }
 
 // logEnrollRefused logs a refused enrollment, if the log limiter lets it.

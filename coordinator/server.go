@@ -184,12 +184,14 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	// The rate limit comes before any work; a bad join key (401) costs
 	// its source more than an attempt does: see ratelimit.go.
 	src := sourceOf(r)
-	if !c.admitEnroll(w, src) {
+	attempt := c.admitEnroll(w, src)
+	if attempt == nil {
 		return
 	}
+	defer attempt.done()
 	key, err := bearer(r)
 	if err != nil {
-		c.enroll.sources.failed(src)
+		attempt.fail()
 		writeError(w, http.StatusUnauthorized, wire.CodeUnauthorized, "join key required: "+err.Error(), nil)
 		return
 	}
@@ -207,7 +209,7 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	node, cred, _, err := c.store.Enroll(r.Context(), key, EnrollParams{PublicKey: req.PublicKey, Name: req.Name, Hostname: req.Hostname})
 	if err != nil {
 		if errors.Is(err, ErrDenied) {
-			c.enroll.sources.failed(src)
+			attempt.fail()
 		}
 		c.logEnrollRefused(r, err.Error())
 		c.writeStoreError(w, err)
