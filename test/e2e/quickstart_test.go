@@ -45,7 +45,7 @@ func docBlocks(t *testing.T, path string) []docBlock {
 	var info, marker, body string
 	inBlock, start, lastFence := false, 0, ""
 	for i, line := range strings.Split(string(b), "\n") {
-		at := fmt.Sprintf("%s:%d", filepath.Base(path), i+1)
+		at := fmt.Sprintf("%s:%d", filepath.Base(path), start) // of the block that ends here
 		switch {
 		case !inBlock && strings.HasPrefix(line, "```"):
 			inBlock, start, body = true, i+1, ""
