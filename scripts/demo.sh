@@ -1,9 +1,52 @@
 #!/usr/bin/env bash
 # A local wiremesh: one coordinator and three agents, each "host" its own
-# network namespace wired to a bridge in a switch namespace. Nothing leaves
-# the machine. Runs until Ctrl-C, then removes everything it created.
+# network namespace wired to a bridge in a switch namespace, with addresses
+# from a documentation range (192.0.2.0/24). Nothing leaves the machine.
+#
+#   demo.sh [BIN]            run until Ctrl-C, then remove everything
+#   demo.sh --detach [BIN]   set up, print the commands to try and exit,
+#                            leaving the mesh running
+#   demo.sh --cleanup        remove a detached demo
+#
+# DEMO_PREFIX (default wmdemo) names the namespaces ($DEMO_PREFIX-coord,
+# -host1...) and the WireGuard interfaces ($DEMO_PREFIX1...); DEMO_DIR
+# (default /run/wiremesh-demo-$DEMO_PREFIX) holds the logs, keys and state.
+# Give both to --cleanup as to the run.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "demo: run as root (it creates network namespaces)" >&2; exit 1; }
+mode=run
+case "${1:-}" in
+--detach) mode=detach; shift ;;
+--cleanup) mode=cleanup; shift ;;
+esac
+p=${DEMO_PREFIX:-wmdemo}
+[[ $p =~ ^[a-z][a-z0-9]{0,13}$ ]] || { echo "demo: DEMO_PREFIX $p: want a lower-case letter and at most 13 more letters or digits" >&2; exit 1; }
+dir=${DEMO_DIR:-/run/wiremesh-demo-$p}
+namespaces=($p-sw $p-coord $p-host1 $p-host2 $p-host3)
+
+# stop ends the processes in the demo's namespaces (SIGTERM, so that the
+# agents remove their interfaces; SIGKILL after 5 s), deletes the namespaces
+# (and with them the links) and the demo's directory.
+stop() {
+	local ns pids=()
+	for ns in "${namespaces[@]}"; do
+		[ -e "/run/netns/$ns" ] && pids+=($(ip netns pids "$ns"))
+	done
+	[ ${#pids[@]} -eq 0 ] || kill -TERM "${pids[@]}" 2>/dev/null || true
+	for pid in "${pids[@]}"; do
+		wait "$pid" 2>/dev/null || true # reaps our children; others are polled
+		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$pid" 2>/dev/null || true
+	done
+	for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+	if [ -e "$dir/.wiremesh-demo" ]; then rm -rf "$dir"; fi
+}
+
+if [ $mode = cleanup ]; then
+	stop
+	echo "demo: removed namespaces $p-*, their processes and $dir"
+	exit 0
+fi
 bin=$(realpath "${1:-bin/wiremesh}")
 
 need=()
@@ -16,24 +59,35 @@ if [ ${#need[@]} -gt 0 ]; then
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-p=wmdemo
-dir=$(mktemp -d /tmp/wiremesh-demo.XXXXXX)
-pids=()
+# cleanup [CODE]: stop and exit with CODE (default: the status of the
+# command that failed).
 cleanup() {
+	local code=${1:-$?}
 	trap - EXIT INT TERM
 	echo
 	echo "demo: stopping"
-	for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-	for ns in $p-sw $p-coord $p-host1 $p-host2 $p-host3; do ip netns del "$ns" 2>/dev/null || true; done
-	rm -rf "$dir"
-	echo "demo: removed namespaces $p-*, processes and $dir"
-	exit "${1:-0}"
+	stop
+	echo "demo: removed namespaces $p-*, their processes and $dir"
+	exit "$code"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'cleanup 0' INT TERM
+stop # what a previous demo killed hard left behind
+mkdir -m 700 "$dir" # fails if a directory not made by the demo is there
+touch "$dir/.wiremesh-demo"
 
-for ns in $p-sw $p-coord $p-host1 $p-host2 $p-host3; do
-	ip netns del "$ns" 2>/dev/null || true # a previous demo killed hard
+# waitfor DESCRIPTION COMMAND...: run COMMAND until it succeeds, for at most
+# 20 s; then give up.
+waitfor() {
+	local what=$1
+	shift
+	for _ in $(seq 200); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+	echo "demo: timed out waiting for $what; the logs:" >&2
+	tail -n 20 "$dir"/*.log >&2
+	exit 1
+}
+
+for ns in "${namespaces[@]}"; do
 	ip netns add "$ns"
 	ip -n "$ns" link set lo up
 done
@@ -43,18 +97,19 @@ i=1
 for h in coord host1 host2 host3; do
 	ip link add eth0 netns $p-$h type veth peer name v$i netns $p-sw
 	ip -n $p-sw link set v$i master br0 up
-	ip -n $p-$h addr add 10.99.0.$i/24 dev eth0
+	ip -n $p-$h addr add 192.0.2.$i/24 dev eth0
 	ip -n $p-$h link set eth0 up
 	i=$((i + 1))
 done
 
-echo "demo: starting the coordinator on $p-coord (10.99.0.1:8443)"
-ip netns exec $p-coord "$bin" coordinator --data-dir "$dir/coord" --listen 10.99.0.1:8443 \
+pids=()
+echo "demo: starting the coordinator on $p-coord (192.0.2.1:8443)"
+ip netns exec $p-coord "$bin" coordinator --data-dir "$dir/coord" --listen 192.0.2.1:8443 \
 	>"$dir/coordinator.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do [ -s "$dir/coord/admin.token" ] && grep -q "coordinator listening" "$dir/coordinator.log" && break; sleep 0.1; done
+waitfor "the coordinator" grep -q "coordinator listening" "$dir/coordinator.log"
 admin=(--token-file "$dir/coord/admin.token")
-policy=$(dirname "$0")/../examples/demo-policy.hujson
+policy=$(realpath "$(dirname "$0")/../examples/demo-policy.hujson")
 ip netns exec $p-coord "$bin" acl set "$policy" "${admin[@]}" >/dev/null
 tags=(x tag:web tag:api tag:db)
 # Each tier runs its service; the api reports in through a ttl check.
@@ -68,13 +123,15 @@ for n in 1 2 3; do
 	(umask 077; ip netns exec $p-coord "$bin" keys create --tag "${tags[$n]}" "${admin[@]}" >"$dir/etc/host$n.key")
 	# The hosts have no way out of the demo: nothing to forward DNS to.
 	ip netns exec $p-host$n "$bin" agent --join-file "$dir/etc/host$n.key" --state-dir "$dir/host$n" --name host$n \
-		--interface wmdemo$n --config "$dir/etc/host$n.hujson" --resolv-conf /dev/null >"$dir/host$n.log" 2>&1 &
+		--interface $p$n --config "$dir/etc/host$n.hujson" --resolv-conf /dev/null >"$dir/host$n.log" 2>&1 &
 	pids+=($!)
 done
 for n in 1 2 3; do
-	for _ in $(seq 100); do grep -q "agent up" "$dir/host$n.log" && break; sleep 0.1; done
+	waitfor "host$n's agent" grep -q "agent up" "$dir/host$n.log"
 done
-sleep 0.5
+# host1 → host2 and host2 → host3 are allowed: wait until their paths work.
+waitfor "host1 to reach host2" ip netns exec $p-host1 "$bin" ping host2 --count 1 --state-dir "$dir/host1"
+waitfor "host2 to reach host3" ip netns exec $p-host2 "$bin" ping host3 --count 1 --state-dir "$dir/host2"
 ip netns exec $p-coord "$bin" nodes list "${admin[@]}"
 addr() { ip netns exec $p-coord "$bin" nodes list --json "${admin[@]}" | grep -A3 "\"name\": \"$1\"" | grep -o '100\.[0-9.]*' | head -1; }
 a2=$(addr host2)
@@ -93,7 +150,8 @@ echo
 echo "demo: DNS on host1: the api is critical until it reports in, so no answer yet:"
 ip netns exec $p-host1 dig +short @127.0.0.1 api.service.mesh.internal
 ip netns exec $p-host2 "$bin" checks pass api-ttl --state-dir "$dir/host2"
-sleep 0.5
+api_answers() { [ -n "$(ip netns exec $p-host1 dig +short @127.0.0.1 api.service.mesh.internal)" ]; }
+waitfor "host1 to learn that the api passes" api_answers
 echo "demo: the api reported in (wiremesh checks pass api-ttl); host1 asks again:"
 ip netns exec $p-host1 dig +short @127.0.0.1 api.service.mesh.internal
 ip netns exec $p-host1 dig +short @127.0.0.1 api.service.mesh.internal SRV
@@ -102,26 +160,34 @@ ip netns exec $p-host1 dig @127.0.0.1 db.service.mesh.internal | grep -o 'status
 ip netns exec $p-host2 dig +short @127.0.0.1 db.service.mesh.internal
 echo
 ip netns exec $p-coord "$bin" services list "${admin[@]}"
+# The commands to try; TestDemoHints (test/e2e/demo_test.go) runs each.
 cat <<MSG
 
 The mesh is up. Try, in another shell (as root):
 
-  ip netns exec $p-host1 ping $a2                      # host1 → host2 over WireGuard
+  ip netns exec $p-host1 ping -c 3 $a2                      # host1 → host2 over WireGuard
   ip netns exec $p-host2 $bin status --state-dir $dir/host2
-  wg show wmdemo2                                       # the WireGuard side
+  ip netns exec $p-host2 wg show ${p}2                           # the WireGuard side
   export WIREMESH_TOKEN_FILE=$dir/coord/admin.token
   ip netns exec $p-coord $bin nodes list
   ip netns exec $p-coord $bin acl get
-  ip netns exec $p-coord $bin acl check my-policy.hujson   # what a change would do
+  ip netns exec $p-coord $bin acl check $policy   # what a change to a copy would do
   ip netns exec $p-coord $bin nodes tag host3 tag:db tag:api  # host1 may now reach host3
   ip netns exec $p-coord $bin nodes delete host3
   ip netns exec $p-host1 dig @127.0.0.1 _api._v1.service.mesh.internal SRV
   ip netns exec $p-host2 $bin checks fail api-ttl --state-dir $dir/host2   # gone from host1's answers
   ip netns exec $p-coord $bin services list
 
-Logs are in $dir/*.log. Press Ctrl-C to stop and remove everything.
+Logs are in $dir/*.log.
 MSG
-wait -n "${pids[@]}" || true
-echo "demo: a process exited unexpectedly; its log:" >&2
-tail -n 20 "$dir"/*.log >&2
+if [ $mode = detach ]; then
+	trap - EXIT INT TERM
+	echo "Remove it with: DEMO_PREFIX=$p DEMO_DIR=$dir $0 --cleanup"
+	exit 0
+fi
+echo "Press Ctrl-C to stop and remove everything."
+# Agents may exit (nodes delete does that); the coordinator should not.
+wait "${pids[0]}" || true
+echo "demo: the coordinator exited unexpectedly; its log:" >&2
+tail -n 20 "$dir/coordinator.log" >&2
 cleanup 1
