@@ -533,6 +533,12 @@ func (a *Agent) follow(ctx context.Context) error {
 			// set right.
 			d = max(d, 5*time.Second)
 			a.log.Error("coordinator refused the time of this node's proof; check the clock. Keeping the last netmap", "err", err, "retry_in", d.String())
+		case errors.Is(err, credential.ErrPinMismatch):
+			// Whoever answered is not the coordinator: a man in the
+			// middle, or a certificate switched without announcing its
+			// pin first. Stopping would hand it the data path; keep it.
+			d = max(d, 5*time.Second)
+			a.log.Error("the server at the coordinator's URL is not the pinned coordinator; keeping the last netmap and retrying (if the coordinator changed its certificate, announce the new pin first: docs/security.md)", "err", err, "retry_in", d.String())
 		case errors.Is(err, ErrRefused):
 			return fmt.Errorf("coordinator refused this node (deleted or expired?): %w; re-enroll with an empty state dir and --join KEY", err)
 		default:

@@ -2,8 +2,17 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/wire"
@@ -41,5 +50,51 @@ func TestAgentAdoptsNetmapPins(t *testing.T) {
 	}
 	if !id.Pins.Equal(co.c.Pins()) {
 		t.Errorf("node.json keeps pins %s, want the netmap's %s", id.Pins, co.c.Pins())
+	}
+}
+
+// TestPinMismatchKeepsRunning: an enrolled agent whose coordinator URL is
+// answered by a server with another certificate (a man in the middle)
+// refuses it but keeps running on its last netmap and retries, instead of
+// exiting and taking the data path down with it.
+func TestPinMismatchKeepsRunning(t *testing.T) {
+	co := startCoordinator(t)
+	a := startAgent(t, "a", filepath.Join(t.TempDir(), "a"), co.joinKey(t, false))
+	a.waitUp(t)
+	addr := strings.TrimPrefix(co.url, "https://")
+	co.stop()
+	ln, err := net.Listen("tcp", addr) // the impostor takes the coordinator's address
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hellos atomic.Int32
+	impostor := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	impostor.Listener.Close()
+	impostor.Listener = ln
+	impostor.Config.ErrorLog = log.New(io.Discard, "", 0)
+	impostor.TLS = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		hellos.Add(1)
+		return nil, nil
+	}}
+	impostor.StartTLS()
+	defer impostor.Close()
+	// Two handshakes: the agent refused the first and tried again.
+	for deadline := time.Now().Add(waitFor); hellos.Load() < 2; time.Sleep(10 * time.Millisecond) {
+		select {
+		case err := <-a.done:
+			a.done, a.err = nil, err
+			t.Fatalf("agent stopped on a pin mismatch: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d handshakes with the impostor; want 2", hellos.Load())
+		}
+	}
+	st := status(t, a.dir)
+	if st.Connected || !strings.Contains(st.LastError, credential.ErrPinMismatch.Error()) {
+		t.Errorf("status: connected %v, last error %q; want a pin mismatch", st.Connected, st.LastError)
+	}
+	if a.eng.isClosed() {
+		t.Error("the data path was closed")
 	}
 }
