@@ -40,7 +40,6 @@ type Member struct {
 	name    string
 	log     *slog.Logger
 	serf    *serf.Serf
-	keyring *memberlist.Keyring
 	trans   *transport
 	events  chan serf.Event
 	changes chan struct{}                // buffered 1
@@ -63,27 +62,25 @@ func New(cfg Config) (*Member, error) {
 	}
 	cfg = cfg.withDefaults()
 	cfg.BindAddr = cfg.BindAddr.Unmap()
-	keys := cloneKeys(cfg.Keys)
-	keyring, err := memberlist.NewKeyring(keys, keys[0])
+	ring, err := newKeyring(cfg.Keys)
 	if err != nil {
 		return nil, fmt.Errorf("gossip keyring: %w", err)
 	}
 	stdlog := newStdLogger(cfg.Logger)
-	trans, err := newTransport(cfg.BindAddr, cfg.Port, stdlog)
+	trans, err := newTransport(cfg.BindAddr, cfg.Port, ring, stdlog)
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
 	m := &Member{
 		name:    cfg.Name,
 		log:     cfg.Logger,
-		keyring: keyring,
 		trans:   trans,
 		events:  make(chan serf.Event, eventBuffer),
 		changes: make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		tags:    map[string]string{},
 	}
-	m.serf, err = serf.Create(serfConfig(cfg, keyring, trans, m.events, stdlog))
+	m.serf, err = serf.Create(serfConfig(cfg, trans, m.events, stdlog))
 	if err != nil {
 		_ = trans.Shutdown()
 		return nil, fmt.Errorf("gossip: start serf: %w", err)
@@ -96,7 +93,7 @@ func New(cfg Config) (*Member, error) {
 }
 
 // serfConfig is the serf and memberlist configuration of a member.
-func serfConfig(cfg Config, keyring *memberlist.Keyring, trans *transport, events chan<- serf.Event, logger *log.Logger) *serf.Config {
+func serfConfig(cfg Config, trans *transport, events chan<- serf.Event, logger *log.Logger) *serf.Config {
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.Name
 	mc.BindAddr = cfg.BindAddr.String()
@@ -104,12 +101,16 @@ func serfConfig(cfg Config, keyring *memberlist.Keyring, trans *transport, event
 	mc.AdvertiseAddr = cfg.BindAddr.String()
 	mc.AdvertisePort = cfg.Port
 	mc.Transport = trans
-	mc.Keyring = keyring
-	mc.GossipVerifyIncoming = true
-	mc.GossipVerifyOutgoing = true
+	// No memberlist keyring: the transport encrypts (crypt.go), so serf
+	// has no keyring that a member's key query could change. Packets
+	// keep memberlist's size with encryption: the transport's overhead
+	// comes off the buffer.
+	mc.Keyring = nil
+	mc.UDPBufferSize -= cryptOverhead
 	mc.ProbeInterval = cfg.ProbeInterval
 	mc.ProbeTimeout = cfg.ProbeTimeout
 	mc.GossipInterval = cfg.GossipInterval
+	mc.RetransmitMult = cfg.RetransmitMult
 	mc.SuspicionMult = cfg.SuspicionMult
 	mc.SuspicionMaxTimeoutMult = cfg.SuspicionMaxTimeoutMult
 	mc.TCPTimeout = tcpTimeout
@@ -267,54 +268,26 @@ func encodedTagsLen(tags map[string]string) int {
 	return buf.Len()
 }
 
-// SetKeys replaces this member's keyring with keys: it installs the new
-// ones, makes keys[0] the key that encrypts, then removes the keys not
-// listed, so the ring is never empty. It changes only this member; to
-// rotate a mesh's key, add the new key everywhere, then make it primary
-// everywhere, then drop the old one. Invalid keys change nothing.
+// SetKeys replaces this member's keyring with keys: keys[0] encrypts
+// from now on, every key decrypts. It changes only this member; to rotate
+// a mesh's key, add the new key everywhere, then make it primary
+// everywhere, then drop the old one. Invalid keys change nothing. Nothing
+// else changes the keyring: serf's key queries are refused (crypt.go).
 func (m *Member) SetKeys(keys [][]byte) error {
 	if err := validateKeys(keys); err != nil {
 		return fmt.Errorf("gossip keys: %w", err)
 	}
-	keys = cloneKeys(keys)
+	ring, err := newKeyring(keys)
+	if err != nil {
+		return fmt.Errorf("gossip keys: %w", err)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return ErrClosed
 	}
-	for _, k := range keys {
-		if err := m.keyring.AddKey(k); err != nil {
-			return fmt.Errorf("gossip keys: %w", err)
-		}
-	}
-	if err := m.keyring.UseKey(keys[0]); err != nil {
-		return fmt.Errorf("gossip keys: %w", err)
-	}
-	for _, k := range slices.Clone(m.keyring.GetKeys()) {
-		if slices.ContainsFunc(keys, func(w []byte) bool { return bytes.Equal(w, k) }) {
-			continue
-		}
-		// RemoveKey shifts the ring in place, under goroutines that may
-		// still read the slice GetKeys gave them (memberlist decrypts
-		// outside the ring's lock). UseKey just before gives the ring a
-		// fresh slice that no reader is likely to hold yet.
-		if err := m.keyring.UseKey(keys[0]); err != nil {
-			return fmt.Errorf("gossip keys: %w", err)
-		}
-		if err := m.keyring.RemoveKey(k); err != nil {
-			return fmt.Errorf("gossip keys: %w", err)
-		}
-	}
+	m.trans.ring.Store(ring)
 	return nil
-}
-
-// cloneKeys deep-copies keys, so callers may reuse their buffers.
-func cloneKeys(keys [][]byte) [][]byte {
-	out := make([][]byte, len(keys))
-	for i, k := range keys {
-		out[i] = bytes.Clone(k)
-	}
-	return out
 }
 
 // Members returns the current snapshot of the mesh: every member serf
