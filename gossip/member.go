@@ -111,6 +111,7 @@ func serfConfig(cfg Config, trans *transport, events chan<- serf.Event, logger *
 	mc.ProbeTimeout = cfg.ProbeTimeout
 	mc.GossipInterval = cfg.GossipInterval
 	mc.RetransmitMult = cfg.RetransmitMult
+	mc.PushPullInterval = cfg.PushPullInterval
 	mc.SuspicionMult = cfg.SuspicionMult
 	mc.SuspicionMaxTimeoutMult = cfg.SuspicionMaxTimeoutMult
 	mc.TCPTimeout = tcpTimeout
