@@ -56,8 +56,9 @@ const (
 // net under gossip: a change whose broadcasts were all lost (seen once in
 // about 16 bursts on 7 agents even with RetransmitMult 12: no member got
 // one node's update) reaches a member within about a second plus a
-// gossip round, instead of memberlist's LAN default of 30 s. For 7
-// members that is one exchange of about 1 KB per member and second.
+// gossip round, instead of memberlist's LAN default of 30 s. It is most
+// of the idle gossip traffic: 1.3 KB/s per agent at 3 agents, 2.3 KB/s at
+// 20 (0.65 and 0.7 KB/s with 30 s; docs/benchmarks.md).
 
 // Timings fixed by the package, not by Config.
 const (
