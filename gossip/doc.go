@@ -21,10 +21,19 @@
 // malformed tag from a peer is ignored (that member shows no health) and
 // logged at debug level.
 //
+// Health changes spread by memberlist's gossip: each member forwards a
+// change 12 × ceil(log10(members+1)) times to random members (memberlist's
+// default of 4 lost updates in bursts), and every second each member
+// exchanges its full state with a random one, so a burst of changes
+// reaches every member within about half a second (docs/benchmarks.md).
+//
 // Gossip is always encrypted (AES-GCM) with a keyring: the first key
-// encrypts, every key decrypts. SetKeys replaces a member's ring; the
-// mesh rotates by adding the new key everywhere, making it primary
-// everywhere, then removing the old one.
+// encrypts, every key decrypts. The member's transport encrypts, in
+// memberlist's own format, and memberlist has no keyring, so serf's key
+// queries, which any member holding the key may send, find nothing to
+// change and are refused: only SetKeys changes the ring. The mesh rotates
+// by adding the new key everywhere, making it primary everywhere, then
+// removing the old one. Serf's name-conflict votes are off.
 //
 // Serf's Vivaldi network coordinates, updated with every probe, give an
 // RTT estimate to each member; the snapshot refreshes them every 2 s.

@@ -35,18 +35,24 @@ const eventBuffer = 256
 // Member is the agent's serf member. Its event loop, one goroutine
 // started by New and waited for by Close, owns serf's event channel: it
 // turns member events into the immutable snapshot Members returns and
-// refreshes the snapshot's RTT estimates every 2 s.
+// refreshes the snapshot's RTT estimates every 2 s. A second goroutine,
+// also waited for by Close, hands the tags SetHealth sets to serf.
 type Member struct {
 	name    string
 	log     *slog.Logger
 	serf    *serf.Serf
-	keyring *memberlist.Keyring
 	trans   *transport
 	events  chan serf.Event
 	changes chan struct{}                // buffered 1
 	snap    atomic.Pointer[[]MemberInfo] // sorted by name; never modified once stored
 	done    chan struct{}                // closed when the event loop has returned
-	stopped atomic.Bool                  // set before this package shuts serf down
+	// latest are the tags to publish, set by SetHealth and handed to serf
+	// by publishTags, which dirty wakes (buffered 1) and which closes
+	// tagsDone when it returns.
+	latest   atomic.Pointer[map[string]string]
+	dirty    chan struct{}
+	tagsDone chan struct{}
+	stopped  atomic.Bool // set before this package shuts serf down
 
 	// mu serializes SetHealth, SetKeys and Close.
 	mu       sync.Mutex
@@ -63,27 +69,27 @@ func New(cfg Config) (*Member, error) {
 	}
 	cfg = cfg.withDefaults()
 	cfg.BindAddr = cfg.BindAddr.Unmap()
-	keys := cloneKeys(cfg.Keys)
-	keyring, err := memberlist.NewKeyring(keys, keys[0])
+	ring, err := newKeyring(cfg.Keys)
 	if err != nil {
 		return nil, fmt.Errorf("gossip keyring: %w", err)
 	}
 	stdlog := newStdLogger(cfg.Logger)
-	trans, err := newTransport(cfg.BindAddr, cfg.Port, stdlog)
+	trans, err := newTransport(cfg.BindAddr, cfg.Port, ring, stdlog)
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
 	m := &Member{
-		name:    cfg.Name,
-		log:     cfg.Logger,
-		keyring: keyring,
-		trans:   trans,
-		events:  make(chan serf.Event, eventBuffer),
-		changes: make(chan struct{}, 1),
-		done:    make(chan struct{}),
-		tags:    map[string]string{},
+		name:     cfg.Name,
+		log:      cfg.Logger,
+		trans:    trans,
+		events:   make(chan serf.Event, eventBuffer),
+		changes:  make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		dirty:    make(chan struct{}, 1),
+		tagsDone: make(chan struct{}),
+		tags:     map[string]string{},
 	}
-	m.serf, err = serf.Create(serfConfig(cfg, keyring, trans, m.events, stdlog))
+	m.serf, err = serf.Create(serfConfig(cfg, trans, m.events, stdlog))
 	if err != nil {
 		_ = trans.Shutdown()
 		return nil, fmt.Errorf("gossip: start serf: %w", err)
@@ -92,11 +98,12 @@ func New(cfg Config) (*Member, error) {
 	r.apply(serf.MemberEvent{Type: serf.EventMemberJoin, Members: m.serf.Members()})
 	m.publish(r, false)
 	go m.run(r)
+	go m.publishTags()
 	return m, nil
 }
 
 // serfConfig is the serf and memberlist configuration of a member.
-func serfConfig(cfg Config, keyring *memberlist.Keyring, trans *transport, events chan<- serf.Event, logger *log.Logger) *serf.Config {
+func serfConfig(cfg Config, trans *transport, events chan<- serf.Event, logger *log.Logger) *serf.Config {
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.Name
 	mc.BindAddr = cfg.BindAddr.String()
@@ -104,12 +111,17 @@ func serfConfig(cfg Config, keyring *memberlist.Keyring, trans *transport, event
 	mc.AdvertiseAddr = cfg.BindAddr.String()
 	mc.AdvertisePort = cfg.Port
 	mc.Transport = trans
-	mc.Keyring = keyring
-	mc.GossipVerifyIncoming = true
-	mc.GossipVerifyOutgoing = true
+	// No memberlist keyring: the transport encrypts (crypt.go), so serf
+	// has no keyring that a member's key query could change. Packets
+	// keep memberlist's size with encryption: the transport's overhead
+	// comes off the buffer.
+	mc.Keyring = nil
+	mc.UDPBufferSize -= cryptOverhead
 	mc.ProbeInterval = cfg.ProbeInterval
 	mc.ProbeTimeout = cfg.ProbeTimeout
 	mc.GossipInterval = cfg.GossipInterval
+	mc.RetransmitMult = cfg.RetransmitMult
+	mc.PushPullInterval = cfg.PushPullInterval
 	mc.SuspicionMult = cfg.SuspicionMult
 	mc.SuspicionMaxTimeoutMult = cfg.SuspicionMaxTimeoutMult
 	mc.TCPTimeout = tcpTimeout
@@ -133,6 +145,11 @@ func serfConfig(cfg Config, keyring *memberlist.Keyring, trans *transport, event
 	sc.ReconnectTimeout = reconnectTimeout
 	sc.ReconnectInterval = reconnectInterval
 	sc.TombstoneTimeout = tombstoneTimeout
+	// No name-conflict votes: a member that claims this node's name at
+	// another address would win the vote with forged answers and make
+	// serf shut this member down. The netmap says who is where; memberlist
+	// keeps the first address it knows for a name and logs the conflict.
+	sc.EnableNameConflictResolution = false
 	return sc
 }
 
@@ -159,9 +176,9 @@ func (m *Member) run(r *roster) {
 			m.publish(r, false)
 		case <-m.serf.ShutdownCh():
 			if !m.stopped.Load() {
-				// Serf shuts itself down when it loses a node name
-				// conflict: another member claims this name.
-				m.log.Error("gossip stopped: serf shut down by itself", "node", m.name, "why", "node name conflict")
+				// Serf shuts itself down only when it loses a node name
+				// conflict vote, which serfConfig turns off.
+				m.log.Error("gossip stopped: serf shut down by itself", "node", m.name)
 			}
 			return
 		}
@@ -223,8 +240,10 @@ func (m *Member) Join(addrs []netip.AddrPort) (int, error) {
 // tags (see the package comment for the encoding); nil or empty removes
 // it. It fails, changing nothing, if a name is not a DNS label of a-z, 0-9
 // and '-', or if the tags would exceed serf's 512-byte limit
-// (ErrTagsTooLarge). It blocks until the update has been gossiped or
-// 0.5 s have passed; the update spreads in either case.
+// (ErrTagsTooLarge). It does not wait for the update to be gossiped: a
+// goroutine of the member hands the latest tags to serf, which waits
+// (up to 0.5 s) for the broadcast; a caller that also serves the
+// snapshot, like the agent's mesh loop, must not wait that long.
 func (m *Member) SetHealth(services map[string]Health) error {
 	v, err := encodeHealth(services)
 	if err != nil {
@@ -248,12 +267,31 @@ func (m *Member) SetHealth(services map[string]Health) error {
 		return nil
 	}
 	m.tags = tags
-	if err := m.serf.SetTags(tags); err != nil {
-		// Past the size check, serf only fails to see the update gossiped
-		// within the broadcast timeout; it is set and spreads anyway.
-		m.log.Debug("health update not yet gossiped", "node", m.name, "err", err)
+	m.latest.Store(&tags)
+	select {
+	case m.dirty <- struct{}{}:
+	default:
 	}
 	return nil
+}
+
+// publishTags hands the latest tags to serf whenever SetHealth changed
+// them, until serf shuts down.
+func (m *Member) publishTags() {
+	defer close(m.tagsDone)
+	for {
+		select {
+		case <-m.dirty:
+			if err := m.serf.SetTags(*m.latest.Load()); err != nil {
+				// Past SetHealth's size check, serf only fails to see the
+				// update gossiped within the broadcast timeout; it is set
+				// and spreads anyway.
+				m.log.Debug("health update not yet gossiped", "node", m.name, "err", err)
+			}
+		case <-m.serf.ShutdownCh():
+			return
+		}
+	}
 }
 
 // encodedTagsLen is the length of tags as serf encodes them into memberlist
@@ -267,54 +305,26 @@ func encodedTagsLen(tags map[string]string) int {
 	return buf.Len()
 }
 
-// SetKeys replaces this member's keyring with keys: it installs the new
-// ones, makes keys[0] the key that encrypts, then removes the keys not
-// listed, so the ring is never empty. It changes only this member; to
-// rotate a mesh's key, add the new key everywhere, then make it primary
-// everywhere, then drop the old one. Invalid keys change nothing.
+// SetKeys replaces this member's keyring with keys: keys[0] encrypts
+// from now on, every key decrypts. It changes only this member; to rotate
+// a mesh's key, add the new key everywhere, then make it primary
+// everywhere, then drop the old one. Invalid keys change nothing. Nothing
+// else changes the keyring: serf's key queries are refused (crypt.go).
 func (m *Member) SetKeys(keys [][]byte) error {
 	if err := validateKeys(keys); err != nil {
 		return fmt.Errorf("gossip keys: %w", err)
 	}
-	keys = cloneKeys(keys)
+	ring, err := newKeyring(keys)
+	if err != nil {
+		return fmt.Errorf("gossip keys: %w", err)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return ErrClosed
 	}
-	for _, k := range keys {
-		if err := m.keyring.AddKey(k); err != nil {
-			return fmt.Errorf("gossip keys: %w", err)
-		}
-	}
-	if err := m.keyring.UseKey(keys[0]); err != nil {
-		return fmt.Errorf("gossip keys: %w", err)
-	}
-	for _, k := range slices.Clone(m.keyring.GetKeys()) {
-		if slices.ContainsFunc(keys, func(w []byte) bool { return bytes.Equal(w, k) }) {
-			continue
-		}
-		// RemoveKey shifts the ring in place, under goroutines that may
-		// still read the slice GetKeys gave them (memberlist decrypts
-		// outside the ring's lock). UseKey just before gives the ring a
-		// fresh slice that no reader is likely to hold yet.
-		if err := m.keyring.UseKey(keys[0]); err != nil {
-			return fmt.Errorf("gossip keys: %w", err)
-		}
-		if err := m.keyring.RemoveKey(k); err != nil {
-			return fmt.Errorf("gossip keys: %w", err)
-		}
-	}
+	m.trans.ring.Store(ring)
 	return nil
-}
-
-// cloneKeys deep-copies keys, so callers may reuse their buffers.
-func cloneKeys(keys [][]byte) [][]byte {
-	out := make([][]byte, len(keys))
-	for i, k := range keys {
-		out[i] = bytes.Clone(k)
-	}
-	return out
 }
 
 // Members returns the current snapshot of the mesh: every member serf
@@ -363,6 +373,7 @@ func (m *Member) shutdown() error {
 		return fmt.Errorf("gossip shutdown: %w", err)
 	}
 	<-m.done
+	<-m.tagsDone
 	return nil
 }
 

@@ -217,7 +217,7 @@ func TestKeyRotation(t *testing.T) {
 		}
 	}
 	for _, m := range ms {
-		if got := m.keyring.GetKeys(); len(got) != 1 || string(got[0]) != string(newKey) {
+		if got := m.trans.ring.Load().keys; len(got) != 1 || string(got[0]) != string(newKey) {
 			t.Errorf("%s keyring has %d keys after rotation; want only the new one", m.name, len(got))
 		}
 	}
@@ -237,7 +237,7 @@ func TestKeyRotation(t *testing.T) {
 	if err := ms[0].SetKeys([][]byte{newKey, []byte("short")}); err == nil {
 		t.Error("SetKeys with a 5-byte key succeeded")
 	}
-	if got := len(ms[0].keyring.GetKeys()); got != 1 {
+	if got := len(ms[0].trans.ring.Load().keys); got != 1 {
 		t.Errorf("refused SetKeys changed the ring to %d keys", got)
 	}
 	checkNoKeys(t, lb.String(), oldKey, newKey)

@@ -39,11 +39,15 @@ func (c *counters) stats() Stats {
 	}
 }
 
-// transport is memberlist's NetTransport with counters: it delegates every
-// call, counts what goes through, and relays incoming packets and streams
-// through two goroutines of its own, which Shutdown stops and waits for.
+// transport is memberlist's NetTransport with encryption and counters: it
+// delegates every call, seals what goes out and opens what comes in with
+// its keyring (see crypt.go), counts what goes through, and relays incoming
+// packets and streams through two goroutines of its own, which Shutdown
+// stops and waits for. A packet that no key opens is dropped.
 type transport struct {
 	inner    *memberlist.NetTransport
+	ring     atomic.Pointer[keyring]
+	log      *log.Logger
 	count    counters
 	packetCh chan *memberlist.Packet
 	streamCh chan net.Conn
@@ -56,7 +60,7 @@ type transport struct {
 var _ memberlist.NodeAwareTransport = (*transport)(nil)
 
 // newTransport binds UDP and TCP on addr:port and starts the relays.
-func newTransport(addr netip.Addr, port int, logger *log.Logger) (*transport, error) {
+func newTransport(addr netip.Addr, port int, ring *keyring, logger *log.Logger) (*transport, error) {
 	inner, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
 		BindAddrs: []string{addr.String()},
 		BindPort:  port,
@@ -67,11 +71,13 @@ func newTransport(addr netip.Addr, port int, logger *log.Logger) (*transport, er
 	}
 	t := &transport{
 		inner:    inner,
+		log:      logger,
 		packetCh: make(chan *memberlist.Packet),
 		streamCh: make(chan net.Conn),
 		closing:  make(chan struct{}),
 		stop:     make(chan struct{}),
 	}
+	t.ring.Store(ring)
 	t.wg.Add(2)
 	go t.relayPackets()
 	go t.relayStreams()
@@ -87,6 +93,12 @@ func (t *transport) relayPackets() {
 		case p := <-in:
 			t.count.packetsReceived.Add(1)
 			t.count.bytesReceived.Add(uint64(len(p.Buf)))
+			plain, err := t.ring.Load().open(p.Buf, nil)
+			if err != nil {
+				t.log.Printf("[DEBUG] gossip: dropping a packet from %s: %v", p.From, err)
+				continue
+			}
+			p.Buf = plain
 			select {
 			case t.packetCh <- p:
 			case <-t.closing:
@@ -105,7 +117,7 @@ func (t *transport) relayStreams() {
 		select {
 		case c := <-in:
 			select {
-			case t.streamCh <- &countedConn{Conn: c, count: &t.count}:
+			case t.streamCh <- t.wrap(c):
 			case <-t.closing:
 				_ = c.Close()
 			}
@@ -127,6 +139,7 @@ func (t *transport) WriteTo(b []byte, addr string) (time.Time, error) {
 
 // WriteToAddress implements memberlist.NodeAwareTransport.
 func (t *transport) WriteToAddress(b []byte, addr memberlist.Address) (time.Time, error) {
+	b = t.ring.Load().seal(make([]byte, 0, len(b)+cryptOverhead), b, nil)
 	ts, err := t.inner.WriteToAddress(b, addr)
 	if err == nil {
 		t.count.packetsSent.Add(1)
@@ -149,7 +162,12 @@ func (t *transport) DialAddressTimeout(addr memberlist.Address, timeout time.Dur
 	if err != nil {
 		return nil, err
 	}
-	return &countedConn{Conn: c, count: &t.count}, nil
+	return t.wrap(c), nil
+}
+
+// wrap encrypts and counts a stream connection.
+func (t *transport) wrap(c net.Conn) net.Conn {
+	return &cryptConn{Conn: &countedConn{Conn: c, count: &t.count}, ring: &t.ring}
 }
 
 // StreamCh implements memberlist.Transport.

@@ -77,8 +77,6 @@ func (a *Agent) runMesh(ctx context.Context) {
 		}
 		a.setCatalog(nm, local, members, m != nil)
 		if m != nil && healthDirty {
-			// After the catalog: SetHealth waits (up to 0.5 s) for the
-			// change to be gossiped.
 			if err := m.SetHealth(gossipHealth(local)); err != nil {
 				a.log.Error("service health not gossiped", "err", err)
 			}
