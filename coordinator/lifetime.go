@@ -82,8 +82,10 @@ func (c *Coordinator) expireDue(ctx context.Context) bool {
 
 // sweepEphemeral deletes the ephemeral nodes that have been offline for
 // the ephemeral timeout. A node counts as offline from its last stream's
-// end, and at most from this coordinator's start: agents reconnect after
-// a coordinator restart.
+// end, one that never held a stream from its enrollment (so a node just
+// enrolled is not swept before its first stream opens), and either at
+// most from this coordinator's start: agents reconnect after a
+// coordinator restart.
 func (c *Coordinator) sweepEphemeral(ctx context.Context) {
 	nodes, err := c.store.AdminNodes(ctx)
 	if err != nil {
@@ -99,6 +101,9 @@ func (c *Coordinator) sweepEphemeral(ctx context.Context) {
 			continue
 		}
 		since := n.LastSeen
+		if since.IsZero() {
+			since = n.Created
+		}
 		if since.Before(c.started) {
 			since = c.started
 		}

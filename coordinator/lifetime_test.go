@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -201,7 +202,7 @@ func TestScheduledExpiryReachesPeers(t *testing.T) {
 // timeout; one that stays connected, and a node that is not ephemeral
 // (keep, which never connects), stay.
 func TestEphemeralNodesDeletedWhenOffline(t *testing.T) {
-	const timeout = 300 * time.Millisecond
+	const timeout = time.Second
 	ts := startServer(t, time.Hour, func(c *Config) { c.EphemeralTimeout = timeout })
 	ts.setPolicy(t, allowAll)
 	eph := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Reusable: true, Ephemeral: true})
@@ -279,5 +280,23 @@ func TestExpireAnswersAdminView(t *testing.T) {
 	}
 	if d := cmp.Diff(want.Node, got, cmpNet); d != "" {
 		t.Errorf("expire's node differs from GET's (-get +expire):\n%s", d)
+	}
+}
+
+// TestEphemeralNodeGetsItsTimeoutToConnect: an ephemeral node that
+// enrolled but has not opened its first stream yet counts as offline from
+// its enrollment, not from the coordinator's start long before, so a sweep
+// between the two does not delete it.
+func TestEphemeralNodeGetsItsTimeoutToConnect(t *testing.T) {
+	c, _ := newForTest(t, filepath.Join(t.TempDir(), "data"))
+	defer c.Close()
+	c.cfg.EphemeralTimeout = time.Minute
+	c.started = time.Now().Add(-time.Hour) // up for an hour; no goroutine of c runs yet
+	ctx := context.Background()
+	key := newJoinKey(t, c.store, wire.CreateJoinKeyRequest{Ephemeral: true})
+	mustEnroll(t, c.store, key, EnrollParams{Name: "ci-1"})
+	c.sweepEphemeral(ctx)
+	if !slices.ContainsFunc(mustNodes(t, c.store), func(n wire.Node) bool { return n.Name == "ci-1" }) {
+		t.Fatal("an ephemeral node was deleted right after it enrolled, before it could connect")
 	}
 }
