@@ -135,3 +135,46 @@ func TestReauth(t *testing.T) {
 		t.Errorf("--force-reauth without a join key: %v; want an error asking for --join", err)
 	}
 }
+
+// TestReauthInterrupted: an agent that died while writing the state dir of
+// a new enrollment, after node.json but before private.key, starts with
+// the new identity and the old key, and settles on the new key from
+// private.key.next.
+func TestReauthInterrupted(t *testing.T) {
+	co := startCoordinator(t)
+	co.setPolicy(t, allowAll)
+	dir := filepath.Join(t.TempDir(), "a")
+	a := startAgent(t, "a", dir, co.joinKey(t, false))
+	a.waitUp(t)
+	oldKey, err := os.ReadFile(filepath.Join(dir, keyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	co.deleteNode(t, "a")
+	a = startAgent(t, "a", dir, co.joinKey(t, false))
+	a.waitUp(t)
+	newPub := a.pub()
+	if err := a.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	newKey, err := os.ReadFile(filepath.Join(dir, keyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The state of a crash between node.json and private.key.
+	if err := os.WriteFile(filepath.Join(dir, nextKeyFile), newKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, keyFile), oldKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a = startAgent(t, "a", dir, "")
+	a.waitUp(t)
+	if a.pub() != newPub {
+		t.Fatalf("after the interrupted re-enrolment the agent runs with %s; want the new key %s", a.pub(), newPub)
+	}
+	checkStateDir(t, a, "a")
+}

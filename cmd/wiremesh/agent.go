@@ -33,8 +33,8 @@ private key is generated here and never leaves the state dir), bring up the
 WireGuard interface and follow the coordinator's netmap. Later starts need
 no --join. With --join and a stored identity the coordinator refuses
 (node deleted or expired), or with --force-reauth, the agent enrolls again
-under a new key and keeps its state dir. While the coordinator is unreachable the agent keeps, and
-restarts from, its last netmap.`,
+under a new key and keeps its state dir. While the coordinator is
+unreachable the agent keeps, and restarts from, its last netmap.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
