@@ -599,7 +599,7 @@ func (s *Store) NodeByCredential(ctx context.Context, cred credential.Secret) (w
 		return wire.Node{}, fmt.Errorf("read credential: %w", err)
 	}
 	if expires != 0 && expires <= s.now().UnixMilli() {
-		return wire.Node{}, withCode(wire.CodeExpired, fmt.Errorf("%w: the node expired; re-enroll it with a join key and an empty state dir", ErrDenied))
+		return wire.Node{}, withCode(wire.CodeExpired, fmt.Errorf("%w: the node expired", ErrDenied))
 	}
 	return s.node(ctx, "id = ?", id)
 }

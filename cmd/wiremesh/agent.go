@@ -31,8 +31,10 @@ func newAgentCmd() *cobra.Command {
 		Long: `Run the agent: enroll with a join key on the first start (the WireGuard
 private key is generated here and never leaves the state dir), bring up the
 WireGuard interface and follow the coordinator's netmap. Later starts need
-no --join. While the coordinator is unreachable the agent keeps, and
-restarts from, its last netmap.`,
+no --join. With --join and a stored identity the coordinator refuses
+(node deleted or expired), or with --force-reauth, the agent enrolls again
+under a new key and keeps its state dir. While the coordinator is
+unreachable the agent keeps, and restarts from, its last netmap.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
@@ -99,6 +101,7 @@ restarts from, its last netmap.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.JoinKey, "join", "", "join key (needed only on the first start; --join-file keeps it out of ps)")
 	f.StringVar(&joinFile, "join-file", "", "file holding the join key, instead of --join")
+	f.BoolVar(&cfg.ForceReauth, "force-reauth", false, "with --join: enroll again under a new key even if the stored identity is still valid (the old node stays)")
 	f.StringVar(&cfg.StateDir, "state-dir", "/var/lib/wiremesh-agent", "directory for the key, identity and netmap cache (mode 0700)")
 	f.StringVar(&cfg.Name, "name", "", "node name to ask for (default: derived from the host name)")
 	f.IntVar(&cfg.ListenPort, "listen-port", cfg.ListenPort, "WireGuard UDP port")
