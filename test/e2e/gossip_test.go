@@ -17,6 +17,16 @@ import (
 // service whose ttl check the test passes and fails.
 const burstServices = `{"services": [{"name": "burst", "port": 9000, "checks": [{"id": "burst-ttl", "ttl": "10m"}]}]}`
 
+// burstPolicy lets every node reach every other and the nodes named
+// provide the burst service (the policy's services owners).
+func burstPolicy(names ...string) string {
+	owners := make([]string, len(names))
+	for i, n := range names {
+		owners[i] = fmt.Sprintf("%q", "node:"+n)
+	}
+	return `{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}], "services": {"burst": [` + strings.Join(owners, ", ") + `]}}`
+}
+
 // TestHealthBurst: when six of seven agents change the health of their
 // service at once, every agent's DNS shows all six changes within 2 s,
 // without packet loss and (within 5 s) with 10% of the packets every host
@@ -24,7 +34,8 @@ const burstServices = `{"services": [{"name": "burst", "port": 9000, "checks": [
 // wait for the 30 s push/pull to heal them.
 func TestHealthBurst(t *testing.T) {
 	lab.Require(t, "nft")
-	m := newMesh(t)
+	m := newBareMesh(t)
+	m.setPolicy(burstPolicy("b1", "b2", "b3", "b4", "b5", "b6", "b7"))
 	f := servicesFile(t, burstServices)
 	var all []*agent
 	for i := range 7 {

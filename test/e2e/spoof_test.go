@@ -207,7 +207,8 @@ func TestFilterAbuse(t *testing.T) {
 	m := newBareMesh(t)
 	m.setPolicy(`{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"], "proto": "icmp"}]}`)
 	h1, h2 := m.addAgent("h1"), m.addAgent("h2")
-	waitFor(t, 5*time.Second, "h1 peered with h2", func() bool { return h1.hasPeer(h2.publicKey(t)) })
+	// Both ways: the test reads h2's counters for its peer h1.
+	waitFor(t, 5*time.Second, "h1 and h2 peered", func() bool { return h1.hasPeer(h2.publicKey(t)) && h2.hasPeer(h1.publicKey(t)) })
 	src, dst := h1.addr(t, false), h2.addr(t, false)
 
 	// A raw TCP and a raw UDP socket on h2 see every such packet its
