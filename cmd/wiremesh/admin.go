@@ -37,22 +37,22 @@ func (a *adminFlags) add(fs *pflag.FlagSet) {
 type adminClient struct{ api *client.Client }
 
 func (a *adminFlags) client() (*adminClient, error) {
-	var text string
+	var text, from string
 	switch {
 	case a.tokenFile != "":
 		b, err := os.ReadFile(a.tokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("read admin token: %w", err)
 		}
-		text = string(b)
+		text, from = string(b), "--token-file "+a.tokenFile
 	case os.Getenv("WIREMESH_TOKEN") != "":
-		text = os.Getenv("WIREMESH_TOKEN")
+		text, from = os.Getenv("WIREMESH_TOKEN"), "WIREMESH_TOKEN"
 	default:
 		return nil, errors.New("no admin token: give --token-file FILE or set WIREMESH_TOKEN")
 	}
 	b, err := credential.ParseAdminToken(text)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", from, err)
 	}
 	url := b.URL
 	if a.coordinator != "" {

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/node"
 	"github.com/wiremesh/wiremesh/wire"
 )
@@ -42,15 +43,8 @@ restarts from, its last netmap.`,
 			if err := wire.CheckEndpoints(cfg.Endpoints); err != nil {
 				return fmt.Errorf("--endpoint: %w", err)
 			}
-			if joinFile != "" {
-				if cfg.JoinKey != "" {
-					return errors.New("give --join or --join-file, not both")
-				}
-				b, err := os.ReadFile(joinFile)
-				if err != nil {
-					return fmt.Errorf("read join key: %w", err)
-				}
-				cfg.JoinKey = strings.TrimSpace(string(b))
+			if err := readJoinKey(&cfg, joinFile); err != nil {
+				return err
 			}
 			if cfg.DNSAddr, err = netip.ParseAddr(dnsAddr); err != nil || !cfg.DNSAddr.IsLoopback() {
 				return fmt.Errorf("bad --dns-addr %q: want a loopback address", dnsAddr)
@@ -129,4 +123,27 @@ restarts from, its last netmap.`,
 	f.MarkHidden("debug-pprof-listen")
 	lf.add(f)
 	return cmd
+}
+
+// readJoinKey fills cfg.JoinKey from --join-file, if given, and checks the
+// key, so that a wrong one is refused naming the flag it came from.
+func readJoinKey(cfg *node.Config, joinFile string) error {
+	from := "--join"
+	if joinFile != "" {
+		if cfg.JoinKey != "" {
+			return errors.New("give --join or --join-file, not both")
+		}
+		b, err := os.ReadFile(joinFile)
+		if err != nil {
+			return fmt.Errorf("read join key: %w", err)
+		}
+		cfg.JoinKey, from = strings.TrimSpace(string(b)), "--join-file "+joinFile
+	}
+	if cfg.JoinKey == "" {
+		return nil
+	}
+	if _, err := credential.ParseJoinKey(cfg.JoinKey); err != nil {
+		return fmt.Errorf("%s: %w", from, err)
+	}
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -116,6 +117,41 @@ func TestAgentEndpointFlag(t *testing.T) {
 		}
 		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("agent %v: the state dir was created (%v)", tc.args, err)
+		}
+	}
+}
+
+// TestWrongCredential: a join key given where an admin token is wanted
+// (and the other way round) is named as such, with the flag or variable
+// it came from.
+func TestWrongCredential(t *testing.T) {
+	b := credential.Bundle{URL: "https://c:1", Secret: credential.NewSecret("jk")}
+	joinKey, token := b.Encode(credential.JoinKeyPrefix), b.Encode(credential.AdminTokenPrefix)
+	dir := t.TempDir()
+	joinFile := filepath.Join(dir, "join.key")
+	if err := os.WriteFile(joinFile, []byte(joinKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		env  string
+		args []string
+		want string
+	}{
+		{"", []string{"nodes", "list", "--token-file", joinFile}, "--token-file " + joinFile + ": this is a join key, not an admin token"},
+		{joinKey, []string{"nodes", "list"}, "WIREMESH_TOKEN: this is a join key, not an admin token"},
+		{"", []string{"agent", "--state-dir", filepath.Join(dir, "s"), "--join", token}, "--join: this is an admin token, not a join key"},
+		{"", []string{"agent", "--state-dir", filepath.Join(dir, "s"), "--join-file", tokenFile}, "--join-file " + tokenFile + ": this is an admin token, not a join key"},
+	} {
+		t.Setenv("WIREMESH_TOKEN", tc.env)
+		root := newRoot()
+		root.SetOut(io.Discard)
+		root.SetArgs(tc.args)
+		if err := root.Execute(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v; want an error containing %q", tc.args, err, tc.want)
 		}
 	}
 }
