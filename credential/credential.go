@@ -141,6 +141,8 @@ func article(kind string) string {
 	return "a"
 }
 
+const base64URLAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
 // errTruncated is decode's error for a string cut short.
 var errTruncated = errors.New("truncated")
 
@@ -152,7 +154,9 @@ func decode(s, prefix string) (Bundle, error) {
 	raw, err := base64.RawURLEncoding.DecodeString(enc)
 	if err != nil {
 		at := badBase64At(err, 0)
-		if len(enc)%4 == 1 && at == int64(len(enc)-1) {
+		// One character past a 4-character group cannot be data: the
+		// string was cut there.
+		if len(enc)%4 == 1 && at == int64(len(enc)-1) && strings.Trim(enc, base64URLAlphabet) == "" {
 			return Bundle{}, errTruncated
 		}
 		return Bundle{}, fmt.Errorf("bad base64 at byte %d", at+int64(len(prefix)))

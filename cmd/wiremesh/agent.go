@@ -133,6 +133,13 @@ func readJoinKey(cfg *node.Config, joinFile string) error {
 		if cfg.JoinKey != "" {
 			return errors.New("give --join or --join-file, not both")
 		}
+		fi, err := os.Stat(joinFile)
+		if err != nil {
+			return fmt.Errorf("read join key: %w", err)
+		}
+		if m := fi.Mode().Perm(); m&0o077 != 0 {
+			return fmt.Errorf("--join-file %s has mode %#o: it holds a join key, so it must not be readable by group or others (chmod 600 %s)", joinFile, m, joinFile)
+		}
 		b, err := os.ReadFile(joinFile)
 		if err != nil {
 			return fmt.Errorf("read join key: %w", err)
@@ -143,6 +150,9 @@ func readJoinKey(cfg *node.Config, joinFile string) error {
 		return nil
 	}
 	if _, err := credential.ParseJoinKey(cfg.JoinKey); err != nil {
+		if _, serr := os.Stat(cfg.JoinKey); serr == nil && joinFile == "" {
+			return fmt.Errorf("--join %s: that is a file: give it with --join-file %s", cfg.JoinKey, cfg.JoinKey)
+		}
 		return fmt.Errorf("%s: %w", from, err)
 	}
 	return nil

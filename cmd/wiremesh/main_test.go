@@ -122,8 +122,9 @@ func TestAgentEndpointFlag(t *testing.T) {
 }
 
 // TestWrongCredential: a join key given where an admin token is wanted
-// (and the other way round) is named as such, with the flag or variable
-// it came from.
+// (and the other way round), a truncated key, a file path given to --join
+// and a --join-file others can read are refused naming the flag or variable
+// and the fix.
 func TestWrongCredential(t *testing.T) {
 	b := credential.Bundle{URL: "https://c:1", Secret: credential.NewSecret("jk")}
 	joinKey, token := b.Encode(credential.JoinKeyPrefix), b.Encode(credential.AdminTokenPrefix)
@@ -136,11 +137,18 @@ func TestWrongCredential(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	openFile := filepath.Join(dir, "open.key")
+	if err := os.WriteFile(openFile, []byte(joinKey), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		env  string
 		args []string
 		want string
 	}{
+		{"", []string{"agent", "--state-dir", filepath.Join(dir, "s"), "--join", joinFile}, "--join " + joinFile + ": that is a file: give it with --join-file " + joinFile},
+		{"", []string{"agent", "--state-dir", filepath.Join(dir, "s"), "--join-file", openFile}, "--join-file " + openFile + " has mode 0644: it holds a join key, so it must not be readable by group or others (chmod 600 " + openFile + ")"},
+		{"", []string{"agent", "--state-dir", filepath.Join(dir, "s"), "--join", joinKey[:30]}, "--join: this join key is truncated (30 characters"},
 		{"", []string{"nodes", "list", "--token-file", joinFile}, "--token-file " + joinFile + ": this is a join key, not an admin token"},
 		{joinKey, []string{"nodes", "list"}, "WIREMESH_TOKEN: this is a join key, not an admin token"},
 		{"", []string{"agent", "--state-dir", filepath.Join(dir, "s"), "--join", token}, "--join: this is an admin token, not a join key"},
