@@ -163,3 +163,35 @@ func TestWrongCredential(t *testing.T) {
 		}
 	}
 }
+
+// TestArgErrors: a wrong number of arguments prints the verb's usage line,
+// and an unknown verb under a group is an error that suggests the verb
+// meant (not help and success).
+func TestArgErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"nodes", "get"}, "accepts 1 arg(s), received 0\nusage: wiremesh nodes get NAME"},
+		{[]string{"keys", "revoke", "a", "b"}, "usage: wiremesh keys revoke ID"},
+		{[]string{"nodes", "list", "extra"}, "usage: wiremesh nodes list"},
+		{[]string{"nodes", "lst"}, `unknown command "lst" for "wiremesh nodes"; did you mean list?`},
+		{[]string{"acl", "nonsense"}, `unknown command "nonsense" for "wiremesh acl"`},
+	} {
+		root := newRoot()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs(tc.args)
+		if err := root.Execute(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v; want an error containing %q", tc.args, err, tc.want)
+		}
+	}
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetArgs([]string{"nodes"})
+	if err := root.Execute(); err != nil || !strings.Contains(out.String(), "Available Commands") {
+		t.Errorf("bare nodes: %v\n%s; want its help", err, out.String())
+	}
+}
