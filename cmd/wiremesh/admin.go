@@ -158,9 +158,9 @@ func newKeysCmd() *cobra.Command {
 		},
 	}
 	create.Flags().BoolVar(&req.Reusable, "reusable", false, "admit any number of nodes (default: one)")
-	create.Flags().DurationVar(&expiry, "expiry", 0, "validity, e.g. 1h or 720h (default: forever)")
+	durationVar(create.Flags(), &expiry, "expiry", 0, "validity, e.g. 12h or 7d (default: forever)")
 	create.Flags().StringSliceVar(&req.Tags, "tag", nil, "tag:NAME given to nodes the key admits (repeatable)")
-	create.Flags().DurationVar(&nodeExpiry, "node-expiry", 0, "each admitted node expires this long after it enrolls, e.g. 720h (default: never)")
+	durationVar(create.Flags(), &nodeExpiry, "node-expiry", 0, "each admitted node expires this long after it enrolls, e.g. 30d (default: never)")
 	create.Flags().BoolVar(&req.Ephemeral, "ephemeral", false, "admitted nodes are deleted once offline for the coordinator's --ephemeral-timeout")
 
 	list := &cobra.Command{
@@ -280,7 +280,7 @@ func newNodesCmd() *cobra.Command {
 		},
 	}
 	expire.Flags().StringVar(&expireAt, "at", "", "expire at this RFC 3339 time instead of now")
-	expire.Flags().DurationVar(&expireIn, "in", 0, "expire this long from now instead of now, e.g. 24h")
+	durationVar(expire.Flags(), &expireIn, "in", 0, "expire this long from now instead of now, e.g. 24h or 7d")
 	expire.Flags().BoolVar(&expireNever, "never", false, "clear a future expiry (an expired node must enroll again)")
 	del := &cobra.Command{
 		Use:   "delete NAME",

@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/wire"
@@ -193,5 +196,35 @@ func TestArgErrors(t *testing.T) {
 	root.SetArgs([]string{"nodes"})
 	if err := root.Execute(); err != nil || !strings.Contains(out.String(), "Available Commands") {
 		t.Errorf("bare nodes: %v\n%s; want its help", err, out.String())
+	}
+}
+
+// TestDurationFlags: duration flags take days as well as Go durations, and
+// a bad value names the flag and the accepted forms.
+func TestDurationFlags(t *testing.T) {
+	for in, want := range map[string]time.Duration{"7d": 7 * 24 * time.Hour, "1d12h": 36 * time.Hour, "90s": 90 * time.Second, "30d": 720 * time.Hour, "0": 0} {
+		var d time.Duration
+		fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+		durationVar(fs, &d, "expiry", 0, "")
+		if err := fs.Parse([]string{"--expiry", in}); err != nil || d != want {
+			t.Errorf("--expiry %s: %v, %v; want %v", in, d, err, want)
+		}
+	}
+	for _, in := range []string{"7x", "d", "1.5d", "-1d", "1d-2h", "7days"} {
+		root := newRoot()
+		root.SetOut(io.Discard)
+		root.SetErr(io.Discard)
+		root.SetArgs([]string{"keys", "create", "--expiry", in})
+		want := `invalid argument "` + in + `" for "--expiry" flag: want a duration such as 90s, 45m, 12h, 7d or 1d12h`
+		if err := root.Execute(); err == nil || err.Error() != want {
+			t.Errorf("--expiry %s: %v; want %q", in, err, want)
+		}
+	}
+	root := newRoot()
+	root.SetOut(io.Discard)
+	root.SetErr(io.Discard)
+	root.SetArgs([]string{"nodes", "expire", "x", "--in", "7d", "--at", "nonsense"})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "--at") {
+		t.Errorf("nodes expire --in 7d: %v; want the flag accepted (and --at refused)", err)
 	}
 }
