@@ -157,7 +157,11 @@ func policyError(cmd *cobra.Command, err error) error {
 	for _, e := range errs {
 		fmt.Fprintln(cmd.ErrOrStderr(), e.Text)
 	}
-	return fmt.Errorf("policy rejected (%d problems); the active policy is unchanged", len(errs))
+	n := fmt.Sprintf("%d problems", len(errs))
+	if len(errs) == 1 {
+		n = "1 problem"
+	}
+	return fmt.Errorf("policy rejected (%s); the active policy is unchanged", n)
 }
 
 func printCheck(w io.Writer, out wire.PolicyCheck) {
@@ -168,17 +172,21 @@ func printCheck(w io.Writer, out wire.PolicyCheck) {
 		return
 	}
 	fmt.Fprintf(w, "valid; tests pass against the live nodes\n")
+	against := fmt.Sprintf("compared with the active policy (version %d)", out.ActiveVersion)
+	if out.ActiveVersion == 0 {
+		against = "compared with today, when there is no active policy yet and everything is denied"
+	}
 	if len(out.Providers) > 0 {
-		fmt.Fprintf(w, "services that become allowed (+) or not allowed (-) compared with the active policy (version %d):\n", out.ActiveVersion)
+		fmt.Fprintf(w, "services that become allowed (+) or not allowed (-) %s:\n", against)
 		for _, ch := range out.Providers {
 			fmt.Fprintln(w, "  "+ch.Text)
 		}
 	}
 	if len(out.Changes) == 0 {
-		fmt.Fprintf(w, "no access changes compared with the active policy (version %d)\n", out.ActiveVersion)
+		fmt.Fprintf(w, "no access changes %s\n", against)
 		return
 	}
-	fmt.Fprintf(w, "access changes compared with the active policy (version %d):\n", out.ActiveVersion)
+	fmt.Fprintf(w, "access changes %s:\n", against)
 	for _, ch := range out.Changes {
 		fmt.Fprintln(w, "  "+ch.Text)
 	}

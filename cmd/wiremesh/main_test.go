@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/wiremesh/wiremesh/client"
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/wire"
 )
@@ -226,5 +228,29 @@ func TestDurationFlags(t *testing.T) {
 	root.SetArgs([]string{"nodes", "expire", "x", "--in", "7d", "--at", "nonsense"})
 	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "--at") {
 		t.Errorf("nodes expire --in 7d: %v; want the flag accepted (and --at refused)", err)
+	}
+}
+
+// TestPolicyMessages: a rejected policy counts its problems in good
+// grammar, and a check against no active policy says so (not "version 0").
+func TestPolicyMessages(t *testing.T) {
+	for n, want := range map[int]string{1: "policy rejected (1 problem); the active policy is unchanged", 2: "policy rejected (2 problems)"} {
+		detail, _ := json.Marshal(make([]wire.PolicyError, n))
+		cmd := newRoot()
+		cmd.SetErr(io.Discard)
+		err := policyError(cmd, &client.Error{Status: 400, Code: wire.CodePolicyInvalid, Detail: detail})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%d problems: %v; want %q", n, err, want)
+		}
+	}
+	var out bytes.Buffer
+	printCheck(&out, wire.PolicyCheck{Valid: true, Changes: []wire.AccessChange{{Text: "+ a -> b"}}})
+	if s := out.String(); !strings.Contains(s, "there is no active policy yet and everything is denied") || strings.Contains(s, "version 0") {
+		t.Errorf("check without an active policy printed:\n%s", s)
+	}
+	out.Reset()
+	printCheck(&out, wire.PolicyCheck{Valid: true, ActiveVersion: 3})
+	if s := out.String(); !strings.Contains(s, "no access changes compared with the active policy (version 3)") {
+		t.Errorf("check against version 3 printed:\n%s", s)
 	}
 }

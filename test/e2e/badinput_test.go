@@ -163,8 +163,8 @@ func TestBadInput(t *testing.T) {
 		}
 		defer pc.Close()
 		out := m.runAgentFail(t, h, "--join", m.joinKey, "--name", "portclash")
-		if !strings.Contains(out, "listen port 51820 is already in use") {
-			t.Fatalf("error does not name the port:\n%s", out)
+		if !strings.Contains(out, "listen port 51820 is already in use (by another program or agent): free it or choose another with --listen-port") {
+			t.Fatalf("error does not name the port and --listen-port:\n%s", out)
 		}
 	})
 	run("dns port in use", func(t *testing.T) {
