@@ -254,3 +254,18 @@ func TestPolicyMessages(t *testing.T) {
 		t.Errorf("check against version 3 printed:\n%s", s)
 	}
 }
+
+// TestRotateKeyOutput: rotate-key prints a sentence (--json prints the
+// agent's JSON as is).
+func TestRotateKeyOutput(t *testing.T) {
+	var out bytes.Buffer
+	if err := printRotated(&out, []byte(`{"public_key":"AAAA="}`)); err != nil {
+		t.Fatal(err)
+	}
+	if want := "new WireGuard key in use; public key AAAA= (peers learn it through the coordinator)\n"; out.String() != want {
+		t.Errorf("printed %q, want %q", out.String(), want)
+	}
+	if err := printRotated(&out, []byte(`<html>`)); err == nil {
+		t.Error("an unreadable answer printed no error")
+	}
+}
