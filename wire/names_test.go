@@ -64,3 +64,15 @@ func TestCheckTag(t *testing.T) {
 		}
 	}
 }
+
+// TestNormalizeTag: the CLI and the UI read "web" as "tag:web".
+func TestNormalizeTag(t *testing.T) {
+	for in, want := range map[string]string{"web": "tag:web", "tag:web": "tag:web", "": "tag:"} {
+		if got := NormalizeTag(in); got != want {
+			t.Errorf("NormalizeTag(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if err := CheckTag(NormalizeTag("Web")); err == nil {
+		t.Error("NormalizeTag made a bad tag pass CheckTag")
+	}
+}

@@ -150,6 +150,7 @@ func newKeysCmd() *cobra.Command {
 				return errors.New("--node-expiry must not be negative")
 			}
 			req.Expiry, req.NodeExpiry = wire.Duration(expiry), wire.Duration(nodeExpiry)
+			req.Tags = normalizeTags(req.Tags)
 			var out wire.CreateJoinKeyResponse
 			return af.call(cmd, http.MethodPost, wire.PathJoinKeys, req, &out, func(w io.Writer) error {
 				_, err := fmt.Fprintln(w, out.JoinKey)
@@ -159,7 +160,7 @@ func newKeysCmd() *cobra.Command {
 	}
 	create.Flags().BoolVar(&req.Reusable, "reusable", false, "admit any number of nodes (default: one)")
 	durationVar(create.Flags(), &expiry, "expiry", 0, "validity, e.g. 12h or 7d (default: forever)")
-	create.Flags().StringSliceVar(&req.Tags, "tag", nil, "tag:NAME given to nodes the key admits (repeatable)")
+	create.Flags().StringSliceVar(&req.Tags, "tag", nil, "tag given to nodes the key admits, tag:NAME or NAME (repeatable)")
 	durationVar(create.Flags(), &nodeExpiry, "node-expiry", 0, "each admitted node expires this long after it enrolls, e.g. 30d (default: never)")
 	create.Flags().BoolVar(&req.Ephemeral, "ephemeral", false, "admitted nodes are deleted once offline for the coordinator's --ephemeral-timeout")
 
@@ -291,16 +292,29 @@ func newNodesCmd() *cobra.Command {
 		},
 	}
 	tag := &cobra.Command{
-		Use:   "tag NAME [tag:NAME...]",
-		Short: "Set a node's tags (none: remove all)",
+		Use:   "tag NAME [TAG...]",
+		Short: "Set a node's tags, tag:NAME or NAME (none: remove all)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			tags := append([]string{}, args[1:]...)
+			tags := normalizeTags(args[1:])
 			return af.call(cmd, http.MethodPut, wire.PathNodes+"/"+args[0]+"/tags", wire.SetTagsRequest{Tags: tags}, nil, nil)
 		},
 	}
 	cmd.AddCommand(list, get, del, tag, expire)
 	return cmd
+}
+
+// normalizeTags writes each tag as tag:NAME ("web" is "tag:web"), as the
+// UI does.
+func normalizeTags(tags []string) []string {
+	if tags == nil {
+		return nil
+	}
+	out := make([]string, len(tags))
+	for i, t := range tags {
+		out[i] = wire.NormalizeTag(t)
+	}
+	return out
 }
 
 func nodesTable(w io.Writer, nodes []wire.Node) error {

@@ -269,3 +269,15 @@ func TestRotateKeyOutput(t *testing.T) {
 		t.Error("an unreadable answer printed no error")
 	}
 }
+
+// TestTagsLikeTheUI: the CLI's tag arguments take NAME for tag:NAME, as the
+// UI's tag fields do.
+func TestTagsLikeTheUI(t *testing.T) {
+	got := normalizeTags([]string{"web", "tag:db"})
+	if strings.Join(got, " ") != "tag:web tag:db" {
+		t.Errorf("normalizeTags = %q", got)
+	}
+	if normalizeTags(nil) != nil {
+		t.Error("no --tag became an empty list, not none")
+	}
+}
