@@ -81,7 +81,7 @@ func TestBadInput(t *testing.T) {
 		name, join, want string
 	}{
 		{"malformed", "wmjoin1-@@@not-a-key", "malformed join key"},
-		{"not a join key", "hello", "malformed join key"},
+		{"not a join key", "hello", "--join: this is not a join key (they start with wmjoin1-)"},
 		{"revoked", revoked, "was revoked"},
 		{"expired", expired, "expired at"},
 		{"used one-time", used, "already used"},
