@@ -3,6 +3,7 @@ package wire
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLabels(t *testing.T) {
@@ -74,5 +75,25 @@ func TestNormalizeTag(t *testing.T) {
 	}
 	if err := CheckTag(NormalizeTag("Web")); err == nil {
 		t.Error("NormalizeTag made a bad tag pass CheckTag")
+	}
+}
+
+// TestLastSeen: an online node was last seen "now", in the CLI and the UI.
+func TestLastSeen(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		online bool
+		last   time.Time
+		want   string
+	}{
+		{true, now.Add(-3 * time.Second), "now"},
+		{false, now.Add(-3 * time.Second), "3s ago"},
+		{false, now.Add(-3 * time.Hour), "3h ago"},
+		{false, now.Add(-72 * time.Hour), "3d ago"},
+		{false, time.Time{}, "never"},
+	} {
+		if got := LastSeen(tc.online, tc.last, now); got != tc.want {
+			t.Errorf("LastSeen(%v, %v) = %q, want %q", tc.online, tc.last, got, tc.want)
+		}
 	}
 }

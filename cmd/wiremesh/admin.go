@@ -346,7 +346,7 @@ func nodesTable(w io.Writer, nodes []wire.Node) error {
 			}
 			svcs = append(svcs, sv.Name+"("+orDash(sv.Health)+")")
 		}
-		rows = append(rows, []string{n.Name, strings.Join(addrs, ","), online, ago(n.LastSeen), orDash(strings.Join(n.Endpoints, ",")), orDash(strings.Join(n.Tags, ",")), orDash(strings.Join(svcs, ",")), expires, orDash(n.Version)})
+		rows = append(rows, []string{n.Name, strings.Join(addrs, ","), online, wire.LastSeen(n.Online, n.LastSeen, time.Now()), orDash(strings.Join(n.Endpoints, ",")), orDash(strings.Join(n.Tags, ",")), orDash(strings.Join(svcs, ",")), expires, orDash(n.Version)})
 	}
 	return table(w, "NAME\tADDRESSES\tSTATE\tLAST SEEN\tENDPOINTS\tTAGS\tSERVICES\tEXPIRES\tVERSION", rows)
 }
