@@ -208,9 +208,9 @@ func keysTable(w io.Writer, keys []wire.JoinKey) error {
 		if k.Ephemeral {
 			nodes = append(nodes, "ephemeral")
 		}
-		rows = append(rows, []string{k.ID, state, fmt.Sprint(k.Reusable), fmt.Sprint(k.Uses), exp, orDash(strings.Join(nodes, ",")), strings.Join(k.Tags, ",")})
+		rows = append(rows, []string{k.ID, state, fmt.Sprint(k.Reusable), fmt.Sprint(k.Uses), k.Created.UTC().Format(time.RFC3339), exp, orDash(strings.Join(nodes, ",")), strings.Join(k.Tags, ",")})
 	}
-	return table(w, "ID\tSTATE\tREUSABLE\tUSES\tEXPIRES\tNODES\tTAGS", rows)
+	return table(w, "ID\tSTATE\tREUSABLE\tUSES\tCREATED\tEXPIRES\tNODES\tTAGS", rows)
 }
 
 func newNodesCmd() *cobra.Command {

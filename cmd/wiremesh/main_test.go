@@ -281,3 +281,16 @@ func TestTagsLikeTheUI(t *testing.T) {
 		t.Error("no --tag became an empty list, not none")
 	}
 }
+
+// TestKeysTableCreated: keys list shows when each key was made.
+func TestKeysTableCreated(t *testing.T) {
+	var out bytes.Buffer
+	created := time.Date(2026, 12, 3, 13, 13, 9, 0, time.UTC)
+	if err := keysTable(&out, []wire.JoinKey{{ID: "jk1", Created: created}}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(out.String(), "\n")
+	if !strings.Contains(lines[0], "CREATED") || !strings.Contains(lines[1], "2026-12-03T13:13:09Z") {
+		t.Errorf("keys table:\n%s", out.String())
+	}
+}
