@@ -75,13 +75,17 @@ func (c *Coordinator) handleSetPolicy(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req, true) {
 		return
 	}
+	if len(req.Comment) > 200 {
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "comment longer than 200 bytes", nil)
+		return
+	}
 	s := c.state.Load()
 	compiled, errs := validate(s, req)
 	if errs != nil {
 		policyRejected(w, errs)
 		return
 	}
-	c.setPolicy(w, r, req.Text, "", acl.ProviderChanges(s.compiled, compiled))
+	c.setPolicy(w, r, req.Text, req.Comment, acl.ProviderChanges(s.compiled, compiled))
 }
 
 // setPolicy makes text the active policy. providers are the reported

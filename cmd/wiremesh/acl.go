@@ -36,6 +36,7 @@ func newACLCmd() *cobra.Command {
 			})
 		},
 	}
+	var comment string
 	set := &cobra.Command{
 		Use:   "set FILE",
 		Short: "Validate FILE, run its tests and make it the active policy",
@@ -45,6 +46,7 @@ func newACLCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			req.Comment = comment
 			var p wire.Policy
 			if err := c.do(cmd.Context(), http.MethodPut, wire.PathPolicy, req, &p); err != nil {
 				return policyError(cmd, err)
@@ -56,6 +58,7 @@ func newACLCmd() *cobra.Command {
 			return nil
 		},
 	}
+	set.Flags().StringVar(&comment, "comment", "", "why, kept with the version (acl history) and in the audit log")
 	check := &cobra.Command{
 		Use:   "check FILE",
 		Short: "Validate FILE and run its tests against the live nodes; show the access it would change",
