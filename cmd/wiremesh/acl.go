@@ -21,13 +21,21 @@ func newACLCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "acl", Short: "Manage the access policy"}
 	af.add(cmd.PersistentFlags())
 
+	var getVersion uint64
 	get := &cobra.Command{
 		Use:   "get",
-		Short: "Print the active policy",
+		Short: "Print the active policy (or --version N, an earlier one)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			path := wire.PathPolicy
+			if cmd.Flags().Changed("version") {
+				if getVersion == 0 {
+					return errors.New("--version must be a version from wiremesh acl history (1 or more)")
+				}
+				path += "?version=" + strconv.FormatUint(getVersion, 10)
+			}
 			var p wire.Policy
-			return af.call(cmd, http.MethodGet, wire.PathPolicy, nil, &p, func(w io.Writer) error {
+			return af.call(cmd, http.MethodGet, path, nil, &p, func(w io.Writer) error {
 				if p.Version == 0 {
 					return errors.New("no policy is set: all traffic between nodes is denied (set one with: wiremesh acl set FILE)")
 				}
@@ -36,6 +44,7 @@ func newACLCmd() *cobra.Command {
 			})
 		},
 	}
+	get.Flags().Uint64Var(&getVersion, "version", 0, "print this version from wiremesh acl history instead of the active one")
 	var comment string
 	set := &cobra.Command{
 		Use:   "set FILE",
