@@ -294,3 +294,15 @@ func TestKeysTableCreated(t *testing.T) {
 		t.Errorf("keys table:\n%s", out.String())
 	}
 }
+
+// TestAuditActorNames: audit names an actor by its token's comment.
+func TestAuditActorNames(t *testing.T) {
+	var out bytes.Buffer
+	entries := []wire.AuditEntry{{Actor: "ad01", Action: "policy.set"}, {Actor: "jk02", Action: "node.enroll"}}
+	if err := auditTable(&out, entries, []wire.AdminToken{{ID: "ad01", Comment: "ci deploys"}}); err != nil {
+		t.Fatal(err)
+	}
+	if s := out.String(); !strings.Contains(s, "ad01 (ci deploys)  policy.set") || !strings.Contains(s, "jk02 ") {
+		t.Errorf("audit table:\n%s", s)
+	}
+}
