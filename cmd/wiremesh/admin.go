@@ -29,15 +29,25 @@ type adminFlags struct {
 
 func (a *adminFlags) add(fs *pflag.FlagSet) {
 	fs.StringVar(&a.coordinator, "coordinator", "", "coordinator URL (default: the one in the admin token)")
-	fs.StringVar(&a.tokenFile, "token-file", "", "admin token file (or the token itself in WIREMESH_TOKEN)")
+	fs.StringVar(&a.tokenFile, "token-file", "", "admin token file (or the token itself in WIREMESH_TOKEN; default: /var/lib/wiremesh/admin.token if readable, as on the coordinator host)")
 	fs.BoolVar(&a.asJSON, "json", false, "print JSON")
 }
 
+// defaultTokenFile is the coordinator's admin token in its default data
+// dir: on the coordinator host, the CLI uses it when given no token.
+var defaultTokenFile = "/var/lib/wiremesh/admin.token"
+
 // adminClient calls the coordinator's admin API with a pinned connection.
-type adminClient struct{ api *client.Client }
+type adminClient struct {
+	api *client.Client
+	// source is the token file when it is defaultTokenFile, which errors
+	// name: the admin did not choose it.
+	source string
+}
 
 func (a *adminFlags) client() (*adminClient, error) {
 	var text, from string
+	defaulted := false
 	switch {
 	case a.tokenFile != "":
 		b, err := os.ReadFile(a.tokenFile)
@@ -48,7 +58,12 @@ func (a *adminFlags) client() (*adminClient, error) {
 	case os.Getenv("WIREMESH_TOKEN") != "":
 		text, from = os.Getenv("WIREMESH_TOKEN"), "WIREMESH_TOKEN"
 	default:
-		return nil, errors.New("no admin token: give --token-file FILE or set WIREMESH_TOKEN")
+		b, err := os.ReadFile(defaultTokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("no admin token: give --token-file FILE or set WIREMESH_TOKEN (%s, the coordinator's, is not readable here: %w)", defaultTokenFile, errors.Unwrap(err))
+		}
+		text, from = string(b), defaultTokenFile+" (no --token-file or WIREMESH_TOKEN given)"
+		defaulted = true
 	}
 	b, err := credential.ParseAdminToken(text)
 	if err != nil {
@@ -62,20 +77,32 @@ func (a *adminFlags) client() (*adminClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &adminClient{api: api}, nil
+	c := &adminClient{api: api}
+	if defaulted {
+		c.source = defaultTokenFile
+	}
+	return c, nil
 }
 
 // do sends a request and decodes a 2xx JSON answer into out (if non-nil);
 // other answers become errors with the coordinator's message.
 func (c *adminClient) do(ctx context.Context, method, path string, body, out any) error {
 	_, err := c.api.Do(ctx, method, path, body, out)
-	return coordinatorError(err)
+	return c.named(coordinatorError(err))
+}
+
+// named adds the token file to err when the admin did not choose it.
+func (c *adminClient) named(err error) error {
+	if err == nil || c.source == "" {
+		return err
+	}
+	return fmt.Errorf("%w (with the admin token of %s)", err, c.source)
 }
 
 // getAll GETs every page of a paginated list, following Link headers.
 func getAll[T any](ctx context.Context, c *adminClient, path string) ([]T, error) {
 	all, err := client.List[T](ctx, c.api, path)
-	return all, coordinatorError(err)
+	return all, c.named(coordinatorError(err))
 }
 
 // coordinatorError says that an answer's error came from the coordinator.

@@ -306,3 +306,37 @@ func TestAuditActorNames(t *testing.T) {
 		t.Errorf("audit table:\n%s", s)
 	}
 }
+
+// TestDefaultTokenFile: with no --token-file or WIREMESH_TOKEN, the CLI
+// reads the coordinator's admin token from its default data dir, and an
+// error names that file (and says so when it cannot be read).
+func TestDefaultTokenFile(t *testing.T) {
+	t.Setenv("WIREMESH_TOKEN", "")
+	old := defaultTokenFile
+	t.Cleanup(func() { defaultTokenFile = old })
+
+	defaultTokenFile = filepath.Join(t.TempDir(), "admin.token")
+	root := newRoot()
+	root.SetArgs([]string{"nodes", "list"})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "no admin token: give --token-file FILE or set WIREMESH_TOKEN ("+defaultTokenFile+", the coordinator's, is not readable here") {
+		t.Errorf("no token anywhere: %v", err)
+	}
+
+	b := credential.Bundle{URL: "https://127.0.0.1:1", Pins: credential.Pins{{Kind: credential.PinCA}}, Secret: credential.NewSecret("ad")}
+	if err := os.WriteFile(defaultTokenFile, []byte(b.Encode(credential.JoinKeyPrefix)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	root = newRoot()
+	root.SetArgs([]string{"nodes", "list"})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), defaultTokenFile+" (no --token-file or WIREMESH_TOKEN given): this is a join key") {
+		t.Errorf("a join key in the default file: %v", err)
+	}
+	if err := os.WriteFile(defaultTokenFile, []byte(b.Encode(credential.AdminTokenPrefix)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	root = newRoot()
+	root.SetArgs([]string{"nodes", "list"})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "(with the admin token of "+defaultTokenFile+")") {
+		t.Errorf("no coordinator, the default token: %v; want the error to name the file", err)
+	}
+}
