@@ -105,7 +105,7 @@ func (c *Config) Validate() error {
 	}
 	if c.AdvertiseURL == "" {
 		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-			return fmt.Errorf("advertise URL is required when listening on %q (all addresses)", c.Listen)
+			return fmt.Errorf("advertise URL is required when listening on %q (all addresses): give --advertise-url https://HOST:PORT, the address nodes reach the coordinator at", c.Listen)
 		}
 		c.AdvertiseURL = "https://" + c.Listen
 	}

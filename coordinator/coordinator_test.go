@@ -148,7 +148,7 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{name: "no data dir", cfg: Config{Listen: "127.0.0.1:8443"}, wantErr: "data dir is required"},
 		{name: "bad listen", cfg: Config{DataDir: "d", Listen: "8443"}, wantErr: "bad listen address"},
-		{name: "all addresses, no URL", cfg: Config{DataDir: "d", Listen: ":8443"}, wantErr: "advertise URL is required"},
+		{name: "all addresses, no URL", cfg: Config{DataDir: "d", Listen: ":8443"}, wantErr: "advertise URL is required when listening on \":8443\" (all addresses): give --advertise-url https://HOST:PORT"},
 		{name: "unspecified, no URL", cfg: Config{DataDir: "d", Listen: "0.0.0.0:8443"}, wantErr: "advertise URL is required"},
 		{name: "URL from listen", cfg: Config{DataDir: "d", Listen: "10.0.0.1:8443"},
 			want: func(c Config) bool { return c.AdvertiseURL == "https://10.0.0.1:8443" }},
@@ -314,4 +314,12 @@ func TestDataDirLocked(t *testing.T) {
 		t.Fatalf("after the first closed: %v", err)
 	}
 	second.Close()
+}
+
+func TestPlural(t *testing.T) {
+	for n, want := range map[int]string{1: "1 more problem", 2: "2 more problems"} {
+		if got := plural(n, "more problem"); got != want {
+			t.Errorf("plural(%d) = %q, want %q", n, got, want)
+		}
+	}
 }

@@ -260,3 +260,29 @@ func testsAudit(t *testing.T, ts *testServer) []string {
 	}
 	return out
 }
+
+// TestPolicyComment: a comment given with a policy is kept with its version,
+// in the history and in the audit log; a long one is refused.
+func TestPolicyComment(t *testing.T) {
+	ts := startServer(t, time.Hour)
+	code, body := ts.doJSON(t, "PUT", wire.PathPolicy, ts.admin, wire.SetPolicyRequest{Text: "{}", Comment: "open nothing yet"})
+	if code != http.StatusOK {
+		t.Fatalf("set policy: %d %s", code, body)
+	}
+	code, body = ts.do(t, "GET", wire.PathPolicy+"/history", ts.admin, nil)
+	var h []wire.Policy
+	decodeStrict(t, body, &h)
+	if code != http.StatusOK || len(h) != 1 || h[0].Comment != "open nothing yet" {
+		t.Errorf("history: %d %+v", code, h)
+	}
+	code, body = ts.do(t, "GET", wire.PathAudit, ts.admin, nil)
+	var entries []wire.AuditEntry
+	decodeStrict(t, body, &entries)
+	if code != http.StatusOK || !slices.ContainsFunc(entries, func(e wire.AuditEntry) bool { return e.Action == "policy.set" && e.Detail == "open nothing yet" }) {
+		t.Errorf("audit: %d %+v; want policy.set with the comment", code, entries)
+	}
+	code, body = ts.doJSON(t, "PUT", wire.PathPolicy, ts.admin, wire.SetPolicyRequest{Text: "{}", Comment: strings.Repeat("x", 201)})
+	if code != http.StatusBadRequest || !strings.Contains(string(body), "comment longer than 200 bytes") {
+		t.Errorf("long comment: %d %s", code, body)
+	}
+}

@@ -65,7 +65,7 @@ func validate(s *snapshot, req wire.SetPolicyRequest) (*acl.Compiled, []wire.Pol
 func policyRejected(w http.ResponseWriter, errs []wire.PolicyError) {
 	msg := "policy rejected: " + errs[0].Text
 	if len(errs) > 1 {
-		msg += fmt.Sprintf(" (and %d more problems)", len(errs)-1)
+		msg += fmt.Sprintf(" (and %s)", plural(len(errs)-1, "more problem"))
 	}
 	writeError(w, http.StatusBadRequest, wire.CodePolicyInvalid, msg, errs)
 }
@@ -75,13 +75,17 @@ func (c *Coordinator) handleSetPolicy(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req, true) {
 		return
 	}
+	if len(req.Comment) > 200 {
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "comment longer than 200 bytes", nil)
+		return
+	}
 	s := c.state.Load()
 	compiled, errs := validate(s, req)
 	if errs != nil {
 		policyRejected(w, errs)
 		return
 	}
-	c.setPolicy(w, r, req.Text, "", acl.ProviderChanges(s.compiled, compiled))
+	c.setPolicy(w, r, req.Text, req.Comment, acl.ProviderChanges(s.compiled, compiled))
 }
 
 // setPolicy makes text the active policy. providers are the reported
@@ -183,4 +187,12 @@ func (c *Coordinator) handleSetTags(w http.ResponseWriter, r *http.Request) {
 	}
 	c.log.Info("node tagged", "node", name, "tags", req.Tags)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// plural returns "1 problem", "2 problems".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

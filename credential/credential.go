@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"strings"
 )
@@ -97,40 +98,76 @@ func (b Bundle) Encode(prefix string) string {
 	return prefix + base64.RawURLEncoding.EncodeToString(bytes.TrimSpace(j.Bytes()))
 }
 
-// ParseJoinKey reads a join key string.
+// ParseJoinKey reads a join key string. Its errors say what the text is
+// instead when it is not a join key (an admin token, a file path) and
+// whether it was cut short.
 func ParseJoinKey(s string) (Bundle, error) {
-	b, err := decode(s, JoinKeyPrefix)
-	if err != nil {
-		return Bundle{}, fmt.Errorf("malformed join key: %w", err)
+	return parse(s, JoinKeyPrefix, "join key", AdminTokenPrefix, "an admin token, not a join key")
+}
+
+// ParseAdminToken reads an admin token string, with errors like
+// ParseJoinKey's.
+func ParseAdminToken(s string) (Bundle, error) {
+	return parse(s, AdminTokenPrefix, "admin token", JoinKeyPrefix, "a join key, not an admin token")
+}
+
+// parse decodes a bundle of kind that starts with prefix; text with
+// otherPrefix is named as what it is (other).
+func parse(s, prefix, kind, otherPrefix, other string) (Bundle, error) {
+	s = strings.TrimSpace(s)
+	switch {
+	case strings.HasPrefix(s, otherPrefix):
+		return Bundle{}, fmt.Errorf("this is %s: %ss start with %s", other, kind, prefix)
+	case !strings.HasPrefix(s, prefix):
+		return Bundle{}, fmt.Errorf("this is not %s %s (they start with %s)", article(kind), kind, prefix)
+	}
+	b, err := decode(s, prefix)
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &se):
+		return Bundle{}, fmt.Errorf("this is not %s %s (they start with %s, then its encoded contents): the contents do not decode (%v); copy the whole %s again", article(kind), kind, prefix, err, kind)
+	case errors.Is(err, errTruncated):
+		return Bundle{}, fmt.Errorf("this %s is truncated (%d characters, too short for its contents): copy the whole %s", kind, len(s), kind)
+	case err != nil:
+		return Bundle{}, fmt.Errorf("malformed %s: %w (copy the whole %s again)", kind, err, kind)
 	}
 	return b, nil
 }
 
-// ParseAdminToken reads an admin token string.
-func ParseAdminToken(s string) (Bundle, error) {
-	b, err := decode(s, AdminTokenPrefix)
-	if err != nil {
-		return Bundle{}, fmt.Errorf("malformed admin token: %w", err)
+func article(kind string) string {
+	if strings.IndexByte("aeiou", kind[0]) >= 0 {
+		return "an"
 	}
-	return b, nil
+	return "a"
 }
+
+const base64URLAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+// errTruncated is decode's error for a string cut short.
+var errTruncated = errors.New("truncated")
 
 func decode(s, prefix string) (Bundle, error) {
-	s = strings.TrimSpace(s)
-	if !strings.HasPrefix(s, prefix) {
-		return Bundle{}, fmt.Errorf("want prefix %q", prefix)
-	}
 	if len(s) > 4096 {
 		return Bundle{}, errors.New("too long")
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(s[len(prefix):])
+	enc := s[len(prefix):]
+	raw, err := base64.RawURLEncoding.DecodeString(enc)
 	if err != nil {
-		return Bundle{}, fmt.Errorf("bad base64 at byte %d", badBase64At(err, len(prefix)))
+		at := badBase64At(err, 0)
+		// One character past a 4-character group cannot be data: the
+		// string was cut there.
+		if len(enc)%4 == 1 && at == int64(len(enc)-1) && strings.Trim(enc, base64URLAlphabet) == "" {
+			return Bundle{}, errTruncated
+		}
+		return Bundle{}, fmt.Errorf("bad base64 at byte %d", at+int64(len(prefix)))
 	}
 	var b Bundle
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return Bundle{}, errTruncated
+		}
 		return Bundle{}, fmt.Errorf("bad contents: %w", err)
 	}
 	if len(b.URL) > 512 {

@@ -158,12 +158,15 @@ func TestParseRejects(t *testing.T) {
 		in   string
 		want string
 	}{
-		{"empty", "", `want prefix "wmjoin1-"`},
-		{"admin token as join key", good.Encode(credential.AdminTokenPrefix), `malformed join key: want prefix "wmjoin1-"`},
-		{"older format version", "wmjoin0-" + good.Encode(credential.JoinKeyPrefix)[8:], "want prefix"},
+		{"empty", "", "this is not a join key (they start with wmjoin1-)"},
+		{"admin token as join key", good.Encode(credential.AdminTokenPrefix), "this is an admin token, not a join key: join keys start with wmjoin1-"},
+		{"file path", "/root/join.key", "this is not a join key (they start with wmjoin1-)"},
+		{"older format version", "wmjoin0-" + good.Encode(credential.JoinKeyPrefix)[8:], "this is not a join key"},
+		{"truncated in the JSON", good.Encode(credential.JoinKeyPrefix)[:40], "this join key is truncated (40 characters, too short for its contents): copy the whole join key"},
+		{"truncated in base64", good.Encode(credential.JoinKeyPrefix)[:41], "this join key is truncated (41 characters"},
 		{"bad base64", credential.JoinKeyPrefix + "abc!defg", "bad base64 at byte 11"},
 		{"padded base64", good.Encode(credential.JoinKeyPrefix) + "==", "bad base64"},
-		{"not JSON", encodeRaw(credential.JoinKeyPrefix, "{not json"), "bad contents"},
+		{"not JSON", encodeRaw(credential.JoinKeyPrefix, "{not json"), "this is not a join key (they start with wmjoin1-, then its encoded contents): the contents do not decode"},
 		{"JSON array", encodeRaw(credential.JoinKeyPrefix, "[1]"), "bad contents"},
 		{"unknown field", encodeRaw(credential.JoinKeyPrefix, `{"u":"https://c:1","p":"`+pin+`","s":"`+sec+`","x":1}`), `unknown field "x"`},
 		{"http URL", encodeRaw(credential.JoinKeyPrefix, `{"u":"http://c:1","p":"`+pin+`","s":"`+sec+`"}`), `bad coordinator URL "http://c:1"`},
@@ -192,7 +195,7 @@ func TestParseRejects(t *testing.T) {
 	}
 
 	if _, err := credential.ParseAdminToken(good.Encode(credential.JoinKeyPrefix)); err == nil ||
-		!strings.Contains(err.Error(), `malformed admin token: want prefix "wmadmin1-"`) {
+		!strings.Contains(err.Error(), "this is a join key, not an admin token: admin tokens start with wmadmin1-") {
 		t.Errorf("ParseAdminToken(join key) error %v, want a wrong-prefix error", err)
 	}
 }

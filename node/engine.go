@@ -133,7 +133,7 @@ func NewWireGuardEngine(cfg EngineConfig) (_ Engine, err error) {
 	err = e.wg.ConfigureDevice(cfg.Interface, wgtypes.Config{PrivateKey: &cfg.PrivateKey, ListenPort: &port, ReplacePeers: true})
 	if err != nil {
 		if isAddrInUse(err) {
-			return nil, fmt.Errorf("listen port %d is already in use", cfg.ListenPort)
+			return nil, fmt.Errorf("listen port %d is already in use (by another program or agent): free it or choose another with --listen-port", cfg.ListenPort)
 		}
 		return nil, fmt.Errorf("configure %s: %w", cfg.Interface, err)
 	}
@@ -149,7 +149,7 @@ func NewWireGuardEngine(cfg EngineConfig) (_ Engine, err error) {
 	// would only be logged. Bring it up here, so a taken port is an error.
 	if err := e.dev.Up(); err != nil {
 		if isAddrInUse(err) {
-			return nil, fmt.Errorf("listen port %d is already in use", cfg.ListenPort)
+			return nil, fmt.Errorf("listen port %d is already in use (by another program or agent): free it or choose another with --listen-port", cfg.ListenPort)
 		}
 		return nil, fmt.Errorf("bring up %s: %w", cfg.Interface, err)
 	}

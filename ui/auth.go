@@ -166,24 +166,21 @@ func (u *UI) handleLogin(w http.ResponseWriter, r *http.Request) {
 }
 
 // parseToken reads what an admin pasted: an admin token string
-// (wmadmin1-…) or its bare secret (ID.VALUE).
+// (wmadmin1-…) or its bare secret (ID.VALUE). Anything else gets the
+// admin token parser's error, which names what it is instead.
 func parseToken(text string) (credential.Secret, error) {
 	text = strings.TrimSpace(text)
 	if text == "" {
 		return credential.Secret{}, errors.New("paste an admin token (wmadmin1-…, as in admin.token)")
 	}
-	if strings.HasPrefix(text, credential.AdminTokenPrefix) {
-		b, err := credential.ParseAdminToken(text)
-		if err != nil {
-			return credential.Secret{}, err
-		}
-		return b.Secret, nil
+	if sec, err := credential.ParseSecret(text); err == nil {
+		return sec, nil
 	}
-	sec, err := credential.ParseSecret(text)
+	b, err := credential.ParseAdminToken(text)
 	if err != nil {
-		return credential.Secret{}, errors.New("not an admin token: want wmadmin1-… or a secret ID.VALUE")
+		return credential.Secret{}, err
 	}
-	return sec, nil
+	return b.Secret, nil
 }
 
 // safeNext returns next if it is a UI path on this site, else the

@@ -23,7 +23,8 @@ type fakeAPI struct {
 	services []wire.CatalogService
 	versions []wire.Policy // version i+1 at i
 	keys     []wire.JoinKey
-	audit    []wire.AuditEntry    // newest first
+	audit    []wire.AuditEntry // newest first
+	tokens   []wire.AdminToken
 	calls    []string             // "METHOD /path?query" of every request
 	expires  []wire.ExpireRequest // the body of every POST .../expire, none: zero
 	failPut  bool                 // PUT policy answers 400 with a problem at line 1
@@ -64,6 +65,7 @@ func (f *fakeAPI) seed(n int) *fakeAPI {
 		{ID: "jk000000000001", Reusable: true, Tags: []string{"tag:web"}, Created: testTime.Add(-time.Hour), Uses: 3},
 		{ID: "jk000000000002", Created: testTime.Add(-time.Hour), Revoked: testTime},
 	}
+	f.tokens = []wire.AdminToken{{ID: "ad0001", Comment: "ops laptop", Created: testTime.Add(-3 * time.Hour)}}
 	for i := 1; i <= 30; i++ {
 		f.audit = append([]wire.AuditEntry{{ID: int64(i), Time: testTime.Add(time.Duration(i) * time.Second), Actor: "ad0001", Action: "node.enroll", Target: fmt.Sprintf("node-%d", i)}}, f.audit...)
 	}
@@ -129,6 +131,8 @@ func (f *fakeAPI) route(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 	case r.Method == "GET" && p == wire.PathAudit:
 		f.auditPage(w, r)
+	case r.Method == "GET" && p == wire.PathAdminTokens:
+		writeJSON(w, http.StatusOK, f.tokens)
 	case strings.HasPrefix(p, wire.PathNodes+"/"):
 		f.node(w, r)
 	default:

@@ -165,9 +165,7 @@ func (u *UI) handleTagsForm(w http.ResponseWriter, r *http.Request, s *session) 
 func parseTags(text string) []string {
 	tags := []string{}
 	for _, f := range strings.FieldsFunc(text, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r' }) {
-		if !strings.HasPrefix(f, "tag:") {
-			f = "tag:" + f
-		}
+		f = wire.NormalizeTag(f)
 		if !slices.Contains(tags, f) {
 			tags = append(tags, f)
 		}

@@ -32,7 +32,7 @@ func TestPagesRender(t *testing.T) {
 		{"/ui/policy/rollback/1", []string{`action="/ui/policy/rollback/1"`, "Roll back to version 1"}},
 		{"/ui/keys", []string{"jk000000000001", "badge valid", "badge revoked", "reusable", "one-time", `href="/ui/keys/jk000000000001/revoke"`, `<label for="expiry">`, `<label for="node-expiry">`, `<option value="none" selected>`, `id="ephemeral" name="ephemeral">`}},
 		{"/ui/keys/jk000000000001/revoke", []string{`action="/ui/keys/jk000000000001/revoke"`}},
-		{"/ui/audit?limit=10", []string{"node-30", "node.enroll", `rel="next"`, "after=21"}},
+		{"/ui/audit?limit=10", []string{"node-30", "node.enroll", "<code>ad0001</code> (ops laptop)", `rel="next"`, "after=21"}},
 	} {
 		r := b.get(tc.path)
 		wantStatus(t, r, http.StatusOK)

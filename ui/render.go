@@ -174,25 +174,9 @@ func whenText(t time.Time) string {
 	return t.UTC().Format("2006-01-02 15:04:05Z")
 }
 
-// agoText says how long before now t was: "12s ago", "3h ago".
-func agoText(now, t time.Time) string {
-	if t.IsZero() {
-		return "never"
-	}
-	d := now.Sub(t)
-	switch {
-	case d < 0:
-		return "just now"
-	case d < time.Minute:
-		return fmt.Sprintf("%ds ago", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm ago", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh ago", int(d.Hours()))
-	default:
-		return fmt.Sprintf("%dd ago", int(d.Hours()/24))
-	}
-}
+// agoText says how long before now t was: "12s ago", "3h ago" (as the
+// CLI says it: wire.Ago).
+func agoText(now, t time.Time) string { return wire.Ago(t, now) }
 
 // untilText says how long after now t is: "in 12s", "in 3h", "in 7d".
 func untilText(now, t time.Time) string {

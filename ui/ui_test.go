@@ -2,6 +2,7 @@ package ui
 
 import (
 	"bytes"
+	"html"
 	"io"
 	"log/slog"
 	"net/http"
@@ -341,4 +342,24 @@ func TestSecurityHeaders(t *testing.T) {
 	}
 	wantBody(t, b.get("/ui/static/style.css"), "table.stack")
 	wantBody(t, b.get("/ui/static/live.js"), "data-live")
+}
+
+// TestLoginWrongCredential: a join key or garbage pasted at the login is
+// named for what it is, and the API is not asked.
+func TestLoginWrongCredential(t *testing.T) {
+	h := newHarness(t, 1)
+	b := h.browser()
+	joinKey := credential.Bundle{URL: "https://c:1", Secret: credential.NewSecret("jk")}.Encode(credential.JoinKeyPrefix)
+	for _, tc := range []struct{ token, want string }{
+		{joinKey, "this is a join key, not an admin token: admin tokens start with wmadmin1-"},
+		{"hunter2", "this is not an admin token (they start with wmadmin1-)"},
+		{credential.AdminTokenPrefix + "gICAgICA", "this is not an admin token (they start with wmadmin1-, then its encoded contents)"},
+	} {
+		r := b.post("/ui/login", url.Values{"csrf": {b.get("/ui/login").csrf(t)}, "token": {tc.token}})
+		wantStatus(t, r, http.StatusBadRequest)
+		wantBody(t, r, html.EscapeString(tc.want))
+	}
+	if h.api.called("GET") {
+		t.Fatal("the API was called for a credential that is no admin token")
+	}
 }

@@ -38,6 +38,16 @@ func CheckTag(s string) error {
 	return nil
 }
 
+// NormalizeTag returns s as a tag: "web" and "tag:web" are both "tag:web".
+// The CLI and the UI read tags with it, so both accept the short form;
+// CheckTag then checks the result.
+func NormalizeTag(s string) string {
+	if strings.HasPrefix(s, "tag:") {
+		return s
+	}
+	return "tag:" + s
+}
+
 // labelProblem says what keeps s from being a label, "" if nothing.
 func labelProblem(s string) string {
 	switch {

@@ -3,6 +3,7 @@ package wire
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLabels(t *testing.T) {
@@ -61,6 +62,38 @@ func TestCheckTag(t *testing.T) {
 			t.Errorf("CheckTag(%q) = %v", tc.in, err)
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("CheckTag(%q) = %v, want an error saying %q", tc.in, err, tc.want)
+		}
+	}
+}
+
+// TestNormalizeTag: the CLI and the UI read "web" as "tag:web".
+func TestNormalizeTag(t *testing.T) {
+	for in, want := range map[string]string{"web": "tag:web", "tag:web": "tag:web", "": "tag:"} {
+		if got := NormalizeTag(in); got != want {
+			t.Errorf("NormalizeTag(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if err := CheckTag(NormalizeTag("Web")); err == nil {
+		t.Error("NormalizeTag made a bad tag pass CheckTag")
+	}
+}
+
+// TestLastSeen: an online node was last seen "now", in the CLI and the UI.
+func TestLastSeen(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		online bool
+		last   time.Time
+		want   string
+	}{
+		{true, now.Add(-3 * time.Second), "now"},
+		{false, now.Add(-3 * time.Second), "3s ago"},
+		{false, now.Add(-3 * time.Hour), "3h ago"},
+		{false, now.Add(-72 * time.Hour), "3d ago"},
+		{false, time.Time{}, "never"},
+	} {
+		if got := LastSeen(tc.online, tc.last, now); got != tc.want {
+			t.Errorf("LastSeen(%v, %v) = %q, want %q", tc.online, tc.last, got, tc.want)
 		}
 	}
 }

@@ -505,6 +505,9 @@ type SetPolicyRequest struct {
 	Text string `json:"text"`
 	// File names the text in error messages. Empty: "policy.hujson".
 	File string `json:"file,omitempty"`
+	// Comment says why (at most 200 bytes); it is stored with the
+	// version, shown in the history and in the policy.set audit entry.
+	Comment string `json:"comment,omitempty"`
 }
 
 // RollbackRequest sets an earlier policy version again, as a new version.

@@ -21,13 +21,21 @@ func newACLCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "acl", Short: "Manage the access policy"}
 	af.add(cmd.PersistentFlags())
 
+	var getVersion uint64
 	get := &cobra.Command{
 		Use:   "get",
-		Short: "Print the active policy",
+		Short: "Print the active policy (or --version N, an earlier one)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			path := wire.PathPolicy
+			if cmd.Flags().Changed("version") {
+				if getVersion == 0 {
+					return errors.New("--version must be a version from wiremesh acl history (1 or more)")
+				}
+				path += "?version=" + strconv.FormatUint(getVersion, 10)
+			}
 			var p wire.Policy
-			return af.call(cmd, http.MethodGet, wire.PathPolicy, nil, &p, func(w io.Writer) error {
+			return af.call(cmd, http.MethodGet, path, nil, &p, func(w io.Writer) error {
 				if p.Version == 0 {
 					return errors.New("no policy is set: all traffic between nodes is denied (set one with: wiremesh acl set FILE)")
 				}
@@ -36,6 +44,8 @@ func newACLCmd() *cobra.Command {
 			})
 		},
 	}
+	get.Flags().Uint64Var(&getVersion, "version", 0, "print this version from wiremesh acl history instead of the active one")
+	var comment string
 	set := &cobra.Command{
 		Use:   "set FILE",
 		Short: "Validate FILE, run its tests and make it the active policy",
@@ -45,6 +55,7 @@ func newACLCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			req.Comment = comment
 			var p wire.Policy
 			if err := c.do(cmd.Context(), http.MethodPut, wire.PathPolicy, req, &p); err != nil {
 				return policyError(cmd, err)
@@ -56,6 +67,7 @@ func newACLCmd() *cobra.Command {
 			return nil
 		},
 	}
+	set.Flags().StringVar(&comment, "comment", "", "why, kept with the version (acl history) and in the audit log")
 	check := &cobra.Command{
 		Use:   "check FILE",
 		Short: "Validate FILE and run its tests against the live nodes; show the access it would change",
@@ -157,7 +169,11 @@ func policyError(cmd *cobra.Command, err error) error {
 	for _, e := range errs {
 		fmt.Fprintln(cmd.ErrOrStderr(), e.Text)
 	}
-	return fmt.Errorf("policy rejected (%d problems); the active policy is unchanged", len(errs))
+	n := fmt.Sprintf("%d problems", len(errs))
+	if len(errs) == 1 {
+		n = "1 problem"
+	}
+	return fmt.Errorf("policy rejected (%s); the active policy is unchanged", n)
 }
 
 func printCheck(w io.Writer, out wire.PolicyCheck) {
@@ -168,17 +184,21 @@ func printCheck(w io.Writer, out wire.PolicyCheck) {
 		return
 	}
 	fmt.Fprintf(w, "valid; tests pass against the live nodes\n")
+	against := fmt.Sprintf("compared with the active policy (version %d)", out.ActiveVersion)
+	if out.ActiveVersion == 0 {
+		against = "compared with today, when there is no active policy yet and everything is denied"
+	}
 	if len(out.Providers) > 0 {
-		fmt.Fprintf(w, "services that become allowed (+) or not allowed (-) compared with the active policy (version %d):\n", out.ActiveVersion)
+		fmt.Fprintf(w, "services that become allowed (+) or not allowed (-) %s:\n", against)
 		for _, ch := range out.Providers {
 			fmt.Fprintln(w, "  "+ch.Text)
 		}
 	}
 	if len(out.Changes) == 0 {
-		fmt.Fprintf(w, "no access changes compared with the active policy (version %d)\n", out.ActiveVersion)
+		fmt.Fprintf(w, "no access changes %s\n", against)
 		return
 	}
-	fmt.Fprintf(w, "access changes compared with the active policy (version %d):\n", out.ActiveVersion)
+	fmt.Fprintf(w, "access changes %s:\n", against)
 	for _, ch := range out.Changes {
 		fmt.Fprintln(w, "  "+ch.Text)
 	}

@@ -29,30 +29,45 @@ type adminFlags struct {
 
 func (a *adminFlags) add(fs *pflag.FlagSet) {
 	fs.StringVar(&a.coordinator, "coordinator", "", "coordinator URL (default: the one in the admin token)")
-	fs.StringVar(&a.tokenFile, "token-file", "", "admin token file (or the token itself in WIREMESH_TOKEN)")
+	fs.StringVar(&a.tokenFile, "token-file", "", "admin token file (or the token itself in WIREMESH_TOKEN; default: /var/lib/wiremesh/admin.token if readable, as on the coordinator host)")
 	fs.BoolVar(&a.asJSON, "json", false, "print JSON")
 }
 
+// defaultTokenFile is the coordinator's admin token in its default data
+// dir: on the coordinator host, the CLI uses it when given no token.
+var defaultTokenFile = "/var/lib/wiremesh/admin.token"
+
 // adminClient calls the coordinator's admin API with a pinned connection.
-type adminClient struct{ api *client.Client }
+type adminClient struct {
+	api *client.Client
+	// source is the token file when it is defaultTokenFile, which errors
+	// name: the admin did not choose it.
+	source string
+}
 
 func (a *adminFlags) client() (*adminClient, error) {
-	var text string
+	var text, from string
+	defaulted := false
 	switch {
 	case a.tokenFile != "":
 		b, err := os.ReadFile(a.tokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("read admin token: %w", err)
 		}
-		text = string(b)
+		text, from = string(b), "--token-file "+a.tokenFile
 	case os.Getenv("WIREMESH_TOKEN") != "":
-		text = os.Getenv("WIREMESH_TOKEN")
+		text, from = os.Getenv("WIREMESH_TOKEN"), "WIREMESH_TOKEN"
 	default:
-		return nil, errors.New("no admin token: give --token-file FILE or set WIREMESH_TOKEN")
+		b, err := os.ReadFile(defaultTokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("no admin token: give --token-file FILE or set WIREMESH_TOKEN (%s, the coordinator's, is not readable here: %w)", defaultTokenFile, errors.Unwrap(err))
+		}
+		text, from = string(b), defaultTokenFile+" (no --token-file or WIREMESH_TOKEN given)"
+		defaulted = true
 	}
 	b, err := credential.ParseAdminToken(text)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", from, err)
 	}
 	url := b.URL
 	if a.coordinator != "" {
@@ -62,20 +77,32 @@ func (a *adminFlags) client() (*adminClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &adminClient{api: api}, nil
+	c := &adminClient{api: api}
+	if defaulted {
+		c.source = defaultTokenFile
+	}
+	return c, nil
 }
 
 // do sends a request and decodes a 2xx JSON answer into out (if non-nil);
 // other answers become errors with the coordinator's message.
 func (c *adminClient) do(ctx context.Context, method, path string, body, out any) error {
 	_, err := c.api.Do(ctx, method, path, body, out)
-	return coordinatorError(err)
+	return c.named(coordinatorError(err))
+}
+
+// named adds the token file to err when the admin did not choose it.
+func (c *adminClient) named(err error) error {
+	if err == nil || c.source == "" {
+		return err
+	}
+	return fmt.Errorf("%w (with the admin token of %s)", err, c.source)
 }
 
 // getAll GETs every page of a paginated list, following Link headers.
 func getAll[T any](ctx context.Context, c *adminClient, path string) ([]T, error) {
 	all, err := client.List[T](ctx, c.api, path)
-	return all, coordinatorError(err)
+	return all, c.named(coordinatorError(err))
 }
 
 // coordinatorError says that an answer's error came from the coordinator.
@@ -150,6 +177,7 @@ func newKeysCmd() *cobra.Command {
 				return errors.New("--node-expiry must not be negative")
 			}
 			req.Expiry, req.NodeExpiry = wire.Duration(expiry), wire.Duration(nodeExpiry)
+			req.Tags = normalizeTags(req.Tags)
 			var out wire.CreateJoinKeyResponse
 			return af.call(cmd, http.MethodPost, wire.PathJoinKeys, req, &out, func(w io.Writer) error {
 				_, err := fmt.Fprintln(w, out.JoinKey)
@@ -158,9 +186,9 @@ func newKeysCmd() *cobra.Command {
 		},
 	}
 	create.Flags().BoolVar(&req.Reusable, "reusable", false, "admit any number of nodes (default: one)")
-	create.Flags().DurationVar(&expiry, "expiry", 0, "validity, e.g. 1h or 720h (default: forever)")
-	create.Flags().StringSliceVar(&req.Tags, "tag", nil, "tag:NAME given to nodes the key admits (repeatable)")
-	create.Flags().DurationVar(&nodeExpiry, "node-expiry", 0, "each admitted node expires this long after it enrolls, e.g. 720h (default: never)")
+	durationVar(create.Flags(), &expiry, "expiry", 0, "validity, e.g. 12h or 7d (default: forever)")
+	create.Flags().StringSliceVar(&req.Tags, "tag", nil, "tag given to nodes the key admits, tag:NAME or NAME (repeatable)")
+	durationVar(create.Flags(), &nodeExpiry, "node-expiry", 0, "each admitted node expires this long after it enrolls, e.g. 30d (default: never)")
 	create.Flags().BoolVar(&req.Ephemeral, "ephemeral", false, "admitted nodes are deleted once offline for the coordinator's --ephemeral-timeout")
 
 	list := &cobra.Command{
@@ -207,9 +235,9 @@ func keysTable(w io.Writer, keys []wire.JoinKey) error {
 		if k.Ephemeral {
 			nodes = append(nodes, "ephemeral")
 		}
-		rows = append(rows, []string{k.ID, state, fmt.Sprint(k.Reusable), fmt.Sprint(k.Uses), exp, orDash(strings.Join(nodes, ",")), strings.Join(k.Tags, ",")})
+		rows = append(rows, []string{k.ID, state, fmt.Sprint(k.Reusable), fmt.Sprint(k.Uses), k.Created.UTC().Format(time.RFC3339), exp, orDash(strings.Join(nodes, ",")), strings.Join(k.Tags, ",")})
 	}
-	return table(w, "ID\tSTATE\tREUSABLE\tUSES\tEXPIRES\tNODES\tTAGS", rows)
+	return table(w, "ID\tSTATE\tREUSABLE\tUSES\tCREATED\tEXPIRES\tNODES\tTAGS", rows)
 }
 
 func newNodesCmd() *cobra.Command {
@@ -280,7 +308,7 @@ func newNodesCmd() *cobra.Command {
 		},
 	}
 	expire.Flags().StringVar(&expireAt, "at", "", "expire at this RFC 3339 time instead of now")
-	expire.Flags().DurationVar(&expireIn, "in", 0, "expire this long from now instead of now, e.g. 24h")
+	durationVar(expire.Flags(), &expireIn, "in", 0, "expire this long from now instead of now, e.g. 24h or 7d")
 	expire.Flags().BoolVar(&expireNever, "never", false, "clear a future expiry (an expired node must enroll again)")
 	del := &cobra.Command{
 		Use:   "delete NAME",
@@ -291,16 +319,29 @@ func newNodesCmd() *cobra.Command {
 		},
 	}
 	tag := &cobra.Command{
-		Use:   "tag NAME [tag:NAME...]",
-		Short: "Set a node's tags (none: remove all)",
+		Use:   "tag NAME [TAG...]",
+		Short: "Set a node's tags, tag:NAME or NAME (none: remove all)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			tags := append([]string{}, args[1:]...)
+			tags := normalizeTags(args[1:])
 			return af.call(cmd, http.MethodPut, wire.PathNodes+"/"+args[0]+"/tags", wire.SetTagsRequest{Tags: tags}, nil, nil)
 		},
 	}
 	cmd.AddCommand(list, get, del, tag, expire)
 	return cmd
+}
+
+// normalizeTags writes each tag as tag:NAME ("web" is "tag:web"), as the
+// UI does.
+func normalizeTags(tags []string) []string {
+	if tags == nil {
+		return nil
+	}
+	out := make([]string, len(tags))
+	for i, t := range tags {
+		out[i] = wire.NormalizeTag(t)
+	}
+	return out
 }
 
 func nodesTable(w io.Writer, nodes []wire.Node) error {
@@ -332,7 +373,7 @@ func nodesTable(w io.Writer, nodes []wire.Node) error {
 			}
 			svcs = append(svcs, sv.Name+"("+orDash(sv.Health)+")")
 		}
-		rows = append(rows, []string{n.Name, strings.Join(addrs, ","), online, ago(n.LastSeen), orDash(strings.Join(n.Endpoints, ",")), orDash(strings.Join(n.Tags, ",")), orDash(strings.Join(svcs, ",")), expires, orDash(n.Version)})
+		rows = append(rows, []string{n.Name, strings.Join(addrs, ","), online, wire.LastSeen(n.Online, n.LastSeen, time.Now()), orDash(strings.Join(n.Endpoints, ",")), orDash(strings.Join(n.Tags, ",")), orDash(strings.Join(svcs, ",")), expires, orDash(n.Version)})
 	}
 	return table(w, "NAME\tADDRESSES\tSTATE\tLAST SEEN\tENDPOINTS\tTAGS\tSERVICES\tEXPIRES\tVERSION", rows)
 }

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/node"
 	"github.com/wiremesh/wiremesh/wire"
 )
@@ -44,15 +45,8 @@ unreachable the agent keeps, and restarts from, its last netmap.`,
 			if err := wire.CheckEndpoints(cfg.Endpoints); err != nil {
 				return fmt.Errorf("--endpoint: %w", err)
 			}
-			if joinFile != "" {
-				if cfg.JoinKey != "" {
-					return errors.New("give --join or --join-file, not both")
-				}
-				b, err := os.ReadFile(joinFile)
-				if err != nil {
-					return fmt.Errorf("read join key: %w", err)
-				}
-				cfg.JoinKey = strings.TrimSpace(string(b))
+			if err := readJoinKey(&cfg, joinFile); err != nil {
+				return err
 			}
 			if cfg.DNSAddr, err = netip.ParseAddr(dnsAddr); err != nil || !cfg.DNSAddr.IsLoopback() {
 				return fmt.Errorf("bad --dns-addr %q: want a loopback address", dnsAddr)
@@ -109,16 +103,16 @@ unreachable the agent keeps, and restarts from, its last netmap.`,
 	f.StringSliceVar(&cfg.Endpoints, "endpoint", nil, fmt.Sprintf("extra IP:PORT endpoint to advertise to peers, an address literal (repeatable, at most %d)", wire.MaxEndpoints))
 	f.IntVar(&cfg.MTU, "mtu", cfg.MTU, "interface MTU")
 	f.StringVar(&cfg.ServicesFile, "config", "", "HuJSON file of local services and checks (reloaded on SIGHUP)")
-	f.DurationVar(&cfg.KeyRotation, "key-rotation", 0, "replace the WireGuard key this often, e.g. 720h (default: only with wiremesh rotate-key)")
+	durationVar(f, &cfg.KeyRotation, "key-rotation", 0, "replace the WireGuard key this often, e.g. 30d (default: only with wiremesh rotate-key)")
 	f.BoolVar(&noDNS, "no-dns", false, "serve no DNS")
 	f.StringVar(&cfg.DNS.Domain, "dns-domain", cfg.DNS.Domain, "the mesh's DNS domain")
 	f.IntVar(&cfg.DNSPort, "dns-port", cfg.DNSPort, "DNS port (UDP and TCP) on --dns-addr and the overlay addresses")
 	f.StringVar(&dnsAddr, "dns-addr", cfg.DNSAddr.String(), "loopback address the DNS server listens on")
 	f.StringSliceVar(&upstreams, "dns-upstream", nil, "resolver (IP or IP:PORT) for names outside the mesh (repeatable; default: those of --resolv-conf)")
 	f.StringVar(&cfg.ResolvConf, "resolv-conf", cfg.ResolvConf, "file the upstream resolvers are read from")
-	f.DurationVar(&cfg.DNS.ServiceTTL, "dns-service-ttl", cfg.DNS.ServiceTTL, "TTL of service answers")
-	f.DurationVar(&cfg.DNS.NodeTTL, "dns-node-ttl", cfg.DNS.NodeTTL, "TTL of node and reverse answers")
-	f.DurationVar(&cfg.DNS.NegativeTTL, "dns-negative-ttl", cfg.DNS.NegativeTTL, "TTL of negative answers (the SOA minimum)")
+	durationVar(f, &cfg.DNS.ServiceTTL, "dns-service-ttl", cfg.DNS.ServiceTTL, "TTL of service answers")
+	durationVar(f, &cfg.DNS.NodeTTL, "dns-node-ttl", cfg.DNS.NodeTTL, "TTL of node and reverse answers")
+	durationVar(f, &cfg.DNS.NegativeTTL, "dns-negative-ttl", cfg.DNS.NegativeTTL, "TTL of negative answers (the SOA minimum)")
 	f.IntVar(&cfg.DNS.MaxAnswers, "dns-max-answers", cfg.DNS.MaxAnswers, "instances in one service answer (-1: all)")
 	f.BoolVar(&cfg.DNS.OnlyPassing, "dns-only-passing", false, "leave instances with a warning check out of answers")
 	f.BoolVar(&cfg.DNS.NearByDefault, "dns-near", false, "order every service answer nearest first (as SVC.service.near.DOMAIN does)")
@@ -132,4 +126,37 @@ unreachable the agent keeps, and restarts from, its last netmap.`,
 	f.MarkHidden("debug-pprof-listen")
 	lf.add(f)
 	return cmd
+}
+
+// readJoinKey fills cfg.JoinKey from --join-file, if given, and checks the
+// key, so that a wrong one is refused naming the flag it came from.
+func readJoinKey(cfg *node.Config, joinFile string) error {
+	from := "--join"
+	if joinFile != "" {
+		if cfg.JoinKey != "" {
+			return errors.New("give --join or --join-file, not both")
+		}
+		fi, err := os.Stat(joinFile)
+		if err != nil {
+			return fmt.Errorf("read join key: %w", err)
+		}
+		if m := fi.Mode().Perm(); m&0o077 != 0 {
+			return fmt.Errorf("--join-file %s has mode %#o: it holds a join key, so it must not be readable by group or others (chmod 600 %s)", joinFile, m, joinFile)
+		}
+		b, err := os.ReadFile(joinFile)
+		if err != nil {
+			return fmt.Errorf("read join key: %w", err)
+		}
+		cfg.JoinKey, from = strings.TrimSpace(string(b)), "--join-file "+joinFile
+	}
+	if cfg.JoinKey == "" {
+		return nil
+	}
+	if _, err := credential.ParseJoinKey(cfg.JoinKey); err != nil {
+		if _, serr := os.Stat(cfg.JoinKey); serr == nil && joinFile == "" {
+			return fmt.Errorf("--join %s: that is a file: give it with --join-file %s", cfg.JoinKey, cfg.JoinKey)
+		}
+		return fmt.Errorf("%s: %w", from, err)
+	}
+	return nil
 }

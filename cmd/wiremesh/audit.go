@@ -19,19 +19,47 @@ func newAuditCmd() *cobra.Command {
 		Short: "Show the audit log of admin changes and enrollments, newest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
 			var entries []wire.AuditEntry
-			return af.call(cmd, http.MethodGet, wire.PathAudit+"?limit="+strconv.Itoa(limit), nil, &entries, func(w io.Writer) error {
-				var rows [][]string
-				for _, e := range entries {
-					rows = append(rows, []string{e.Time.Local().Format(time.DateTime), e.Actor, e.Action, orDash(e.Target), orDash(e.Detail)})
-				}
-				return table(w, "TIME\tACTOR\tACTION\tTARGET\tDETAIL", rows)
-			})
+			if err := c.do(cmd.Context(), http.MethodGet, wire.PathAudit+"?limit="+strconv.Itoa(limit), nil, &entries); err != nil {
+				return err
+			}
+			if af.asJSON {
+				return printJSON(cmd.OutOrStdout(), entries)
+			}
+			var toks []wire.AdminToken
+			if err := c.do(cmd.Context(), http.MethodGet, wire.PathAdminTokens, nil, &toks); err != nil {
+				return err
+			}
+			return auditTable(cmd.OutOrStdout(), entries, toks)
 		},
 	}
 	af.add(cmd.Flags())
 	cmd.Flags().IntVar(&limit, "limit", 50, "entries to show")
 	return cmd
+}
+
+// auditTable prints entries, each actor that is an admin token as its id
+// and the token's comment, as the UI does.
+func auditTable(w io.Writer, entries []wire.AuditEntry, toks []wire.AdminToken) error {
+	names := make(map[string]string, len(toks))
+	for _, t := range toks {
+		if t.Comment != "" {
+			names[t.ID] = t.ID + " (" + t.Comment + ")"
+		}
+	}
+	var rows [][]string
+	for _, e := range entries {
+		actor := e.Actor
+		if n, ok := names[actor]; ok {
+			actor = n
+		}
+		rows = append(rows, []string{e.Time.Local().Format(time.DateTime), actor, e.Action, orDash(e.Target), orDash(e.Detail)})
+	}
+	return table(w, "TIME\tACTOR\tACTION\tTARGET\tDETAIL", rows)
 }
 
 func newTokensCmd() *cobra.Command {

@@ -76,12 +76,12 @@ locks it (coordinator.lock) against a second coordinator.`,
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate chain to serve instead of a generated one")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM key of --tls-cert")
 	f.StringArrayVar(&nextPins, "tls-next-pin", nil, "pin (spki-sha256:HEX) of the next certificate's key, announced to agents and in new join keys and tokens before a switch; repeatable (see docs/security.md)")
-	f.DurationVar(&cfg.KeepAlive, "keepalive", 15*time.Second, "interval of keep-alives on idle netmap streams")
+	durationVar(f, &cfg.KeepAlive, "keepalive", 15*time.Second, "interval of keep-alives on idle netmap streams")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, `HOST:PORT of the Prometheus /metrics endpoint (plain HTTP; "" for none)`)
 	f.Float64Var(&cfg.EnrollRate, "enroll-rate", cfg.EnrollRate, "enrollment attempts a second allowed per source address (IPv4 address or IPv6 /64) after its burst; a tenth of it for bad join keys; negative for no limit")
 	f.IntVar(&cfg.EnrollBurst, "enroll-burst", cfg.EnrollBurst, "enrollment attempts allowed at once per source address; a quarter of it for bad join keys")
-	f.DurationVar(&cfg.EndpointInterval, "endpoint-interval", cfg.EndpointInterval, "least time between two changes of a node's endpoints that reach its peers; a change within it is held and the newest applied when it ends")
-	f.DurationVar(&cfg.EphemeralTimeout, "ephemeral-timeout", cfg.EphemeralTimeout, "how long an ephemeral node (from a join key made with --ephemeral) may be offline before it is deleted")
+	durationVar(f, &cfg.EndpointInterval, "endpoint-interval", cfg.EndpointInterval, "least time between two changes of a node's endpoints that reach its peers; a change within it is held and the newest applied when it ends")
+	durationVar(f, &cfg.EphemeralTimeout, "ephemeral-timeout", cfg.EphemeralTimeout, "how long an ephemeral node (from a join key made with --ephemeral) may be offline before it is deleted")
 	lf.add(f)
 	return cmd
 }

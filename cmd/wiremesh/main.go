@@ -42,7 +42,64 @@ func newRoot() *cobra.Command {
 		},
 	}
 	root.AddCommand(newCoordinatorCmd(), newAgentCmd(), newKeysCmd(), newNodesCmd(), newACLCmd(), newStatusCmd(), newFlowsCmd(), newServicesCmd(), newChecksCmd(), newGossipCmd(), newAuditCmd(), newTokensCmd(), newPingCmd(), newRotateKeyCmd())
+	for _, c := range root.Commands() {
+		explainArgs(c)
+	}
 	return root
+}
+
+// suggest returns the verbs of cmd close to typed: cobra's suggestions,
+// only those with typed's first letter if there are any (lst: list, not
+// get).
+func suggest(cmd *cobra.Command, typed string) []string {
+	all := cmd.SuggestionsFor(typed)
+	var same []string
+	for _, s := range all {
+		if typed != "" && s[0] == typed[0] {
+			same = append(same, s)
+		}
+	}
+	if len(same) > 0 {
+		return same
+	}
+	return all
+}
+
+// explainArgs makes every command below root say what is wrong with its
+// arguments: a wrong count prints the verb's usage line, and an unknown
+// verb under a group (wiremesh nodes lst) is an error with suggestions,
+// not help and exit 0.
+func explainArgs(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		explainArgs(c)
+	}
+	if cmd.HasSubCommands() && !cmd.Runnable() {
+		cmd.Args = cobra.ArbitraryArgs
+		cmd.SuggestionsMinimumDistance = 2
+		cmd.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmd.Help()
+			}
+			err := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+			if s := suggest(cmd, args[0]); len(s) > 0 {
+				err += "; did you mean " + strings.Join(s, " or ") + "?"
+			}
+			return fmt.Errorf("%s (see %s --help)", err, cmd.CommandPath())
+		}
+		return
+	}
+	if check := cmd.Args; check != nil {
+		cmd.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				usage := cmd.CommandPath()
+				if _, params, ok := strings.Cut(cmd.Use, " "); ok {
+					usage += " " + params
+				}
+				return fmt.Errorf("%w\nusage: %s", err, usage)
+			}
+			return nil
+		}
+	}
 }
 
 // applyEnv gives every flag not set on the command line the value of its

@@ -13,6 +13,7 @@ import (
 
 func newRotateKeyCmd() *cobra.Command {
 	var stateDir string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "rotate-key",
 		Short: "Replace this node's WireGuard key now; its peers learn the new one through the coordinator",
@@ -31,10 +32,26 @@ func newRotateKeyCmd() *cobra.Command {
 				json.Unmarshal(raw, &e)
 				return fmt.Errorf("agent: %s", e.Error)
 			}
-			_, err = cmd.OutOrStdout().Write(raw)
-			return err
+			if asJSON {
+				_, err = cmd.OutOrStdout().Write(raw)
+				return err
+			}
+			return printRotated(cmd.OutOrStdout(), raw)
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().StringVar(&stateDir, "state-dir", "/var/lib/wiremesh-agent", "the agent's state dir")
 	return cmd
+}
+
+// printRotated prints the agent's answer to a rotation as a sentence.
+func printRotated(w io.Writer, raw []byte) error {
+	var out struct {
+		PublicKey string `json:"public_key"`
+	}
+	if err := json.Unmarshal(raw, &out); err != nil || out.PublicKey == "" {
+		return fmt.Errorf("agent: unreadable answer to rotate-key: %.200q", raw)
+	}
+	_, err := fmt.Fprintf(w, "new WireGuard key in use; public key %s (peers learn it through the coordinator)\n", out.PublicKey)
+	return err
 }

@@ -81,7 +81,7 @@ func TestBadInput(t *testing.T) {
 		name, join, want string
 	}{
 		{"malformed", "wmjoin1-@@@not-a-key", "malformed join key"},
-		{"not a join key", "hello", "malformed join key"},
+		{"not a join key", "hello", "--join: this is not a join key (they start with wmjoin1-)"},
 		{"revoked", revoked, "was revoked"},
 		{"expired", expired, "expired at"},
 		{"used one-time", used, "already used"},
@@ -163,8 +163,8 @@ func TestBadInput(t *testing.T) {
 		}
 		defer pc.Close()
 		out := m.runAgentFail(t, h, "--join", m.joinKey, "--name", "portclash")
-		if !strings.Contains(out, "listen port 51820 is already in use") {
-			t.Fatalf("error does not name the port:\n%s", out)
+		if !strings.Contains(out, "listen port 51820 is already in use (by another program or agent): free it or choose another with --listen-port") {
+			t.Fatalf("error does not name the port and --listen-port:\n%s", out)
 		}
 	})
 	run("dns port in use", func(t *testing.T) {

@@ -293,6 +293,9 @@ func TestPolicyChanges(t *testing.T) {
 	if strings.Count(hist, "\n") != 4 { // header + versions 1, 2, 3
 		t.Fatalf("history:\n%s", hist)
 	}
+	if got := m.cli("acl", "get", "--version", "2"); got != granted {
+		t.Fatalf("acl get --version 2 printed:\n%s\nwant version 2:\n%s", got, granted)
+	}
 	m.cli("acl", "rollback", "2")
 	waitFor(t, 5*time.Second, "rollback to the policy with 9090", func() bool { return canTCP(t, web, api, 9090, 200*time.Millisecond) })
 }
