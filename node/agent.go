@@ -574,24 +574,33 @@ func (a *Agent) follow(ctx context.Context) error {
 	}
 }
 
-// streamOnce opens one netmap stream, with a proof of the node's current
-// key, and applies its netmaps until it ends; opened runs with the first.
-func (a *Agent) streamOnce(ctx context.Context, opened func()) error {
+// mapRequest is the request of a netmap stream, with a proof of the
+// node's current key for the coordinator's proof key.
+func (a *Agent) mapRequest(ctx context.Context) (wire.MapRequest, error) {
 	ck, err := a.coordinatorKey(ctx)
 	if err != nil {
-		return err
+		return wire.MapRequest{}, err
 	}
 	pub, proof, err := a.netmapProof(ck)
 	if err != nil {
+		return wire.MapRequest{}, err
+	}
+	return wire.MapRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: pub, ListenPort: a.cfg.ListenPort, Endpoints: a.cfg.Endpoints, Version: a.cfg.Version, Proof: proof}, nil
+}
+
+// streamOnce opens one netmap stream, with a proof of the node's current
+// key, and applies its netmaps until it ends; opened runs with the first.
+func (a *Agent) streamOnce(ctx context.Context, opened func()) error {
+	req, err := a.mapRequest(ctx)
+	if err != nil {
 		return err
 	}
-	req := wire.MapRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: pub, ListenPort: a.cfg.ListenPort, Endpoints: a.cfg.Endpoints, Version: a.cfg.Version, Proof: proof}
 	return a.ctl.stream(ctx, a.id.Credential, req, func(nm *wire.Netmap) {
 		if !a.isConnected() {
 			a.wakeReport() // a new stream: the coordinator may have missed reports
 			a.finishRotation(nm.Self.PublicKey)
 			opened()
-		} else if nm.Self.PublicKey != pub {
+		} else if nm.Self.PublicKey != req.PublicKey {
 			a.finishRotation(nm.Self.PublicKey) // a rotation whose answer was lost
 		}
 		a.setConnected(true, "")

@@ -25,6 +25,7 @@ import (
 // testCoordinator is a coordinator serving on a loopback port.
 type testCoordinator struct {
 	c     *coordinator.Coordinator
+	dir   string // data dir
 	url   string
 	admin string // bearer form of the admin token
 	stop  func() // stops serving and closes the store; idempotent
@@ -36,7 +37,13 @@ func startCoordinator(t *testing.T) *testCoordinator {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(t.TempDir(), "coordinator")
+	return startCoordinatorOn(t, ln, filepath.Join(t.TempDir(), "coordinator"))
+}
+
+// startCoordinatorOn serves a coordinator with data dir dir on ln: a new
+// one, or one that was stopped, again.
+func startCoordinatorOn(t *testing.T, ln net.Listener, dir string) *testCoordinator {
+	t.Helper()
 	url := "https://" + ln.Addr().String()
 	c, files, err := coordinator.New(coordinator.Config{
 		DataDir: dir, Listen: ln.Addr().String(), AdvertiseURL: url,
@@ -58,7 +65,7 @@ func startCoordinator(t *testing.T) *testCoordinator {
 	done := make(chan error, 1)
 	go func() { done <- c.Serve(ctx, ln) }()
 	stopped := false
-	tc := &testCoordinator{c: c, url: url, admin: tok.Secret.String()}
+	tc := &testCoordinator{c: c, dir: dir, url: url, admin: tok.Secret.String()}
 	tc.stop = func() {
 		if stopped {
 			return

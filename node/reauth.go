@@ -79,15 +79,10 @@ func (a *Agent) checkIdentity(ctx context.Context) error {
 	defer func() { a.ctl = nil }()
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.EnrollTimeout)
 	defer cancel()
-	ck, err := a.coordinatorKey(ctx)
+	req, err := a.mapRequest(ctx)
 	if err != nil {
 		return err
 	}
-	pub, proof, err := a.netmapProof(ck)
-	if err != nil {
-		return err
-	}
-	req := wire.MapRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: pub, ListenPort: a.cfg.ListenPort, Endpoints: a.cfg.Endpoints, Version: a.cfg.Version, Proof: proof}
 	accepted := false
 	err = ctl.stream(ctx, a.id.Credential, req, func(*wire.Netmap) { accepted = true; cancel() })
 	if accepted {
