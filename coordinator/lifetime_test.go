@@ -300,3 +300,36 @@ func TestEphemeralNodeGetsItsTimeoutToConnect(t *testing.T) {
 		t.Fatal("an ephemeral node was deleted right after it enrolled, before it could connect")
 	}
 }
+
+// TestAuditDetails: the audit log says what each change was, not only
+// that it happened: a join key's kind, tags and lifetimes, an enrolled
+// node's key and what its join key gave it, an admin token's comment.
+func TestAuditDetails(t *testing.T) {
+	s, _ := openTestStore(t)
+	ctx := context.Background()
+	if _, err := s.CreateAdminToken(ctx, "admin", "ci deploys"); err != nil {
+		t.Fatal(err)
+	}
+	key := newJoinKey(t, s, wire.CreateJoinKeyRequest{Reusable: true, Tags: []string{"tag:web", "tag:api"}, Expiry: wire.Duration(24 * time.Hour), NodeExpiry: wire.Duration(720 * time.Hour)})
+	pub := newPublicKey(t)
+	mustEnroll(t, s, key, EnrollParams{Name: "web-1", PublicKey: pub})
+	entries, err := s.Audit(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	details := map[string]string{}
+	for _, e := range entries {
+		details[e.Action] = e.Detail
+	}
+	for action, want := range map[string][]string{
+		"admintoken.create": {"ci deploys"},
+		"joinkey.create":    {"reusable", "tags tag:web,tag:api", "expires 20", "node expiry 720h0m0s"},
+		"node.enroll":       {"key " + pub, "tags tag:web,tag:api", "expires in 720h0m0s"},
+	} {
+		for _, w := range want {
+			if !strings.Contains(details[action], w) {
+				t.Errorf("audit %s detail %q; want it to say %q", action, details[action], w)
+			}
+		}
+	}
+}

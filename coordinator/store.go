@@ -415,7 +415,7 @@ func (s *Store) Enroll(ctx context.Context, key credential.Secret, p EnrollParam
 		if id, err = res.LastInsertId(); err != nil {
 			return fmt.Errorf("insert node: %w", err)
 		}
-		return audit(ctx, tx, now, key.ID, "node.enroll", name, "")
+		return audit(ctx, tx, now, key.ID, "node.enroll", name, enrollDetail(p.PublicKey, g))
 	})
 	if err != nil {
 		return wire.Node{}, credential.Secret{}, 0, err
@@ -679,9 +679,49 @@ func (s *Store) CreateJoinKey(ctx context.Context, actor string, req wire.Create
 		if err != nil {
 			return fmt.Errorf("insert join key: %w", err)
 		}
-		return audit(ctx, tx, now, actor, "joinkey.create", sec.ID, "")
+		return audit(ctx, tx, now, actor, "joinkey.create", sec.ID, joinKeyDetail(k))
 	})
 	return k, sec, err
+}
+
+// joinKeyDetail describes a new join key for the audit log: "reusable;
+// tags tag:web; expires 2026-12-04T10:00:00Z; node expiry 720h0m0s;
+// ephemeral".
+func joinKeyDetail(k wire.JoinKey) string {
+	parts := []string{"one-time"}
+	if k.Reusable {
+		parts[0] = "reusable"
+	}
+	if len(k.Tags) > 0 {
+		parts = append(parts, "tags "+strings.Join(k.Tags, ","))
+	}
+	if !k.Expires.IsZero() {
+		parts = append(parts, "expires "+k.Expires.UTC().Format(time.RFC3339))
+	}
+	if k.NodeExpiry > 0 {
+		parts = append(parts, "node expiry "+time.Duration(k.NodeExpiry).String())
+	}
+	if k.Ephemeral {
+		parts = append(parts, "ephemeral")
+	}
+	return strings.Join(parts, "; ")
+}
+
+// enrollDetail describes an enrollment for the audit log: the node's key
+// and what its join key gave it.
+func enrollDetail(pub string, g keyGrant) string {
+	parts := []string{"key " + pub}
+	var tags []string
+	if json.Unmarshal([]byte(g.tags), &tags) == nil && len(tags) > 0 {
+		parts = append(parts, "tags "+strings.Join(tags, ","))
+	}
+	if g.nodeExpiry > 0 {
+		parts = append(parts, "expires in "+(time.Duration(g.nodeExpiry)*time.Millisecond).String())
+	}
+	if g.ephemeral {
+		parts = append(parts, "ephemeral")
+	}
+	return strings.Join(parts, "; ")
 }
 
 // JoinKeys lists every join key, newest first.
@@ -737,7 +777,7 @@ func (s *Store) CreateAdminToken(ctx context.Context, actor, comment string) (cr
 		if err != nil {
 			return fmt.Errorf("insert admin token: %w", err)
 		}
-		return audit(ctx, tx, now, actor, "admintoken.create", sec.ID, "")
+		return audit(ctx, tx, now, actor, "admintoken.create", sec.ID, comment)
 	})
 	return sec, err
 }
