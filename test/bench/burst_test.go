@@ -30,7 +30,9 @@ func BenchmarkHealthBurst(b *testing.B) {
 	l := lab.New(b)
 	coord := l.AddHost("coord")
 	m := startMesh(b, bin, coord)
-	m.setPolicy(`{"acls": [{"action": "accept", "src": ["*"], "dst": ["svc:burst"], "proto": "tcp"}]}`)
+	// Untagged nodes provide nothing without a services section.
+	m.setPolicy(`{"services": {"burst": ["node:a0", "node:a1", "node:a2", "node:a3", "node:a4", "node:a5", "node:a6"]},
+  "acls": [{"action": "accept", "src": ["*"], "dst": ["svc:burst"], "proto": "tcp"}]}`)
 	svcFile := filepath.Join(b.TempDir(), "services.hujson")
 	if err := os.WriteFile(svcFile, []byte(`{"services": [{"name": "burst", "port": 9000, "checks": [{"id": "burst-ttl", "ttl": "10m"}]}]}`), 0o600); err != nil {
 		b.Fatal(err)
