@@ -57,7 +57,7 @@ const (
 // delivers health changes in time, gossip is, and gossip must not lose
 // them: TestHealthBurst runs with it and fails if a change waits for it.
 // A 1 s push/pull once covered for a just-joined agent's first change,
-// lost in about 1 run in 5: memberlist v0.7.0's broadcast queue dropped
+// lost in about 1 run in 4: memberlist v0.7.0's broadcast queue dropped
 // the member's own update when a relayed message of the same length took
 // its id (third_party/memberlist carries the fix, see
 // TestBroadcastQueueKeepsOwnUpdate). The push/pull is most of the idle

@@ -37,7 +37,7 @@ func newNamed(name string) *namedBroadcast {
 // of the same length got the same id and silently replaced the member's
 // own update in the queue: it was never sent, and serf's SetTags timed
 // out. A member that had just joined lost its first health change this
-// way (TestHealthBurst, about 1 run in 5 with a 30 s push/pull). Every
+// way (TestHealthBurst, 6 of 22 runs with a 30 s push/pull). Every
 // queued message must be transmitted until its limit, or finish when a
 // newer one about the same member replaces it.
 func TestBroadcastQueueKeepsOwnUpdate(t *testing.T) {
