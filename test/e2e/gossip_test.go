@@ -17,11 +17,17 @@ import (
 // service whose ttl check the test passes and fails.
 const burstServices = `{"services": [{"name": "burst", "port": 9000, "checks": [{"id": "burst-ttl", "ttl": "10m"}]}]}`
 
-// burstPolicy lets the burst agents b1 to b7 provide burst (untagged
-// nodes provide nothing without a services section) and everyone reach
+// burstPolicy lets the nodes called names provide burst (untagged nodes
+// provide nothing without a services section) and everyone reach
 // everything.
-const burstPolicy = `{"services": {"burst": ["node:b1", "node:b2", "node:b3", "node:b4", "node:b5", "node:b6", "node:b7"]},
+func burstPolicy(names ...string) string {
+	owners := make([]string, len(names))
+	for i, n := range names {
+		owners[i] = fmt.Sprintf("%q", "node:"+n)
+	}
+	return `{"services": {"burst": [` + strings.Join(owners, ", ") + `]},
   "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}`
+}
 
 // TestHealthBurst: when six of seven agents change the health of their
 // service at once, every agent's DNS shows all six changes within 2 s,
@@ -31,7 +37,7 @@ const burstPolicy = `{"services": {"burst": ["node:b1", "node:b2", "node:b3", "n
 func TestHealthBurst(t *testing.T) {
 	lab.Require(t, "nft")
 	m := newBareMesh(t)
-	m.setPolicy(burstPolicy)
+	m.setPolicy(burstPolicy("b1", "b2", "b3", "b4", "b5", "b6", "b7"))
 	f := servicesFile(t, burstServices)
 	var all []*agent
 	for i := range 7 {

@@ -30,7 +30,8 @@ import (
 // change reaches all of them), and an agent that joins afterwards with
 // the netmap's key (as every restarted agent does) gets into the pool.
 func TestGossipKeyQueries(t *testing.T) {
-	m := newMesh(t)
+	m := newBareMesh(t)
+	m.setPolicy(burstPolicy("k1", "k2", "k3", "k4"))
 	f := servicesFile(t, burstServices)
 	var honest []*agent
 	for i := range 3 {
