@@ -23,9 +23,12 @@
 //
 // Health changes spread by memberlist's gossip: each member forwards a
 // change 12 × ceil(log10(members+1)) times to random members (memberlist's
-// default of 4 lost updates in bursts), and every second each member
-// exchanges its full state with a random one, so a burst of changes
-// reaches every member within about half a second (docs/benchmarks.md).
+// default of 4 lost updates in bursts), so a burst of changes reaches
+// every member within about half a second (docs/benchmarks.md); every 30 s
+// each member also exchanges its full state with a random one, which
+// heals partitions. memberlist is built from third_party/memberlist, whose
+// broadcast queue no longer drops a member's own update (see
+// DefaultPushPullInterval).
 //
 // Gossip is always encrypted (AES-GCM) with a keyring: the first key
 // encrypts, every key decrypts. The member's transport encrypts, in
