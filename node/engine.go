@@ -133,7 +133,7 @@ func NewWireGuardEngine(cfg EngineConfig) (_ Engine, err error) {
 	err = e.wg.ConfigureDevice(cfg.Interface, wgtypes.Config{PrivateKey: &cfg.PrivateKey, ListenPort: &port, ReplacePeers: true})
 	if err != nil {
 		if isAddrInUse(err) {
-			return nil, fmt.Errorf("listen port %d is already in use (by another program or agent): free it or choose another with --listen-port", cfg.ListenPort)
+			return nil, portInUse(cfg.ListenPort)
 		}
 		return nil, fmt.Errorf("configure %s: %w", cfg.Interface, err)
 	}
@@ -149,11 +149,28 @@ func NewWireGuardEngine(cfg EngineConfig) (_ Engine, err error) {
 	// would only be logged. Bring it up here, so a taken port is an error.
 	if err := e.dev.Up(); err != nil {
 		if isAddrInUse(err) {
-			return nil, fmt.Errorf("listen port %d is already in use (by another program or agent): free it or choose another with --listen-port", cfg.ListenPort)
+			return nil, portInUse(cfg.ListenPort)
 		}
 		return nil, fmt.Errorf("bring up %s: %w", cfg.Interface, err)
 	}
+	// If the TUN event brought the device up first and its bind failed,
+	// wireguard-go reset the port to 0, and the Up above bound a random
+	// one: the agent would run, advertising a port it does not hold.
+	if cfg.ListenPort != 0 {
+		d, err := e.wg.Device(cfg.Interface)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", cfg.Interface, err)
+		}
+		if d.ListenPort != cfg.ListenPort {
+			return nil, portInUse(cfg.ListenPort)
+		}
+	}
 	return e, nil
+}
+
+// portInUse is the error of an agent whose listen port another socket holds.
+func portInUse(port int) error {
+	return fmt.Errorf("listen port %d is already in use (by another program or agent): free it or choose another with --listen-port", port)
 }
 
 // uapiSocket is where wireguard-go's UAPI socket for iface lives.

@@ -174,7 +174,7 @@ func TestStateDirFullOrReadOnly(t *testing.T) {
 	h1 := &agent{name: "h1", host: m.lab.AddHost("h1"), iface: m.lab.Prefix() + "h1", stateDir: dir}
 	m.agents["h1"] = h1
 	h1.start(t, "--join", m.joinKey)
-	waitFor(t, 5*time.Second, "h1 and h2 peered", func() bool { return h1.hasPeer(h2.publicKey(t)) })
+	waitFor(t, 5*time.Second, "h1 and h2 peered", func() bool { return h1.hasPeer(h2.publicKey(t)) && h2.hasPeer(h1.publicKey(t)) })
 
 	// Full: a netmap that cannot be cached changes nothing else.
 	exec.Command("dd", "if=/dev/zero", "of="+filepath.Join(dir, "fill"), "bs=64k").Run() // until ENOSPC

@@ -36,7 +36,10 @@ func tiers(t *testing.T) (m *mesh, web, api, db *agent) {
 	db = m.taggedAgent("db", "tag:db")
 	m.setPolicy(matrixPolicy)
 	waitFor(t, 5*time.Second, "peers under the policy", func() bool {
-		return web.hasPeer(api.publicKey(t)) && db.hasPeer(api.publicKey(t))
+		// Both ends of each pair: a receiver filters by the rules of the
+		// netmap that made the sender its peer.
+		return web.hasPeer(api.publicKey(t)) && api.hasPeer(web.publicKey(t)) &&
+			db.hasPeer(api.publicKey(t)) && api.hasPeer(db.publicKey(t))
 	})
 	return m, web, api, db
 }
@@ -323,7 +326,7 @@ func TestNoPolicyDeniesAll(t *testing.T) {
 		t.Fatalf("status does not say there is no policy:\n%s", out)
 	}
 	m.setPolicy(allowAll)
-	waitFor(t, 2*time.Second, "peers after setting a policy", func() bool { return h1.hasPeer(h2.publicKey(t)) })
+	waitFor(t, 2*time.Second, "peers after setting a policy", func() bool { return h1.hasPeer(h2.publicKey(t)) && h2.hasPeer(h1.publicKey(t)) })
 	if !canPing(t, h1, h2) {
 		t.Fatal("no traffic after setting an allow-all policy")
 	}
