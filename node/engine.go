@@ -313,49 +313,37 @@ func (e *wgEngine) nudgeLocked(k wgtypes.Key, d time.Duration, since time.Time) 
 	e.timers = append(e.timers, t)
 }
 
-// greetDelay is how long the peer with the greater public key waits before
-// it starts a handshake with a new peer.
-const greetDelay = 200 * time.Millisecond
+// greetNudges are when, after greeting a new peer, the engine starts a
+// fresh handshake again if none has completed since the peer was added.
+var greetNudges = []time.Duration{250 * time.Millisecond, 750 * time.Millisecond, 1500 * time.Millisecond, 3 * time.Second}
 
 // greetLocked starts a handshake with a peer just added, so that traffic
-// can flow at once. Both sides learn of each other at about the same time
-// and a handshake that reaches a side that does not know the sender yet is
-// dropped; WireGuard would retry only after 5 s. Two handshakes that cross
-// (each side answers the other's and then drops the answer to its own)
-// stall the same way. So the side with the smaller key starts one at once,
-// and the other, after greetDelay, if none has completed by then, discards
-// whatever handshake it has in flight and starts a fresh one, which the
-// other side, knowing it by then, answers.
+// can flow at once; WireGuard itself would start one only for a packet to
+// send, and retry a lost one only after 5 s.
 //
-// With eager, the greater key also starts one at once, and the fallback
-// after greetDelay stays.
+// Of two new peers only the one with the smaller key greets (with eager,
+// after this node's restart, this node greets whatever the order). The
+// other side still starts a handshake of its own as soon as it has a
+// packet for the peer (gossip sends one at once), so handshakes cross.
+// wireguard-go's answer to two crossed initiations can leave both sides
+// holding only an unconfirmed responder session and no handshake of their
+// own allowed for 5 s: every packet waits. So the greeter nudges again,
+// after each of greetNudges, while no handshake has completed: it
+// discards whatever handshake it has in flight and starts a fresh one,
+// which the other side, having none allowed of its own, just answers.
+// A first greeting dropped by a peer that did not know this node yet is
+// repaired the same way.
 func (e *wgEngine) greetLocked(k wgtypes.Key, eager bool) {
 	self := e.cfg.PrivateKey.PublicKey()
-	smaller := bytes.Compare(self[:], k[:]) < 0
-	if smaller || eager {
-		if p := e.dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
-			p.SendKeepalive()
-		}
-	}
-	if smaller {
+	if !eager && bytes.Compare(self[:], k[:]) > 0 {
 		return
 	}
-	e.greeters.Add(1)
-	t := time.AfterFunc(greetDelay, func() {
-		defer e.greeters.Done()
-		if d, err := e.wg.Device(e.cfg.Interface); err == nil {
-			for _, p := range d.Peers {
-				if p.PublicKey == k && !p.LastHandshakeTime.IsZero() {
-					return
-				}
-			}
-		}
-		if p := e.dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
-			p.ExpireCurrentKeypairs() // lifts WireGuard's 5 s limit between attempts
-			p.SendKeepalive()
-		}
-	})
-	e.timers = append(e.timers, t)
+	if p := e.dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
+		p.SendKeepalive()
+	}
+	for _, d := range greetNudges {
+		e.nudgeLocked(k, d, time.Time{})
+	}
 }
 
 // setAddrsLocked gives the link the node's addresses with the overlay
