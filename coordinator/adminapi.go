@@ -59,6 +59,7 @@ func (c *Coordinator) adminNode(ctx context.Context, name string) (wire.Node, er
 	}
 	n := withRefused(c.state.Load().compiled.Policy(), all[i])
 	n.Online = c.isOnline(n.ID)
+	n.Connectivity = c.conns.get(n.ID)
 	return n, nil
 }
 

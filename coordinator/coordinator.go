@@ -32,6 +32,8 @@ type Coordinator struct {
 
 	proofTimes  proofTimes // newest netmap proof time per node
 	reportTimes proofTimes // newest services report proof time per node; strict
+	connTimes   proofTimes // newest connectivity report proof time per node; strict
+	conns       connectivity
 
 	// pubMu serialises publish so snapshots replace each other in order.
 	pubMu sync.Mutex
@@ -133,6 +135,7 @@ func New(cfg Config) (_ *Coordinator, _ Files, err error) {
 	}
 	c := &Coordinator{cfg: cfg, log: cfg.Logger, dir: dir, store: store, cert: cert, pins: pins, proof: proof, online: map[int64]int{}, started: time.Now()}
 	c.reportTimes.strict = true
+	c.connTimes.strict = true
 	c.metrics = newMetrics(c)
 	c.enroll = newEnrollGate(cfg, time.Now)
 	c.endpoints = newEndpointGate(cfg.EndpointInterval, time.Now)

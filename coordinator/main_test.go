@@ -63,26 +63,31 @@ func netmapProof(t testing.TB, c *Coordinator, pub string) string {
 	return p
 }
 
-// lastReportProof is the time (unix nanoseconds) of the last proof
-// servicesProof made: like an agent, it makes each later than the last.
+// lastReportProof is the time (unix nanoseconds) of the last report
+// proof made: like an agent, it makes each later than the last.
 var lastReportProof atomic.Int64
+
+// nextReportTime returns a time for a report proof, in unix nanoseconds:
+// now, or later than every one returned before.
+func nextReportTime() int64 {
+	at := time.Now().UnixNano()
+	for last := lastReportProof.Load(); ; last = lastReportProof.Load() {
+		at = max(at, last+1)
+		if lastReportProof.CompareAndSwap(last, at) {
+			return at
+		}
+	}
+}
 
 // servicesProof returns the content proof an agent with public key pub
 // (made by newPublicKey) sends with a services report of svcs now.
 func servicesProof(t testing.TB, c *Coordinator, pub string, svcs []wire.Service) string {
 	t.Helper()
-	at := time.Now().UnixNano()
-	for last := lastReportProof.Load(); ; last = lastReportProof.Load() {
-		at = max(at, last+1)
-		if lastReportProof.CompareAndSwap(last, at) {
-			break
-		}
-	}
 	content, err := wire.ServicesContent(svcs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := credential.ServicesProof(privateKeyOf(t, pub), c.PublicProofKey(), time.Unix(0, at), content)
+	p, err := credential.ServicesProof(privateKeyOf(t, pub), c.PublicProofKey(), time.Unix(0, nextReportTime()), content)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -157,4 +157,20 @@ func (d *digester) node(n *wire.Node) {
 	d.string(n.Version)
 	d.time(n.Expires)
 	d.bool(n.Ephemeral)
+	d.bool(n.Connectivity != nil)
+	if c := n.Connectivity; c != nil {
+		d.string(c.NAT)
+		d.string(c.HomeRelay)
+		d.uint(uint64(len(c.Paths)))
+		for _, p := range c.Paths {
+			d.string(p.Peer)
+			d.string(p.Kind)
+			d.string(p.Addr)
+			d.string(p.Relay)
+			d.int(int64(p.RTT))
+			d.time(p.Since)
+			d.string(p.Why)
+		}
+		d.time(c.Reported)
+	}
 }

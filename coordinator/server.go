@@ -47,6 +47,7 @@ func (c *Coordinator) Handler() http.Handler {
 	mux.HandleFunc("GET "+wire.PathPolicy+"/history", c.admin(c.handlePolicyHistory))
 	mux.HandleFunc("POST "+wire.PathPolicy+"/rollback", c.admin(c.handleRollback))
 	mux.HandleFunc("PUT "+wire.PathServicesReport, c.handleServicesReport)
+	mux.HandleFunc("PUT "+wire.PathConnectivity, c.handleConnectivity)
 	mux.HandleFunc("POST "+wire.PathRotateKey, c.handleRotateKey)
 	mux.HandleFunc("GET "+wire.PathServices, c.admin(c.handleServices))
 	mux.HandleFunc("POST "+wire.PathGossipRotate, c.admin(c.handleGossipRotate))
@@ -335,15 +336,21 @@ func (c *Coordinator) recordEndpoints(r *http.Request, node wire.Node, req wire.
 			}
 		}
 	}
+	return c.offerEndpoints(r.Context(), node, eps)
+}
+
+// offerEndpoints stores eps as node's endpoints and publishes them, unless
+// they are unchanged or the endpoint gate holds them.
+func (c *Coordinator) offerEndpoints(ctx context.Context, node wire.Node, eps []string) error {
 	if !c.endpoints.offer(node.ID, node.Endpoints, eps) {
 		return nil
 	}
-	ver, err := c.store.SetEndpoints(r.Context(), node.ID, eps)
+	ver, err := c.store.SetEndpoints(ctx, node.ID, eps)
 	if err != nil {
 		return err
 	}
 	if ver != 0 {
-		return c.publish(r.Context())
+		return c.publish(ctx)
 	}
 	return nil
 }
@@ -363,6 +370,7 @@ func (c *Coordinator) handleNodes(w http.ResponseWriter, r *http.Request) {
 	for i := range nodes {
 		nodes[i] = withRefused(pol, nodes[i])
 		nodes[i].Online = c.isOnline(nodes[i].ID)
+		nodes[i].Connectivity = c.conns.get(nodes[i].ID)
 	}
 	if len(nodes) == limit {
 		setNext(w, r, nodes[len(nodes)-1].ID, limit)

@@ -42,11 +42,12 @@ import (
 // 32-byte MAC; a netmap or services proof is the time followed by the MAC;
 // all travel in standard base64.
 const (
-	proofKeyInfo      = "wiremesh proof key v1"
-	purposeRotate     = "wiremesh key rotation v1"
-	purposeNetmap     = "wiremesh netmap v1"
-	purposeServices   = "wiremesh services report v1"
-	purposeServicesV2 = "wiremesh services report v2"
+	proofKeyInfo        = "wiremesh proof key v1"
+	purposeRotate       = "wiremesh key rotation v1"
+	purposeNetmap       = "wiremesh netmap v1"
+	purposeServices     = "wiremesh services report v1"
+	purposeServicesV2   = "wiremesh services report v2"
+	purposeConnectivity = "wiremesh connectivity report v1"
 )
 
 // ProofWindow is how far from the coordinator's clock the time of a netmap
@@ -142,6 +143,13 @@ func (k *ProofKey) CheckServices(nodePublic, proof string, content []byte, now t
 	return k.checkTimed(purposeServicesV2, nodePublic, proof, sum[:], now)
 }
 
+// CheckConnectivity checks proof of a connectivity report whose content
+// is content (wire.ConnectivityContent), like CheckServices.
+func (k *ProofKey) CheckConnectivity(nodePublic, proof string, content []byte, now time.Time) (time.Time, error) {
+	sum := sha256.Sum256(content)
+	return k.checkTimed(purposeConnectivity, nodePublic, proof, sum[:], now)
+}
+
 // checkTimed checks a proof made of a time and a MAC over it and extra
 // for purpose; a services report's time is in nanoseconds.
 func (k *ProofKey) checkTimed(purpose, nodePublic, proof string, extra []byte, now time.Time) (time.Time, error) {
@@ -213,6 +221,14 @@ func ServicesProof(nodePrivate [32]byte, coordinatorKey string, at time.Time, co
 	return timedProof(purposeServicesV2, nodePrivate, coordinatorKey, at, sum[:])
 }
 
+// ConnectivityProof returns the proof for a connectivity report made at
+// time at whose content is content (wire.ConnectivityContent), like
+// ServicesProof.
+func ConnectivityProof(nodePrivate [32]byte, coordinatorKey string, at time.Time, content []byte) (string, error) {
+	sum := sha256.Sum256(content)
+	return timedProof(purposeConnectivity, nodePrivate, coordinatorKey, at, sum[:])
+}
+
 // LegacyServicesProof returns the proof of a services report made at time
 // at as coordinators before protocol 4 check it: it covers neither the
 // report's content nor a time finer than a second.
@@ -267,9 +283,9 @@ func proofMAC(mine *ecdh.PrivateKey, peer *ecdh.PublicKey, node, coord []byte, p
 }
 
 // proofStamp is the time of a timed proof of purpose as it carries it:
-// unix nanoseconds for a services report, unix seconds otherwise.
+// unix nanoseconds for a report, unix seconds otherwise.
 func proofStamp(purpose string, at time.Time) int64 {
-	if purpose == purposeServicesV2 {
+	if nanoProof(purpose) {
 		return at.UnixNano()
 	}
 	return at.Unix()
@@ -278,10 +294,16 @@ func proofStamp(purpose string, at time.Time) int64 {
 // proofTime reads the time of a timed proof of purpose (proofStamp).
 func proofTime(purpose string, b []byte) time.Time {
 	u := int64(binary.BigEndian.Uint64(b))
-	if purpose == purposeServicesV2 {
+	if nanoProof(purpose) {
 		return time.Unix(0, u)
 	}
 	return time.Unix(u, 0)
+}
+
+// nanoProof says whether proofs of purpose carry nanoseconds: those of
+// reports, each of which must be later than the last.
+func nanoProof(purpose string) bool {
+	return purpose == purposeServicesV2 || purpose == purposeConnectivity
 }
 
 // decodeProof reads a base64 proof of n bytes.

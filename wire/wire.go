@@ -144,6 +144,9 @@ type Node struct {
 	// Ephemeral nodes are deleted once they have been offline for the
 	// coordinator's ephemeral timeout. Only set in admin listings.
 	Ephemeral bool `json:"ephemeral,omitempty"`
+	// Connectivity is how the node last said it reaches the mesh. Only
+	// set in admin listings; nil: it has not reported.
+	Connectivity *Connectivity `json:"connectivity,omitempty"`
 }
 
 // ExpireRequest is the optional body of POST PathNodes+"/NAME/expire".
