@@ -6,6 +6,12 @@
 // route, so nothing a test does inside the lab can reach the machine's real
 // interfaces or any outside address.
 //
+// A lab can also hold an "internet" (203.0.113.0/24, a second bridge in the
+// switch namespace) with public hosts (AddPublicHost), and sites behind NAT
+// routers (AddSite, Site.AddHost) on LANs carved out of 192.0.2.0/24; see
+// site.go for the address plan. The underlay, the internet and the sites'
+// LANs are separate: no route joins the underlay to the others.
+//
 // Building a lab needs root and iproute2; tests call Require first. All
 // namespaces, interfaces and processes of a lab are removed by the cleanup
 // that New registers on the test.
@@ -80,8 +86,14 @@ type Lab struct {
 	prefix string
 	sw     *Host
 
+	inetOnce sync.Once // makes the internet bridge, at the first use
+	inetErr  error     // set by inetOnce
+
 	mu       sync.Mutex
-	nhosts   int
+	nhosts   int      // hosts on the underlay switch
+	ninet    int      // addresses given on the internet
+	nports   int      // bridge ports made for the internet and site LANs
+	nsites   int      // sites made
 	nsNames  []string // namespaces created, in creation order
 	procs    []*Proc
 	captures []*Capture
@@ -142,8 +154,8 @@ func (l *Lab) AddHost(name string) *Host {
 }
 
 func (l *Lab) addHost(name string) (*Host, error) {
-	if name == "" || strings.ContainsAny(name, "/ \t\n") {
-		return nil, errors.New("invalid host name")
+	if err := checkName(name); err != nil {
+		return nil, err
 	}
 	l.mu.Lock()
 	l.nhosts++
@@ -160,25 +172,31 @@ func (l *Lab) addHost(name string) (*Host, error) {
 		Addr: netip.AddrFrom4(b),
 		lab:  l,
 	}
-	peer := l.prefix + "v" + strconv.Itoa(n) // at most 6+1+3 bytes
 	if err := l.addNS(h.NS); err != nil {
 		return nil, err
 	}
-	if err := ip("link", "add", hostLink, "netns", h.NS, "type", "veth",
-		"peer", "name", peer, "netns", l.sw.NS); err != nil {
-		return nil, err
-	}
-	if err := ipIn(l.sw.NS, "link", "set", peer, "master", bridgeName, "up"); err != nil {
-		return nil, err
-	}
-	pfx := netip.PrefixFrom(h.Addr, underlay.Bits()).String()
-	if err := ipIn(h.NS, "addr", "add", pfx, "dev", hostLink); err != nil {
-		return nil, err
-	}
-	if err := ipIn(h.NS, "link", "set", hostLink, "up"); err != nil {
+	peer := l.prefix + "v" + strconv.Itoa(n) // at most 6+1+3 bytes
+	if err := plug(h.NS, hostLink, netip.PrefixFrom(h.Addr, underlay.Bits()), l.sw.NS, peer, bridgeName); err != nil {
 		return nil, err
 	}
 	return h, nil
+}
+
+// plug wires namespace ns to a bridge: a veth pair created directly in the
+// target namespaces, dev in ns holding addr and up, and port in brNS,
+// enslaved to bridge and up.
+func plug(ns, dev string, addr netip.Prefix, brNS, port, bridge string) error {
+	if err := ip("link", "add", dev, "netns", ns, "type", "veth",
+		"peer", "name", port, "netns", brNS); err != nil {
+		return err
+	}
+	if err := ipIn(brNS, "link", "set", port, "master", bridge, "up"); err != nil {
+		return err
+	}
+	if err := ipIn(ns, "addr", "add", addr.String(), "dev", dev); err != nil {
+		return err
+	}
+	return ipIn(ns, "link", "set", dev, "up")
 }
 
 // addNS creates the named namespace with lo up and records it for cleanup.
