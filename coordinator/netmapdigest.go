@@ -33,6 +33,14 @@ func digestNetmap(nm *wire.Netmap) netmapDigest {
 		d.strings(g.Keys)
 	}
 	d.strings(nm.CoordinatorPins)
+	d.uint(uint64(len(nm.Relays)))
+	for _, r := range nm.Relays {
+		d.string(r.Name)
+		d.string(r.URL)
+		d.strings(r.Pins)
+		d.string(r.Key)
+		d.strings(r.STUN)
+	}
 	d.uint(uint64(len(nm.Rules)))
 	for _, r := range nm.Rules {
 		d.prefixes(r.Srcs)

@@ -437,6 +437,28 @@ type Netmap struct {
 	// without re-enrolling nodes. Empty: from an older coordinator; the
 	// agent keeps the pins it has.
 	CoordinatorPins []string `json:"coordinator_pins,omitempty"`
+	// Relays is the relay map: every relay the node may attach to and
+	// send through, best known first. Empty: none; the node reaches only
+	// peers it has a direct path to.
+	Relays []Relay `json:"relays,omitempty"`
+}
+
+// Relay is one relay of the relay map.
+type Relay struct {
+	// Name names the relay (a region, such as "eu-1") in status output,
+	// metrics and paths.
+	Name string `json:"name"`
+	// URL is the relay's https URL; agents attach at URL + PathRelay.
+	URL string `json:"url"`
+	// Pins is the pin set of the relay's TLS identity (credential.Pins in
+	// their String form); agents trust the relay by it alone.
+	Pins []string `json:"pins"`
+	// Key is the relay's proof public key (X25519, base64): agents prove
+	// their node key to it (credential.RelayProof).
+	Key string `json:"key"`
+	// STUN are the relay's STUN servers, "host:port". Two on different
+	// ports let an agent tell an easy NAT from a hard one. Empty: none.
+	STUN []string `json:"stun,omitempty"`
 }
 
 // JoinKey describes a join key without its secret.
