@@ -92,9 +92,9 @@ const (
 // Timing holds the path timings; a zero field means the constant above.
 type Timing struct {
 	Trust, Heartbeat, ProbeRetry, Reprobe, Dead, PongTimeout, Active time.Duration
-	Overlap, MinPing, STUNMin, STUNMax, STUNTimeout, InterfacePoll     time.Duration
-	RelayReply, Tick                                                    time.Duration
-	FastProbeRounds                                                     int
+	Overlap, MinPing, STUNMin, STUNMax, STUNTimeout, InterfacePoll   time.Duration
+	RelayReply, Tick                                                 time.Duration
+	FastProbeRounds                                                  int
 }
 
 // DefaultTiming returns the timings of the constants above.

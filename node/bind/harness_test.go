@@ -82,19 +82,12 @@ type filterBind struct {
 	conn.Bind
 	mu      sync.Mutex
 	blocked map[netip.AddrPort]bool
-	all     bool
 }
 
 func (f *filterBind) block(a netip.AddrPort, on bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.blocked[a] = on
-}
-
-func (f *filterBind) blockAll(on bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.all = on
 }
 
 func (f *filterBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
@@ -104,7 +97,7 @@ func (f *filterBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 			n, err := fn(bufs, sizes, eps)
 			f.mu.Lock()
 			for j := range n {
-				if se, ok := eps[j].(*conn.StdNetEndpoint); ok && (f.all || f.blocked[se.AddrPort]) {
+				if se, ok := eps[j].(*conn.StdNetEndpoint); ok && f.blocked[se.AddrPort] {
 					sizes[j] = 0
 				}
 			}

@@ -183,12 +183,12 @@ func TestBetter(t *testing.T) {
 		c, cur path
 		want   bool
 	}{
-		{path{lan: true, rtt: 50 * ms}, path{rtt: 1 * ms}, true},      // LAN beats public
-		{path{rtt: 1 * ms}, path{lan: true, rtt: 50 * ms}, false},     // public never beats LAN
-		{path{rtt: 10 * ms}, path{rtt: 11 * ms}, false},               // 9% better: no
-		{path{rtt: 7 * ms}, path{rtt: 10 * ms}, true},                 // 30% and 3 ms: yes
-		{path{rtt: 300 * time.Microsecond}, path{rtt: ms}, false},     // 70% but < 1 ms: no
-		{path{rtt: 79 * ms / 10}, path{rtt: 10 * ms}, true},           // 21%, 2.1 ms
+		{path{lan: true, rtt: 50 * ms}, path{rtt: 1 * ms}, true},        // LAN beats public
+		{path{rtt: 1 * ms}, path{lan: true, rtt: 50 * ms}, false},       // public never beats LAN
+		{path{rtt: 10 * ms}, path{rtt: 11 * ms}, false},                 // 9% better: no
+		{path{rtt: 7 * ms}, path{rtt: 10 * ms}, true},                   // 30% and 3 ms: yes
+		{path{rtt: 300 * time.Microsecond}, path{rtt: ms}, false},       // 70% but < 1 ms: no
+		{path{rtt: 79 * ms / 10}, path{rtt: 10 * ms}, true},             // 21%, 2.1 ms
 		{path{rtt: 8*ms + time.Microsecond}, path{rtt: 10 * ms}, false}, // just under 20%
 	}
 	for i, c := range cases {
