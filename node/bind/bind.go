@@ -312,7 +312,6 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 func (b *Bind) Close() error {
 	b.mu.Lock()
 	s := b.sess.Swap(nil)
-	b.port = 0
 	b.mu.Unlock()
 	err := b.inner.Close()
 	if s != nil {
@@ -449,6 +448,8 @@ func (b *Bind) receiveRelayed(s *session) conn.ReceiveFunc {
 				sizes[n] = copy(bufs[n], *it.buf)
 				eps[n] = it.p
 				n++
+			} else {
+				b.stats.relayDrops.Add(1)
 			}
 			b.bufs.Put(it.buf)
 			if n == len(bufs) {

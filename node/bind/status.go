@@ -227,7 +227,8 @@ type Stats struct {
 	// PathChanges counts changes of any peer's path kind or direct address.
 	PathChanges uint64
 	// RelayDrops counts relayed WireGuard packets dropped: queue full,
-	// sender not a peer, or the Bind closed.
+	// sender not a peer, the Bind closed, or larger than wireguard-go's
+	// buffers.
 	RelayDrops uint64
 	// Garbage counts datagrams that were neither WireGuard, STUN answers
 	// nor disco.
