@@ -1,0 +1,212 @@
+package bind
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun/tuntest"
+
+	"github.com/wiremesh/wiremesh/relay/stun"
+)
+
+// wgNode is a real wireguard-go device on a channel TUN over a Bind.
+type wgNode struct {
+	b    *Bind
+	dev  *device.Device
+	tun  *tuntest.ChannelTUN
+	pub  [32]byte
+	ip   netip.Addr
+	port uint16
+}
+
+func newWGNode(t *testing.T, rn *relayNet, ip string) *wgNode {
+	priv, pub := newKey(t)
+	cfg := Config{PrivateKey: priv, Timing: fastTiming(), Relays: &fakeRelays{net: rn, self: pub, home: "r1"},
+		InterfaceAddrs: func() ([]netip.Prefix, error) { return nil, nil }}
+	b, err := newBind(cfg, conn.NewStdNetBind())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rn.mu.Lock()
+	rn.nodes[pub] = b
+	rn.mu.Unlock()
+	n := &wgNode{b: b, tun: tuntest.NewChannelTUN(), pub: pub, ip: netip.MustParseAddr(ip)}
+	n.dev = device.NewDevice(n.tun.TUN(), b, device.NewLogger(device.LogLevelError, "wg: "))
+	t.Cleanup(n.dev.Close)
+	if err := n.dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=0\n", hex.EncodeToString(priv[:]))); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.dev.Up(); err != nil {
+		t.Fatal(err)
+	}
+	n.port = uint16(ipcInt(t, n.dev, "listen_port"))
+	return n
+}
+
+func ipcGet(t *testing.T, dev *device.Device, key string) []string {
+	s, err := dev.IpcGet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for line := range strings.SplitSeq(s, "\n") {
+		if v, ok := strings.CutPrefix(line, key+"="); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func ipcInt(t *testing.T, dev *device.Device, key string) int {
+	v := ipcGet(t, dev, key)
+	if len(v) != 1 {
+		t.Fatalf("%s: %v", key, v)
+	}
+	n, err := strconv.Atoi(v[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// peer makes o a WireGuard peer of n, reached through the Bind.
+func (n *wgNode) peer(t *testing.T, o *wgNode, cands ...netip.AddrPort) {
+	n.b.SetPeers(map[[32]byte]PeerInfo{o.pub: {Candidates: cands, HomeRelay: "r1"}})
+	err := n.dev.IpcSet(fmt.Sprintf("public_key=%s\nendpoint=%s\nallowed_ip=%s/32\n",
+		hex.EncodeToString(o.pub[:]), EndpointString(o.pub), o.ip))
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pingThrough sends ICMP echo requests from a to b over the tunnel until
+// one comes out of b's TUN.
+func pingThrough(t *testing.T, a, b *wgNode) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), wait)
+	defer cancel()
+	pkt := tuntest.Ping(b.ip, a.ip)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case a.tun.Outbound <- pkt:
+		case <-ctx.Done():
+			t.Fatalf("no packet from %v through the tunnel", a.ip)
+		}
+		select {
+		case got := <-b.tun.Inbound:
+			if !bytes.Equal(got, pkt) {
+				t.Fatalf("got %x, want %x", got, pkt)
+			}
+			return
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("no packet from %v through the tunnel", a.ip)
+		}
+	}
+}
+
+func TestWireGuardDevicesDirect(t *testing.T) {
+	rn := newRelayNet()
+	a, b := newWGNode(t, rn, "10.0.0.1"), newWGNode(t, rn, "10.0.0.2")
+	lo := netip.MustParseAddr("127.0.0.1")
+	a.peer(t, b, netip.AddrPortFrom(lo, b.port))
+	b.peer(t, a, netip.AddrPortFrom(lo, a.port))
+	pingThrough(t, a, b)
+	pingThrough(t, b, a)
+	waitFor(t, "direct", wait, func() bool {
+		pingThrough(t, a, b)
+		s := a.b.Paths()
+		return len(s) == 1 && s[0].Kind == PathDirect
+	})
+	// wg show (wgctrl) reads the endpoint as b's address.
+	ep := ipcGet(t, a.dev, "endpoint")
+	if len(ep) != 1 || ep[0] != netip.AddrPortFrom(lo, b.port).String() {
+		t.Fatalf("endpoint %v", ep)
+	}
+	// Once the upgrade overlap is over, traffic goes direct only.
+	waitFor(t, "five packets direct only", wait, func() bool {
+		before := a.b.Stats()
+		for range 5 {
+			pingThrough(t, a, b)
+		}
+		st := a.b.Stats()
+		return st.RelayTx == before.RelayTx && st.DirectTx.Packets >= before.DirectTx.Packets+5
+	})
+}
+
+func TestWireGuardDevicesRelayed(t *testing.T) {
+	rn := newRelayNet()
+	a, b := newWGNode(t, rn, "10.0.0.1"), newWGNode(t, rn, "10.0.0.2")
+	a.peer(t, b, closedPort(t))
+	b.peer(t, a, closedPort(t))
+	pingThrough(t, a, b)
+	pingThrough(t, b, a)
+	for _, n := range []*wgNode{a, b} {
+		if s := n.b.Paths(); len(s) != 1 || s[0].Kind != PathRelay || s[0].Relay != "r1" {
+			t.Fatalf("paths %+v", s)
+		}
+		ep := ipcGet(t, n.dev, "endpoint")
+		if len(ep) != 1 || ep[0] != "192.0.2.10:443" {
+			t.Fatalf("endpoint %v, want the relay's address", ep)
+		}
+		if _, err := net.ResolveUDPAddr("udp", ep[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := a.b.Stats(); st.RelayTx.Packets == 0 || st.RelayRx.Packets == 0 {
+		t.Fatalf("stats %+v: want relayed traffic both ways", st)
+	}
+}
+
+func TestSTUNCandidatesAndNAT(t *testing.T) {
+	var servers []netip.AddrPort
+	for range 2 {
+		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = stun.Serve(ctx, pc, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		}()
+		t.Cleanup(func() { cancel(); <-done; pc.Close() })
+		servers = append(servers, pc.LocalAddr().(*net.UDPAddr).AddrPort())
+	}
+	got := make(chan []netip.AddrPort, 16)
+	lo := netip.MustParsePrefix("127.0.0.1/8")
+	a := newNode(t, nil, func(c *Config) {
+		c.STUNServers = servers
+		c.Endpoints = []netip.AddrPort{netip.MustParseAddrPort("198.51.100.1:51820")}
+		c.InterfaceAddrs = func() ([]netip.Prefix, error) { return []netip.Prefix{lo}, nil }
+		c.OnCandidates = func(a []netip.AddrPort) { got <- a }
+	})
+	waitFor(t, "NAT type", wait, func() bool { return a.b.NAT() == NATNone })
+	want := []netip.AddrPort{netip.MustParseAddrPort("198.51.100.1:51820"), a.addr()}
+	if c := a.b.LocalCandidates(); len(c) != 2 || c[0] != want[0] || c[1] != want[1] {
+		t.Fatalf("candidates %v, want %v", c, want)
+	}
+	waitFor(t, "callback with the candidates", wait, func() bool {
+		c := <-got
+		return len(c) == 2 && c[1] == want[1]
+	})
+
+	// No answer at all: UDP blocked.
+	b := newNode(t, nil, func(c *Config) { c.STUNServers = []netip.AddrPort{closedPort(t), closedPort(t)} })
+	waitFor(t, "udp blocked", wait, func() bool { return b.b.NAT() == NATUDPBlocked })
+}
