@@ -85,11 +85,12 @@ type PeerStatus struct {
 // Status returns the agent's current status.
 func (a *Agent) Status() (Status, error) {
 	a.mu.Lock()
-	nm, connected, lastErr := a.netmap, a.connected, a.lastErr
+	nm := a.netmap
 	a.mu.Unlock()
+	connected, lastErr := a.ctl.streamState()
 	st := Status{
-		Self: a.id.Node, Interface: a.cfg.Interface, ListenPort: a.cfg.ListenPort,
-		Coordinator: a.id.Coordinator, Connected: connected, LastError: lastErr, Peers: []PeerStatus{},
+		Self: a.ctl.id.Node, Interface: a.cfg.Interface, ListenPort: a.cfg.ListenPort,
+		Coordinator: a.ctl.id.Coordinator, Connected: connected, LastError: lastErr, Peers: []PeerStatus{},
 	}
 	if a.svc != nil {
 		st.Services = a.svc.status()

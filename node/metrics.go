@@ -134,8 +134,9 @@ func (c *agentCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 	a := c.a
 	a.mu.Lock()
-	nm, connected := a.netmap, a.connected
+	nm := a.netmap
 	a.mu.Unlock()
+	connected, _ := a.ctl.streamState()
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}

@@ -75,7 +75,7 @@ func TestAgentMetrics(t *testing.T) {
 			Version: 9, PolicyVersion: 4, Rules: make([]wire.FilterRule, 2), Self: wire.Node{Name: "me"},
 			Peers: []wire.Node{{Name: "alice", PublicKey: "keyA"}, {Name: "bob", PublicKey: "keyB"}},
 		},
-		connected: true,
+		ctl: &control{connected: true},
 	}
 	a.dnsCount.observe(miekg.TypeA, miekg.RcodeSuccess, false)
 	a.dnsCount.observe(miekg.TypeA, miekg.RcodeSuccess, false)
@@ -185,7 +185,7 @@ wiremesh_agent_check_status{check="web:2",service="web",status="warning"} 0
 // TestAgentMetricsBeforeNetmap: a scrape before the first netmap, and with
 // the filter off, answers what is known.
 func TestAgentMetricsBeforeNetmap(t *testing.T) {
-	a := &Agent{log: slog.New(slog.DiscardHandler), engine: &statsEngine{}}
+	a := &Agent{log: slog.New(slog.DiscardHandler), ctl: &control{}, engine: &statsEngine{}}
 	n, err := testutil.GatherAndCount(a.metricsRegistry(), "wiremesh_agent_coordinator_connected", "wiremesh_agent_netmap_version", "wiremesh_agent_packets_accepted_total")
 	if err != nil || n != 1 {
 		t.Errorf("before a netmap: %d series, %v; want only coordinator_connected", n, err)

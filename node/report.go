@@ -46,7 +46,7 @@ func (a *Agent) runReporter(ctx context.Context) {
 func (a *Agent) report(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	ck, err := a.coordinatorKey(ctx)
+	ck, err := a.ctl.coordinatorKey(ctx)
 	if err != nil {
 		return err
 	}
@@ -58,8 +58,8 @@ func (a *Agent) report(ctx context.Context) error {
 		}
 		req.Services = append(req.Services, sv)
 	}
-	if err := a.servicesProof(ck, &req); err != nil {
+	if err := a.ctl.servicesProof(ck, &req); err != nil {
 		return err
 	}
-	return a.ctl.call(ctx, http.MethodPut, wire.PathServicesReport, a.id.Credential, req, nil)
+	return a.ctl.call(ctx, http.MethodPut, wire.PathServicesReport, req)
 }

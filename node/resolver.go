@@ -54,7 +54,7 @@ func (a *Agent) startDNS(loop dnsSockets) error {
 			s.close()
 		}
 	}()
-	for _, p := range a.id.Node.Addresses {
+	for _, p := range a.ctl.id.Node.Addresses {
 		ap := netip.AddrPortFrom(p.Addr(), port)
 		s, err := listenDNS(ap)
 		if err != nil {
@@ -63,9 +63,9 @@ func (a *Agent) startDNS(loop dnsSockets) error {
 		listen, socks = append(listen, ap), append(socks, s)
 	}
 	cfg := a.cfg.DNS
-	cfg.Prefixes = a.id.Prefixes
+	cfg.Prefixes = a.ctl.id.Prefixes
 	cfg.Logger = a.log.With("sub", "dns")
-	own := a.id.Node.Addresses
+	own := a.ctl.id.Node.Addresses
 	cfg.AllowQuerier = func(q netip.Addr) bool {
 		return q.IsLoopback() || slices.ContainsFunc(own, func(p netip.Prefix) bool { return p.Addr() == q })
 	}
