@@ -84,9 +84,7 @@ type PeerStatus struct {
 
 // Status returns the agent's current status.
 func (a *Agent) Status() (Status, error) {
-	a.mu.Lock()
-	nm := a.netmap
-	a.mu.Unlock()
+	nm := a.data.current()
 	connected, lastErr := a.ctl.streamState()
 	st := Status{
 		Self: a.ctl.id.Node, Interface: a.cfg.Interface, ListenPort: a.cfg.ListenPort,
@@ -96,8 +94,8 @@ func (a *Agent) Status() (Status, error) {
 		st.Services = a.svc.status()
 	}
 	var dropped map[netip.Addr]uint64
-	if a.filter != nil {
-		fs := a.filter.Stats()
+	if a.data.filter != nil {
+		fs := a.data.filter.Stats()
 		dropped = fs.DroppedFrom
 		st.Filter = &FilterStats{Accepted: fs.Accepted, Dropped: map[string]uint64{}, Conns: fs.Conns}
 		for v, n := range fs.Dropped {
@@ -109,7 +107,7 @@ func (a *Agent) Status() (Status, error) {
 	}
 	st.Self, st.NetmapVersion = nm.Self, nm.Version
 	st.PolicyVersion, st.InboundRules = nm.PolicyVersion, len(nm.Rules)
-	stats, err := a.engine.Stats()
+	stats, err := a.data.engine.Stats()
 	if err != nil {
 		return st, err
 	}

@@ -52,7 +52,7 @@ func (a *Agent) runMesh(ctx context.Context) {
 	defer tick.Stop()
 	healthDirty := true
 	for {
-		nm := a.currentNetmap()
+		nm := a.data.current()
 		if m == nil && nm != nil && nm.Gossip != nil && !a.cfg.NoGossip {
 			var err error
 			if m, err = a.startGossip(nm); err != nil {
@@ -264,11 +264,4 @@ func addrsOf(n wire.Node) []netip.Addr {
 		out = append(out, p.Addr())
 	}
 	return out
-}
-
-// currentNetmap returns the applied netmap (nil before the first).
-func (a *Agent) currentNetmap() *wire.Netmap {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.netmap
 }

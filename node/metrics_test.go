@@ -67,13 +67,16 @@ func TestAgentMetrics(t *testing.T) {
 
 	handshake := time.Now().Add(-30 * time.Second)
 	a := &Agent{
-		cfg: Config{Version: "1.2.3"}, log: slog.New(slog.DiscardHandler), filter: f, svc: svc,
-		engine: &statsEngine{stats: map[string]PeerStats{
-			"keyA": {RxBytes: 1000, TxBytes: 2000, LastHandshake: handshake},
-		}},
-		netmap: &wire.Netmap{
-			Version: 9, PolicyVersion: 4, Rules: make([]wire.FilterRule, 2), Self: wire.Node{Name: "me"},
-			Peers: []wire.Node{{Name: "alice", PublicKey: "keyA"}, {Name: "bob", PublicKey: "keyB"}},
+		cfg: Config{Version: "1.2.3"}, log: slog.New(slog.DiscardHandler), svc: svc,
+		data: &dataPath{
+			filter: f,
+			engine: &statsEngine{stats: map[string]PeerStats{
+				"keyA": {RxBytes: 1000, TxBytes: 2000, LastHandshake: handshake},
+			}},
+			netmap: &wire.Netmap{
+				Version: 9, PolicyVersion: 4, Rules: make([]wire.FilterRule, 2), Self: wire.Node{Name: "me"},
+				Peers: []wire.Node{{Name: "alice", PublicKey: "keyA"}, {Name: "bob", PublicKey: "keyB"}},
+			},
 		},
 		ctl: &control{connected: true},
 	}
@@ -185,7 +188,7 @@ wiremesh_agent_check_status{check="web:2",service="web",status="warning"} 0
 // TestAgentMetricsBeforeNetmap: a scrape before the first netmap, and with
 // the filter off, answers what is known.
 func TestAgentMetricsBeforeNetmap(t *testing.T) {
-	a := &Agent{log: slog.New(slog.DiscardHandler), ctl: &control{}, engine: &statsEngine{}}
+	a := &Agent{log: slog.New(slog.DiscardHandler), ctl: &control{}, data: &dataPath{engine: &statsEngine{}}}
 	n, err := testutil.GatherAndCount(a.metricsRegistry(), "wiremesh_agent_coordinator_connected", "wiremesh_agent_netmap_version", "wiremesh_agent_packets_accepted_total")
 	if err != nil || n != 1 {
 		t.Errorf("before a netmap: %d series, %v; want only coordinator_connected", n, err)

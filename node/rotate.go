@@ -91,7 +91,7 @@ func (a *Agent) RotateKey(ctx context.Context) (string, error) {
 		// which it publishes before answering: if the netmap has it, adopt
 		// it. Otherwise the rotation file stays, and a later netmap (or the
 		// refusal of the old key) settles it.
-		if a.selfKey() == req.NewPublicKey {
+		if a.data.selfKey() == req.NewPublicKey {
 			if err := a.adoptKey(next); err != nil {
 				return "", err
 			}
@@ -107,20 +107,10 @@ func (a *Agent) RotateKey(ctx context.Context) (string, error) {
 	return next.PublicKey().String(), nil
 }
 
-// selfKey is the node's public key in the applied netmap; empty: none.
-func (a *Agent) selfKey() string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.netmap == nil {
-		return ""
-	}
-	return a.netmap.Self.PublicKey
-}
-
 // adoptKey makes k the node's key: on the interface, in memory and in the
 // state dir, then drops the rotation file.
 func (a *Agent) adoptKey(k wgtypes.Key) error {
-	if err := a.engine.SetPrivateKey(k); err != nil {
+	if err := a.data.engine.SetPrivateKey(k); err != nil {
 		return fmt.Errorf("rotate key: the coordinator has the new key but the interface does not: %w", err)
 	}
 	if err := a.ctl.keepKey(k); err != nil {
