@@ -90,8 +90,8 @@ func (a *Agent) Status() (Status, error) {
 		Self: a.ctl.id.Node, Interface: a.cfg.Interface, ListenPort: a.cfg.ListenPort,
 		Coordinator: a.ctl.id.Coordinator, Connected: connected, LastError: lastErr, Peers: []PeerStatus{},
 	}
-	if a.svc != nil {
-		st.Services = a.svc.status()
+	if svc := a.svc.Load(); svc != nil {
+		st.Services = svc.status()
 	}
 	var dropped map[netip.Addr]uint64
 	if a.data.filter != nil {
@@ -179,7 +179,7 @@ func (a *Agent) listenLocalAPI() (*localAPI, error) {
 	})
 	mux.HandleFunc("POST /v1/ping", a.handlePing)
 	mux.HandleFunc("POST /v1/rotate-key", a.handleRotateKey)
-	a.svc.handle(mux)
+	a.svc.Load().handle(mux)
 	a.handleFlows(mux)
 	l := &localAPI{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, path: path}
 	l.wg.Add(1)

@@ -48,6 +48,7 @@ func (a *Agent) runMesh(ctx context.Context) {
 		}
 		joining.Wait()
 	}()
+	svc := a.svc.Load()
 	tick := time.NewTicker(joinEvery)
 	defer tick.Stop()
 	healthDirty := true
@@ -70,7 +71,7 @@ func (a *Agent) runMesh(ctx context.Context) {
 				a.log.Info("gossip keys changed", "keys", len(keys))
 			}
 		}
-		local := a.svc.status()
+		local := svc.status()
 		var members []gossip.MemberInfo
 		if m != nil {
 			members = m.Members()
@@ -100,12 +101,12 @@ func (a *Agent) runMesh(ctx context.Context) {
 			return
 		case <-a.netmapChanged:
 		case <-changes:
-		case <-a.svc.runner.Changes():
+		case <-svc.runner.Changes():
 			healthDirty = true
-			a.wakeReport()
-		case <-a.svc.changed:
+			svc.wakeReport()
+		case <-svc.changed:
 			healthDirty = true
-			a.wakeReport()
+			svc.wakeReport()
 		case <-joined:
 			inJoin = false
 		case <-tick.C:

@@ -181,8 +181,8 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(flowRecordsDesc, float64(added), eventNew)
 	}
 	a.dnsCount.collect(func(qtype, rcode, origin string, n uint64) { counter(dnsQueriesDesc, float64(n), qtype, rcode, origin) })
-	if a.svc != nil {
-		collectChecks(a.svc.runner.Results(), gauge)
+	if svc := a.svc.Load(); svc != nil {
+		collectChecks(svc.runner.Results(), gauge)
 	}
 	if m := a.gossip.Load(); m != nil {
 		collectGossip(m, gauge, counter)

@@ -54,7 +54,7 @@ func TestAgentMetrics(t *testing.T) {
 
 	runner := health.New(health.DefaultConfig())
 	defer runner.Close()
-	svc := newServices("", runner)
+	svc := newServices("", runner, slog.New(slog.DiscardHandler))
 	if err := svc.register([]service.Definition{{Name: "web", Port: 80, Protocol: service.TCP, Checks: []service.CheckDef{
 		{ID: "web:1", Kind: service.KindTTL, TTL: time.Hour, SuccessBeforePassing: 1, FailuresBeforeCritical: 1},
 		{ID: "web:2", Kind: service.KindTTL, TTL: time.Hour, SuccessBeforePassing: 1, FailuresBeforeCritical: 1},
@@ -67,7 +67,7 @@ func TestAgentMetrics(t *testing.T) {
 
 	handshake := time.Now().Add(-30 * time.Second)
 	a := &Agent{
-		cfg: Config{Version: "1.2.3"}, log: slog.New(slog.DiscardHandler), svc: svc,
+		cfg: Config{Version: "1.2.3"}, log: slog.New(slog.DiscardHandler),
 		data: &dataPath{
 			filter: f,
 			engine: &statsEngine{stats: map[string]PeerStats{
@@ -80,6 +80,7 @@ func TestAgentMetrics(t *testing.T) {
 		},
 		ctl: &control{connected: true},
 	}
+	a.svc.Store(svc)
 	a.dnsCount.observe(miekg.TypeA, miekg.RcodeSuccess, false)
 	a.dnsCount.observe(miekg.TypeA, miekg.RcodeSuccess, false)
 	a.dnsCount.observe(miekg.TypeSRV, miekg.RcodeNameError, false)
