@@ -111,11 +111,11 @@ func (a *Agent) Status() (Status, error) {
 	if err != nil {
 		return st, err
 	}
-	if a.dns != nil {
+	if a.mesh.dns != nil {
 		st.DNS = netip.AddrPortFrom(a.cfg.DNSAddr, uint16(a.cfg.DNSPort)).String()
 	}
 	members := map[string]gossip.MemberInfo{}
-	if m := a.gossip.Load(); m != nil {
+	if m := a.mesh.member.Load(); m != nil {
 		gs := m.Stats()
 		st.Gossip = &GossipStats{BytesSent: gs.BytesSent, BytesReceived: gs.BytesReceived}
 		for _, mi := range m.Members() {

@@ -184,7 +184,7 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 	if svc := a.svc.Load(); svc != nil {
 		collectChecks(svc.runner.Results(), gauge)
 	}
-	if m := a.gossip.Load(); m != nil {
+	if m := a.mesh.member.Load(); m != nil {
 		collectGossip(m, gauge, counter)
 	}
 }

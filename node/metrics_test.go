@@ -78,7 +78,7 @@ func TestAgentMetrics(t *testing.T) {
 				Peers: []wire.Node{{Name: "alice", PublicKey: "keyA"}, {Name: "bob", PublicKey: "keyB"}},
 			},
 		},
-		ctl: &control{connected: true},
+		ctl: &control{connected: true}, mesh: &mesh{},
 	}
 	a.svc.Store(svc)
 	a.dnsCount.observe(miekg.TypeA, miekg.RcodeSuccess, false)
@@ -189,7 +189,7 @@ wiremesh_agent_check_status{check="web:2",service="web",status="warning"} 0
 // TestAgentMetricsBeforeNetmap: a scrape before the first netmap, and with
 // the filter off, answers what is known.
 func TestAgentMetricsBeforeNetmap(t *testing.T) {
-	a := &Agent{log: slog.New(slog.DiscardHandler), ctl: &control{}, data: &dataPath{engine: &statsEngine{}}}
+	a := &Agent{log: slog.New(slog.DiscardHandler), ctl: &control{}, mesh: &mesh{}, data: &dataPath{engine: &statsEngine{}}}
 	n, err := testutil.GatherAndCount(a.metricsRegistry(), "wiremesh_agent_coordinator_connected", "wiremesh_agent_netmap_version", "wiremesh_agent_packets_accepted_total")
 	if err != nil || n != 1 {
 		t.Errorf("before a netmap: %d series, %v; want only coordinator_connected", n, err)

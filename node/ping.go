@@ -79,7 +79,7 @@ func (a *Agent) ping(ctx context.Context, req PingRequest) (PingResult, error) {
 	}
 	after, _ := a.data.engine.Stats()
 	failed := false
-	if m := a.gossip.Load(); m != nil {
+	if m := a.mesh.member.Load(); m != nil {
 		for _, mi := range m.Members() {
 			failed = failed || mi.Name == peer.Name && mi.Status == gossip.Failed
 		}
