@@ -43,6 +43,7 @@ type mesh struct {
 	member  atomic.Pointer[gossip.Member] // set once run started the serf member, for status, metrics and ping
 }
 
+// newMesh makes the mesh part; Run sets dns and starts run.
 func newMesh(cfg *Config, data *dataPath, svc *services) *mesh {
 	return &mesh{cfg: cfg.Gossip, off: cfg.NoGossip, log: cfg.Logger, data: data, svc: svc, applied: make(chan struct{}, 1)}
 }
