@@ -205,7 +205,7 @@ func (ra *runningAgent) waitUp(t *testing.T) {
 }
 
 // pub returns the agent's public key, which New loads or makes.
-func (ra *runningAgent) pub() string { return ra.publicKey() }
+func (ra *runningAgent) pub() string { return ra.ctl.publicKey() }
 
 func sorted(keys ...string) []string {
 	slices.Sort(keys)

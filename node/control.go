@@ -8,17 +8,83 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/wiremesh/wiremesh/client"
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/wire"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // ErrRefused is returned (wrapped) when the coordinator refuses a join key
 // or node credential: retrying cannot help. The *client.Error beside it
 // says why (client.CodeOf).
 var ErrRefused = errors.New("refused by coordinator")
+
+// control is the agent's part that deals with the coordinator: the node's
+// identity and private key, the coordinator's proof key and pins, the
+// times of the proofs made, the client and the netmap stream's state. It
+// calls no other part; its methods take idMu, then mu, and nothing while
+// holding mu.
+type control struct {
+	log   *slog.Logger
+	clock func() time.Time // the time proofs carry
+	state *stateDir
+
+	// id and api are set before Run starts the agent's goroutines (by New,
+	// enrollment and re-enrolment), then only read. id.Node.PublicKey is
+	// the key at start; see key.
+	id  Identity
+	api *controlClient
+
+	idMu sync.Mutex // serialises writes of node.json (saveIdentity); taken before mu
+
+	mu        sync.Mutex
+	key       wgtypes.Key     // guarded by mu; the node's private key
+	coordKey  string          // guarded by mu; the coordinator's proof key, "" until known
+	pins      credential.Pins // guarded by mu; the pins the coordinator is trusted by
+	lastProof int64           // guarded by mu; unix time of the last netmap proof made
+	connected bool            // guarded by mu; a netmap stream is open
+	lastErr   string          // guarded by mu; why the last stream ended
+
+	// lastReport is guarded by mu: the unix time in nanoseconds of the
+	// last services report proof made.
+	lastReport int64
+}
+
+// setIdentity makes id, with key, the node's: at start, after enrollment
+// and after re-enrolment, before Run starts the agent's goroutines.
+func (c *control) setIdentity(id Identity, key wgtypes.Key) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.id, c.key, c.coordKey, c.pins = id, key, id.CoordinatorKey, id.Pins
+}
+
+// call sends a request with the node's credential; see controlClient.call.
+func (c *control) call(ctx context.Context, method, path string, in any) error {
+	return c.api.call(ctx, method, path, c.id.Credential, in, nil)
+}
+
+func (c *control) isConnected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.connected
+}
+
+func (c *control) setConnected(ok bool, why string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.connected, c.lastErr = ok, why
+}
+
+// streamState reports whether a netmap stream is open and why the last one
+// ended.
+func (c *control) streamState() (connected bool, lastErr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.connected, c.lastErr
+}
 
 // controlClient is the agent's side of the coordinator's API: the client
 // package's pinned HTTPS, with the coordinator's answers sorted into

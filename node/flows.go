@@ -99,13 +99,6 @@ func newFlowLog(keep int, path string, nameOf func(netip.Addr) string, log *slog
 	return l, nil
 }
 
-// runFlows runs the flow log, if there is one, until ctx is done.
-func (a *Agent) runFlows(ctx context.Context) {
-	if a.flows != nil {
-		a.flows.run(ctx)
-	}
-}
-
 // run stores the filter's records until ctx is done.
 func (l *flowLog) run(ctx context.Context) {
 	defer close(l.done)
@@ -200,8 +193,8 @@ func (l *flowLog) counts() (denied, added uint64) {
 // handleFlows adds GET /v1/flows to mux (see flowLog.handle); with the
 // filter off it answers 404 with a reason.
 func (a *Agent) handleFlows(mux *http.ServeMux) {
-	if a.flows != nil {
-		a.flows.handle(mux)
+	if a.data.flows != nil {
+		a.data.flows.handle(mux)
 		return
 	}
 	mux.HandleFunc("GET /v1/flows", func(w http.ResponseWriter, _ *http.Request) {

@@ -84,19 +84,18 @@ type PeerStatus struct {
 
 // Status returns the agent's current status.
 func (a *Agent) Status() (Status, error) {
-	a.mu.Lock()
-	nm, connected, lastErr := a.netmap, a.connected, a.lastErr
-	a.mu.Unlock()
+	nm := a.data.current()
+	connected, lastErr := a.ctl.streamState()
 	st := Status{
-		Self: a.id.Node, Interface: a.cfg.Interface, ListenPort: a.cfg.ListenPort,
-		Coordinator: a.id.Coordinator, Connected: connected, LastError: lastErr, Peers: []PeerStatus{},
+		Self: a.ctl.id.Node, Interface: a.cfg.Interface, ListenPort: a.cfg.ListenPort,
+		Coordinator: a.ctl.id.Coordinator, Connected: connected, LastError: lastErr, Peers: []PeerStatus{},
 	}
-	if a.svc != nil {
-		st.Services = a.svc.status()
+	if svc := a.svc.Load(); svc != nil {
+		st.Services = svc.status()
 	}
 	var dropped map[netip.Addr]uint64
-	if a.filter != nil {
-		fs := a.filter.Stats()
+	if a.data.filter != nil {
+		fs := a.data.filter.Stats()
 		dropped = fs.DroppedFrom
 		st.Filter = &FilterStats{Accepted: fs.Accepted, Dropped: map[string]uint64{}, Conns: fs.Conns}
 		for v, n := range fs.Dropped {
@@ -108,15 +107,15 @@ func (a *Agent) Status() (Status, error) {
 	}
 	st.Self, st.NetmapVersion = nm.Self, nm.Version
 	st.PolicyVersion, st.InboundRules = nm.PolicyVersion, len(nm.Rules)
-	stats, err := a.engine.Stats()
+	stats, err := a.data.engine.Stats()
 	if err != nil {
 		return st, err
 	}
-	if a.dns != nil {
+	if a.mesh.dns != nil {
 		st.DNS = netip.AddrPortFrom(a.cfg.DNSAddr, uint16(a.cfg.DNSPort)).String()
 	}
 	members := map[string]gossip.MemberInfo{}
-	if m := a.gossip.Load(); m != nil {
+	if m := a.mesh.member.Load(); m != nil {
 		gs := m.Stats()
 		st.Gossip = &GossipStats{BytesSent: gs.BytesSent, BytesReceived: gs.BytesReceived}
 		for _, mi := range m.Members() {
@@ -180,7 +179,7 @@ func (a *Agent) listenLocalAPI() (*localAPI, error) {
 	})
 	mux.HandleFunc("POST /v1/ping", a.handlePing)
 	mux.HandleFunc("POST /v1/rotate-key", a.handleRotateKey)
-	a.svc.handle(mux)
+	a.svc.Load().handle(mux)
 	a.handleFlows(mux)
 	l := &localAPI{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, path: path}
 	l.wg.Add(1)

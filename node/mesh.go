@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wiremesh/wiremesh/dns"
@@ -24,14 +26,44 @@ const joinEvery = 2 * time.Second
 // "unknown" and sort last).
 const selfRTT = time.Nanosecond
 
-// runMesh owns the agent's serf member: it starts it once a netmap carries
+// mesh is the agent's part that gossips and serves DNS: one goroutine,
+// run, owns the serf member and builds the DNS catalog. Others read the
+// member through member; run calls the data path and the services (for
+// the netmap, the local health and the services report's wake-ups) and
+// holds no lock.
+type mesh struct {
+	cfg  gossip.Config // Config.Gossip
+	off  bool          // Config.NoGossip
+	log  *slog.Logger
+	data *dataPath
+	svc  *services
+	dns  *dns.Server // nil with DNS off; set by Run before run starts
+
+	applied chan struct{}                 // a value after a netmap is applied (buffered 1)
+	member  atomic.Pointer[gossip.Member] // set once run started the serf member, for status, metrics and ping
+}
+
+// newMesh makes the mesh part; Run sets dns and starts run.
+func newMesh(cfg *Config, data *dataPath, svc *services) *mesh {
+	return &mesh{cfg: cfg.Gossip, off: cfg.NoGossip, log: cfg.Logger, data: data, svc: svc, applied: make(chan struct{}, 1)}
+}
+
+// netmapApplied wakes run to look at the applied netmap.
+func (m *mesh) netmapApplied() {
+	select {
+	case m.applied <- struct{}{}:
+	default:
+	}
+}
+
+// run owns the agent's serf member: it starts it once a netmap carries
 // gossip settings, keeps its keys and the local health in its tags in line,
 // joins peers that gossip does not know, and rebuilds the DNS catalog whenever the
 // netmap, the membership or the local checks change. It returns when ctx
 // is done, after leaving the gossip pool.
-func (a *Agent) runMesh(ctx context.Context) {
+func (m *mesh) run(ctx context.Context) {
 	var (
-		m       *gossip.Member
+		mem     *gossip.Member
 		keys    []string
 		changes <-chan struct{}
 		joining sync.WaitGroup
@@ -41,9 +73,9 @@ func (a *Agent) runMesh(ctx context.Context) {
 	joinCtx, stopJoin := context.WithCancel(ctx)
 	defer func() {
 		stopJoin()
-		if m != nil {
-			if err := m.Close(); err != nil {
-				a.log.Warn("leave gossip", "err", err)
+		if mem != nil {
+			if err := mem.Close(); err != nil {
+				m.log.Warn("leave gossip", "err", err)
 			}
 		}
 		joining.Wait()
@@ -52,38 +84,38 @@ func (a *Agent) runMesh(ctx context.Context) {
 	defer tick.Stop()
 	healthDirty := true
 	for {
-		nm := a.currentNetmap()
-		if m == nil && nm != nil && nm.Gossip != nil && !a.cfg.NoGossip {
+		nm := m.data.current()
+		if mem == nil && nm != nil && nm.Gossip != nil && !m.off {
 			var err error
-			if m, err = a.startGossip(nm); err != nil {
-				a.log.Error("gossip not started; retrying", "err", err)
+			if mem, err = m.startGossip(nm); err != nil {
+				m.log.Error("gossip not started; retrying", "err", err)
 			} else {
-				keys, changes, healthDirty = nm.Gossip.Keys, m.Changes(), true
-				a.gossip.Store(m)
+				keys, changes, healthDirty = nm.Gossip.Keys, mem.Changes(), true
+				m.member.Store(mem)
 			}
 		}
-		if m != nil && nm.Gossip != nil && !slices.Equal(keys, nm.Gossip.Keys) {
-			if err := setKeys(m, nm.Gossip.Keys); err != nil {
-				a.log.Error("gossip keys not changed", "err", err)
+		if mem != nil && nm.Gossip != nil && !slices.Equal(keys, nm.Gossip.Keys) {
+			if err := setKeys(mem, nm.Gossip.Keys); err != nil {
+				m.log.Error("gossip keys not changed", "err", err)
 			} else {
 				keys = nm.Gossip.Keys
-				a.log.Info("gossip keys changed", "keys", len(keys))
+				m.log.Info("gossip keys changed", "keys", len(keys))
 			}
 		}
-		local := a.svc.status()
+		local := m.svc.status()
 		var members []gossip.MemberInfo
-		if m != nil {
-			members = m.Members()
+		if mem != nil {
+			members = mem.Members()
 		}
-		a.setCatalog(nm, local, members, m != nil)
-		if m != nil && healthDirty {
-			if err := m.SetHealth(gossipHealth(local)); err != nil {
-				a.log.Error("service health not gossiped", "err", err)
+		m.setCatalog(nm, local, members, mem != nil)
+		if mem != nil && healthDirty {
+			if err := mem.SetHealth(gossipHealth(local)); err != nil {
+				m.log.Error("service health not gossiped", "err", err)
 			}
 			healthDirty = false
 		}
 		var addrs []netip.AddrPort
-		if m != nil && !inJoin {
+		if mem != nil && !inJoin {
 			addrs = toJoin(nm, members)
 		}
 		if len(addrs) > 0 {
@@ -91,21 +123,21 @@ func (a *Agent) runMesh(ctx context.Context) {
 			joining.Add(1)
 			go func() {
 				defer joining.Done()
-				a.join(joinCtx, m, addrs)
+				m.join(joinCtx, mem, addrs)
 				joined <- struct{}{}
 			}()
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-a.netmapChanged:
+		case <-m.applied:
 		case <-changes:
-		case <-a.svc.runner.Changes():
+		case <-m.svc.runner.Changes():
 			healthDirty = true
-			a.wakeReport()
-		case <-a.svc.changed:
+			m.svc.wakeReport()
+		case <-m.svc.changed:
 			healthDirty = true
-			a.wakeReport()
+			m.svc.wakeReport()
 		case <-joined:
 			inJoin = false
 		case <-tick.C:
@@ -114,8 +146,8 @@ func (a *Agent) runMesh(ctx context.Context) {
 }
 
 // startGossip starts the node's serf member on its overlay IPv4 address.
-func (a *Agent) startGossip(nm *wire.Netmap) (*gossip.Member, error) {
-	cfg := a.cfg.Gossip
+func (m *mesh) startGossip(nm *wire.Netmap) (*gossip.Member, error) {
+	cfg := m.cfg
 	cfg.Name = nm.Self.Name
 	for _, p := range nm.Self.Addresses {
 		if p.Addr().Is4() {
@@ -127,13 +159,13 @@ func (a *Agent) startGossip(nm *wire.Netmap) (*gossip.Member, error) {
 	if cfg.Keys, err = decodeKeys(nm.Gossip.Keys); err != nil {
 		return nil, err
 	}
-	cfg.Logger = a.log.With("sub", "gossip")
-	m, err := gossip.New(cfg)
+	cfg.Logger = m.log.With("sub", "gossip")
+	mem, err := gossip.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
-	a.log.Info("gossip up", "addr", netip.AddrPortFrom(cfg.BindAddr, uint16(cfg.Port)).String())
-	return m, nil
+	m.log.Info("gossip up", "addr", netip.AddrPortFrom(cfg.BindAddr, uint16(cfg.Port)).String())
+	return mem, nil
 }
 
 func decodeKeys(keys []string) ([][]byte, error) {
@@ -182,17 +214,17 @@ func toJoin(nm *wire.Netmap, members []gossip.MemberInfo) []netip.AddrPort {
 // join contacts the addresses one by one in random order until one
 // answers: one member is enough to learn the whole membership, and serf
 // joins one at a time, so a peer that is down costs a connection timeout.
-func (a *Agent) join(ctx context.Context, m *gossip.Member, addrs []netip.AddrPort) {
+func (m *mesh) join(ctx context.Context, mem *gossip.Member, addrs []netip.AddrPort) {
 	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
 	for _, ap := range addrs {
 		if ctx.Err() != nil {
 			return
 		}
-		n, err := m.Join([]netip.AddrPort{ap})
+		n, err := mem.Join([]netip.AddrPort{ap})
 		if n > 0 {
 			return
 		}
-		a.log.Debug("gossip join failed", "addr", ap.String(), "err", err)
+		m.log.Debug("gossip join failed", "addr", ap.String(), "err", err)
 	}
 }
 
@@ -206,16 +238,16 @@ func gossipHealth(local []ServiceStatus) map[string]wire.Health {
 }
 
 // setCatalog rebuilds the DNS catalog, if the agent serves DNS.
-func (a *Agent) setCatalog(nm *wire.Netmap, local []ServiceStatus, members []gossip.MemberInfo, gossipOn bool) {
-	if a.dns == nil || nm == nil {
+func (m *mesh) setCatalog(nm *wire.Netmap, local []ServiceStatus, members []gossip.MemberInfo, gossipOn bool) {
+	if m.dns == nil || nm == nil {
 		return
 	}
 	nodes, insts := catalog(nm, local, members, gossipOn)
 	snap, err := dns.NewSnapshot(nodes, insts, nil)
 	if err != nil {
-		a.log.Debug("dns catalog has entries it cannot serve", "err", err)
+		m.log.Debug("dns catalog has entries it cannot serve", "err", err)
 	}
-	a.dns.SetSnapshot(snap)
+	m.dns.SetSnapshot(snap)
 }
 
 // catalog is what DNS serves: the node itself with its local services and
@@ -264,11 +296,4 @@ func addrsOf(n wire.Node) []netip.Addr {
 		out = append(out, p.Addr())
 	}
 	return out
-}
-
-// currentNetmap returns the applied netmap (nil before the first).
-func (a *Agent) currentNetmap() *wire.Netmap {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.netmap
 }

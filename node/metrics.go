@@ -133,9 +133,8 @@ func (c *agentCollector) Describe(ch chan<- *prometheus.Desc) {
 // goroutines, after Run has made the engine, filter and services.
 func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 	a := c.a
-	a.mu.Lock()
-	nm, connected := a.netmap, a.connected
-	a.mu.Unlock()
+	nm := a.data.current()
+	connected, _ := a.ctl.streamState()
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
@@ -149,7 +148,7 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(policyVersionDesc, float64(nm.PolicyVersion))
 		gauge(rulesDesc, float64(len(nm.Rules)))
 		gauge(peersDesc, float64(len(nm.Peers)))
-		if stats, err := a.engine.Stats(); err != nil {
+		if stats, err := a.data.engine.Stats(); err != nil {
 			a.log.Debug("metrics: no WireGuard counters", "err", err)
 		} else {
 			now := time.Now()
@@ -164,8 +163,8 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
-	if a.filter != nil {
-		fs := a.filter.Stats()
+	if a.data.filter != nil {
+		fs := a.data.filter.Stats()
 		counter(acceptedDesc, float64(fs.Accepted))
 		for v := filter.DropNoRule; v < filter.NumVerdicts; v++ {
 			counter(droppedDesc, float64(fs.Dropped[v]), strings.ReplaceAll(v.String(), " ", "_"))
@@ -176,16 +175,16 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(flowSuppressedDesc, float64(fs.NewFlowsSuppressed), eventNew)
 		counter(flowLostDesc, float64(fs.FlowsLost))
 	}
-	if a.flows != nil {
-		denied, added := a.flows.counts()
+	if a.data.flows != nil {
+		denied, added := a.data.flows.counts()
 		counter(flowRecordsDesc, float64(denied), eventDenied)
 		counter(flowRecordsDesc, float64(added), eventNew)
 	}
 	a.dnsCount.collect(func(qtype, rcode, origin string, n uint64) { counter(dnsQueriesDesc, float64(n), qtype, rcode, origin) })
-	if a.svc != nil {
-		collectChecks(a.svc.runner.Results(), gauge)
+	if svc := a.svc.Load(); svc != nil {
+		collectChecks(svc.runner.Results(), gauge)
 	}
-	if m := a.gossip.Load(); m != nil {
+	if m := a.mesh.member.Load(); m != nil {
 		collectGossip(m, gauge, counter)
 	}
 }

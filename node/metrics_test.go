@@ -54,7 +54,7 @@ func TestAgentMetrics(t *testing.T) {
 
 	runner := health.New(health.DefaultConfig())
 	defer runner.Close()
-	svc := newServices("", runner)
+	svc := newServices("", runner, slog.New(slog.DiscardHandler))
 	if err := svc.register([]service.Definition{{Name: "web", Port: 80, Protocol: service.TCP, Checks: []service.CheckDef{
 		{ID: "web:1", Kind: service.KindTTL, TTL: time.Hour, SuccessBeforePassing: 1, FailuresBeforeCritical: 1},
 		{ID: "web:2", Kind: service.KindTTL, TTL: time.Hour, SuccessBeforePassing: 1, FailuresBeforeCritical: 1},
@@ -67,16 +67,20 @@ func TestAgentMetrics(t *testing.T) {
 
 	handshake := time.Now().Add(-30 * time.Second)
 	a := &Agent{
-		cfg: Config{Version: "1.2.3"}, log: slog.New(slog.DiscardHandler), filter: f, svc: svc,
-		engine: &statsEngine{stats: map[string]PeerStats{
-			"keyA": {RxBytes: 1000, TxBytes: 2000, LastHandshake: handshake},
-		}},
-		netmap: &wire.Netmap{
-			Version: 9, PolicyVersion: 4, Rules: make([]wire.FilterRule, 2), Self: wire.Node{Name: "me"},
-			Peers: []wire.Node{{Name: "alice", PublicKey: "keyA"}, {Name: "bob", PublicKey: "keyB"}},
+		cfg: Config{Version: "1.2.3"}, log: slog.New(slog.DiscardHandler),
+		data: &dataPath{
+			filter: f,
+			engine: &statsEngine{stats: map[string]PeerStats{
+				"keyA": {RxBytes: 1000, TxBytes: 2000, LastHandshake: handshake},
+			}},
+			netmap: &wire.Netmap{
+				Version: 9, PolicyVersion: 4, Rules: make([]wire.FilterRule, 2), Self: wire.Node{Name: "me"},
+				Peers: []wire.Node{{Name: "alice", PublicKey: "keyA"}, {Name: "bob", PublicKey: "keyB"}},
+			},
 		},
-		connected: true,
+		ctl: &control{connected: true}, mesh: &mesh{},
 	}
+	a.svc.Store(svc)
 	a.dnsCount.observe(miekg.TypeA, miekg.RcodeSuccess, false)
 	a.dnsCount.observe(miekg.TypeA, miekg.RcodeSuccess, false)
 	a.dnsCount.observe(miekg.TypeSRV, miekg.RcodeNameError, false)
@@ -185,7 +189,7 @@ wiremesh_agent_check_status{check="web:2",service="web",status="warning"} 0
 // TestAgentMetricsBeforeNetmap: a scrape before the first netmap, and with
 // the filter off, answers what is known.
 func TestAgentMetricsBeforeNetmap(t *testing.T) {
-	a := &Agent{log: slog.New(slog.DiscardHandler), engine: &statsEngine{}}
+	a := &Agent{log: slog.New(slog.DiscardHandler), ctl: &control{}, mesh: &mesh{}, data: &dataPath{engine: &statsEngine{}}}
 	n, err := testutil.GatherAndCount(a.metricsRegistry(), "wiremesh_agent_coordinator_connected", "wiremesh_agent_netmap_version", "wiremesh_agent_packets_accepted_total")
 	if err != nil || n != 1 {
 		t.Errorf("before a netmap: %d series, %v; want only coordinator_connected", n, err)

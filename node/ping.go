@@ -53,7 +53,7 @@ func (a *Agent) ping(ctx context.Context, req PingRequest) (PingResult, error) {
 		return PingResult{}, fmt.Errorf("bad count %d: want 1..%d", req.Count, maxPingCount)
 	}
 	res := PingResult{Node: req.Node}
-	nm := a.currentNetmap()
+	nm := a.data.current()
 	peer, ok := findPeer(nm, req.Node)
 	if !ok {
 		res.Verdict = "policy"
@@ -68,7 +68,7 @@ func (a *Agent) ping(ctx context.Context, req PingRequest) (PingResult, error) {
 		}
 	}
 	res.Addr = dst.String()
-	before, _ := a.engine.Stats()
+	before, _ := a.data.engine.Stats()
 	rtts, err := echo(ctx, dst, req.Count)
 	if err != nil {
 		return res, err
@@ -77,9 +77,9 @@ func (a *Agent) ping(ctx context.Context, req PingRequest) (PingResult, error) {
 	for _, d := range rtts {
 		res.RTTs = append(res.RTTs, wire.Duration(d))
 	}
-	after, _ := a.engine.Stats()
+	after, _ := a.data.engine.Stats()
 	failed := false
-	if m := a.gossip.Load(); m != nil {
+	if m := a.mesh.member.Load(); m != nil {
 		for _, mi := range m.Members() {
 			failed = failed || mi.Name == peer.Name && mi.Status == gossip.Failed
 		}

@@ -3,10 +3,10 @@ package node
 import "github.com/wiremesh/wiremesh/credential"
 
 // coordinatorPins returns the pins the agent trusts the coordinator by.
-func (a *Agent) coordinatorPins() credential.Pins {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.pins
+func (c *control) coordinatorPins() credential.Pins {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pins
 }
 
 // adoptPins keeps the coordinator's pin set from a netmap received over a
@@ -16,24 +16,24 @@ func (a *Agent) coordinatorPins() credential.Pins {
 // pins (pinning its coordinator's CA, perhaps a public one) moves to the
 // key pin on its first netmap. An empty set (an older coordinator)
 // changes nothing.
-func (a *Agent) adoptPins(ss []string) {
+func (c *control) adoptPins(ss []string) {
 	if len(ss) == 0 {
 		return
 	}
 	pins, err := credential.ParsePins(ss)
 	if err != nil {
-		a.log.Warn("ignoring the coordinator pins of a netmap", "err", err)
+		c.log.Warn("ignoring the coordinator pins of a netmap", "err", err)
 		return
 	}
-	a.mu.Lock()
-	same := a.pins.Equal(pins)
-	a.pins = pins
-	a.mu.Unlock()
+	c.mu.Lock()
+	same := c.pins.Equal(pins)
+	c.pins = pins
+	c.mu.Unlock()
 	if same {
 		return
 	}
-	a.log.Info("coordinator pins changed", "pin", pins.String())
-	if err := a.saveIdentity(); err != nil {
-		a.log.Warn("cannot keep the coordinator pins; using them until the agent stops", "err", err)
+	c.log.Info("coordinator pins changed", "pin", pins.String())
+	if err := c.saveIdentity(); err != nil {
+		c.log.Warn("cannot keep the coordinator pins; using them until the agent stops", "err", err)
 	}
 }

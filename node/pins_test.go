@@ -31,7 +31,7 @@ func TestAgentAdoptsNetmapPins(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "a")
 	a := startAgent(t, "a", dir, key)
 	a.waitUp(t)
-	if got := a.coordinatorPins(); !got.Equal(co.c.Pins()) {
+	if got := a.ctl.coordinatorPins(); !got.Equal(co.c.Pins()) {
 		t.Errorf("agent trusts %s, want the netmap's %s", got, co.c.Pins())
 	}
 	if err := a.stop(t); err != nil {

@@ -15,33 +15,33 @@ import (
 // before proofs lacks it), kept in node.json from then on. An empty key
 // with a nil error: the coordinator predates proofs and takes requests
 // without.
-func (a *Agent) coordinatorKey(ctx context.Context) (string, error) {
-	a.mu.Lock()
-	k := a.coordKey
-	a.mu.Unlock()
+func (c *control) coordinatorKey(ctx context.Context) (string, error) {
+	c.mu.Lock()
+	k := c.coordKey
+	c.mu.Unlock()
 	if k != "" {
 		return k, nil
 	}
-	return a.fetchCoordinatorKey(ctx)
+	return c.fetchCoordinatorKey(ctx)
 }
 
 // fetchCoordinatorKey asks the coordinator for its proof key and keeps it.
-func (a *Agent) fetchCoordinatorKey(ctx context.Context) (string, error) {
-	k, err := a.ctl.coordinatorKey(ctx)
+func (c *control) fetchCoordinatorKey(ctx context.Context) (string, error) {
+	k, err := c.api.coordinatorKey(ctx)
 	if client.CodeOf(err) == wire.CodeNotFound {
-		a.log.Warn("the coordinator takes no proofs of this node's key: upgrade it", "url", a.id.Coordinator)
+		c.log.Warn("the coordinator takes no proofs of this node's key: upgrade it", "url", c.id.Coordinator)
 		return "", nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("fetch the coordinator's proof key: %w", err)
 	}
-	a.mu.Lock()
-	changed := a.coordKey != k
-	a.coordKey = k
-	a.mu.Unlock()
+	c.mu.Lock()
+	changed := c.coordKey != k
+	c.coordKey = k
+	c.mu.Unlock()
 	if changed {
-		if err := a.saveIdentity(); err != nil {
-			a.log.Warn("cannot keep the coordinator's proof key; fetching it again at the next start", "err", err)
+		if err := c.saveIdentity(); err != nil {
+			c.log.Warn("cannot keep the coordinator's proof key; fetching it again at the next start", "err", err)
 		}
 	}
 	return k, nil
@@ -50,17 +50,17 @@ func (a *Agent) fetchCoordinatorKey(ctx context.Context) (string, error) {
 // refreshCoordinatorKey fetches the proof key again after the coordinator
 // refused a proof, and reports whether it changed (a coordinator whose
 // proof key was replaced), so that a retry can help.
-func (a *Agent) refreshCoordinatorKey(ctx context.Context) bool {
-	a.mu.Lock()
-	old := a.coordKey
-	a.mu.Unlock()
-	k, err := a.fetchCoordinatorKey(ctx)
+func (c *control) refreshCoordinatorKey(ctx context.Context) bool {
+	c.mu.Lock()
+	old := c.coordKey
+	c.mu.Unlock()
+	k, err := c.fetchCoordinatorKey(ctx)
 	if err != nil {
-		a.log.Warn("proof refused; cannot fetch the coordinator's proof key again", "err", err)
+		c.log.Warn("proof refused; cannot fetch the coordinator's proof key again", "err", err)
 		return false
 	}
 	if k != old {
-		a.log.Info("the coordinator's proof key changed", "node", a.id.Node.Name)
+		c.log.Info("the coordinator's proof key changed", "node", c.id.Node.Name)
 	}
 	return k != old
 }
@@ -70,14 +70,14 @@ func (a *Agent) refreshCoordinatorKey(ctx context.Context) bool {
 // coordinator without a proof key. Its times never go backwards, so that
 // a clock stepped back does not make the coordinator refuse a proof as
 // older than the last.
-func (a *Agent) netmapProof(coordKey string) (pub, proof string, err error) {
-	a.mu.Lock()
-	key := a.key
-	at := max(a.cfg.Clock().Unix(), a.lastProof)
+func (c *control) netmapProof(coordKey string) (pub, proof string, err error) {
+	c.mu.Lock()
+	key := c.key
+	at := max(c.clock().Unix(), c.lastProof)
 	if coordKey != "" {
-		a.lastProof = at
+		c.lastProof = at
 	}
-	a.mu.Unlock()
+	c.mu.Unlock()
 	if coordKey == "" {
 		return key.PublicKey().String(), "", nil
 	}
@@ -92,14 +92,14 @@ func (a *Agent) netmapProof(coordKey string) (pub, proof string, err error) {
 // report's time is at least a nanosecond after the last one's, so that the
 // coordinator, which refuses a time not after one it accepted, takes
 // reports made in the same instant or after the clock stepped back.
-func (a *Agent) servicesProof(coordKey string, req *wire.ServicesReport) error {
-	a.mu.Lock()
-	key := a.key
-	at := max(a.cfg.Clock().UnixNano(), a.lastReport+1)
+func (c *control) servicesProof(coordKey string, req *wire.ServicesReport) error {
+	c.mu.Lock()
+	key := c.key
+	at := max(c.clock().UnixNano(), c.lastReport+1)
 	if coordKey != "" {
-		a.lastReport = at
+		c.lastReport = at
 	}
-	a.mu.Unlock()
+	c.mu.Unlock()
 	req.PublicKey = key.PublicKey().String()
 	if coordKey == "" {
 		return nil
@@ -130,14 +130,14 @@ func isProtocolRefusal(err error) bool {
 
 // saveIdentity writes node.json with the node's current public key, the
 // coordinator's proof key and its pins.
-func (a *Agent) saveIdentity() error {
-	a.idMu.Lock()
-	defer a.idMu.Unlock()
-	a.mu.Lock()
-	id := a.id
-	id.Node.PublicKey = a.key.PublicKey().String()
-	id.CoordinatorKey = a.coordKey
-	id.Pins = a.pins
-	a.mu.Unlock()
-	return a.state.saveIdentity(id)
+func (c *control) saveIdentity() error {
+	c.idMu.Lock()
+	defer c.idMu.Unlock()
+	c.mu.Lock()
+	id := c.id
+	id.Node.PublicKey = c.key.PublicKey().String()
+	id.CoordinatorKey = c.coordKey
+	id.Pins = c.pins
+	c.mu.Unlock()
+	return c.state.saveIdentity(id)
 }

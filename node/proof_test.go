@@ -170,7 +170,7 @@ func TestReportsInOneInstant(t *testing.T) {
 	var defs []service.Definition
 	for i, name := range []string{"web", "db", "api"} {
 		defs = append(defs, service.Definition{Name: name, Port: uint16(8000 + i), Protocol: service.TCP})
-		if err := ag.svc.register(defs[i:]); err != nil {
+		if err := ag.svc.Load().register(defs[i:]); err != nil {
 			t.Fatal(err)
 		}
 		deadline := time.Now().Add(waitFor)

@@ -27,7 +27,7 @@ func isIdentityRefusal(err error) bool {
 // when the coordinator refuses the stored identity, or always with
 // Config.ForceReauth. An identity the coordinator accepts is kept.
 func (a *Agent) reauthenticate(ctx context.Context) error {
-	old := a.id.Node.Name
+	old := a.ctl.id.Node.Name
 	why := "the old node stays on the coordinator (--force-reauth); delete it with wiremesh nodes delete " + old
 	if !a.cfg.ForceReauth {
 		err := a.checkIdentity(ctx)
@@ -57,12 +57,10 @@ func (a *Agent) reauthenticate(ctx context.Context) error {
 	if err := a.state.replaceIdentity(key, id); err != nil {
 		return fmt.Errorf("enroll node %s again: the coordinator admitted %s but the state dir %s was not updated: %w", old, id.Node.Name, a.cfg.StateDir, err)
 	}
-	if err := a.engine.SetPrivateKey(key); err != nil {
+	if err := a.data.engine.SetPrivateKey(key); err != nil {
 		return fmt.Errorf("enroll node %s again: %w", old, err)
 	}
-	a.mu.Lock()
-	a.key, a.id, a.coordKey, a.pins = key, id, id.CoordinatorKey, id.Pins
-	a.mu.Unlock()
+	a.ctl.setIdentity(id, key)
 	a.log.Info("re-enrolled with a new key, keeping the state dir", "node", id.Node.Name, "old_node", old, "addr", id.Node.Addresses[0].Addr().String(), "why", why)
 	return nil
 }
@@ -70,13 +68,13 @@ func (a *Agent) reauthenticate(ctx context.Context) error {
 // checkIdentity opens one netmap stream with the stored identity and
 // returns nil once the coordinator sends a netmap, which is discarded.
 func (a *Agent) checkIdentity(ctx context.Context) error {
-	ctl, err := newControlClient(a.id.Coordinator, a.coordinatorPins, a.log)
+	api, err := newControlClient(a.ctl.id.Coordinator, a.ctl.coordinatorPins, a.log)
 	if err != nil {
 		return err
 	}
-	defer ctl.close()
-	a.ctl = ctl // for the proof key; Run sets its own
-	defer func() { a.ctl = nil }()
+	defer api.close()
+	a.ctl.api = api // for the proof key; Run sets its own
+	defer func() { a.ctl.api = nil }()
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.EnrollTimeout)
 	defer cancel()
 	req, err := a.mapRequest(ctx)
@@ -84,7 +82,7 @@ func (a *Agent) checkIdentity(ctx context.Context) error {
 		return err
 	}
 	accepted := false
-	err = ctl.stream(ctx, a.id.Credential, req, func(*wire.Netmap) { accepted = true; cancel() })
+	err = api.stream(ctx, a.ctl.id.Credential, req, func(*wire.Netmap) { accepted = true; cancel() })
 	if accepted {
 		return nil
 	}

@@ -9,30 +9,30 @@ import (
 )
 
 // wakeReport asks the reporter to send the services report again.
-func (a *Agent) wakeReport() {
+func (s *services) wakeReport() {
 	select {
-	case a.reportNow <- struct{}{}:
+	case s.reportNow <- struct{}{}:
 	default:
 	}
 }
 
-// runReporter sends the node's services and their health to the
-// coordinator whenever wakeReport is called, retrying with backoff until
-// one report gets through; several wake-ups while it waits make one
-// report. It returns when ctx is done.
-func (a *Agent) runReporter(ctx context.Context) {
+// runReporter sends the node's services and their health with send
+// whenever wakeReport is called, retrying with backoff until one report
+// gets through; several wake-ups while it waits make one report. It
+// returns when ctx is done.
+func (s *services) runReporter(ctx context.Context, send func(context.Context, []wire.Service) error) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-a.reportNow:
+		case <-s.reportNow:
 		}
 		for b := newBackoff(); ; {
-			err := a.report(ctx)
+			err := send(ctx, s.report())
 			if err == nil || ctx.Err() != nil {
 				break
 			}
-			a.log.Warn("services not reported to the coordinator; retrying", "err", err)
+			s.log.Warn("services not reported to the coordinator; retrying", "err", err)
 			select {
 			case <-ctx.Done():
 				return
@@ -42,24 +42,30 @@ func (a *Agent) runReporter(ctx context.Context) {
 	}
 }
 
-// report sends one services report.
-func (a *Agent) report(ctx context.Context) error {
+// report is the services and their checks as the coordinator takes them.
+func (s *services) report() []wire.Service {
+	out := []wire.Service{}
+	for _, st := range s.status() {
+		sv := wire.Service{Name: st.Name, Port: st.Port, Proto: st.Protocol, Tags: st.Tags, Health: st.Health.String()}
+		for _, c := range st.Checks {
+			sv.Checks = append(sv.Checks, wire.CheckStatus{ID: c.CheckID, Status: c.Status.String(), Output: c.Output})
+		}
+		out = append(out, sv)
+	}
+	return out
+}
+
+// report sends one services report, with proofs of the node's key.
+func (c *control) report(ctx context.Context, services []wire.Service) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	ck, err := a.coordinatorKey(ctx)
+	ck, err := c.coordinatorKey(ctx)
 	if err != nil {
 		return err
 	}
-	req := wire.ServicesReport{Services: []wire.Service{}}
-	for _, s := range a.svc.status() {
-		sv := wire.Service{Name: s.Name, Port: s.Port, Proto: s.Protocol, Tags: s.Tags, Health: s.Health.String()}
-		for _, c := range s.Checks {
-			sv.Checks = append(sv.Checks, wire.CheckStatus{ID: c.CheckID, Status: c.Status.String(), Output: c.Output})
-		}
-		req.Services = append(req.Services, sv)
-	}
-	if err := a.servicesProof(ck, &req); err != nil {
+	req := wire.ServicesReport{Services: services}
+	if err := c.servicesProof(ck, &req); err != nil {
 		return err
 	}
-	return a.ctl.call(ctx, http.MethodPut, wire.PathServicesReport, a.id.Credential, req, nil)
+	return c.call(ctx, http.MethodPut, wire.PathServicesReport, req)
 }

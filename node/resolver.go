@@ -42,9 +42,9 @@ func (a *Agent) listenLoopbackDNS() (dnsSockets, error) {
 // overlay addresses; it takes the sockets over. It answers this host
 // only: a query from anywhere else is refused, since the catalog is this
 // node's view of what it may reach.
-func (a *Agent) startDNS(loop dnsSockets) error {
+func (a *Agent) startDNS(loop dnsSockets) (*dns.Server, error) {
 	if loop.pc == nil {
-		return nil
+		return nil, nil
 	}
 	port := uint16(a.cfg.DNSPort)
 	listen := []netip.AddrPort{netip.AddrPortFrom(a.cfg.DNSAddr, port)}
@@ -54,37 +54,36 @@ func (a *Agent) startDNS(loop dnsSockets) error {
 			s.close()
 		}
 	}()
-	for _, p := range a.id.Node.Addresses {
+	for _, p := range a.ctl.id.Node.Addresses {
 		ap := netip.AddrPortFrom(p.Addr(), port)
 		s, err := listenDNS(ap)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		listen, socks = append(listen, ap), append(socks, s)
 	}
 	cfg := a.cfg.DNS
-	cfg.Prefixes = a.id.Prefixes
+	cfg.Prefixes = a.ctl.id.Prefixes
 	cfg.Logger = a.log.With("sub", "dns")
-	own := a.id.Node.Addresses
+	own := a.ctl.id.Node.Addresses
 	cfg.AllowQuerier = func(q netip.Addr) bool {
 		return q.IsLoopback() || slices.ContainsFunc(own, func(p netip.Prefix) bool { return p.Addr() == q })
 	}
 	cfg.Upstreams = a.upstreams(listen)
 	srv, err := dns.New(cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for len(socks) > 0 {
 		s := socks[0]
 		socks = socks[1:]
 		if err := srv.Serve(s.pc, s.l); err != nil { // Serve owns s now, even on error
 			srv.Close()
-			return err
+			return nil, err
 		}
 	}
-	a.dns = srv
 	a.log.Info("dns up", "addr", listen[0].String(), "domain", cfg.Domain, "upstreams", len(cfg.Upstreams))
-	return nil
+	return srv, nil
 }
 
 // upstreams returns the resolvers names outside the mesh are forwarded to:

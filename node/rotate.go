@@ -37,14 +37,22 @@ func (s *stateDir) loadNextKey() (wgtypes.Key, bool) {
 func (s *stateDir) removeNextKey() { os.Remove(s.file(nextKeyFile)) }
 
 // privateKey returns the node's current WireGuard private key.
-func (a *Agent) privateKey() wgtypes.Key {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.key
+func (c *control) privateKey() wgtypes.Key {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.key
 }
 
 // publicKey returns the node's current public key, base64.
-func (a *Agent) publicKey() string { return a.privateKey().PublicKey().String() }
+func (c *control) publicKey() string { return c.privateKey().PublicKey().String() }
+
+// keepKey makes k the node's key, in memory and in the state dir.
+func (c *control) keepKey(k wgtypes.Key) error {
+	c.mu.Lock()
+	c.key = k
+	c.mu.Unlock()
+	return errors.Join(c.state.saveKey(k), c.saveIdentity())
+}
 
 // RotateKey replaces the node's WireGuard key: it makes a new one, tells
 // the coordinator (which pushes it to the peers before it answers), then
@@ -56,11 +64,11 @@ func (a *Agent) RotateKey(ctx context.Context) (string, error) {
 	defer a.rotateMu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	ck, err := a.coordinatorKey(ctx)
+	ck, err := a.ctl.coordinatorKey(ctx)
 	if err != nil {
 		return "", fmt.Errorf("rotate key: %w", err)
 	}
-	old := a.privateKey()
+	old := a.ctl.privateKey()
 	next, err := wgtypes.GeneratePrivateKey()
 	if err != nil {
 		return "", fmt.Errorf("generate key: %w", err)
@@ -74,7 +82,7 @@ func (a *Agent) RotateKey(ctx context.Context) (string, error) {
 	if err := a.state.saveNextKey(next); err != nil {
 		return "", fmt.Errorf("rotate key: %w", err)
 	}
-	if err := a.ctl.call(ctx, http.MethodPost, wire.PathRotateKey, a.id.Credential, req, nil); err != nil {
+	if err := a.ctl.call(ctx, http.MethodPost, wire.PathRotateKey, req); err != nil {
 		if errors.Is(err, ErrRefused) {
 			a.state.removeNextKey() // the coordinator kept the old key
 			return "", fmt.Errorf("rotate key: %w", err)
@@ -83,11 +91,11 @@ func (a *Agent) RotateKey(ctx context.Context) (string, error) {
 		// which it publishes before answering: if the netmap has it, adopt
 		// it. Otherwise the rotation file stays, and a later netmap (or the
 		// refusal of the old key) settles it.
-		if a.selfKey() == req.NewPublicKey {
+		if a.data.selfKey() == req.NewPublicKey {
 			if err := a.adoptKey(next); err != nil {
 				return "", err
 			}
-			a.log.Info("key rotated; the coordinator's answer was lost", "node", a.id.Node.Name, "err", err)
+			a.log.Info("key rotated; the coordinator's answer was lost", "node", a.ctl.id.Node.Name, "err", err)
 			return req.NewPublicKey, nil
 		}
 		return "", fmt.Errorf("rotate key: %w", err)
@@ -95,30 +103,17 @@ func (a *Agent) RotateKey(ctx context.Context) (string, error) {
 	if err := a.adoptKey(next); err != nil {
 		return "", err
 	}
-	a.log.Info("key rotated", "node", a.id.Node.Name)
+	a.log.Info("key rotated", "node", a.ctl.id.Node.Name)
 	return next.PublicKey().String(), nil
-}
-
-// selfKey is the node's public key in the applied netmap; empty: none.
-func (a *Agent) selfKey() string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.netmap == nil {
-		return ""
-	}
-	return a.netmap.Self.PublicKey
 }
 
 // adoptKey makes k the node's key: on the interface, in memory and in the
 // state dir, then drops the rotation file.
 func (a *Agent) adoptKey(k wgtypes.Key) error {
-	if err := a.engine.SetPrivateKey(k); err != nil {
+	if err := a.data.engine.SetPrivateKey(k); err != nil {
 		return fmt.Errorf("rotate key: the coordinator has the new key but the interface does not: %w", err)
 	}
-	a.mu.Lock()
-	a.key = k
-	a.mu.Unlock()
-	if err := errors.Join(a.state.saveKey(k), a.saveIdentity()); err != nil {
+	if err := a.ctl.keepKey(k); err != nil {
 		return fmt.Errorf("rotate key: keep the new key (it is in %s): %w", a.state.file(nextKeyFile), err)
 	}
 	a.state.removeNextKey()
@@ -145,7 +140,7 @@ func (a *Agent) finishRotation(coordinatorKey string) {
 		a.log.Error("unfinished key rotation", "err", err)
 		return
 	}
-	a.log.Info("finished an interrupted key rotation", "node", a.id.Node.Name)
+	a.log.Info("finished an interrupted key rotation", "node", a.ctl.id.Node.Name)
 }
 
 // resumeRotation adopts the key of an unfinished rotation after the
@@ -156,14 +151,14 @@ func (a *Agent) resumeRotation() bool {
 	a.rotateMu.Lock()
 	defer a.rotateMu.Unlock()
 	next, ok := a.state.loadNextKey()
-	if !ok || next == a.privateKey() {
+	if !ok || next == a.ctl.privateKey() {
 		return false
 	}
 	if err := a.adoptKey(next); err != nil {
 		a.log.Error("unfinished key rotation", "err", err)
 		return false
 	}
-	a.log.Info("resumed an interrupted key rotation", "node", a.id.Node.Name)
+	a.log.Info("resumed an interrupted key rotation", "node", a.ctl.id.Node.Name)
 	return true
 }
 

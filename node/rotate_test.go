@@ -21,8 +21,8 @@ func TestInterruptedRotation(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
 	a := startAgent(t, "a", dir, tc.joinKey(t, false))
 	a.waitUp(t)
-	old, oldKey := a.pub(), a.privateKey()
-	cred := a.id.Credential
+	old, oldKey := a.pub(), a.ctl.privateKey()
+	cred := a.ctl.id.Credential
 	a.stop(t)
 	nextFile := filepath.Join(dir, nextKeyFile)
 
@@ -76,7 +76,7 @@ func TestInterruptedRotation(t *testing.T) {
 func waitConnected(t *testing.T, a *runningAgent) {
 	t.Helper()
 	deadline := time.Now().Add(waitFor)
-	for !a.isConnected() {
+	for !a.ctl.isConnected() {
 		if time.Now().After(deadline) {
 			t.Fatalf("agent %s did not connect", a.name)
 		}

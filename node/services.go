@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"slices"
@@ -14,20 +15,25 @@ import (
 	"github.com/wiremesh/wiremesh/wire"
 )
 
-// services holds the node's local services: those of the config file and
-// those registered at runtime through the local API, and runs their checks.
+// services is the agent's part that holds the node's local services:
+// those of the config file and those registered at runtime through the
+// local API. It runs their checks and reports them to the coordinator
+// (runReporter). It calls no other part; it holds mu while it hands the
+// definitions to its runner.
 type services struct {
-	file    string // the services file; empty: none
-	runner  *health.Runner
-	changed chan struct{} // a value after the definitions changed (buffered 1)
+	file      string // the services file; empty: none
+	runner    *health.Runner
+	log       *slog.Logger
+	changed   chan struct{} // a value after the definitions changed (buffered 1)
+	reportNow chan struct{} // wakes the reporter (buffered 1)
 
 	mu      sync.Mutex
 	fromCfg []service.Definition // guarded by mu; from the file
 	runtime []service.Definition // guarded by mu; registered through the local API (kept in memory only)
 }
 
-func newServices(file string, runner *health.Runner) *services {
-	return &services{file: file, runner: runner, changed: make(chan struct{}, 1)}
+func newServices(file string, runner *health.Runner, log *slog.Logger) *services {
+	return &services{file: file, runner: runner, log: log, changed: make(chan struct{}, 1), reportNow: make(chan struct{}, 1)}
 }
 
 // load reads the services file (if any). On error nothing changes.

@@ -1,0 +1,189 @@
+package node
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wiremesh/wiremesh/filter"
+	"github.com/wiremesh/wiremesh/wire"
+	"golang.zx2c4.com/wireguard/tun"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// dataPath is the agent's part that carries packets: the WireGuard engine,
+// the packet filter with its flow log, and the netmap they run on. It
+// calls no other part; its methods hold mu only to read or swap netmap.
+type dataPath struct {
+	log    *slog.Logger
+	engine Engine
+	filter *filter.Filter                        // nil with Config.NoFilter
+	flows  *flowLog                              // nil with Config.NoFilter
+	names  atomic.Pointer[map[netip.Addr]string] // overlay address → node name, for the filter's log
+
+	mu     sync.Mutex
+	netmap *wire.Netmap // guarded by mu; the applied netmap
+}
+
+// newDataPath makes the flow log, the filter and the engine, with the
+// node's key; knownToPeers: see EngineConfig.KnownToPeers. Close it.
+func newDataPath(cfg *Config, key wgtypes.Key, knownToPeers bool) (_ *dataPath, err error) {
+	d := &dataPath{log: cfg.Logger}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+	ecfg := EngineConfig{
+		Interface: cfg.Interface, ListenPort: cfg.ListenPort, MTU: cfg.MTU,
+		PrivateKey: key, Logger: d.log, KnownToPeers: knownToPeers,
+	}
+	if cfg.NoFilter {
+		d.log.Warn("packet filter is off: every peer reaches every port (--unsafe-no-filter)")
+	} else {
+		if d.flows, err = newFlowLog(cfg.FlowRecords, cfg.FlowLog, d.nameOf, d.log); err != nil {
+			return nil, err
+		}
+		fcfg := filter.DefaultConfig()
+		fcfg.Logger = d.log
+		fcfg.NameOf = d.nameOf
+		fcfg.Flows, fcfg.NewFlows = d.flows.in, cfg.LogNewFlows
+		if d.filter, err = filter.New(fcfg); err != nil {
+			return nil, err
+		}
+		ecfg.WrapTUN = func(t tun.Device) tun.Device { return filter.Wrap(t, d.filter) }
+	}
+	eng, err := cfg.NewEngine(ecfg)
+	if err != nil {
+		return nil, err
+	}
+	d.engine = eng
+	return d, nil
+}
+
+// close removes the interface, then stops the filter and closes the flow
+// log file. Call it after the flow log's run returned.
+func (d *dataPath) close() {
+	if d.engine != nil {
+		d.engine.Close()
+	}
+	if d.filter != nil {
+		d.filter.Close()
+	}
+	if d.flows != nil {
+		d.flows.closeFile()
+	}
+}
+
+// apply runs the data path on nm: the filter's rules first, so that a peer
+// that a new policy removes is cut before it goes, and a new peer's flows
+// are judged by rules that know it; then the engine's peers. It is called
+// by one goroutine at a time (Run's, then the netmap stream's).
+func (d *dataPath) apply(nm *wire.Netmap) error {
+	names := make(map[netip.Addr]string, len(nm.Peers))
+	for _, p := range nm.Peers {
+		for _, ad := range p.Addresses {
+			names[ad.Addr()] = p.Name
+		}
+	}
+	d.names.Store(&names)
+	if d.filter != nil {
+		d.filter.SetRules(filter.CompilePolicy(nm.PolicyVersion, localPrefixes(nm.Self), nm.Rules))
+	}
+	if err := d.engine.Apply(nm); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.netmap = nm
+	d.mu.Unlock()
+	return nil
+}
+
+// current returns the applied netmap (nil before the first).
+func (d *dataPath) current() *wire.Netmap {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.netmap
+}
+
+// selfKey is the node's public key in the applied netmap; empty: none.
+func (d *dataPath) selfKey() string {
+	if nm := d.current(); nm != nil {
+		return nm.Self.PublicKey
+	}
+	return ""
+}
+
+// localPrefixes are the destinations the filter lets packets in for:
+// the node's own overlay addresses, each as a single host (as the engine
+// sets them on the link), whatever prefix length the netmap gives.
+func localPrefixes(self wire.Node) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(self.Addresses))
+	for _, p := range self.Addresses {
+		out = append(out, netip.PrefixFrom(p.Addr(), p.Addr().BitLen()))
+	}
+	return out
+}
+
+// nameOf names the peer that owns an overlay address ("" if none).
+func (d *dataPath) nameOf(ad netip.Addr) string {
+	if m := d.names.Load(); m != nil {
+		return (*m)[ad]
+	}
+	return ""
+}
+
+// runFlows runs the flow log, if there is one, until ctx is done.
+func (d *dataPath) runFlows(ctx context.Context) {
+	if d.flows != nil {
+		d.flows.run(ctx)
+	}
+}
+
+// trimMemory hands memory back to the OS once traffic calms down.
+// wireguard-go gives every packet a 64 KiB buffer from unbounded pools, so
+// a burst of traffic grows the heap by hundreds of MiB, which the Go runtime
+// would return only minutes later.
+func (d *dataPath) trimMemory(ctx context.Context) {
+	const (
+		every = 10 * time.Second
+		calm  = 64 << 20 // bytes per interval below which traffic is calm
+	)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var last int64
+	busy := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		stats, err := d.engine.Stats()
+		if err != nil {
+			continue
+		}
+		var total int64
+		for _, s := range stats {
+			total += s.RxBytes + s.TxBytes
+		}
+		moved := total - last
+		last = total
+		if moved >= calm {
+			busy = true
+			continue
+		}
+		if busy {
+			// wireguard-go keeps its buffers in sync.Pools, which let go
+			// of them only after two collections.
+			runtime.GC()
+			debug.FreeOSMemory()
+			busy = false
+		}
+	}
+}
