@@ -225,15 +225,23 @@ func (s *Server) track(sess *session) bool {
 func (s *Server) serve(sess *session) {
 	key, reason, err := s.authenticate(sess)
 	if err != nil {
+		select {
+		case <-sess.done: // Close ended it: no refusal
+			return
+		default:
+		}
 		s.stats.authFailed(reason)
-		s.refused(sess, "node refused", err)
+		claimed := ""
+		if reason != authProtocol {
+			claimed = base64.StdEncoding.EncodeToString(key[:])
+		}
+		s.refused("node refused", sess.addr, claimed, err)
 		sess.sayGoodbye(err.Error())
 		sess.close()
 		return
 	}
-	sess.key, sess.keyText = key, base64.StdEncoding.EncodeToString(key[:])
 	sess.queue <- controlFrame(frameOK, nil) // first in the empty queue: before any packet
-	if !s.attach(sess) {
+	if !s.attach(sess, key) {
 		sess.close()
 		return
 	}
@@ -247,7 +255,7 @@ func (s *Server) serve(sess *session) {
 		if fe.typ == frameSend && errors.Is(err, errTooLong) {
 			s.stats.dropped(dropTooBig)
 		}
-		s.refused(sess, "relay client closed: malformed frame", err)
+		s.refused("relay client closed: malformed frame", sess.addr, sess.keyText, err)
 		sess.kickWith(err.Error())
 	default:
 		s.log.Debug("relay client gone", "key", sess.keyText, "addr", sess.addr, "err", err)
@@ -308,16 +316,17 @@ func (s *Server) readAnswer(fr *frameReader, nonce []byte) (key [keyLen]byte, re
 // errNotAllowed is the refusal of a key that Allowed does not know.
 var errNotAllowed = errors.New("node key not allowed on this relay (not enrolled, or removed)")
 
-// refused logs why a connection was refused or closed, rate-limited: an
+// refused logs why the connection from addr, of node key (claimed, if
+// refused; "" if unknown), was refused or closed. It is rate-limited: an
 // unauthenticated peer can cause these lines.
-func (s *Server) refused(sess *session, msg string, err error) {
+func (s *Server) refused(msg, addr, key string, err error) {
 	suppressed, ok := s.refusals.allow()
 	if !ok {
 		return
 	}
-	args := []any{"addr", sess.addr, "why", err}
-	if sess.keyText != "" {
-		args = append(args, "key", sess.keyText)
+	args := []any{"addr", addr, "why", err}
+	if key != "" {
+		args = append(args, "key", key)
 	}
 	if suppressed > 0 {
 		args = append(args, "suppressed", suppressed)
@@ -325,14 +334,15 @@ func (s *Server) refused(sess *session, msg string, err error) {
 	s.log.Warn(msg, args...)
 }
 
-// attach makes sess the session of its key, replacing (and closing) the
-// one before.
-func (s *Server) attach(sess *session) bool {
+// attach makes sess the session of key, replacing (and closing) the one
+// before.
+func (s *Server) attach(sess *session, key [keyLen]byte) bool {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return false
 	}
+	sess.key, sess.keyText = key, base64.StdEncoding.EncodeToString(key[:])
 	old := s.clients[sess.key]
 	s.clients[sess.key] = sess
 	s.mu.Unlock()
@@ -431,8 +441,8 @@ type session struct {
 	raw     net.Conn // the connection under TLS; closing it ends both loops at once
 	addr    string   // the remote address, for logs
 	fr      frameReader
-	key     [keyLen]byte // set once authenticated, before attach
-	keyText string       // key in base64, for logs
+	key     [keyLen]byte // set by attach, under the server's mu
+	keyText string       // key in base64, for logs; set with key
 
 	queue     chan *frameBuf
 	kick      chan string   // why the writer is to send an error frame and close; capacity 1
