@@ -1,6 +1,7 @@
 package bind
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -29,10 +30,11 @@ func fastTiming() Timing {
 
 // relayNet is an in-memory set of relays that delivers synchronously.
 type relayNet struct {
-	mu    sync.Mutex
-	nodes map[[32]byte]*Bind
-	down  map[string]bool
-	sent  atomic.Int64
+	mu     sync.Mutex
+	nodes  map[[32]byte]*Bind
+	down   map[string]bool
+	tamper func(pkt []byte) // guarded by mu; nil: packets pass as sent
+	sent   atomic.Int64
 }
 
 func newRelayNet() *relayNet {
@@ -54,12 +56,16 @@ type fakeRelays struct {
 
 func (f *fakeRelays) Send(relay string, dst [32]byte, pkt []byte) error {
 	f.net.mu.Lock()
-	b, down := f.net.nodes[dst], f.net.down[relay]
+	b, down, tamper := f.net.nodes[dst], f.net.down[relay], f.net.tamper
 	f.net.mu.Unlock()
 	if down || b == nil {
 		return errors.New("fake relay: not connected")
 	}
 	f.net.sent.Add(1)
+	if tamper != nil {
+		pkt = bytes.Clone(pkt)
+		tamper(pkt)
+	}
 	b.DeliverRelayed(relay, f.self, pkt)
 	return nil
 }
