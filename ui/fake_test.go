@@ -47,6 +47,12 @@ func (f *fakeAPI) seed(n int) *fakeAPI {
 			Online: i%3 != 0, Created: testTime.Add(-time.Hour), LastSeen: testTime.Add(-time.Minute), Version: "0.5.0",
 		})
 	}
+	if n > 0 {
+		f.nodes[0].Connectivity = &wire.Connectivity{NAT: wire.NATHard, HomeRelay: "eu-1", Reported: testTime.Add(-30 * time.Second), Paths: []wire.PeerPath{
+			{Peer: "node-2", Kind: wire.PathKindDirect, Addr: "203.0.113.7:41641", RTT: wire.Duration(1200 * time.Microsecond), Since: testTime.Add(-2 * time.Minute)},
+			{Peer: "node-3", Kind: wire.PathKindRelay, Relay: "eu-1", RTT: wire.Duration(3 * time.Millisecond), Since: testTime.Add(-time.Minute), Why: "no answer from 2 candidates"},
+		}}
+	}
 	f.services = []wire.CatalogService{{Name: "web", Instances: []wire.ServiceInstance{
 		{Node: "node-1", Online: true, Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.2/32")}, Service: wire.Service{
 			Name: "web", Port: 8080, Tags: []string{"v1"}, Health: "passing",

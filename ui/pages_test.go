@@ -20,7 +20,7 @@ func TestPagesRender(t *testing.T) {
 	}{
 		{"/ui/", []string{"<h1>Overview</h1>", `id="nodes-online">4<`, `id="nodes-offline">1<`, `id="services-failing">1<`, "1 passing", "1 critical", `id="policy-version">2<`, "node.enroll", "node-30", `data-live="/ui/?fragment=summary"`}},
 		{"/ui/nodes", []string{`<tr data-node="node-1">`, "100.64.0.2", "fd77:6d65:7368::1", "tag:web", "badge online", "badge offline", "10.77.0.2:51820", "0.5.0", "1m ago", `href="/ui/nodes/node-1/delete"`, `data-label="Endpoint"`}},
-		{"/ui/nodes/node-1", []string{"<h1>node-1</h1>", `href="/ui/nodes/node-2"`, "web-http", "HTTP GET http://127.0.0.1:8080/: 200 OK", "tcp/8080", "<code>8080</code>", "node-3", "icmp", "cHVibGljLWtleS0w", `action="/ui/nodes/node-1/expiry"`, `<option value="168h">in 7 days</option>`, `id="node-expiry">never<`}},
+		{"/ui/nodes/node-1", []string{"<h1>node-1</h1>", `href="/ui/nodes/node-2"`, "web-http", "HTTP GET http://127.0.0.1:8080/: 200 OK", "tcp/8080", "<code>8080</code>", "node-3", "icmp", "cHVibGljLWtleS0w", `action="/ui/nodes/node-1/expiry"`, `<option value="168h">in 7 days</option>`, `id="node-expiry">never<`, `<dd id="node-nat">hard</dd>`, `<dd id="node-home-relay">eu-1</dd>`, `<td data-label="Path">direct <code>203.0.113.7:41641</code></td>`, `<td data-label="Path">relay eu-1</td>`, "no answer from 2 candidates", "1.2ms"}},
 		{"/ui/nodes/node-1/tags", []string{`name="tags" value="tag:web"`, `<label for="tags">`}},
 		{"/ui/nodes/node-1/delete", []string{"Delete node-1?", `action="/ui/nodes/node-1/delete"`, "credential"}},
 		{"/ui/nodes/node-1/expire", []string{"Expire node-1?", `action="/ui/nodes/node-1/expire"`}},

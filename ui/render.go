@@ -115,6 +115,7 @@ var funcs = template.FuncMap{
 	"until":     untilText,
 	"upcoming":  upcoming,
 	"lifetime":  lifetimeText,
+	"rtt":       rttText,
 }
 
 // upcoming reports whether t is set and after now: an expiry still to
@@ -244,4 +245,9 @@ func healthClass(h string) string {
 	default:
 		return "unknown"
 	}
+}
+
+// rttText is a round-trip time as people read one: 1.2ms, 35ms, 1.1s.
+func rttText(d wire.Duration) string {
+	return time.Duration(d).Round(100 * time.Microsecond).String()
 }
