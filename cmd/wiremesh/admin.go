@@ -395,7 +395,36 @@ func nodeDetail(w io.Writer, d wire.NodeDetail) error {
 			fmt.Fprintf(w, "  %s\n", a.Text)
 		}
 	}
-	return nil
+	return connectivityText(w, d.Node.Connectivity)
+}
+
+// connectivityText writes what a node last reported about how it reaches
+// the mesh: its NAT type, home relay and the path to each peer.
+func connectivityText(w io.Writer, c *wire.Connectivity) error {
+	if c == nil {
+		_, err := fmt.Fprintln(w, "connectivity: not reported since the coordinator started")
+		return err
+	}
+	fmt.Fprintf(w, "connectivity: NAT %s, home relay %s (reported %s)\n", c.NAT, orDash(c.HomeRelay), ago(c.Reported))
+	var rows [][]string
+	for _, p := range c.Paths {
+		path := p.Kind
+		switch p.Kind {
+		case wire.PathKindDirect:
+			path += " " + p.Addr
+		case wire.PathKindRelay:
+			path += " " + p.Relay
+		}
+		rtt := "-"
+		if p.RTT > 0 {
+			rtt = time.Duration(p.RTT).Round(100 * time.Microsecond).String()
+		}
+		rows = append(rows, []string{"  " + p.Peer, path, rtt, ago(p.Since), orDash(p.Why)})
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	return table(w, "  PEER\tPATH\tRTT\tSINCE\tWHY NOT DIRECT", rows)
 }
 
 func orDash(s string) string {

@@ -340,3 +340,26 @@ func TestDefaultTokenFile(t *testing.T) {
 		t.Errorf("no coordinator, the default token: %v; want the error to name the file", err)
 	}
 }
+
+// nodes get shows each peer's path as the node reported it.
+func TestConnectivityText(t *testing.T) {
+	var b strings.Builder
+	now := time.Now()
+	err := connectivityText(&b, &wire.Connectivity{NAT: wire.NATHard, HomeRelay: "eu-1", Reported: now.Add(-30 * time.Second), Paths: []wire.PeerPath{
+		{Peer: "db", Kind: wire.PathKindDirect, Addr: "203.0.113.7:41641", RTT: wire.Duration(1234 * time.Microsecond), Since: now.Add(-2 * time.Minute)},
+		{Peer: "web", Kind: wire.PathKindRelay, Relay: "eu-1", Why: "no answer from 2 candidates"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"connectivity: NAT hard, home relay eu-1 (reported 30s ago)", "db", "direct 203.0.113.7:41641", "1.2ms", "2m0s ago", "relay eu-1", "no answer from 2 candidates"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	connectivityText(&b, nil)
+	if !strings.Contains(b.String(), "not reported") {
+		t.Errorf("a node without a report: %q", b.String())
+	}
+}
