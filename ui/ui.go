@@ -150,6 +150,7 @@ func (u *UI) routes() *http.ServeMux {
 	mux.HandleFunc("POST /ui/nodes/{name}/expiry", u.post(u.handleSetExpiry))
 	mux.HandleFunc("GET /ui/nodes/{name}/{action}", u.get(u.handleNodeConfirm))
 	mux.HandleFunc("POST /ui/nodes/{name}/{action}", u.post(u.handleNodeAction))
+	mux.HandleFunc("GET /ui/map", u.get(u.handleMap))
 	mux.HandleFunc("GET /ui/services", u.get(u.handleServices))
 	mux.HandleFunc("GET /ui/policy", u.get(u.handlePolicy))
 	mux.HandleFunc("POST /ui/policy", u.post(u.handlePolicyPost))
