@@ -116,7 +116,7 @@ func New(cfg Config) (_ *Coordinator, _ Files, err error) {
 		f.CACert = filepath.Join(cfg.DataDir, "ca.crt")
 	}
 	_, dbErr := os.Stat(f.Database)
-	cert, pin, created, err := loadTLS(cfg.DataDir, cfg.TLSCert, cfg.TLSKey, cfg.AdvertiseURL)
+	cert, pin, created, err := LoadTLS(cfg.DataDir, cfg.TLSCert, cfg.TLSKey, cfg.AdvertiseURL)
 	if err != nil {
 		return nil, f, err
 	}
