@@ -92,5 +92,5 @@ func checkRelayFlags(cfg *standalone.Config, tlsCert, tlsKey string) error {
 	if !strings.HasPrefix(cfg.AdvertiseURL, "https://") {
 		return fmt.Errorf("bad --advertise-url %q: want https://HOST:PORT", cfg.AdvertiseURL)
 	}
-	return nil
+	return cfg.Validate()
 }

@@ -47,6 +47,9 @@ func New(cfg Config) (*Relay, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if len(cfg.Certificate.Certificate) == 0 || len(cfg.Pins) == 0 {
+		return nil, errors.New("relay: no TLS certificate or pin")
+	}
 	if err := OpenStateDir(cfg.StateDir); err != nil {
 		return nil, err
 	}

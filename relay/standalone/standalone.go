@@ -43,7 +43,7 @@ type Config struct {
 	// the relay map. Required.
 	AdvertiseURL string
 	// Certificate is the TLS identity served, and Pins the pins nodes
-	// trust it by (in the relay map). Required.
+	// trust it by (in the relay map). Required by New.
 	Certificate tls.Certificate
 	Pins        credential.Pins
 	// STUNListen is the UDP HOST:PORT of the STUN server, which also
@@ -74,15 +74,14 @@ func DefaultConfig() Config {
 }
 
 // Validate reports the first problem with c and fills in the defaults of
-// its zero fields.
+// its zero fields. It leaves out Certificate and Pins, which New checks,
+// so that a caller can check the rest before it makes a certificate.
 func (c *Config) Validate() error {
 	switch {
 	case c.StateDir == "":
 		return errors.New("relay: no state dir")
 	case c.Listen == "":
 		return errors.New("relay: no listen address")
-	case len(c.Certificate.Certificate) == 0 || len(c.Pins) == 0:
-		return errors.New("relay: no TLS certificate or pin")
 	}
 	if err := wire.CheckLabel("relay name", c.Name); err != nil {
 		return fmt.Errorf("relay: %w", err)
