@@ -5,7 +5,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -144,7 +143,7 @@ func (c *Coordinator) describeRelay(ctx context.Context, node wire.Node, r *wire
 	if err != nil || ver == 0 {
 		return err
 	}
-	if err := c.publish(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	if err := c.publish(ctx); err != nil {
 		c.log.Error("publish after relay change", "err", err)
 	}
 	return nil
