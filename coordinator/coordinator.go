@@ -61,11 +61,11 @@ type Coordinator struct {
 // one state version. When a newer snapshot replaces it, changed is closed.
 type snapshot struct {
 	version  uint64
-	nodes    []wire.Node // by id
+	nodes    []wire.Node // the agents, by id
 	aclNodes []acl.Node  // the same nodes, as the policy sees them
 	byID     map[int64]int
 	byKey    map[[32]byte]int // node public key → index in nodes
-	policy   wire.Policy // the active policy, Version 0 if none
+	policy   wire.Policy      // the active policy, Version 0 if none
 	gossip   wire.Gossip
 	compiled *acl.Compiled
 	changed  chan struct{}
@@ -74,6 +74,9 @@ type snapshot struct {
 	// published is when the snapshot became current, for the netmap
 	// push latency.
 	published time.Time
+	// relayNodes are the relay nodes, kept apart from nodes: nobody's
+	// peers, in no policy view; and the relay map.
+	relayNodes relaySet
 }
 
 // Files names what a coordinator keeps in its data dir.
@@ -113,7 +116,7 @@ func New(cfg Config) (_ *Coordinator, _ Files, err error) {
 		f.CACert = filepath.Join(cfg.DataDir, "ca.crt")
 	}
 	_, dbErr := os.Stat(f.Database)
-	cert, pin, created, err := loadTLS(cfg.DataDir, cfg.TLSCert, cfg.TLSKey, cfg.AdvertiseURL)
+	cert, pin, created, err := LoadTLS(cfg.DataDir, cfg.TLSCert, cfg.TLSKey, cfg.AdvertiseURL)
 	if err != nil {
 		return nil, f, err
 	}
@@ -308,13 +311,14 @@ func (c *Coordinator) publish(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	nodes, pol, ver := st.Nodes, st.Policy, st.Version
+	nodes, relays := c.splitRelays(st.Nodes, c.relays)
+	pol, ver := st.Policy, st.Version
 	old := c.state.Load()
 	if old != nil && old.version >= ver {
 		return nil
 	}
 	s := &snapshot{
-		version: ver, nodes: nodes, byID: make(map[int64]int, len(nodes)), byKey: make(map[[32]byte]int, len(nodes)), policy: pol,
+		version: ver, nodes: nodes, relayNodes: relays, byID: make(map[int64]int, len(nodes)), byKey: make(map[[32]byte]int, len(nodes)), policy: pol,
 		gossip:  wire.Gossip{Port: wire.GossipPort, Keys: st.GossipKeys},
 		changed: make(chan struct{}), nextExpiry: st.NextExpiry,
 	}
@@ -381,6 +385,9 @@ func serviceProto(p string) uint8 {
 // A peer's services are listed only where the policy lets node id reach
 // them, so that its DNS never names an instance it cannot use.
 func (c *Coordinator) netmapFor(s *snapshot, id int64) (nm *wire.Netmap, ok bool) {
+	if i, ok := s.relayNodes.byID[id]; ok {
+		return c.relayNetmap(s, i), true
+	}
 	i, ok := s.byID[id]
 	if !ok {
 		return nil, false
@@ -394,7 +401,7 @@ func (c *Coordinator) netmapFor(s *snapshot, id int64) (nm *wire.Netmap, ok bool
 		Rules:             s.compiled.Rules(id),
 		Gossip:            &s.gossip,
 		CoordinatorPins:   c.pins.Strings(),
-		Relays:            c.relays,
+		Relays:            s.relayNodes.relays,
 	}
 	s.compiled.Peers(id, func(j int) {
 		p := s.nodes[j]

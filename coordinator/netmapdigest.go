@@ -34,13 +34,10 @@ func digestNetmap(nm *wire.Netmap) netmapDigest {
 	}
 	d.strings(nm.CoordinatorPins)
 	d.uint(uint64(len(nm.Relays)))
-	for _, r := range nm.Relays {
-		d.string(r.Name)
-		d.string(r.URL)
-		d.strings(r.Pins)
-		d.string(r.Key)
-		d.strings(r.STUN)
+	for i := range nm.Relays {
+		d.relay(&nm.Relays[i])
 	}
+	d.strings(nm.RelayClients)
 	d.uint(uint64(len(nm.Rules)))
 	for _, r := range nm.Rules {
 		d.prefixes(r.Srcs)
@@ -181,4 +178,16 @@ func (d *digester) node(n *wire.Node) {
 		}
 		d.time(c.Reported)
 	}
+	d.bool(n.Relay != nil)
+	if n.Relay != nil {
+		d.relay(n.Relay)
+	}
+}
+
+func (d *digester) relay(r *wire.Relay) {
+	d.string(r.Name)
+	d.string(r.URL)
+	d.strings(r.Pins)
+	d.string(r.Key)
+	d.strings(r.STUN)
 }

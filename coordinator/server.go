@@ -130,6 +130,8 @@ func (c *Coordinator) writeStoreError(w http.ResponseWriter, err error) {
 		status, code = http.StatusUnauthorized, wire.CodeUnauthorized
 	case errors.Is(err, ErrInvalid):
 		status, code = http.StatusBadRequest, wire.CodeBadRequest
+	case errors.Is(err, ErrForbidden):
+		status, code = http.StatusForbidden, wire.CodeForbidden
 	}
 	var ce *codedError
 	if errors.As(err, &ce) {
@@ -210,7 +212,13 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error(), nil)
 		return
 	}
-	node, cred, _, err := c.store.Enroll(r.Context(), key, EnrollParams{PublicKey: req.PublicKey, Name: req.Name, Hostname: req.Hostname})
+	if req.Relay != nil {
+		if err := c.checkRelay(req.Relay, req.Name, req.PublicKey); err != nil {
+			c.writeStoreError(w, err)
+			return
+		}
+	}
+	node, cred, _, err := c.store.Enroll(r.Context(), key, EnrollParams{PublicKey: req.PublicKey, Name: req.Name, Hostname: req.Hostname, Relay: req.Relay})
 	if err != nil {
 		if errors.Is(err, ErrDenied) {
 			attempt.fail()
@@ -246,6 +254,10 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := c.recordEndpoints(r, node, req); err != nil {
 		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error(), nil)
+		return
+	}
+	if err := c.describeRelay(r.Context(), node, req.Relay); err != nil {
+		c.writeStoreError(w, err)
 		return
 	}
 	if err := c.store.SetAgentVersion(r.Context(), node.ID, req.Version); err != nil {

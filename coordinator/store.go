@@ -27,6 +27,9 @@ var (
 	ErrConflict = errors.New("conflict")
 	ErrDenied   = errors.New("denied")
 	ErrInvalid  = errors.New("invalid")
+	// ErrForbidden: the caller is known but may not do this (403), such
+	// as a relay join key enrolling an agent.
+	ErrForbidden = errors.New("forbidden")
 )
 
 //go:embed schema.sql
@@ -44,8 +47,11 @@ var schemaV4 string
 //go:embed schema5.sql
 var schemaV5 string
 
+//go:embed schema6.sql
+var schemaV6 string
+
 // migrations are applied in order; PRAGMA user_version counts those done.
-var migrations = []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5}
+var migrations = []string{schemaV1, schemaV2, schemaV3, schemaV4, schemaV5, schemaV6}
 
 // Store keeps the coordinator's state in a SQLite database. Every change is
 // one transaction; a crash leaves either all of it or none.
@@ -236,15 +242,21 @@ func (s *Store) Version(ctx context.Context) (uint64, error) {
 	return strconv.ParseUint(v, 10, 64)
 }
 
-const nodeColumns = "id, name, public_key, host_index, tags, endpoints, created, last_seen, services, expires, version, ephemeral"
+const nodeColumns = "id, name, public_key, host_index, tags, endpoints, created, last_seen, services, expires, version, ephemeral, relay"
 
 func (s *Store) scanNode(sc interface{ Scan(...any) error }) (wire.Node, error) {
 	var n wire.Node
 	var idx int64
 	var tags, eps, svcs string
 	var created, seen, expires int64
-	if err := sc.Scan(&n.ID, &n.Name, &n.PublicKey, &idx, &tags, &eps, &created, &seen, &svcs, &expires, &n.Version, &n.Ephemeral); err != nil {
+	var relay sql.NullString
+	if err := sc.Scan(&n.ID, &n.Name, &n.PublicKey, &idx, &tags, &eps, &created, &seen, &svcs, &expires, &n.Version, &n.Ephemeral, &relay); err != nil {
 		return n, err
+	}
+	if relay.Valid {
+		if err := json.Unmarshal([]byte(relay.String), &n.Relay); err != nil {
+			return n, fmt.Errorf("node %s: bad stored relay: %w", n.Name, err)
+		}
 	}
 	n.Expires = fromMillis(expires)
 	if err := json.Unmarshal([]byte(svcs), &n.Services); err != nil {
@@ -334,6 +346,9 @@ type EnrollParams struct {
 	PublicKey string // WireGuard public key, base64; required
 	Name      string // requested name; taken names are refused
 	Hostname  string // used for a name when Name is empty; made unique
+	// Relay enrolls a relay so described (checked by the caller); only a
+	// relay join key admits one, and it admits nothing else. Nil: an agent.
+	Relay *wire.Relay
 }
 
 // ValidName reports why name is not a valid node name (a DNS label), or nil.
@@ -378,14 +393,24 @@ func (s *Store) Enroll(ctx context.Context, key credential.Secret, p EnrollParam
 	// keys must neither hold it nor wait for it. The check inside the
 	// transaction is the one that counts (a one-time key may be used
 	// meanwhile).
-	if _, err := checkJoinKey(ctx, s.db, key, now); err != nil {
+	if g, err := checkJoinKey(ctx, s.db, key, now); err != nil {
 		return wire.Node{}, credential.Secret{}, 0, err
+	} else if err := g.admits(p.Relay != nil); err != nil {
+		return wire.Node{}, credential.Secret{}, 0, err
+	}
+	var relay sql.NullString
+	if p.Relay != nil {
+		j, _ := json.Marshal(p.Relay)
+		relay = sql.NullString{String: string(j), Valid: true}
 	}
 	cred := credential.NewSecret("nd")
 	var id int64
 	ver, err := s.tx(ctx, func(tx *sql.Tx) error {
 		g, err := useJoinKeyTx(ctx, tx, key, now)
 		if err != nil {
+			return err
+		}
+		if err := g.admits(p.Relay != nil); err != nil {
 			return err
 		}
 		var other string
@@ -407,8 +432,8 @@ func (s *Store) Enroll(ctx context.Context, key credential.Secret, p EnrollParam
 		if g.nodeExpiry > 0 {
 			expires = now.UnixMilli() + g.nodeExpiry
 		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO nodes(name, public_key, host_index, cred_id, cred_hash, tags, join_key_id, created, expires, ephemeral)
-			VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, name, p.PublicKey, idx, cred.ID, cred.Hash(), g.tags, key.ID, now.UnixMilli(), expires, g.ephemeral)
+		res, err := tx.ExecContext(ctx, `INSERT INTO nodes(name, public_key, host_index, cred_id, cred_hash, tags, join_key_id, created, expires, ephemeral, relay)
+			VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, name, p.PublicKey, idx, cred.ID, cred.Hash(), g.tags, key.ID, now.UnixMilli(), expires, g.ephemeral, relay)
 		if err != nil {
 			return fmt.Errorf("insert node: %w", err)
 		}
@@ -434,6 +459,19 @@ type keyGrant struct {
 	tags       string // JSON []string
 	nodeExpiry int64  // ms after enrollment; 0: none
 	ephemeral  bool
+	relay      bool // a relay key: it enrolls relays only
+}
+
+// admits refuses a relay enrolling with an agent key and an agent with a
+// relay key; the key's use is not counted.
+func (g keyGrant) admits(relay bool) error {
+	switch {
+	case g.relay && !relay:
+		return fmt.Errorf("%w: this join key enrolls relays only (made with keys create --relay); run wiremesh relay with it, or enroll the agent with a key made without --relay", ErrForbidden)
+	case !g.relay && relay:
+		return fmt.Errorf("%w: this join key enrolls agents only; enroll a relay with a key made with keys create --relay", ErrForbidden)
+	}
+	return nil
 }
 
 // checkJoinKey returns what join key key grants, or ErrDenied when it is
@@ -443,8 +481,8 @@ func checkJoinKey(ctx context.Context, q rowQuerier, key credential.Secret, now 
 	var reusable bool
 	var expires, revoked int64
 	var uses int
-	err = q.QueryRowContext(ctx, "SELECT hash, reusable, tags, expires, revoked, uses, node_expiry, ephemeral FROM join_keys WHERE id = ?", key.ID).
-		Scan(&hash, &reusable, &g.tags, &expires, &revoked, &uses, &g.nodeExpiry, &g.ephemeral)
+	err = q.QueryRowContext(ctx, "SELECT hash, reusable, tags, expires, revoked, uses, node_expiry, ephemeral, relay FROM join_keys WHERE id = ?", key.ID).
+		Scan(&hash, &reusable, &g.tags, &expires, &revoked, &uses, &g.nodeExpiry, &g.ephemeral, &g.relay)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && !key.Matches(hash)) {
 		return keyGrant{}, fmt.Errorf("%w: unknown join key", ErrDenied)
 	}
@@ -661,11 +699,14 @@ func (s *Store) CreateJoinKey(ctx context.Context, actor string, req wire.Create
 	if req.Expiry < 0 || req.NodeExpiry < 0 {
 		return wire.JoinKey{}, credential.Secret{}, fmt.Errorf("%w: expiry and node_expiry must not be negative", ErrInvalid)
 	}
+	if req.Relay && (len(req.Tags) > 0 || req.NodeExpiry != 0 || req.Ephemeral) {
+		return wire.JoinKey{}, credential.Secret{}, fmt.Errorf("%w: a relay key (relay) takes no tags, node_expiry or ephemeral: relays are in no policy and do not expire", ErrInvalid)
+	}
 	if req.NodeExpiry > 0 && time.Duration(req.NodeExpiry) < time.Millisecond {
 		return wire.JoinKey{}, credential.Secret{}, fmt.Errorf("%w: node_expiry %s is shorter than a millisecond", ErrInvalid, time.Duration(req.NodeExpiry))
 	}
 	k := wire.JoinKey{ID: sec.ID, Reusable: req.Reusable, Tags: req.Tags, Created: now.Truncate(time.Millisecond),
-		NodeExpiry: wire.Duration(time.Duration(req.NodeExpiry).Truncate(time.Millisecond)), Ephemeral: req.Ephemeral}
+		NodeExpiry: wire.Duration(time.Duration(req.NodeExpiry).Truncate(time.Millisecond)), Ephemeral: req.Ephemeral, Relay: req.Relay}
 	if req.Expiry > 0 {
 		k.Expires = now.Add(time.Duration(req.Expiry)).Truncate(time.Millisecond)
 	}
@@ -674,8 +715,8 @@ func (s *Store) CreateJoinKey(ctx context.Context, actor string, req wire.Create
 		tags = []byte("[]")
 	}
 	_, err := s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, "INSERT INTO join_keys(id, hash, reusable, tags, created, expires, node_expiry, ephemeral) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-			sec.ID, sec.Hash(), req.Reusable, string(tags), now.UnixMilli(), millis(k.Expires), time.Duration(k.NodeExpiry).Milliseconds(), k.Ephemeral)
+		_, err := tx.ExecContext(ctx, "INSERT INTO join_keys(id, hash, reusable, tags, created, expires, node_expiry, ephemeral, relay) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+			sec.ID, sec.Hash(), req.Reusable, string(tags), now.UnixMilli(), millis(k.Expires), time.Duration(k.NodeExpiry).Milliseconds(), k.Ephemeral, k.Relay)
 		if err != nil {
 			return fmt.Errorf("insert join key: %w", err)
 		}
@@ -704,6 +745,9 @@ func joinKeyDetail(k wire.JoinKey) string {
 	if k.Ephemeral {
 		parts = append(parts, "ephemeral")
 	}
+	if k.Relay {
+		parts = append(parts, "relay")
+	}
 	return strings.Join(parts, "; ")
 }
 
@@ -721,12 +765,15 @@ func enrollDetail(pub string, g keyGrant) string {
 	if g.ephemeral {
 		parts = append(parts, "ephemeral")
 	}
+	if g.relay {
+		parts = append(parts, "relay")
+	}
 	return strings.Join(parts, "; ")
 }
 
 // JoinKeys lists every join key, newest first.
 func (s *Store) JoinKeys(ctx context.Context) ([]wire.JoinKey, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT id, reusable, tags, created, expires, revoked, uses, node_expiry, ephemeral FROM join_keys ORDER BY created DESC, id")
+	rows, err := s.db.QueryContext(ctx, "SELECT id, reusable, tags, created, expires, revoked, uses, node_expiry, ephemeral, relay FROM join_keys ORDER BY created DESC, id")
 	if err != nil {
 		return nil, fmt.Errorf("list join keys: %w", err)
 	}
@@ -736,7 +783,7 @@ func (s *Store) JoinKeys(ctx context.Context) ([]wire.JoinKey, error) {
 		var k wire.JoinKey
 		var tags string
 		var c, e, r, ne int64
-		if err := rows.Scan(&k.ID, &k.Reusable, &tags, &c, &e, &r, &k.Uses, &ne, &k.Ephemeral); err != nil {
+		if err := rows.Scan(&k.ID, &k.Reusable, &tags, &c, &e, &r, &k.Uses, &ne, &k.Ephemeral, &k.Relay); err != nil {
 			return nil, fmt.Errorf("list join keys: %w", err)
 		}
 		if err := json.Unmarshal([]byte(tags), &k.Tags); err != nil {

@@ -31,12 +31,13 @@ const (
 	leafRenew    = 30 * 24 * time.Hour
 )
 
-// loadTLS returns the server certificate and the pin agents trust. An
+// LoadTLS returns the server certificate and the pin agents trust. An
 // operator certificate is pinned by its leaf's public key: its CA may be a
 // public one that signs anyone's names. With no operator certificate it
 // uses (creating on first start) a dedicated CA and a leaf in dir, pinned
-// by the CA. created lists files it wrote.
-func loadTLS(dir, certFile, keyFile, advertise string) (cert tls.Certificate, pin credential.Pin, created []string, err error) {
+// by the CA. created lists files it wrote. The standalone relay (`wiremesh
+// relay`) makes and pins its TLS identity with it too, in its state dir.
+func LoadTLS(dir, certFile, keyFile, advertise string) (cert tls.Certificate, pin credential.Pin, created []string, err error) {
 	if certFile != "" {
 		cert, err = tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {

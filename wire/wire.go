@@ -26,6 +26,9 @@ import (
 //	   accepted report to the next (ServicesReport.Proof, which covers
 //	   neither, is ignored); MapRequest.Endpoints holds at most
 //	   MaxEndpoints IP:port literals.
+//	5 (2026-12-03): relay nodes: EnrollRequest.Relay and MapRequest.Relay
+//	   (a standalone relay describes itself), Netmap.RelayClients (the
+//	   keys that may attach to a relay), Node.Relay in admin listings.
 //
 // Compatibility window: a coordinator accepts agents of protocol
 // MinProtocolVersion to its own ProtocolVersion, and refuses others at
@@ -34,7 +37,7 @@ import (
 // coordinator first, then the agents; raise MinProtocolVersion only when
 // the agents below it can no longer work (as protocol 3's proofs made of
 // 1 and 2), and say so in the release notes.
-const ProtocolVersion = 4
+const ProtocolVersion = 5
 
 // MinProtocolVersion is the oldest agent protocol a coordinator accepts.
 // Agents of 1 and 2 make no proofs of their key, which protocol 3
@@ -151,6 +154,10 @@ type Node struct {
 	// Connectivity is how the node last said it reaches the mesh. Only
 	// set in admin listings; nil: it has not reported.
 	Connectivity *Connectivity `json:"connectivity,omitempty"`
+	// Relay is set for a relay node (enrolled by `wiremesh relay` with a
+	// relay join key): the relay as it last described itself. A relay
+	// node is nobody's peer, in no policy and no DNS. Nil: an agent.
+	Relay *Relay `json:"relay,omitempty"`
 }
 
 // ExpireRequest is the optional body of POST PathNodes+"/NAME/expire".
@@ -356,6 +363,11 @@ type EnrollRequest struct {
 	// Hostname is the agent's host name, from which the coordinator makes
 	// a unique name when Name is empty. Empty: "node".
 	Hostname string `json:"hostname,omitempty"`
+	// Relay, set, enrolls a relay (`wiremesh relay`) so described
+	// (CheckRelay; its Name must be Name and its Key PublicKey), which
+	// only a relay join key admits (403 otherwise); nil enrolls an agent,
+	// which a relay join key refuses (403).
+	Relay *Relay `json:"relay,omitempty"`
 }
 
 // EnrollResponse admits a node.
@@ -399,6 +411,10 @@ type MapRequest struct {
 	// earlier proof it accepted from the node (credential.NetmapProof,
 	// base64). Required: a credential alone opens no stream (403).
 	Proof string `json:"proof"`
+	// Relay is a relay node's description of itself, which replaces the
+	// stored one (as EnrollRequest.Relay; 400 if invalid, 403 from an
+	// agent). Nil: unchanged.
+	Relay *Relay `json:"relay,omitempty"`
 }
 
 // MapMessage is one newline-delimited JSON message of a netmap stream.
@@ -445,6 +461,10 @@ type Netmap struct {
 	// send through, best known first. Empty: none; the node reaches only
 	// peers it has a direct path to.
 	Relays []Relay `json:"relays,omitempty"`
+	// RelayClients is set only in a relay node's netmap (which has no
+	// peers, rules or gossip): the public keys (base64) of the nodes that
+	// may attach to it, every enrolled, unexpired agent. Empty: none.
+	RelayClients []string `json:"relay_clients,omitempty"`
 }
 
 // Relay is one relay of the relay map.
@@ -486,6 +506,9 @@ type JoinKey struct {
 	NodeExpiry Duration `json:"node_expiry,omitempty"`
 	// Ephemeral: the nodes the key admits are ephemeral (see Node).
 	Ephemeral bool `json:"ephemeral,omitempty"`
+	// Relay keys enroll relays (`wiremesh relay`) and nothing else;
+	// other keys enroll agents and no relay.
+	Relay bool `json:"relay,omitempty"`
 }
 
 // CreateJoinKeyRequest asks for a new join key.
@@ -502,6 +525,10 @@ type CreateJoinKeyRequest struct {
 	// Ephemeral makes the nodes the key admits ephemeral: the coordinator
 	// deletes each once it has been offline for its ephemeral timeout.
 	Ephemeral bool `json:"ephemeral,omitempty"`
+	// Relay makes a key that enrolls relays only (`wiremesh relay`); a
+	// relay key takes no tags, node expiry or ephemeral flag. False: the
+	// key enrolls agents only.
+	Relay bool `json:"relay,omitempty"`
 }
 
 // CreateJoinKeyResponse returns a new join key; its secret is shown only

@@ -190,6 +190,7 @@ func newKeysCmd() *cobra.Command {
 	create.Flags().StringSliceVar(&req.Tags, "tag", nil, "tag given to nodes the key admits, tag:NAME or NAME (repeatable)")
 	durationVar(create.Flags(), &nodeExpiry, "node-expiry", 0, "each admitted node expires this long after it enrolls, e.g. 30d (default: never)")
 	create.Flags().BoolVar(&req.Ephemeral, "ephemeral", false, "admitted nodes are deleted once offline for the coordinator's --ephemeral-timeout")
+	create.Flags().BoolVar(&req.Relay, "relay", false, "the key enrolls standalone relays (wiremesh relay) and no agent; without it a key enrolls agents and no relay")
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -234,6 +235,9 @@ func keysTable(w io.Writer, keys []wire.JoinKey) error {
 		}
 		if k.Ephemeral {
 			nodes = append(nodes, "ephemeral")
+		}
+		if k.Relay {
+			nodes = append(nodes, "relay")
 		}
 		rows = append(rows, []string{k.ID, state, fmt.Sprint(k.Reusable), fmt.Sprint(k.Uses), k.Created.UTC().Format(time.RFC3339), exp, orDash(strings.Join(nodes, ",")), strings.Join(k.Tags, ",")})
 	}
@@ -361,6 +365,11 @@ func nodesTable(w io.Writer, nodes []wire.Node) error {
 		if n.Ephemeral {
 			online += ",ephemeral"
 		}
+		eps := n.Endpoints
+		if n.Relay != nil {
+			online += ",relay"
+			eps = []string{n.Relay.URL}
+		}
 		expires := "never"
 		if !n.Expires.IsZero() {
 			expires = n.Expires.Format(time.RFC3339)
@@ -373,7 +382,7 @@ func nodesTable(w io.Writer, nodes []wire.Node) error {
 			}
 			svcs = append(svcs, sv.Name+"("+orDash(sv.Health)+")")
 		}
-		rows = append(rows, []string{n.Name, strings.Join(addrs, ","), online, wire.LastSeen(n.Online, n.LastSeen, time.Now()), orDash(strings.Join(n.Endpoints, ",")), orDash(strings.Join(n.Tags, ",")), orDash(strings.Join(svcs, ",")), expires, orDash(n.Version)})
+		rows = append(rows, []string{n.Name, strings.Join(addrs, ","), online, wire.LastSeen(n.Online, n.LastSeen, time.Now()), orDash(strings.Join(eps, ",")), orDash(strings.Join(n.Tags, ",")), orDash(strings.Join(svcs, ",")), expires, orDash(n.Version)})
 	}
 	return table(w, "NAME\tADDRESSES\tSTATE\tLAST SEEN\tENDPOINTS\tTAGS\tSERVICES\tEXPIRES\tVERSION", rows)
 }
@@ -381,6 +390,9 @@ func nodesTable(w io.Writer, nodes []wire.Node) error {
 func nodeDetail(w io.Writer, d wire.NodeDetail) error {
 	if err := nodesTable(w, []wire.Node{d.Node}); err != nil {
 		return err
+	}
+	if r := d.Node.Relay; r != nil {
+		fmt.Fprintf(w, "\nrelay %s at %s, pins %s, STUN %s\n", r.Name, r.URL, strings.Join(r.Pins, ", "), orDash(strings.Join(r.STUN, ", ")))
 	}
 	fmt.Fprintf(w, "\npeers: %s\n", orDash(strings.Join(d.Peers, ", ")))
 	for _, sec := range []struct {

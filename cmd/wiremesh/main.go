@@ -41,7 +41,7 @@ func newRoot() *cobra.Command {
 			return applyEnv(cmd)
 		},
 	}
-	root.AddCommand(newCoordinatorCmd(), newAgentCmd(), newKeysCmd(), newNodesCmd(), newACLCmd(), newStatusCmd(), newFlowsCmd(), newServicesCmd(), newChecksCmd(), newGossipCmd(), newAuditCmd(), newTokensCmd(), newPingCmd(), newRotateKeyCmd())
+	root.AddCommand(newCoordinatorCmd(), newAgentCmd(), newKeysCmd(), newNodesCmd(), newACLCmd(), newStatusCmd(), newFlowsCmd(), newServicesCmd(), newChecksCmd(), newGossipCmd(), newAuditCmd(), newTokensCmd(), newPingCmd(), newRotateKeyCmd(), newRelayCmd())
 	for _, c := range root.Commands() {
 		explainArgs(c)
 	}
