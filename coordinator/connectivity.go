@@ -37,10 +37,15 @@ func (cs *connectivity) get(id int64) *wire.Connectivity {
 	return &c
 }
 
-func (cs *connectivity) forget(id int64) {
+// retain forgets the reports of the nodes keep says are gone.
+func (cs *connectivity) retain(keep func(id int64) bool) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	delete(cs.nodes, id)
+	for id := range cs.nodes {
+		if !keep(id) {
+			delete(cs.nodes, id)
+		}
+	}
 }
 
 // handleConnectivity takes an agent's connectivity report: its endpoint

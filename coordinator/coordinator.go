@@ -361,6 +361,7 @@ func (c *Coordinator) publish(ctx context.Context) error {
 	if c.relay != nil {
 		c.relay.Recheck() // a deleted, expired or re-keyed node leaves the relay
 	}
+	c.conns.retain(func(id int64) bool { _, ok := s.byID[id]; return ok })
 	return nil
 }
 
