@@ -25,12 +25,12 @@ import (
 type dataPath struct {
 	log                *slog.Logger
 	relayOnly, noRelay bool
-	engine  Engine
-	bind    *bind.Bind
-	relays  *relays
-	filter  *filter.Filter                        // nil with Config.NoFilter
-	flows   *flowLog                              // nil with Config.NoFilter
-	names   atomic.Pointer[map[netip.Addr]string] // overlay address → node name, for the filter's log
+	engine             Engine
+	bind               *bind.Bind
+	relays             *relays
+	filter             *filter.Filter                        // nil with Config.NoFilter
+	flows              *flowLog                              // nil with Config.NoFilter
+	names              atomic.Pointer[map[netip.Addr]string] // overlay address → node name, for the filter's log
 
 	mu     sync.Mutex
 	netmap *wire.Netmap     // guarded by mu; the applied netmap
