@@ -97,7 +97,8 @@ func (p *peer) addPathLocked(addr netip.AddrPort, now int64) *path {
 	return q
 }
 
-// setInfoLocked applies the netmap's view of the peer.
+// setInfoLocked applies the netmap's view of the peer. A candidate not
+// known before makes the next probe round due at once.
 func (p *peer) setInfoLocked(info PeerInfo, now int64) {
 	p.known = true
 	p.home = info.HomeRelay
@@ -109,7 +110,12 @@ func (p *peer) setInfoLocked(info PeerInfo, now int64) {
 		if len(p.order) == MaxCandidates {
 			break
 		}
-		if q := p.addPathLocked(a, now); q != nil && !q.netmap {
+		n := len(p.paths)
+		q := p.addPathLocked(a, now)
+		if len(p.paths) > n {
+			p.lastProbe = never // a new candidate: probe at the next tick, if active
+		}
+		if q != nil && !q.netmap {
 			q.netmap = true
 			p.order = append(p.order, q.addr)
 		}
