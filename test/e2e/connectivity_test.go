@@ -188,5 +188,3 @@ func TestConnectivitySameNAT(t *testing.T) {
 	}
 	a.ping(t, b.addr(t, false), 10, "0.1")
 }
-
-
