@@ -33,6 +33,7 @@ import (
 //	netmap stream:   "wiremesh netmap v1" || node public || time
 //	services report: "wiremesh services report v2" || node public || time (ns) || SHA-256(content)
 //	(before protocol 4: "wiremesh services report v1" || node public || time)
+//	relay attach:    "wiremesh relay v1" || node public || nonce
 //
 // Keys are the 32 raw bytes; time is unix seconds, 8 bytes big-endian,
 // and for a services report unix nanoseconds, so that every report of an
@@ -40,7 +41,12 @@ import (
 // wire.ServicesContent encodes them. The coordinator computes the same key
 // from X25519(coordinator private, node public). A rotation proof is the
 // 32-byte MAC; a netmap or services proof is the time followed by the MAC;
-// all travel in standard base64.
+// all travel in standard base64. A relay (package relay) holds a proof key
+// too (the coordinator's own, or one of its own for a standalone relay):
+// it sends a random nonce of RelayNonceLen bytes, and the node answers
+// with the raw 32-byte MAC over it, so that only the holder of the node's
+// private key attaches as that node, and an answer is good for one
+// connection only.
 const (
 	proofKeyInfo        = "wiremesh proof key v1"
 	purposeRotate       = "wiremesh key rotation v1"
@@ -48,7 +54,11 @@ const (
 	purposeServices     = "wiremesh services report v1"
 	purposeServicesV2   = "wiremesh services report v2"
 	purposeConnectivity = "wiremesh connectivity report v1"
+	purposeRelay        = "wiremesh relay v1"
 )
+
+// RelayNonceLen is the length of a relay's challenge nonce.
+const RelayNonceLen = 32
 
 // ProofWindow is how far from the coordinator's clock the time of a netmap
 // proof may be, either way.
@@ -150,6 +160,19 @@ func (k *ProofKey) CheckConnectivity(nodePublic, proof string, content []byte, n
 	return k.checkTimed(purposeConnectivity, nodePublic, proof, sum[:], now)
 }
 
+// CheckRelay checks mac, the answer of the node with public key
+// nodePublic to the challenge nonce that the relay holding k sent. The
+// error wraps ErrProof.
+func (k *ProofKey) CheckRelay(nodePublic [32]byte, nonce, mac []byte) error {
+	if len(nonce) != RelayNonceLen {
+		return fmt.Errorf("%w: relay nonce of %d bytes, want %d", ErrProof, len(nonce), RelayNonceLen)
+	}
+	if len(mac) != macLen {
+		return fmt.Errorf("%w: relay proof of %d bytes, want %d", ErrProof, len(mac), macLen)
+	}
+	return k.checkMAC(nodePublic, mac, purposeRelay, nonce)
+}
+
 // checkTimed checks a proof made of a time and a MAC over it and extra
 // for purpose; a services report's time is in nanoseconds.
 func (k *ProofKey) checkTimed(purpose, nodePublic, proof string, extra []byte, now time.Time) (time.Time, error) {
@@ -234,6 +257,20 @@ func ConnectivityProof(nodePrivate [32]byte, coordinatorKey string, at time.Time
 // report's content nor a time finer than a second.
 func LegacyServicesProof(nodePrivate [32]byte, coordinatorKey string, at time.Time) (string, error) {
 	return timedProof(purposeServices, nodePrivate, coordinatorKey, at, nil)
+}
+
+// RelayProof returns the answer of the holder of nodePrivate (a WireGuard
+// private key) to the challenge nonce of the relay whose proof key is
+// relayKey (base64): a MAC of 32 bytes.
+func RelayProof(nodePrivate [32]byte, relayKey string, nonce []byte) ([]byte, error) {
+	if len(nonce) != RelayNonceLen {
+		return nil, fmt.Errorf("relay proof: nonce of %d bytes, want %d", len(nonce), RelayNonceLen)
+	}
+	mac, err := nodeMAC(nodePrivate, relayKey, purposeRelay, nonce)
+	if err != nil {
+		return nil, fmt.Errorf("relay proof: %w", err)
+	}
+	return mac, nil
 }
 
 func timedProof(purpose string, nodePrivate [32]byte, coordinatorKey string, at time.Time, extra []byte) (string, error) {

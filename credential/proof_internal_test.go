@@ -39,3 +39,30 @@ func TestProofPurpose(t *testing.T) {
 		t.Errorf("a rotation MAC over a time passed for a netmap: %v", err)
 	}
 }
+
+// TestRelayPurpose: a relay MAC is made under its own purpose, so that a
+// relay (which chooses the nonce) cannot have a node sign a rotation or a
+// netmap request for it.
+func TestRelayPurpose(t *testing.T) {
+	relay, err := NewProofKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, _ := wgtypes.GeneratePrivateKey()
+	next, _ := wgtypes.GeneratePrivateKey()
+	nextPub := next.PublicKey()
+	mac, err := RelayProof(node, relay.PublicKey(), nextPub[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.CheckRotation(node.PublicKey().String(), nextPub.String(), base64.StdEncoding.EncodeToString(mac)); !errors.Is(err, ErrProof) {
+		t.Errorf("a relay answer to a nonce equal to a new key passed for a rotation: %v", err)
+	}
+	rot, err := nodeMAC(node, relay.PublicKey(), purposeRotate, nextPub[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.CheckRelay(node.PublicKey(), nextPub[:], rot); !errors.Is(err, ErrProof) {
+		t.Errorf("a rotation MAC passed for a relay answer: %v", err)
+	}
+}

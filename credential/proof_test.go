@@ -279,3 +279,57 @@ func FuzzCheckProof(f *testing.F) {
 		}
 	})
 }
+
+// A relay proof answers one nonce of one relay for one node; it is no
+// other proof, and no other proof is one.
+func TestRelayProof(t *testing.T) {
+	relay, other := newProofKey(t), newProofKey(t)
+	node, thief := newWGKey(t), newWGKey(t)
+	pub := [32]byte(node.PublicKey())
+	nonce := bytes.Repeat([]byte{7}, credential.RelayNonceLen)
+	good, err := credential.RelayProof(node, relay.PublicKey(), nonce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.CheckRelay(pub, nonce, good); err != nil {
+		t.Fatalf("the right proof is refused: %v", err)
+	}
+	mac := func(k wgtypes.Key, r *credential.ProofKey, n []byte) []byte {
+		m, err := credential.RelayProof(k, r.PublicKey(), n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	otherNonce := bytes.Repeat([]byte{8}, credential.RelayNonceLen)
+	// A rotation proof whose "new key" is the nonce: the same data
+	// under another purpose.
+	rotation, _ := credential.RotationProof(node, relay.PublicKey(), base64.StdEncoding.EncodeToString(nonce))
+	rotMAC, _ := base64.StdEncoding.DecodeString(rotation)
+	for _, tc := range []struct {
+		name  string
+		pub   [32]byte
+		nonce []byte
+		mac   []byte
+	}{
+		{"made with another private key", pub, nonce, mac(thief, relay, nonce)},
+		{"for another relay", pub, nonce, mac(node, other, nonce)},
+		{"for another nonce", pub, otherNonce, good},
+		{"of another node", [32]byte(thief.PublicKey()), nonce, good},
+		{"a rotation proof over the nonce", pub, nonce, rotMAC},
+		{"none", pub, nonce, nil},
+		{"truncated", pub, nonce, good[:31]},
+		{"short nonce", pub, nonce[:16], good},
+		{"low-order node key", [32]byte{}, nonce, good},
+	} {
+		if err := relay.CheckRelay(tc.pub, tc.nonce, tc.mac); !errors.Is(err, credential.ErrProof) {
+			t.Errorf("%s: %v, want ErrProof", tc.name, err)
+		}
+	}
+	if _, err := credential.RelayProof(node, base64.StdEncoding.EncodeToString(make([]byte, 32)), nonce); err == nil {
+		t.Error("a proof for a low-order relay key was made")
+	}
+	if _, err := credential.RelayProof(node, relay.PublicKey(), nonce[:8]); err == nil {
+		t.Error("a proof for an 8-byte nonce was made")
+	}
+}

@@ -81,6 +81,10 @@ const (
 	// PathAdminTokens: GET → []AdminToken; POST CreateAdminTokenRequest →
 	// CreateAdminTokenResponse; DELETE PathAdminTokens+"/ID" (admin).
 	PathAdminTokens = "/v1/admin-tokens"
+	// PathRelay: GET with "Connection: Upgrade" and "Upgrade:
+	// wiremesh-relay/1" → 101, then the relay's framed protocol (package
+	// relay): a proof of the node key, then packets addressed by node key.
+	PathRelay = "/v1/relay"
 )
 
 // Admin API conventions, for every path above marked admin:
