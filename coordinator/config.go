@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/wire"
 )
 
 // Default overlay prefixes: the CGNAT range, as Tailscale uses, and a ULA.
@@ -73,6 +74,17 @@ type Config struct {
 	// EphemeralTimeout is how long an ephemeral node may be offline before
 	// it is deleted. Zero: DefaultEphemeralTimeout.
 	EphemeralTimeout time.Duration
+	// RelayName names the embedded relay in the relay map (a region, such
+	// as "eu-1"). Empty: DefaultRelayName.
+	RelayName string
+	// NoRelay turns the embedded relay off: netmaps carry no relay map
+	// unless standalone relays are enrolled, and nodes reach only peers
+	// they have a direct path to.
+	NoRelay bool
+	// STUNListen is the HOST:PORT (UDP) of the embedded STUN server; it
+	// also answers on the next port. Empty: none. DefaultConfig:
+	// DefaultSTUNListen.
+	STUNListen string
 	// Logger receives the coordinator's logs. Nil: slog.Default().
 	Logger *slog.Logger
 	// Version is the coordinator's wiremesh version, named in the errors
@@ -86,6 +98,7 @@ func DefaultConfig() Config {
 		Listen:        ":8443",
 		KeepAlive:     15 * time.Second,
 		MetricsListen: "127.0.0.1:9471",
+		STUNListen:    DefaultSTUNListen,
 		EnrollRate:    DefaultEnrollRate,
 		EnrollBurst:   DefaultEnrollBurst,
 
@@ -114,6 +127,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("bad advertise URL %q: want https://HOST:PORT", c.AdvertiseURL)
 	}
 	c.AdvertiseURL = "https://" + u.Host
+	if c.RelayName == "" {
+		c.RelayName = DefaultRelayName
+	}
+	if err := wire.CheckLabel("relay name", c.RelayName); err != nil {
+		return err
+	}
 	if c.Prefix4.IsValid() && (!c.Prefix4.Addr().Is4() || c.Prefix4.Bits() > 30) {
 		return fmt.Errorf("bad IPv4 overlay prefix %s: want an IPv4 prefix of /30 or larger", c.Prefix4)
 	}

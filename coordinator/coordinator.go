@@ -18,6 +18,7 @@ import (
 	"github.com/wiremesh/wiremesh/acl"
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/internal/atomicfile"
+	"github.com/wiremesh/wiremesh/relay"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -44,6 +45,9 @@ type Coordinator struct {
 
 	metrics *metrics // nil-safe; nil for a Coordinator not made by New
 
+	relay  *relay.Server // the embedded relay; nil with Config.NoRelay
+	relays []wire.Relay  // the relay map netmaps carry
+
 	enroll    *enrollGate   // per-source limit of enrollment attempts
 	endpoints *endpointGate // per-node spacing of endpoint changes
 
@@ -60,6 +64,7 @@ type snapshot struct {
 	nodes    []wire.Node // by id
 	aclNodes []acl.Node  // the same nodes, as the policy sees them
 	byID     map[int64]int
+	byKey    map[[32]byte]int // node public key → index in nodes
 	policy   wire.Policy // the active policy, Version 0 if none
 	gossip   wire.Gossip
 	compiled *acl.Compiled
@@ -137,6 +142,17 @@ func New(cfg Config) (_ *Coordinator, _ Files, err error) {
 	c.reportTimes.strict = true
 	c.connTimes.strict = true
 	c.metrics = newMetrics(c)
+	if c.relays, err = c.relayMap(); err != nil {
+		store.Close()
+		return nil, f, err
+	}
+	if !cfg.NoRelay {
+		if c.relay, err = c.newRelay(); err != nil {
+			store.Close()
+			return nil, f, err
+		}
+		c.metrics.reg.MustRegister(c.relay.Collector())
+	}
 	c.enroll = newEnrollGate(cfg, time.Now)
 	c.endpoints = newEndpointGate(cfg.EndpointInterval, time.Now)
 	if _, err := os.Stat(f.AdminToken); errors.Is(err, os.ErrNotExist) {
@@ -244,6 +260,9 @@ func (c *Coordinator) Serve(ctx context.Context, ln net.Listener) error {
 	defer cancel()
 	srv.Shutdown(sctx) // streams end with ctx (their BaseContext), so this is quick
 	<-errc
+	if c.relay != nil {
+		c.relay.Close() // its connections were taken over: Shutdown left them
+	}
 	return nil
 }
 
@@ -260,6 +279,14 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	if c.ls.Metrics != nil {
 		ms := c.serveMetrics(c.ls.Metrics)
 		defer ms.close()
+	}
+	if len(c.ls.STUN) > 0 {
+		sctx, stop := context.WithCancel(ctx)
+		wait := c.serveSTUN(sctx, c.ls.STUN)
+		defer func() {
+			stop()
+			wait()
+		}()
 	}
 	return c.Serve(ctx, c.ls.API)
 }
@@ -287,13 +314,16 @@ func (c *Coordinator) publish(ctx context.Context) error {
 		return nil
 	}
 	s := &snapshot{
-		version: ver, nodes: nodes, byID: make(map[int64]int, len(nodes)), policy: pol,
+		version: ver, nodes: nodes, byID: make(map[int64]int, len(nodes)), byKey: make(map[[32]byte]int, len(nodes)), policy: pol,
 		gossip:  wire.Gossip{Port: wire.GossipPort, Keys: st.GossipKeys},
 		changed: make(chan struct{}), nextExpiry: st.NextExpiry,
 	}
 	s.aclNodes = make([]acl.Node, len(nodes))
 	for i, n := range nodes {
 		s.byID[n.ID] = i
+		if k, ok := keyOf(n.PublicKey); ok {
+			s.byKey[k] = i
+		}
 		s.aclNodes[i] = aclNode(n)
 	}
 	var parsed *acl.Policy
@@ -323,6 +353,9 @@ func (c *Coordinator) publish(ctx context.Context) error {
 	c.state.Store(s)
 	if old != nil {
 		close(old.changed)
+	}
+	if c.relay != nil {
+		c.relay.Recheck() // a deleted, expired or re-keyed node leaves the relay
 	}
 	return nil
 }
@@ -361,6 +394,7 @@ func (c *Coordinator) netmapFor(s *snapshot, id int64) (nm *wire.Netmap, ok bool
 		Rules:             s.compiled.Rules(id),
 		Gossip:            &s.gossip,
 		CoordinatorPins:   c.pins.Strings(),
+		Relays:            c.relays,
 	}
 	s.compiled.Peers(id, func(j int) {
 		p := s.nodes[j]

@@ -129,6 +129,9 @@ type Listeners struct {
 	// Metrics is the Prometheus endpoint's, at Config.MetricsListen; nil
 	// without one.
 	Metrics net.Listener
+	// STUN are the STUN server's, at Config.STUNListen and the next port;
+	// nil without one.
+	STUN []net.PacketConn
 }
 
 // listen binds cfg's addresses.
@@ -144,6 +147,12 @@ func listen(cfg Config) (Listeners, error) {
 			return Listeners{}, fmt.Errorf("metrics: %w (choose another with --metrics-listen, or \"\" for none)", err)
 		}
 	}
+	if cfg.STUNListen != "" && !cfg.NoRelay {
+		if ls.STUN, err = listenSTUN(cfg.STUNListen); err != nil {
+			ls.close()
+			return Listeners{}, err
+		}
+	}
 	return ls, nil
 }
 
@@ -154,6 +163,9 @@ func (ls Listeners) close() {
 	}
 	if ls.Metrics != nil {
 		ls.Metrics.Close()
+	}
+	for _, pc := range ls.STUN {
+		pc.Close()
 	}
 }
 

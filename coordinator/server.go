@@ -48,6 +48,9 @@ func (c *Coordinator) Handler() http.Handler {
 	mux.HandleFunc("POST "+wire.PathPolicy+"/rollback", c.admin(c.handleRollback))
 	mux.HandleFunc("PUT "+wire.PathServicesReport, c.handleServicesReport)
 	mux.HandleFunc("PUT "+wire.PathConnectivity, c.handleConnectivity)
+	if c.relay != nil {
+		mux.Handle("GET "+wire.PathRelay, c.relay)
+	}
 	mux.HandleFunc("POST "+wire.PathRotateKey, c.handleRotateKey)
 	mux.HandleFunc("GET "+wire.PathServices, c.admin(c.handleServices))
 	mux.HandleFunc("POST "+wire.PathGossipRotate, c.admin(c.handleGossipRotate))

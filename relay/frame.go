@@ -89,6 +89,9 @@ type badFrame struct {
 }
 
 func (e *badFrame) Error() string {
+	if e.typ == 0 { // not even its type byte was read
+		return fmt.Sprintf("frame %d at byte %d: %v", e.n, e.at, e.err)
+	}
 	return fmt.Sprintf("frame %d at byte %d (%s): %v", e.n, e.at, e.typ, e.err)
 }
 
@@ -109,11 +112,14 @@ type frameReader struct {
 // gives io.EOF; anything else wrong is a *badFrame.
 func (fr *frameReader) header() (frameType, int, error) {
 	fr.n++
+	fr.cur = 0
 	if k, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
 		if k == 0 && errors.Is(err, io.EOF) {
 			return 0, 0, io.EOF
 		}
-		fr.cur = frameType(fr.hdr[0])
+		if k > 0 {
+			fr.cur = frameType(fr.hdr[0])
+		}
 		return 0, 0, fr.fail(truncated("header", k, headerLen, err))
 	}
 	fr.cur = frameType(fr.hdr[0])

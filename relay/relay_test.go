@@ -1,8 +1,10 @@
 package relay
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -34,8 +36,9 @@ func TestExchange(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	if rtt := a.RTT(); rtt <= 0 || rtt > 10*time.Second {
-		t.Errorf("RTT %v after the first ping, want a small positive time", rtt)
+	waitFor(t, "an RTT", func() bool { return a.RTT() > 0 })
+	if rtt := a.RTT(); rtt > 10*time.Second {
+		t.Errorf("RTT %v, want a small positive time", rtt)
 	}
 	if err := a.Send(kb.PublicKey(), make([]byte, MaxPacketSize+1)); !errors.Is(err, ErrTooBig) {
 		t.Errorf("Send of 64 KiB + 1: %v, want ErrTooBig", err)
@@ -46,6 +49,51 @@ func TestExchange(t *testing.T) {
 				t.Errorf("a private key is in the logs:\n%s", logs)
 			}
 		}
+	}
+}
+
+// A node receives only the packets addressed to its own key, whoever
+// else is attached.
+func TestOnlyOwnPackets(t *testing.T) {
+	r := newTestRelay(t, nil)
+	a, _ := r.attached(t)
+	b, kb := r.attached(t)
+	c, kc := r.attached(t)
+	d := r.attachRaw(t, r.node(t))
+	for i := range 20 {
+		if err := a.Send(kb.PublicKey(), []byte{'b', byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Send(kc.PublicKey(), []byte{'c', byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, rcv := range []struct {
+		c    *testClient
+		mark byte
+	}{{b, 'b'}, {c, 'c'}} {
+		for i := range 20 {
+			select {
+			case p := <-rcv.c.got:
+				if want := []byte{rcv.mark, byte(i)}; !bytes.Equal(p.data, want) {
+					t.Fatalf("client %c got %q as packet %d, want %q", rcv.mark, p.data, i, want)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("client %c: packet %d did not arrive", rcv.mark, i)
+			}
+		}
+	}
+	// Everything the relay wrote to d before its pong: none of it.
+	d.write(framePing, []byte("12345678"))
+	for {
+		typ, p := d.read()
+		if typ == framePong {
+			break
+		}
+		t.Errorf("a bystander got %s %q", typ, p)
+	}
+	if len(b.got) != 0 || len(c.got) != 0 {
+		t.Errorf("%d and %d extra packets", len(b.got), len(c.got))
 	}
 }
 
@@ -469,5 +517,43 @@ wiremesh_relay_dropped_packets_total{reason="too_big"} 0
 	}
 	if n := testutil.CollectAndCount(r.srv.Collector(), "wiremesh_relay_auth_failures_total"); n != 3 {
 		t.Errorf("%d auth failure series, want 3", n)
+	}
+}
+
+// The relay sends keep-alives, and closes a client it heard nothing from
+// for two of them.
+func TestIdleClientClosed(t *testing.T) {
+	r := newTestRelay(t, func(c *ServerConfig) { c.KeepAlive = 50 * time.Millisecond })
+	rc := r.attachRaw(t, r.node(t))
+	frames := rc.untilClosed()
+	if len(frames) < 2 || frames[0] != "keep-alive " || frames[len(frames)-1] != "error idle" {
+		t.Errorf("a silent client got %q, want keep-alives then error idle", frames)
+	}
+}
+
+// A client takes a relay that stops answering for dead, and says so.
+func TestClientDetectsSilentRelay(t *testing.T) {
+	r := newTestRelay(t, nil)
+	silent := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		sess := newSession(r.srv, conn, brw.Reader, req.RemoteAddr)
+		if _, _, err := r.srv.authenticate(sess); err != nil {
+			t.Error(err)
+			return
+		}
+		conn.Write(frameBytes(frameOK, nil))
+		io.Copy(io.Discard, conn) // reads pings, answers nothing
+	})
+	r.ts.Config.Handler = silent
+	c := r.client(t, r.node(t), func(c *ClientConfig) { c.PingInterval = 50 * time.Millisecond })
+	c.waitState(t, true)
+	c.waitState(t, false)
+	if err := c.Err(); err == nil || !strings.Contains(err.Error(), "nothing from the relay for 100ms") {
+		t.Errorf("error %v, want it to say the relay went silent", err)
 	}
 }

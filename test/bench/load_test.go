@@ -115,7 +115,7 @@ func startLoadCoordinator(b *testing.B, bin string) *loadCoordinator {
 	}
 	defer logFile.Close()
 	cmd := exec.Command(bin, "coordinator", "--data-dir", filepath.Join(dir, "data"), "--listen", addr,
-		"--metrics-listen", maddr, "--log-format", "json")
+		"--metrics-listen", maddr, "--stun-listen", "", "--log-format", "json") // on loopback: no STUN ports on the host
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		b.Fatalf("start coordinator: %v", err)
