@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -166,7 +165,7 @@ func peerPath(name string, ps bind.PathStatus) wire.PeerPath {
 func whyNotDirect(ps bind.PathStatus) string {
 	switch ps.WhyNotDirect {
 	case bind.WhyNoPong:
-		return fmt.Sprintf("no answer from %d candidates", len(ps.Candidates))
+		return "no answer from " + candidates(len(ps.Candidates))
 	case bind.WhyRelayOnly:
 		return "relay only (--relay-only)"
 	case bind.WhyUDPBlocked:

@@ -172,7 +172,7 @@ func TestDirectFailure(t *testing.T) {
 		want      string
 	}{
 		{2, false, bind.NATHard, "direct: no answer from 2 candidates; this node is behind a hard NAT"},
-		{1, false, bind.NATUDPBlocked, "direct: no answer from 1 candidates; UDP is blocked here"},
+		{1, false, bind.NATUDPBlocked, "direct: no answer from 1 candidate; UDP is blocked here"},
 		{0, false, bind.NATEasy, "direct: the peer has no candidates"},
 		{3, true, bind.NATEasy, "direct: not tried (--relay-only)"},
 		{3, false, bind.NATUnknown, "direct: no answer from 3 candidates"},

@@ -158,7 +158,7 @@ func directFailure(tried int, relayOnly bool, nat bind.NATType) string {
 	case tried == 0:
 		return "direct: the peer has no candidates (it has not reported any)"
 	}
-	why := fmt.Sprintf("direct: no answer from %d candidates", tried)
+	why := "direct: no answer from " + candidates(tried)
 	switch nat {
 	case bind.NATHard:
 		why += "; this node is behind a hard NAT (a new port for every destination): only peers on public addresses or behind easy NATs can answer directly"
@@ -168,6 +168,14 @@ func directFailure(tried int, relayOnly bool, nat bind.NATType) string {
 		why += "; this node is behind an easy NAT, so the peer's network is in the way (a hard NAT, or a firewall)"
 	}
 	return why
+}
+
+// candidates says "1 candidate" or "N candidates".
+func candidates(n int) string {
+	if n == 1 {
+		return "1 candidate"
+	}
+	return fmt.Sprintf("%d candidates", n)
 }
 
 // pingVerdict explains a ping's outcome from the answers, the peer's

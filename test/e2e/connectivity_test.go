@@ -163,6 +163,12 @@ func TestConnectivityEasyEasy(t *testing.T) {
 	if p := a.path(t, b.name); p.Kind != wire.PathKindDirect {
 		t.Errorf("after traffic, %s reaches %s by %+v, want direct", a.name, b.name, p)
 	}
+	if out := a.local(t, "ping", b.name); !strings.Contains(out, "pong from eb via direct "+sb.PublicAddr().String()+":") {
+		t.Errorf("wiremesh ping names no direct answer:\n%s", out)
+	}
+	if out := a.local(t, "status"); !strings.Contains(out, "direct "+sb.PublicAddr().String()+":") || !strings.Contains(out, "NAT easy, home relay coordinator") {
+		t.Errorf("wiremesh status shows neither the direct path nor the NAT and home relay:\n%s", out)
+	}
 }
 
 // TestConnectivityPublicHard: a public host and a host behind a hard NAT
@@ -195,6 +201,19 @@ func TestConnectivitySameNAT(t *testing.T) {
 		t.Errorf("wg show on %s: endpoint of %s is %v, want %v:PORT", a.name, b.name, ep, b.host.Addr)
 	}
 	a.ping(t, b.addr(t, false), 10, "0.1")
+}
+
+// local runs a wiremesh verb against a's agent and returns its output,
+// failing the test if it fails.
+func (a *agent) local(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := a.host.Run(ctx, append([]string{bin}, append(args, "--state-dir", a.stateDir)...)...)
+	if err != nil {
+		t.Fatalf("wiremesh %s on %s: %v\n%s", strings.Join(args, " "), a.name, err, out)
+	}
+	return string(out)
 }
 
 // relayedTo reports whether a's path to peer goes through a relay.
@@ -248,6 +267,15 @@ func TestConnectivityHardHard(t *testing.T) {
 	waitFor(t, 10*time.Second, "NAT types hard", func() bool { return a.status(t).NAT == wire.NATHard && b.status(t).NAT == wire.NATHard })
 	if why := a.path(t, b.name).Why; !strings.Contains(why, "no answer") {
 		t.Errorf("why %s is relayed to %s: %q, want no answer from its candidates", a.name, b.name, why)
+	}
+	out := a.local(t, "ping", b.name)
+	for _, want := range []string{"pong from h2 via relay coordinator in ", "direct: no answer from ", "; this node is behind a hard NAT"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("wiremesh ping does not say %q:\n%s", want, out)
+		}
+	}
+	if out := a.local(t, "status"); !strings.Contains(out, "relay coordinator (no answer from") {
+		t.Errorf("wiremesh status does not show the relayed path and why:\n%s", out)
 	}
 	first, second := a.path(t, b.name), b.path(t, a.name)
 	wait := traffic(t, a, b, 60*time.Second)
