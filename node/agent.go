@@ -209,8 +209,9 @@ func (c *Config) Validate() error {
 //
 //   - ctl (control.go): the node's identity and key, the coordinator's
 //     proof key and pins, the proofs' times, the client, the stream's state;
-//   - data (datapath.go): the engine, the filter and its flow log, the
-//     applied netmap;
+//   - data (datapath.go, relays.go): the engine on the bind that picks
+//     each peer's path, the relay clients, the filter and its flow log,
+//     the applied netmap;
 //   - mesh (mesh.go): the serf member and the DNS catalog, one goroutine;
 //   - svc (services.go): the local services, their checks and reports.
 //
