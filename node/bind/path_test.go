@@ -345,3 +345,24 @@ func TestNATType(t *testing.T) {
 		}
 	}
 }
+
+// TestNewCandidateProbedAtOnce: a peer settled on the relay (its
+// candidates did not answer) is probed as soon as the netmap brings a new
+// candidate, not at the next reprobe.
+func TestNewCandidateProbedAtOnce(t *testing.T) {
+	rn := newRelayNet()
+	slow := func(c *Config) { c.Timing.Reprobe = time.Minute }
+	a, b := newNode(t, rn, slow), newNode(t, rn, slow)
+	dead := closedPort(t)
+	a.setPeer(b, dead)
+	b.setPeer(a) // b cannot ping a first
+	a.traffic(b)
+	waitFor(t, "a settled on the relay", wait, func() bool {
+		p := a.b.peer(b.pub)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.fastRounds >= 3
+	})
+	a.setPeer(b, dead, b.addr())
+	waitFor(t, "a direct to b's new candidate", 5*time.Second, func() bool { return a.path(b).Kind == PathDirect })
+}
