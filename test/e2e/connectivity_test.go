@@ -223,8 +223,8 @@ func (a *agent) relayedTo(t *testing.T, peer string) bool {
 
 // firstPing pings b from a, one probe a time with a 1 s wait, until one
 // is answered or within passes, and returns how long that took from
-// since.
-func firstPing(t *testing.T, a, b *agent, since time.Time, within time.Duration) time.Duration {
+// since (the moment event happened).
+func firstPing(t *testing.T, a, b *agent, since time.Time, within time.Duration, event string) time.Duration {
 	t.Helper()
 	dst := b.addr(t, false).String()
 	for time.Since(since) < within {
@@ -235,7 +235,7 @@ func firstPing(t *testing.T, a, b *agent, since time.Time, within time.Duration)
 			return time.Since(since)
 		}
 	}
-	t.Fatalf("no ping from %s to %s answered within %s of both agents being up", a.name, b.name, within)
+	t.Fatalf("no ping from %s to %s answered within %s of %s", a.name, b.name, within, event)
 	return 0
 }
 
@@ -257,7 +257,7 @@ func hardPair(t *testing.T, m *mesh, extra ...string) (a, b *agent, up time.Time
 func TestConnectivityHardHard(t *testing.T) {
 	m := newInternetMesh(t)
 	a, b, up := hardPair(t, m)
-	took := firstPing(t, a, b, up, 2*time.Second)
+	took := firstPing(t, a, b, up, 2*time.Second, "both agents being up")
 	t.Logf("first ping answered %s after both agents were up", took)
 	waitFor(t, 5*time.Second, "both relayed", func() bool { return a.relayedTo(t, b.name) && b.relayedTo(t, a.name) })
 	if ep := a.wgEndpoint(t, b); ep.Addr() != m.coordHost.Addr {
@@ -335,7 +335,7 @@ func TestConnectivityUDPBlocked(t *testing.T) {
 	u, e := m.onHost(su.AddHost("u1")), m.onHost(se.AddHost("e1"))
 	peered(t, u, e)
 	waitFor(t, 10*time.Second, u.name+" knows UDP is blocked", func() bool { return u.status(t).NAT == wire.NATUDPBlocked })
-	firstPing(t, u, e, time.Now(), 5*time.Second)
+	firstPing(t, u, e, time.Now(), 5*time.Second, "knowing UDP is blocked")
 	waitFor(t, 5*time.Second, "both relayed", func() bool { return u.relayedTo(t, e.name) && e.relayedTo(t, u.name) })
 	if why := u.path(t, e.name).Why; !strings.Contains(why, "udp blocked") {
 		t.Errorf("why %s is relayed: %q, want udp blocked", u.name, why)
@@ -423,4 +423,23 @@ func longestGap(t *testing.T, out string, n int) int {
 		}
 	}
 	return gap
+}
+
+// TestConnectivityRotateRelayed: a relayed node that rotates its key
+// attaches to the relay under the new key, and traffic through the relay
+// resumes.
+func TestConnectivityRotateRelayed(t *testing.T) {
+	m := newInternetMesh(t)
+	a, b, up := hardPair(t, m)
+	firstPing(t, a, b, up, 5*time.Second, "both agents being up")
+	old := a.publicKey(t)
+	a.local(t, "rotate-key")
+	waitFor(t, 10*time.Second, b.name+" has "+a.name+"'s new key", func() bool { return b.hasPeer(a.publicKey(t)) && !b.hasPeer(old) })
+	rotated := time.Now()
+	took := firstPing(t, a, b, rotated, 10*time.Second, "the new key reaching the peer")
+	t.Logf("first ping through the relay %s after the new key reached the peer", took)
+	firstPing(t, b, a, time.Now(), 5*time.Second, "the first ping back")
+	if !a.relayedTo(t, b.name) || !b.relayedTo(t, a.name) {
+		t.Errorf("after the rotation: %+v and %+v, want both relayed", a.path(t, b.name), b.path(t, a.name))
+	}
 }
