@@ -366,3 +366,26 @@ func TestNewCandidateProbedAtOnce(t *testing.T) {
 	a.setPeer(b, dead, b.addr())
 	waitFor(t, "a direct to b's new candidate", 5*time.Second, func() bool { return a.path(b).Kind == PathDirect })
 }
+
+// TestRoamingBeforeTrustEnds: when the peer moves while its current path is
+// still trusted, its pings from the new address make the current path be
+// checked at once, and the new one takes over well before the old one's
+// trust would have run out.
+func TestRoamingBeforeTrustEnds(t *testing.T) {
+	rn := newRelayNet()
+	long := func(c *Config) { c.Timing.Trust, c.Timing.Dead = 10*time.Second, 20*time.Second }
+	a, b := newNode(t, rn, long), newNode(t, rn, long)
+	a.setPeer(b, b.addr())
+	b.setPeer(a, a.addr())
+	a.traffic(b)
+	b.traffic(a)
+	waitFor(t, "direct", wait, func() bool { return a.path(b).Kind == PathDirect })
+	b.close()
+	b.open()
+	moved := time.Now()
+	waitFor(t, "a direct to b's new address", 5*time.Second, func() bool {
+		s := a.path(b)
+		return s.Kind == PathDirect && s.Addr == b.addr()
+	})
+	t.Logf("recovered in %v (trust 10s)", time.Since(moved))
+}

@@ -73,6 +73,21 @@ func newPeer(b *Bind, key [32]byte, now int64) *peer {
 	return p
 }
 
+// silentGrace is how much longer than a heartbeat interval the current
+// path may go without a pong, while pinged, before a path that answered
+// since replaces it (see silentLocked): well above a pong's delay on a
+// loaded host.
+const silentGrace = 250 * time.Millisecond
+
+// silentLocked reports whether the current path q is pinged but has not
+// answered for a heartbeat interval and silentGrace (or three RTTs): a
+// path that stopped answering (the peer roamed, its NAT moved the
+// mapping) gives way to another that answered since, without waiting for
+// its trust to end.
+func (p *peer) silentLocked(q *path, now int64) bool {
+	return q.lastPing > q.lastPong && now-q.lastPong > int64(p.b.t.Heartbeat+max(silentGrace, 3*q.rtt))
+}
+
 // activeAt reports whether WireGuard traffic flowed within the window.
 func (p *peer) activeAt(now int64, window time.Duration) bool {
 	return now-max(p.lastSend.Load(), p.lastRecv.Load()) < int64(window)
@@ -204,7 +219,7 @@ func (p *peer) maintainLocked(now int64, relayUp bool) actions {
 	if p.best != nil && now-p.best.lastPong > int64(t.Dead) {
 		p.best = nil
 	}
-	if p.best != nil && !p.trustedLocked(now) {
+	if p.best != nil && (!p.trustedLocked(now) || p.silentLocked(p.best, now)) {
 		for _, q := range p.paths { // another address answered since: take it
 			if now-q.lastPong < int64(t.Trust) && (q.lastPong > p.best.lastPong) {
 				p.best = q
