@@ -389,3 +389,29 @@ func TestRoamingBeforeTrustEnds(t *testing.T) {
 	})
 	t.Logf("recovered in %v (trust 10s)", time.Since(moved))
 }
+
+// TestSilentPathRelayed: a trusted path that stops answering gets a copy
+// of the traffic through the relay after a heartbeat interval and
+// silentGrace, long before its trust ends.
+func TestSilentPathRelayed(t *testing.T) {
+	rn := newRelayNet()
+	long := func(c *Config) { c.Timing.Trust, c.Timing.Dead = 10*time.Second, 20*time.Second }
+	a, b := newNode(t, rn, long), newNode(t, rn, long)
+	a.setPeer(b, b.addr())
+	b.setPeer(a, a.addr())
+	sent := a.traffic(b)
+	b.traffic(a)
+	waitFor(t, "direct", wait, func() bool { return a.path(b).Kind == PathDirect })
+	waitFor(t, "the upgrade's overlap over", wait, func() bool { return time.Since(a.path(b).Since) > time.Second })
+	b.under.block(a.addr(), true)
+	blocked, n := time.Now(), sent()
+	waitFor(t, "a relayed packet sent after the block at b", 5*time.Second, func() bool {
+		select {
+		case g := <-b.recv:
+			return g.relayed && g.seq > n
+		case <-time.After(50 * time.Millisecond):
+			return false
+		}
+	})
+	t.Logf("relayed %v after the path went silent (trust 10s)", time.Since(blocked))
+}

@@ -185,8 +185,11 @@ func (p *peer) route(now int64) route {
 		r.relay = true
 		return r
 	case p.trustedLocked(now):
+		// While the path is silent, the relay carries a copy too: a path
+		// that died costs at most a heartbeat interval and silentGrace
+		// of traffic, not its whole trust.
 		r.direct = p.best.ep
-		r.relay = now < p.overlapUntil && !cfg.NoRelay
+		r.relay = (now < p.overlapUntil || p.silentLocked(p.best, now)) && !cfg.NoRelay
 		return r
 	case p.best != nil:
 		r.direct = p.best.ep // was working: keep sending there too
@@ -239,7 +242,7 @@ func (p *peer) maintainLocked(now int64, relayUp bool) actions {
 		p.fastRounds = 0
 		p.lastProbe = never
 	}
-	trusted := p.trustedLocked(now)
+	trusted := p.trustedLocked(now) && !p.silentLocked(p.best, now) // a silent path is probed like a lost one
 	if p.best != nil && now-p.best.lastPing >= int64(t.Heartbeat) {
 		a.ping = append(a.ping, p.best.addr)
 		p.best.lastPing = now
