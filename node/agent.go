@@ -53,6 +53,12 @@ type Config struct {
 	// IP:port literal (wire.CheckEndpoints). Empty: the coordinator's
 	// observation.
 	Endpoints []string
+	// RelayOnly sends every peer's traffic through relays, never direct
+	// (--relay-only).
+	RelayOnly bool
+	// NoRelay never sends through a relay: peers without a working direct
+	// path are unreachable (--no-relay).
+	NoRelay bool
 	// MTU of the interface. Zero: 1420.
 	MTU int
 	// EnrollTimeout bounds how long the first start retries an unreachable
@@ -145,6 +151,9 @@ func (c *Config) Validate() error {
 	if err := wire.CheckEndpoints(c.Endpoints); err != nil {
 		return fmt.Errorf("endpoints: %w", err)
 	}
+	if c.RelayOnly && c.NoRelay {
+		return errors.New("relay-only and no-relay exclude each other: give at most one")
+	}
 	if c.MTU == 0 {
 		c.MTU = d.MTU
 	}
@@ -200,8 +209,9 @@ func (c *Config) Validate() error {
 //
 //   - ctl (control.go): the node's identity and key, the coordinator's
 //     proof key and pins, the proofs' times, the client, the stream's state;
-//   - data (datapath.go): the engine, the filter and its flow log, the
-//     applied netmap;
+//   - data (datapath.go, relays.go): the engine on the bind that picks
+//     each peer's path, the relay clients, the filter and its flow log,
+//     the applied netmap;
 //   - mesh (mesh.go): the serf member and the DNS catalog, one goroutine;
 //   - svc (services.go): the local services, their checks and reports.
 //
@@ -218,7 +228,8 @@ type Agent struct {
 	mesh *mesh                    // made by Run before anything reads it
 	svc  atomic.Pointer[services] // made by Run; Reload may look at any time
 
-	dnsCount dnsCounts // DNS queries, for the metrics
+	dnsCount dnsCounts     // DNS queries, for the metrics
+	conn     *connReporter // connectivity reports; made by New
 
 	// The start's: set by New and Run before Run starts the goroutines.
 	enrolled  bool              // ctl.id is set
@@ -238,6 +249,7 @@ func New(cfg Config) (_ *Agent, err error) {
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger}
 	a.ctl = &control{log: cfg.Logger, clock: cfg.Clock}
+	a.conn = newConnReporter(cfg.Logger)
 	if obs := cfg.DNS.Observe; obs != nil {
 		a.cfg.DNS.Observe = func(qtype uint16, rcode int, forwarded bool) {
 			a.dnsCount.observe(qtype, rcode, forwarded)
@@ -365,7 +377,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return err
 	}
 	a.svc.Store(svc)
-	if a.data, err = newDataPath(&a.cfg, a.ctl.privateKey(), a.restarted); err != nil {
+	if a.data, err = newDataPath(&a.cfg, a.ctl.privateKey(), a.restarted, a.conn.poke); err != nil {
 		return err
 	}
 	defer a.data.close()
@@ -425,7 +437,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	bg, stopBG := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	report := func(ctx context.Context) { svc.runReporter(ctx, a.ctl.report) }
-	for _, fn := range []func(context.Context){a.data.trimMemory, a.mesh.run, report, a.data.runFlows, a.rotateKeys} {
+	reportConn := func(ctx context.Context) { a.conn.run(ctx, a.data.connectivity, a.ctl.reportConnectivity) }
+	for _, fn := range []func(context.Context){a.data.trimMemory, a.mesh.run, report, reportConn, a.data.runFlows, a.rotateKeys} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -527,6 +540,7 @@ func (a *Agent) streamOnce(ctx context.Context, opened func()) error {
 	return a.ctl.api.stream(ctx, a.ctl.id.Credential, req, func(nm *wire.Netmap) {
 		if !a.ctl.isConnected() {
 			a.svc.Load().wakeReport() // a new stream: the coordinator may have missed reports
+			a.conn.newStream()
 			a.finishRotation(nm.Self.PublicKey)
 			opened()
 		} else if nm.Self.PublicKey != req.PublicKey {

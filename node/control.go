@@ -48,9 +48,9 @@ type control struct {
 	connected bool            // guarded by mu; a netmap stream is open
 	lastErr   string          // guarded by mu; why the last stream ended
 
-	// lastReport is guarded by mu: the unix time in nanoseconds of the
-	// last services report proof made.
-	lastReport int64
+	// lastReport and lastConnReport are guarded by mu: the unix times in
+	// nanoseconds of the last services and connectivity report proofs made.
+	lastReport, lastConnReport int64
 }
 
 // setIdentity makes id, with key, the node's: at start, after enrollment

@@ -6,42 +6,67 @@ import (
 	"net/netip"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/wiremesh/wiremesh/filter"
+	"github.com/wiremesh/wiremesh/node/bind"
 	"github.com/wiremesh/wiremesh/wire"
 	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-// dataPath is the agent's part that carries packets: the WireGuard engine,
-// the packet filter with its flow log, and the netmap they run on. It
-// calls no other part; its methods hold mu only to read or swap netmap.
+// dataPath is the agent's part that carries packets: the WireGuard engine
+// on the bind that picks each peer's path, the relay clients, the packet
+// filter with its flow log, and the netmap they run on. It calls no other
+// part; its methods hold mu only to read or swap netmap.
 type dataPath struct {
-	log    *slog.Logger
-	engine Engine
-	filter *filter.Filter                        // nil with Config.NoFilter
-	flows  *flowLog                              // nil with Config.NoFilter
-	names  atomic.Pointer[map[netip.Addr]string] // overlay address → node name, for the filter's log
+	log                *slog.Logger
+	relayOnly, noRelay bool
+	engine             Engine
+	bind               *bind.Bind
+	relays             *relays
+	filter             *filter.Filter                        // nil with Config.NoFilter
+	flows              *flowLog                              // nil with Config.NoFilter
+	names              atomic.Pointer[map[netip.Addr]string] // overlay address → node name, for the filter's log
 
 	mu     sync.Mutex
-	netmap *wire.Netmap // guarded by mu; the applied netmap
+	netmap *wire.Netmap     // guarded by mu; the applied netmap
+	stun   []netip.AddrPort // guarded by mu; the STUN servers given to the bind
 }
 
-// newDataPath makes the flow log, the filter and the engine, with the
-// node's key; knownToPeers: see EngineConfig.KnownToPeers. Close it.
-func newDataPath(cfg *Config, key wgtypes.Key, knownToPeers bool) (_ *dataPath, err error) {
-	d := &dataPath{log: cfg.Logger}
+// newDataPath makes the relay clients' holder, the bind, the flow log, the
+// filter and the engine, with the node's key; knownToPeers: see
+// EngineConfig.KnownToPeers. onCandidates is called (from the bind's
+// goroutine; it must not block) when the node's candidates change. Close
+// it.
+func newDataPath(cfg *Config, key wgtypes.Key, knownToPeers bool, onCandidates func()) (_ *dataPath, err error) {
+	d := &dataPath{log: cfg.Logger, relayOnly: cfg.RelayOnly, noRelay: cfg.NoRelay}
+	d.relays = newRelays(key, dialRelayClient, d.log)
 	defer func() {
 		if err != nil {
 			d.close()
 		}
 	}()
+	bcfg := bind.DefaultConfig()
+	bcfg.PrivateKey = key
+	bcfg.Relays = d.relays
+	bcfg.RelayOnly, bcfg.NoRelay = cfg.RelayOnly, cfg.NoRelay
+	bcfg.ExcludeInterfaces = []string{cfg.Interface}
+	bcfg.OnCandidates = func([]netip.AddrPort) { onCandidates() }
+	bcfg.Log = d.log
+	for _, e := range cfg.Endpoints {
+		bcfg.Endpoints = append(bcfg.Endpoints, netip.MustParseAddrPort(e)) // checked by Config.Validate
+	}
+	if d.bind, err = bind.New(bcfg); err != nil {
+		return nil, err
+	}
+	d.relays.deliver = d.bind.DeliverRelayed
 	ecfg := EngineConfig{
 		Interface: cfg.Interface, ListenPort: cfg.ListenPort, MTU: cfg.MTU,
-		PrivateKey: key, Logger: d.log, KnownToPeers: knownToPeers,
+		PrivateKey: key, Logger: d.log, KnownToPeers: knownToPeers, Bind: d.bind,
 	}
 	if cfg.NoFilter {
 		d.log.Warn("packet filter is off: every peer reaches every port (--unsafe-no-filter)")
@@ -66,12 +91,14 @@ func newDataPath(cfg *Config, key wgtypes.Key, knownToPeers bool) (_ *dataPath, 
 	return d, nil
 }
 
-// close removes the interface, then stops the filter and closes the flow
-// log file. Call it after the flow log's run returned.
+// close removes the interface (closing the bind), stops the relay
+// clients, then the filter, and closes the flow log file. Call it after
+// the flow log's run returned.
 func (d *dataPath) close() {
 	if d.engine != nil {
 		d.engine.Close()
 	}
+	d.relays.close()
 	if d.filter != nil {
 		d.filter.Close()
 	}
@@ -95,12 +122,59 @@ func (d *dataPath) apply(nm *wire.Netmap) error {
 	if d.filter != nil {
 		d.filter.SetRules(filter.CompilePolicy(nm.PolicyVersion, localPrefixes(nm.Self), nm.Rules))
 	}
+	d.applyPaths(nm)
 	if err := d.engine.Apply(nm); err != nil {
 		return err
 	}
 	d.mu.Lock()
 	d.netmap = nm
 	d.mu.Unlock()
+	return nil
+}
+
+// applyPaths gives the bind each peer's candidates and the relays' STUN
+// servers, and the relay clients the relay map (none with --no-relay).
+func (d *dataPath) applyPaths(nm *wire.Netmap) {
+	peers := make(map[[32]byte]bind.PeerInfo, len(nm.Peers))
+	for _, p := range nm.Peers {
+		key, err := wgtypes.ParseKey(p.PublicKey)
+		if err != nil {
+			continue // the engine says so
+		}
+		var info bind.PeerInfo
+		for _, e := range p.Endpoints {
+			if a, err := netip.ParseAddrPort(e); err == nil {
+				info.Candidates = append(info.Candidates, a)
+			}
+		}
+		peers[key] = info
+	}
+	d.bind.SetPeers(peers)
+	if d.noRelay {
+		d.relays.set(nil)
+	} else {
+		d.relays.set(nm.Relays)
+	}
+	stun := relaySTUN(nm.Relays, d.log)
+	d.mu.Lock()
+	changed := !slices.Equal(stun, d.stun)
+	d.stun = stun
+	d.mu.Unlock()
+	if changed {
+		d.bind.SetSTUNServers(stun)
+	}
+}
+
+// setKey makes k the node's key on the interface, for the bind's probes
+// and for the relays.
+func (d *dataPath) setKey(k wgtypes.Key) error {
+	if err := d.engine.SetPrivateKey(k); err != nil {
+		return err
+	}
+	if err := d.bind.SetPrivateKey(k); err != nil {
+		return err
+	}
+	d.relays.setKey(k)
 	return nil
 }
 

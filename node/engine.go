@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,9 +15,9 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/wiremesh/wiremesh/node/bind"
 	"github.com/wiremesh/wiremesh/wire"
 	"golang.org/x/sys/unix"
-	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/ipc"
 	"golang.zx2c4.com/wireguard/tun"
@@ -63,6 +64,9 @@ type EngineConfig struct {
 	// peers already have it and hold sessions with its last run: the
 	// first netmap's peers are greeted at once, whatever the key order.
 	KnownToPeers bool
+	// Bind is the device's UDP bind, which picks each peer's path; every
+	// peer's endpoint is bind.EndpointString of its key. Required.
+	Bind *bind.Bind
 }
 
 // wgEngine is an Engine on a userspace wireguard-go device, configured
@@ -88,14 +92,16 @@ type wgEngine struct {
 }
 
 type peerCfg struct {
-	endpoint string
-	allowed  string
+	allowed string
 }
 
 // NewWireGuardEngine creates the TUN interface and the WireGuard device and
 // brings the interface up with the key and listen port. Addresses and
 // peers come with Apply.
 func NewWireGuardEngine(cfg EngineConfig) (_ Engine, err error) {
+	if cfg.Bind == nil {
+		return nil, errors.New("engine: no bind")
+	}
 	e := &wgEngine{cfg: cfg, log: cfg.Logger, applied: map[wgtypes.Key]peerCfg{}}
 	uapiFile, err := ipc.UAPIOpen(cfg.Interface)
 	if err != nil {
@@ -123,7 +129,7 @@ func NewWireGuardEngine(cfg EngineConfig) (_ Engine, err error) {
 			e.log.Debug("wireguard: " + fmt.Sprintf(f, a...))
 		},
 	}
-	e.dev = device.NewDevice(tdev, conn.NewDefaultBind(), wlog)
+	e.dev = device.NewDevice(tdev, cfg.Bind, wlog)
 	e.uapiWG.Add(1)
 	go e.serveUAPI()
 	if e.wg, err = wgctrl.New(); err != nil {
@@ -217,9 +223,6 @@ func (e *wgEngine) Apply(nm *wire.Netmap) error {
 			continue
 		}
 		pc := peerCfg{allowed: fmt.Sprint(p.Addresses)}
-		if len(p.Endpoints) > 0 {
-			pc.endpoint = p.Endpoints[0]
-		}
 		want[key] = pc
 		old, had := e.applied[key]
 		if had && old == pc {
@@ -231,14 +234,6 @@ func (e *wgEngine) Apply(nm *wire.Netmap) error {
 		c := wgtypes.PeerConfig{PublicKey: key, ReplaceAllowedIPs: true}
 		for _, a := range p.Addresses {
 			c.AllowedIPs = append(c.AllowedIPs, net.IPNet{IP: a.Addr().AsSlice(), Mask: net.CIDRMask(a.Bits(), a.Addr().BitLen())})
-		}
-		if pc.endpoint != "" && (!had || old.endpoint != pc.endpoint) {
-			ep, err := net.ResolveUDPAddr("udp", pc.endpoint)
-			if err != nil {
-				e.log.Warn("peer endpoint unusable", "peer", p.Name, "addr", pc.endpoint, "err", err)
-			} else {
-				c.Endpoint = ep
-			}
 		}
 		cfg.Peers = append(cfg.Peers, c)
 	}
@@ -254,6 +249,11 @@ func (e *wgEngine) Apply(nm *wire.Netmap) error {
 		return fmt.Errorf("configure peers on %s: %w", e.cfg.Interface, err)
 	}
 	e.applied = want
+	for _, k := range added {
+		if err := e.setEndpointLocked(k); err != nil {
+			return err
+		}
+	}
 	// After a restart, the peers know this node and send with sessions of
 	// its last run, which it no longer has: only a handshake from it
 	// brings them back without WireGuard's 5 s wait, and since they learn
@@ -262,6 +262,17 @@ func (e *wgEngine) Apply(nm *wire.Netmap) error {
 	e.greeted = true
 	for _, k := range added {
 		e.greetLocked(k, eager)
+	}
+	return nil
+}
+
+// setEndpointLocked points peer k's endpoint at the bind's path selection
+// for it. wgctrl cannot set it (its endpoints are UDP addresses), so it
+// goes through the device's UAPI; wg(8) still reads an ip:port back.
+func (e *wgEngine) setEndpointLocked(k wgtypes.Key) error {
+	set := "public_key=" + hex.EncodeToString(k[:]) + "\nupdate_only=true\nendpoint=" + bind.EndpointString(k) + "\n"
+	if err := e.dev.IpcSet(set); err != nil {
+		return fmt.Errorf("set the endpoint of peer %s on %s: %w", k, e.cfg.Interface, err)
 	}
 	return nil
 }

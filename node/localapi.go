@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/wiremesh/wiremesh/gossip"
+	"github.com/wiremesh/wiremesh/node/bind"
 	"github.com/wiremesh/wiremesh/wire"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // Status is what `wiremesh status` shows, served on the local API.
@@ -47,6 +49,18 @@ type Status struct {
 	Gossip *GossipStats `json:"gossip,omitempty"`
 	// DNS is the DNS server's loopback address. Empty: DNS is off.
 	DNS string `json:"dns,omitempty"`
+	// NAT is this node's NAT type as STUN found it (wire.NAT*).
+	NAT string `json:"nat"`
+	// HomeRelay is the relay this node prefers. Empty: none connected.
+	HomeRelay string `json:"home_relay,omitempty"`
+	// Candidates are this node's direct addresses, best first, as its
+	// peers are told them.
+	Candidates []string `json:"candidates"`
+	// Relays are the relays of the relay map, with their connections.
+	Relays []RelayState `json:"relays,omitempty"`
+	// RelayOnly and NoRelay are the agent's --relay-only and --no-relay.
+	RelayOnly bool `json:"relay_only,omitempty"`
+	NoRelay   bool `json:"no_relay,omitempty"`
 }
 
 // GossipStats are the serf member's counters.
@@ -79,6 +93,12 @@ type PeerStatus struct {
 	// Denied counts the inbound packets from the peer the filter
 	// dropped since the agent started.
 	Denied uint64 `json:"denied"`
+	// Path is how the peer is reached now: its kind (direct, relay,
+	// none), address or relay, RTT, when it last changed and why it is
+	// not direct.
+	Path wire.PeerPath `json:"path"`
+	// Candidates are the peer's direct addresses known here.
+	Candidates []string `json:"candidates,omitempty"`
 	PeerStats
 }
 
@@ -101,6 +121,14 @@ func (a *Agent) Status() (Status, error) {
 		for v, n := range fs.Dropped {
 			st.Filter.Dropped[v.String()] = n
 		}
+	}
+	st.NAT, st.RelayOnly, st.NoRelay = string(a.data.bind.NAT()), a.cfg.RelayOnly, a.cfg.NoRelay
+	st.Candidates = []string{}
+	for _, c := range a.data.bind.LocalCandidates() {
+		st.Candidates = append(st.Candidates, c.String())
+	}
+	if !a.cfg.NoRelay {
+		st.HomeRelay, st.Relays = a.data.relays.Home(), a.data.relays.states()
 	}
 	if nm == nil {
 		return st, nil
@@ -125,8 +153,18 @@ func (a *Agent) Status() (Status, error) {
 			}
 		}
 	}
+	paths := map[string]bind.PathStatus{}
+	for _, ps := range a.data.bind.Paths() {
+		paths[wgtypes.Key(ps.Peer).String()] = ps
+	}
 	for _, p := range nm.Peers {
-		ps := PeerStatus{Name: p.Name, PublicKey: p.PublicKey, PeerStats: stats[p.PublicKey]}
+		ps := PeerStatus{Name: p.Name, PublicKey: p.PublicKey, PeerStats: stats[p.PublicKey], Path: wire.PeerPath{Peer: p.Name, Kind: wire.PathKindNone}}
+		if path, ok := paths[p.PublicKey]; ok {
+			ps.Path = peerPath(p.Name, path)
+			for _, c := range path.Candidates {
+				ps.Candidates = append(ps.Candidates, c.String())
+			}
+		}
 		for _, ad := range p.Addresses {
 			ps.Addresses = append(ps.Addresses, ad.Addr().String())
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/wiremesh/wiremesh/filter"
 	"github.com/wiremesh/wiremesh/gossip"
 	"github.com/wiremesh/wiremesh/health"
+	"github.com/wiremesh/wiremesh/node/bind"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -111,6 +112,17 @@ var (
 	gossipTxDesc       = desc("gossip_transmit_bytes_total", "Gossip payload bytes sent (UDP and TCP).")
 	gossipRxPktDesc    = desc("gossip_receive_packets_total", "Gossip UDP packets received.")
 	gossipTxPktDesc    = desc("gossip_transmit_packets_total", "Gossip UDP packets sent.")
+	pathTxDesc         = desc("path_transmit_bytes_total", "WireGuard bytes sent to peers, by path: direct, relay (a packet sent on both while a path changes counts on both).", "path")
+	pathRxDesc         = desc("path_receive_bytes_total", "WireGuard bytes received from peers, by path: direct, relay.", "path")
+	pathTxPktDesc      = desc("path_transmit_packets_total", "WireGuard packets sent to peers, by path: direct, relay.", "path")
+	pathRxPktDesc      = desc("path_receive_packets_total", "WireGuard packets received from peers, by path: direct, relay.", "path")
+	pathChangesDesc    = desc("path_changes_total", "Changes of a peer's path kind (direct, relay, none) or direct address.")
+	pathsDesc          = desc("peer_paths", "Peers by the kind of their current path: direct, relay, none.", "path")
+	discoDroppedDesc   = desc("disco_dropped_total", "Path probe messages dropped, by reason: unknown_key, bad_seal, malformed, pong_unexpected, pong_wrong_key, pong_wrong_addr, pong_late.", "reason")
+	relayDropsDesc     = desc("relay_dropped_packets_total", "Relayed WireGuard packets dropped: queue full, sender not a peer, or too large.")
+	relayConnectedDesc = desc("relay_connected", "1 while the agent is attached to the relay, else 0.", "relay")
+	relayHomeDesc      = desc("relay_home", "1 for the relay this node prefers (its home relay), 0 for the others.", "relay")
+	natDesc            = desc("nat_type", "Always 1: this node's NAT type as STUN found it (unknown, none, easy, hard, udp_blocked).", "nat")
 )
 
 // agentCollector collects the agent's metrics at scrape time.
@@ -124,6 +136,8 @@ func (c *agentCollector) Describe(ch chan<- *prometheus.Desc) {
 		acceptedDesc, droppedDesc, conntrackDesc, evictedDesc, flowRecordsDesc, flowSuppressedDesc, flowLostDesc,
 		dnsQueriesDesc, checksDesc, checkStatusDesc,
 		membersDesc, gossipRxDesc, gossipTxDesc, gossipRxPktDesc, gossipTxPktDesc,
+		pathTxDesc, pathRxDesc, pathTxPktDesc, pathRxPktDesc, pathChangesDesc, pathsDesc,
+		discoDroppedDesc, relayDropsDesc, relayConnectedDesc, relayHomeDesc, natDesc,
 	} {
 		ch <- d
 	}
@@ -187,6 +201,40 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 	if m := a.mesh.member.Load(); m != nil {
 		collectGossip(m, gauge, counter)
 	}
+	a.data.collectPaths(gauge, counter)
+}
+
+// collectPaths emits the bind's traffic by path, path changes and drops,
+// the peers by path kind, the relays' connections and the NAT type.
+func (d *dataPath) collectPaths(gauge, counter func(*prometheus.Desc, float64, ...string)) {
+	s := d.bind.Stats()
+	for _, t := range []struct {
+		path   string
+		tx, rx bind.Traffic
+	}{{"direct", s.DirectTx, s.DirectRx}, {"relay", s.RelayTx, s.RelayRx}} {
+		counter(pathTxDesc, float64(t.tx.Bytes), t.path)
+		counter(pathRxDesc, float64(t.rx.Bytes), t.path)
+		counter(pathTxPktDesc, float64(t.tx.Packets), t.path)
+		counter(pathRxPktDesc, float64(t.rx.Packets), t.path)
+	}
+	counter(pathChangesDesc, float64(s.PathChanges))
+	for r, n := range s.DiscoDropped {
+		counter(discoDroppedDesc, float64(n), bind.DropReason(r).String())
+	}
+	counter(relayDropsDesc, float64(s.RelayDrops))
+	kinds := map[bind.PathKind]int{}
+	for _, ps := range d.bind.Paths() {
+		kinds[ps.Kind]++
+	}
+	for _, k := range []bind.PathKind{bind.PathDirect, bind.PathRelay, bind.PathNone} {
+		gauge(pathsDesc, float64(kinds[k]), string(k))
+	}
+	home := d.relays.Home()
+	for _, r := range d.relays.states() {
+		gauge(relayConnectedDesc, boolValue(r.Connected), r.Name)
+		gauge(relayHomeDesc, boolValue(r.Name == home), r.Name)
+	}
+	gauge(natDesc, 1, string(d.bind.NAT()))
 }
 
 // collectChecks emits the checks by status and each check's status.

@@ -2,6 +2,7 @@ package node
 
 import (
 	"encoding/binary"
+	"github.com/wiremesh/wiremesh/node/bind"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	"log/slog"
 	"net/netip"
@@ -69,6 +70,7 @@ func TestAgentMetrics(t *testing.T) {
 	a := &Agent{
 		cfg: Config{Version: "1.2.3"}, log: slog.New(slog.DiscardHandler),
 		data: &dataPath{
+			bind: testBind(t), relays: newRelays([32]byte{}, nil, slog.New(slog.DiscardHandler)),
 			filter: f,
 			engine: &statsEngine{stats: map[string]PeerStats{
 				"keyA": {RxBytes: 1000, TxBytes: 2000, LastHandshake: handshake},
@@ -147,6 +149,16 @@ wiremesh_agent_check_status{check="web:1",service="web",status="warning"} 0
 wiremesh_agent_check_status{check="web:2",service="web",status="critical"} 1
 wiremesh_agent_check_status{check="web:2",service="web",status="passing"} 0
 wiremesh_agent_check_status{check="web:2",service="web",status="warning"} 0
+# HELP wiremesh_agent_path_changes_total Changes of a peer's path kind (direct, relay, none) or direct address.
+# TYPE wiremesh_agent_path_changes_total counter
+wiremesh_agent_path_changes_total 0
+# HELP wiremesh_agent_nat_type Always 1: this node's NAT type as STUN found it (unknown, none, easy, hard, udp_blocked).
+# TYPE wiremesh_agent_nat_type gauge
+wiremesh_agent_nat_type{nat="unknown"} 1
+# HELP wiremesh_agent_path_transmit_bytes_total WireGuard bytes sent to peers, by path: direct, relay (a packet sent on both while a path changes counts on both).
+# TYPE wiremesh_agent_path_transmit_bytes_total counter
+wiremesh_agent_path_transmit_bytes_total{path="direct"} 0
+wiremesh_agent_path_transmit_bytes_total{path="relay"} 0
 `
 	names := []string{
 		"wiremesh_agent_coordinator_connected", "wiremesh_agent_info", "wiremesh_agent_netmap_version",
@@ -154,6 +166,7 @@ wiremesh_agent_check_status{check="web:2",service="web",status="warning"} 0
 		"wiremesh_agent_peer_receive_bytes_total", "wiremesh_agent_peer_transmit_bytes_total",
 		"wiremesh_agent_packets_accepted_total", "wiremesh_agent_packets_dropped_total", "wiremesh_agent_conntrack_entries",
 		"wiremesh_agent_dns_queries_total", "wiremesh_agent_checks", "wiremesh_agent_check_status",
+		"wiremesh_agent_path_changes_total", "wiremesh_agent_nat_type", "wiremesh_agent_path_transmit_bytes_total",
 	}
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), names...); err != nil {
 		t.Error(err)
@@ -186,10 +199,20 @@ wiremesh_agent_check_status{check="web:2",service="web",status="warning"} 0
 	}
 }
 
+// testBind returns a bind that is never opened.
+func testBind(t *testing.T) *bind.Bind {
+	t.Helper()
+	b, err := bind.New(bind.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // TestAgentMetricsBeforeNetmap: a scrape before the first netmap, and with
 // the filter off, answers what is known.
 func TestAgentMetricsBeforeNetmap(t *testing.T) {
-	a := &Agent{log: slog.New(slog.DiscardHandler), ctl: &control{}, mesh: &mesh{}, data: &dataPath{engine: &statsEngine{}}}
+	a := &Agent{log: slog.New(slog.DiscardHandler), ctl: &control{}, mesh: &mesh{}, data: &dataPath{engine: &statsEngine{}, bind: testBind(t), relays: newRelays([32]byte{}, nil, slog.New(slog.DiscardHandler))}}
 	n, err := testutil.GatherAndCount(a.metricsRegistry(), "wiremesh_agent_coordinator_connected", "wiremesh_agent_netmap_version", "wiremesh_agent_packets_accepted_total")
 	if err != nil || n != 1 {
 		t.Errorf("before a netmap: %d series, %v; want only coordinator_connected", n, err)

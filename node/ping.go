@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/wiremesh/wiremesh/gossip"
+	"github.com/wiremesh/wiremesh/node/bind"
 	"github.com/wiremesh/wiremesh/wire"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // Ping limits.
@@ -40,6 +42,22 @@ type PingResult struct {
 	RTTs    []wire.Duration `json:"rtts,omitempty"` // of the answered probes
 	Verdict string          `json:"verdict"`        // "ok", "policy" or "network"
 	Why     string          `json:"why"`            // for a person
+	// Pongs are the paths that answered a path probe sent beside the
+	// echo requests, in order of arrival. Empty: none answered.
+	Pongs []PathPong `json:"pongs,omitempty"`
+	// DirectTried counts the peer's direct addresses probed.
+	DirectTried int `json:"direct_tried"`
+	// WhyNotDirect says, when no direct address answered, why not (for
+	// a person). Empty: one did.
+	WhyNotDirect string `json:"why_not_direct,omitempty"`
+}
+
+// PathPong is one path that answered a path probe.
+type PathPong struct {
+	Kind  string        `json:"kind"`            // wire.PathKindDirect or wire.PathKindRelay
+	Addr  string        `json:"addr,omitempty"`  // the address that answered (direct)
+	Relay string        `json:"relay,omitempty"` // the relay it answered through
+	RTT   wire.Duration `json:"rtt"`
 }
 
 // ping probes req.Node with ICMP echo requests through the overlay and
@@ -68,8 +86,14 @@ func (a *Agent) ping(ctx context.Context, req PingRequest) (PingResult, error) {
 		}
 	}
 	res.Addr = dst.String()
+	probed := make(chan struct{})
+	go func() { // waited for below
+		defer close(probed)
+		a.data.probePaths(ctx, peer.PublicKey, &res)
+	}()
 	before, _ := a.data.engine.Stats()
 	rtts, err := echo(ctx, dst, req.Count)
+	<-probed
 	if err != nil {
 		return res, err
 	}
@@ -86,6 +110,72 @@ func (a *Agent) ping(ctx context.Context, req PingRequest) (PingResult, error) {
 	}
 	res.Verdict, res.Why = pingVerdict(peer.Name, len(rtts), req.Count, before[peer.PublicKey], after[peer.PublicKey], failed)
 	return res, nil
+}
+
+// pathProbeTimeout bounds the wait for the answers of a path probe.
+const pathProbeTimeout = 2 * time.Second
+
+// probePaths pings the peer with public key pub on every direct address
+// and through its relay at once, and fills in which answered and, if no
+// direct one did, why.
+func (d *dataPath) probePaths(ctx context.Context, pub string, res *PingResult) {
+	key, err := wgtypes.ParseKey(pub)
+	if err != nil {
+		return
+	}
+	var status bind.PathStatus
+	for _, ps := range d.bind.Paths() {
+		if ps.Peer == key {
+			status = ps
+		}
+	}
+	res.DirectTried = len(status.Candidates)
+	if d.relayOnly {
+		res.DirectTried = 0
+	}
+	ctx, cancel := context.WithTimeout(ctx, pathProbeTimeout)
+	defer cancel()
+	pr, _ := d.bind.Ping(ctx, key) // no answer: said below
+	direct := false
+	for _, ans := range pr.Answers {
+		p := PathPong{Kind: string(ans.Kind), RTT: wire.Duration(ans.RTT), Relay: ans.Relay}
+		if ans.Kind == bind.PathDirect {
+			p.Addr, direct = ans.Addr.String(), true
+		}
+		res.Pongs = append(res.Pongs, p)
+	}
+	if !direct {
+		res.WhyNotDirect = directFailure(res.DirectTried, d.relayOnly, d.bind.NAT())
+	}
+}
+
+// directFailure says why no direct address of a peer answered, given
+// how many were tried and this node's NAT type.
+func directFailure(tried int, relayOnly bool, nat bind.NATType) string {
+	switch {
+	case relayOnly:
+		return "direct: not tried (--relay-only)"
+	case tried == 0:
+		return "direct: the peer has no candidates (it has not reported any)"
+	}
+	why := "direct: no answer from " + candidates(tried)
+	switch nat {
+	case bind.NATHard:
+		why += "; this node is behind a hard NAT (a new port for every destination): only peers on public addresses or behind easy NATs can answer directly"
+	case bind.NATUDPBlocked:
+		why += "; UDP is blocked here (no STUN server answered this node)"
+	case bind.NATEasy:
+		why += "; this node is behind an easy NAT, so the peer's network is in the way (a hard NAT, or a firewall)"
+	}
+	return why
+}
+
+// candidates says "1 candidate" or "N candidates".
+func candidates(n int) string {
+	if n == 1 {
+		return "1 candidate"
+	}
+	return fmt.Sprintf("%d candidates", n)
 }
 
 // pingVerdict explains a ping's outcome from the answers, the peer's

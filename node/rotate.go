@@ -110,7 +110,7 @@ func (a *Agent) RotateKey(ctx context.Context) (string, error) {
 // adoptKey makes k the node's key: on the interface, in memory and in the
 // state dir, then drops the rotation file.
 func (a *Agent) adoptKey(k wgtypes.Key) error {
-	if err := a.data.engine.SetPrivateKey(k); err != nil {
+	if err := a.data.setKey(k); err != nil {
 		return fmt.Errorf("rotate key: the coordinator has the new key but the interface does not: %w", err)
 	}
 	if err := a.ctl.keepKey(k); err != nil {

@@ -35,7 +35,14 @@ WireGuard interface and follow the coordinator's netmap. Later starts need
 no --join. With --join and a stored identity the coordinator refuses
 (node deleted or expired), or with --force-reauth, the agent enrolls again
 under a new key and keeps its state dir. While the coordinator is
-unreachable the agent keeps, and restarts from, its last netmap.`,
+unreachable the agent keeps, and restarts from, its last netmap.
+
+Each peer is reached directly where the network allows (the agent learns
+its own addresses, asks STUN for the one its NAT shows, and probes the
+peer's), else through a relay of the netmap's relay map, over TLS on TCP.
+--relay-only sends everything through relays; --no-relay never uses one
+(peers without a working direct path are then unreachable). wiremesh
+status and wiremesh ping show which path each peer is on, and why.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
@@ -44,6 +51,9 @@ unreachable the agent keeps, and restarts from, its last netmap.`,
 			}
 			if err := wire.CheckEndpoints(cfg.Endpoints); err != nil {
 				return fmt.Errorf("--endpoint: %w", err)
+			}
+			if cfg.RelayOnly && cfg.NoRelay {
+				return errors.New("--relay-only and --no-relay exclude each other: give at most one")
 			}
 			if err := readJoinKey(&cfg, joinFile); err != nil {
 				return err
@@ -100,7 +110,9 @@ unreachable the agent keeps, and restarts from, its last netmap.`,
 	f.StringVar(&cfg.Name, "name", "", "node name to ask for (default: derived from the host name)")
 	f.IntVar(&cfg.ListenPort, "listen-port", cfg.ListenPort, "WireGuard UDP port")
 	f.StringVar(&cfg.Interface, "interface", cfg.Interface, "WireGuard interface name")
-	f.StringSliceVar(&cfg.Endpoints, "endpoint", nil, fmt.Sprintf("extra IP:PORT endpoint to advertise to peers, an address literal (repeatable, at most %d)", wire.MaxEndpoints))
+	f.StringSliceVar(&cfg.Endpoints, "endpoint", nil, fmt.Sprintf("extra IP:PORT where peers can reach this node (a port forward, a public address in front of NAT), an address literal, offered first (repeatable, at most %d)", wire.MaxEndpoints))
+	f.BoolVar(&cfg.RelayOnly, "relay-only", false, "send every peer's traffic through relays, never directly")
+	f.BoolVar(&cfg.NoRelay, "no-relay", false, "never send through a relay: peers without a working direct path are unreachable")
 	f.IntVar(&cfg.MTU, "mtu", cfg.MTU, "interface MTU")
 	f.StringVar(&cfg.ServicesFile, "config", "", "HuJSON file of local services and checks (reloaded on SIGHUP)")
 	durationVar(f, &cfg.KeyRotation, "key-rotation", 0, "replace the WireGuard key this often, e.g. 30d (default: only with wiremesh rotate-key)")

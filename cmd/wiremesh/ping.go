@@ -54,6 +54,16 @@ func newPingCmd() *cobra.Command {
 				if res.Addr != "" {
 					fmt.Fprintf(out, "%s (%s): %d/%d answered %s\n", res.Node, res.Addr, len(res.RTTs), res.Sent, strings.Join(rtts, " "))
 				}
+				for _, p := range res.Pongs {
+					via := "relay " + p.Relay
+					if p.Kind == wire.PathKindDirect {
+						via = "direct " + p.Addr
+					}
+					fmt.Fprintf(out, "pong from %s via %s in %s\n", res.Node, via, time.Duration(p.RTT).Round(10*time.Microsecond))
+				}
+				if res.WhyNotDirect != "" && res.Addr != "" {
+					fmt.Fprintln(out, res.WhyNotDirect)
+				}
 				fmt.Fprintf(out, "%s: %s\n", res.Verdict, res.Why)
 			}
 			if res.Verdict != "ok" {

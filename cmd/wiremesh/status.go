@@ -74,12 +74,11 @@ func newStatusCmd() *cobra.Command {
 			}
 			var rows [][]string
 			for _, p := range st.Peers {
-				ep := p.Endpoint
-				if ep == "" {
-					ep = "-"
-				}
 				rtt := "-"
-				if p.RTT > 0 {
+				switch {
+				case p.Path.RTT > 0:
+					rtt = time.Duration(p.Path.RTT).Round(time.Microsecond).String()
+				case p.RTT > 0:
 					rtt = time.Duration(p.RTT).Round(time.Microsecond).String()
 				}
 				online := "-"
@@ -93,15 +92,20 @@ func newStatusCmd() *cobra.Command {
 				if len(p.Addresses) > 0 {
 					addr = p.Addresses[0]
 				}
-				rows = append(rows, []string{p.Name, addr, online, ep, ago(p.LastHandshake), bytesText(p.RxBytes) + " / " + bytesText(p.TxBytes), fmt.Sprint(p.Denied), rtt, orDash(strings.Join(p.Services, ","))})
+				changed := "-"
+				if p.Path.Kind != wire.PathKindNone {
+					changed = ago(p.Path.Since)
+				}
+				rows = append(rows, []string{p.Name, addr, online, pathText(p.Path), changed, ago(p.LastHandshake), bytesText(p.RxBytes) + " / " + bytesText(p.TxBytes), fmt.Sprint(p.Denied), rtt, orDash(strings.Join(p.Services, ","))})
 			}
 			if st.Gossip != nil {
 				fmt.Fprintf(out, "gossip:      %d members alive; %d bytes sent, %d received\n", st.Gossip.Members, st.Gossip.BytesSent, st.Gossip.BytesReceived)
 			}
 			if st.DNS != "" {
-				fmt.Fprintf(out, "dns:         %s and the overlay addresses\n\n", st.DNS)
+				fmt.Fprintf(out, "dns:         %s and the overlay addresses\n", st.DNS)
 			}
-			if err := table(out, "PEER\tADDRESS\tONLINE\tENDPOINT\tHANDSHAKE\tRX / TX\tDENIED\tRTT\tSERVICES", rows); err != nil {
+			fmt.Fprintf(out, "paths:       %s\n\n", pathsLine(st))
+			if err := table(out, "PEER\tADDRESS\tONLINE\tPATH\tCHANGED\tHANDSHAKE\tRX / TX\tDENIED\tRTT\tSERVICES", rows); err != nil {
 				return err
 			}
 			if len(st.Services) == 0 {
@@ -122,6 +126,41 @@ func newStatusCmd() *cobra.Command {
 	cmd.Flags().StringVar(&stateDir, "state-dir", "/var/lib/wiremesh-agent", "the agent's state dir")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// pathsLine says how this node reaches its peers: its NAT type, home
+// relay and candidates, and --relay-only or --no-relay.
+func pathsLine(st node.Status) string {
+	home := "home relay " + orDash(st.HomeRelay)
+	switch {
+	case st.NoRelay:
+		home = "no relays (--no-relay)"
+	case st.RelayOnly:
+		home += " (--relay-only)"
+	}
+	cands := "none"
+	if len(st.Candidates) > 0 {
+		cands = strings.Join(st.Candidates, " ")
+	}
+	return fmt.Sprintf("NAT %s, %s; candidates %s", st.NAT, home, cands)
+}
+
+// pathText is a peer's path for people: "direct 203.0.113.7:41641",
+// "relay eu-1 (no answer from 2 candidates)" or "none".
+func pathText(p wire.PeerPath) string {
+	var s string
+	switch p.Kind {
+	case wire.PathKindDirect:
+		s = "direct " + p.Addr
+	case wire.PathKindRelay:
+		s = "relay " + p.Relay
+	default:
+		s = "none"
+	}
+	if p.Why != "" && p.Kind != wire.PathKindDirect {
+		s += " (" + p.Why + ")"
+	}
+	return s
 }
 
 // bytesText writes a byte count for people: 512 B, 1.5 KiB, 23.4 MiB.

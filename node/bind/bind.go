@@ -46,7 +46,10 @@
 //     every ReprobeInterval; the receiver pings them all at once, which
 //     opens both NATs (simultaneous opening). Idle peers are not probed.
 //   - A ping from a new address of a known peer adds that address and is
-//     answered and pinged back: roaming and NAT rebinding recover so.
+//     answered and pinged back, and the current path is pinged at once:
+//     if it stays silent for a heartbeat interval and silentGrace while
+//     the new address answered, the new address takes over before the
+//     current path's trust ends. Roaming and NAT rebinding recover so.
 //   - Disco from keys not in the netmap, or failing to open, is dropped and
 //     counted, never answered.
 //

@@ -345,3 +345,73 @@ func TestNATType(t *testing.T) {
 		}
 	}
 }
+
+// TestNewCandidateProbedAtOnce: a peer settled on the relay (its
+// candidates did not answer) is probed as soon as the netmap brings a new
+// candidate, not at the next reprobe.
+func TestNewCandidateProbedAtOnce(t *testing.T) {
+	rn := newRelayNet()
+	slow := func(c *Config) { c.Timing.Reprobe = time.Minute }
+	a, b := newNode(t, rn, slow), newNode(t, rn, slow)
+	dead := closedPort(t)
+	a.setPeer(b, dead)
+	b.setPeer(a) // b cannot ping a first
+	a.traffic(b)
+	waitFor(t, "a settled on the relay", wait, func() bool {
+		p := a.b.peer(b.pub)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.fastRounds >= 3
+	})
+	a.setPeer(b, dead, b.addr())
+	waitFor(t, "a direct to b's new candidate", 5*time.Second, func() bool { return a.path(b).Kind == PathDirect })
+}
+
+// TestRoamingBeforeTrustEnds: when the peer moves while its current path is
+// still trusted, its pings from the new address make the current path be
+// checked at once, and the new one takes over well before the old one's
+// trust would have run out.
+func TestRoamingBeforeTrustEnds(t *testing.T) {
+	rn := newRelayNet()
+	long := func(c *Config) { c.Timing.Trust, c.Timing.Dead = 10*time.Second, 20*time.Second }
+	a, b := newNode(t, rn, long), newNode(t, rn, long)
+	a.setPeer(b, b.addr())
+	b.setPeer(a, a.addr())
+	a.traffic(b)
+	b.traffic(a)
+	waitFor(t, "direct", wait, func() bool { return a.path(b).Kind == PathDirect })
+	b.close()
+	b.open()
+	moved := time.Now()
+	waitFor(t, "a direct to b's new address", 5*time.Second, func() bool {
+		s := a.path(b)
+		return s.Kind == PathDirect && s.Addr == b.addr()
+	})
+	t.Logf("recovered in %v (trust 10s)", time.Since(moved))
+}
+
+// TestSilentPathRelayed: a trusted path that stops answering gets a copy
+// of the traffic through the relay after a heartbeat interval and
+// silentGrace, long before its trust ends.
+func TestSilentPathRelayed(t *testing.T) {
+	rn := newRelayNet()
+	long := func(c *Config) { c.Timing.Trust, c.Timing.Dead = 10*time.Second, 20*time.Second }
+	a, b := newNode(t, rn, long), newNode(t, rn, long)
+	a.setPeer(b, b.addr())
+	b.setPeer(a, a.addr())
+	sent := a.traffic(b)
+	b.traffic(a)
+	waitFor(t, "direct", wait, func() bool { return a.path(b).Kind == PathDirect })
+	waitFor(t, "the upgrade's overlap over", wait, func() bool { return time.Since(a.path(b).Since) > time.Second })
+	b.under.block(a.addr(), true)
+	blocked, n := time.Now(), sent()
+	waitFor(t, "a relayed packet sent after the block at b", 5*time.Second, func() bool {
+		select {
+		case g := <-b.recv:
+			return g.relayed && g.seq > n
+		case <-time.After(50 * time.Millisecond):
+			return false
+		}
+	})
+	t.Logf("relayed %v after the path went silent (trust 10s)", time.Since(blocked))
+}

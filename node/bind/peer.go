@@ -73,6 +73,21 @@ func newPeer(b *Bind, key [32]byte, now int64) *peer {
 	return p
 }
 
+// silentGrace is how much longer than a heartbeat interval the current
+// path may go without a pong, while pinged, before a path that answered
+// since replaces it (see silentLocked): well above a pong's delay on a
+// loaded host.
+const silentGrace = 250 * time.Millisecond
+
+// silentLocked reports whether the current path q is pinged but has not
+// answered for a heartbeat interval and silentGrace (or three RTTs): a
+// path that stopped answering (the peer roamed, its NAT moved the
+// mapping) gives way to another that answered since, without waiting for
+// its trust to end.
+func (p *peer) silentLocked(q *path, now int64) bool {
+	return q.lastPing > q.lastPong && now-q.lastPong > int64(p.b.t.Heartbeat+max(silentGrace, 3*q.rtt))
+}
+
 // activeAt reports whether WireGuard traffic flowed within the window.
 func (p *peer) activeAt(now int64, window time.Duration) bool {
 	return now-max(p.lastSend.Load(), p.lastRecv.Load()) < int64(window)
@@ -97,7 +112,8 @@ func (p *peer) addPathLocked(addr netip.AddrPort, now int64) *path {
 	return q
 }
 
-// setInfoLocked applies the netmap's view of the peer.
+// setInfoLocked applies the netmap's view of the peer. A candidate not
+// known before makes the next probe round due at once.
 func (p *peer) setInfoLocked(info PeerInfo, now int64) {
 	p.known = true
 	p.home = info.HomeRelay
@@ -109,7 +125,12 @@ func (p *peer) setInfoLocked(info PeerInfo, now int64) {
 		if len(p.order) == MaxCandidates {
 			break
 		}
-		if q := p.addPathLocked(a, now); q != nil && !q.netmap {
+		n := len(p.paths)
+		q := p.addPathLocked(a, now)
+		if len(p.paths) > n {
+			p.lastProbe = never // a new candidate: probe at the next tick, if active
+		}
+		if q != nil && !q.netmap {
 			q.netmap = true
 			p.order = append(p.order, q.addr)
 		}
@@ -164,8 +185,11 @@ func (p *peer) route(now int64) route {
 		r.relay = true
 		return r
 	case p.trustedLocked(now):
+		// While the path is silent, the relay carries a copy too: a path
+		// that died costs at most a heartbeat interval and silentGrace
+		// of traffic, not its whole trust.
 		r.direct = p.best.ep
-		r.relay = now < p.overlapUntil && !cfg.NoRelay
+		r.relay = (now < p.overlapUntil || p.silentLocked(p.best, now)) && !cfg.NoRelay
 		return r
 	case p.best != nil:
 		r.direct = p.best.ep // was working: keep sending there too
@@ -198,7 +222,7 @@ func (p *peer) maintainLocked(now int64, relayUp bool) actions {
 	if p.best != nil && now-p.best.lastPong > int64(t.Dead) {
 		p.best = nil
 	}
-	if p.best != nil && !p.trustedLocked(now) {
+	if p.best != nil && (!p.trustedLocked(now) || p.silentLocked(p.best, now)) {
 		for _, q := range p.paths { // another address answered since: take it
 			if now-q.lastPong < int64(t.Trust) && (q.lastPong > p.best.lastPong) {
 				p.best = q
@@ -218,7 +242,7 @@ func (p *peer) maintainLocked(now int64, relayUp bool) actions {
 		p.fastRounds = 0
 		p.lastProbe = never
 	}
-	trusted := p.trustedLocked(now)
+	trusted := p.trustedLocked(now) && !p.silentLocked(p.best, now) // a silent path is probed like a lost one
 	if p.best != nil && now-p.best.lastPing >= int64(t.Heartbeat) {
 		a.ping = append(a.ping, p.best.addr)
 		p.best.lastPing = now

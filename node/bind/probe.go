@@ -166,9 +166,19 @@ func (b *Bind) onPing(p *peer, txid [12]byte, src netip.AddrPort, via *conn.StdN
 	if back {
 		q.lastPing = now
 	}
+	// A ping from another address than the current path's may mean the
+	// peer moved: check the current path now, so that, if it is dead, the
+	// new address (pinged back above) takes over within silentGrace.
+	var check netip.AddrPort
+	if cur := p.best; back && cur != nil && cur != q && now-cur.lastPing >= int64(b.t.MinPing) {
+		cur.lastPing, check = now, cur.addr
+	}
 	p.mu.Unlock()
 	if back {
 		b.sendPing(p, src, "", nil)
+	}
+	if check.IsValid() {
+		b.sendPing(p, check, "", nil)
 	}
 }
 

@@ -88,8 +88,12 @@ func (k NATKind) String() string {
 //
 // Its router forwards between LAN and internet, masquerades what leaves on
 // its uplink, and lets in from the internet only what belongs to a flow
-// that a LAN host started (replies, and ICMP errors about them). Hosts on
-// the same LAN reach each other directly, without NAT or filter.
+// that a LAN host started (replies, and ICMP errors about them). It drops
+// what else comes to its own address but ICMP, as a home router does: an
+// unsolicited UDP packet delivered to it would leave a conntrack entry
+// that makes the NAT map a LAN host's later flow back to the sender to
+// another port, which no hole punching expects. Hosts on the same LAN
+// reach each other directly, without NAT or filter.
 type Site struct {
 	// Name is the name given to AddSite.
 	Name string
@@ -346,6 +350,12 @@ table ip %[1]s {
 		iifname %[2]q ct state established,related accept
 		iifname %[2]q drop
 		%[4]s
+	}
+	chain input {
+		type filter hook input priority filter; policy accept;
+		iifname %[2]q ct state established,related accept
+		iifname %[2]q meta l4proto icmp accept
+		iifname %[2]q drop
 	}
 }
 `, t, RouterWAN, masq, blockUDP)
