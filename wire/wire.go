@@ -26,9 +26,13 @@ import (
 //	   accepted report to the next (ServicesReport.Proof, which covers
 //	   neither, is ignored); MapRequest.Endpoints holds at most
 //	   MaxEndpoints IP:port literals.
-//	5 (2026-12-03): relay nodes: EnrollRequest.Relay and MapRequest.Relay
-//	   (a standalone relay describes itself), Netmap.RelayClients (the
-//	   keys that may attach to a relay), Node.Relay in admin listings.
+//	5 (2026-12-03): connectivity: Netmap.Relays (the relay map), the
+//	   agent's ConnectivityReport at PathConnectivity (candidates, NAT
+//	   type, home relay, paths; Node.Connectivity in admin listings); relay
+//	   nodes: EnrollRequest.Relay and MapRequest.Relay (a standalone relay
+//	   describes itself), Netmap.RelayClients (the keys that may attach to
+//	   a relay), Node.Relay in admin listings. Agents of 3 and 4 work on,
+//	   reachable only directly.
 //
 // Compatibility window: a coordinator accepts agents of protocol
 // MinProtocolVersion to its own ProtocolVersion, and refuses others at
