@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # A local wiremesh: one coordinator and three agents, each "host" its own
-# network namespace wired to a bridge in a switch namespace, with addresses
-# from a documentation range (192.0.2.0/24). Nothing leaves the machine.
+# network namespace. The coordinator (with its relay) and host3 sit on an
+# "internet" (a bridge in a switch namespace, 203.0.113.0/24); host1 is
+# behind an easy NAT (a router namespace running nftables masquerade) and
+# host2 behind a hard one (masquerade random), each on its own LAN
+# (192.0.2.0/27, 192.0.2.32/27). So host2 reaches host3 directly and host1
+# only through the relay. The admin UI is forwarded to
+# https://localhost:$DEMO_UI_PORT/ui/ (default 8443; 0: not forwarded).
+# Documentation ranges only; nothing leaves the machine.
 #
 #   demo.sh [BIN]            run until Ctrl-C, then remove everything
 #   demo.sh --detach [BIN]   set up, print the commands to try and exit,
@@ -22,7 +28,9 @@ esac
 p=${DEMO_PREFIX:-wmdemo}
 [[ $p =~ ^[a-z][a-z0-9]{0,13}$ ]] || { echo "demo: DEMO_PREFIX $p: want a lower-case letter and at most 13 more letters or digits" >&2; exit 1; }
 dir=${DEMO_DIR:-/run/wiremesh-demo-$p}
-namespaces=($p-sw $p-coord $p-host1 $p-host2 $p-host3)
+namespaces=($p-sw $p-coord $p-nat1 $p-nat2 $p-host1 $p-host2 $p-host3)
+uiport=${DEMO_UI_PORT:-8443}
+[[ $uiport =~ ^[0-9]+$ ]] || { echo "demo: DEMO_UI_PORT $uiport: want a port number, or 0 for none" >&2; exit 1; }
 
 # stop ends the processes in the demo's namespaces (SIGTERM, so that the
 # agents remove their interfaces; SIGKILL after 5 s), deletes the namespaces
@@ -38,6 +46,9 @@ stop() {
 		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 		kill -KILL "$pid" 2>/dev/null || true
 	done
+	if [ -e "$dir/ui-forward.pid" ]; then
+		kill "$(cat "$dir/ui-forward.pid")" 2>/dev/null || true
+	fi
 	for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
 	if [ -e "$dir/.wiremesh-demo" ]; then rm -rf "$dir"; fi
 }
@@ -54,6 +65,8 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v wg >/dev/null || need+=(wireguard-tools)
 command -v dig >/dev/null || need+=(dnsutils)
+command -v nft >/dev/null || need+=(nftables)
+[ "$uiport" = 0 ] || command -v socat >/dev/null || need+=(socat)
 if [ ${#need[@]} -gt 0 ]; then
 	echo "demo: installing ${need[*]}"
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -91,23 +104,54 @@ for ns in "${namespaces[@]}"; do
 	ip netns add "$ns"
 	ip -n "$ns" link set lo up
 done
+# The internet: the coordinator, host3 and the two routers' uplinks.
 ip -n $p-sw link add br0 type bridge
 ip -n $p-sw link set br0 up
-i=1
-for h in coord host1 host2 host3; do
-	ip link add eth0 netns $p-$h type veth peer name v$i netns $p-sw
-	ip -n $p-sw link set v$i master br0 up
-	ip -n $p-$h addr add 192.0.2.$i/24 dev eth0
-	ip -n $p-$h link set eth0 up
-	i=$((i + 1))
-done
+plug() { # plug NS IFACE ADDR/LEN N: a veth from NS to the internet bridge
+	ip link add "$2" netns "$1" type veth peer name v$4 netns $p-sw
+	ip -n $p-sw link set v$4 master br0 up
+	ip -n "$1" addr add "$3" dev "$2"
+	ip -n "$1" link set "$2" up
+}
+plug $p-coord eth0 203.0.113.1/24 1
+plug $p-host3 eth0 203.0.113.3/24 3
+# site N WAN ROUTER HOST MASQUERADE: a router with its uplink on the
+# internet at WAN and a /27 LAN (ROUTER, HOST) to hostN, masquerading what
+# leaves and letting in only replies.
+site() {
+	local r=$p-nat$1 h=$p-host$1
+	plug $r wan "$2/24" 1$1
+	ip link add lan netns $r type veth peer name eth0 netns $h
+	ip -n $r addr add "$3/27" dev lan
+	ip -n $r link set lan up
+	ip -n $h addr add "$4/27" dev eth0
+	ip -n $h link set eth0 up
+	ip -n $h route add default via "$3"
+	ip netns exec $r sysctl -qw net.ipv4.ip_forward=1
+	ip netns exec $r nft -f - <<NFT
+table ip demo {
+	chain postrouting { type nat hook postrouting priority srcnat; oifname "wan" $5; }
+	chain forward { type filter hook forward priority filter; iifname "wan" ct state established,related accept; iifname "wan" drop; }
+}
+NFT
+}
+site 1 203.0.113.11 192.0.2.1 192.0.2.2 "masquerade"                           # easy: one mapping per socket
+site 2 203.0.113.12 192.0.2.33 192.0.2.34 "meta l4proto { tcp, udp } masquerade random; oifname \"wan\" masquerade" # hard: a new port per destination
 
 pids=()
-echo "demo: starting the coordinator on $p-coord (192.0.2.1:8443)"
-ip netns exec $p-coord "$bin" coordinator --data-dir "$dir/coord" --listen 192.0.2.1:8443 \
+echo "demo: starting the coordinator on $p-coord (203.0.113.1:8443, with a relay named demo-relay)"
+ip netns exec $p-coord "$bin" coordinator --data-dir "$dir/coord" --listen 203.0.113.1:8443 --relay-name demo-relay \
 	>"$dir/coordinator.log" 2>&1 &
 pids+=($!)
 waitfor "the coordinator" grep -q "coordinator listening" "$dir/coordinator.log"
+if [ "$uiport" != 0 ]; then
+	# The admin UI, for this machine's browser: a forwarder on localhost
+	# into the coordinator's namespace (its certificate names localhost).
+	socat TCP-LISTEN:"$uiport",bind=127.0.0.1,reuseaddr,fork \
+		"EXEC:ip netns exec $p-coord socat STDIO TCP\:203.0.113.1\:8443" >"$dir/ui-forward.log" 2>&1 &
+	echo $! >"$dir/ui-forward.pid"
+	waitfor "the UI on localhost:$uiport" curl -sf --cacert "$dir/coord/ca.crt" -o /dev/null "https://localhost:$uiport/ui/login"
+fi
 admin=(--token-file "$dir/coord/admin.token")
 policy=$(realpath "$(dirname "$0")/../examples/demo-policy.hujson")
 ip netns exec $p-coord "$bin" acl set "$policy" "${admin[@]}" >/dev/null
@@ -132,6 +176,9 @@ done
 # host1 → host2 and host2 → host3 are allowed: wait until their paths work.
 waitfor "host1 to reach host2" ip netns exec $p-host1 "$bin" ping host2 --count 1 --state-dir "$dir/host1"
 waitfor "host2 to reach host3" ip netns exec $p-host2 "$bin" ping host3 --count 1 --state-dir "$dir/host2"
+# host3 is public: host2's probes find it, and WireGuard goes there directly.
+direct_to_host3() { ip netns exec $p-host2 wg show ${p}2 endpoints | grep -q '203\.0\.113\.3:'; }
+waitfor "host2's direct path to host3" direct_to_host3
 ip netns exec $p-coord "$bin" nodes list "${admin[@]}"
 addr() { ip netns exec $p-coord "$bin" nodes list --json "${admin[@]}" | grep -A3 "\"name\": \"$1\"" | grep -o '100\.[0-9.]*' | head -1; }
 a2=$(addr host2)
@@ -160,6 +207,17 @@ ip netns exec $p-host1 dig @127.0.0.1 db.service.mesh.internal | grep -o 'status
 ip netns exec $p-host2 dig +short @127.0.0.1 db.service.mesh.internal
 echo
 ip netns exec $p-coord "$bin" services list "${admin[@]}"
+echo
+echo "demo: how host2 (behind a hard NAT) reaches its peers: host3 (public) directly,"
+echo "demo: host1 (behind another NAT) only through the relay:"
+ip netns exec $p-host2 "$bin" status --state-dir "$dir/host2"
+ui="The admin UI is not forwarded (DEMO_UI_PORT=0)."
+uihint=
+if [ "$uiport" != 0 ]; then
+	ui="The admin UI: https://localhost:$uiport/ui/ (mesh map: /ui/map). Log in with the token in
+$dir/coord/admin.token; make your browser trust $dir/coord/ca.crt first (docs/ui.md)."
+	uihint="curl -sf --cacert $dir/coord/ca.crt -o /dev/null https://localhost:$uiport/ui/login   # the UI answers"
+fi
 # The commands to try; TestDemoHints (test/e2e/demo_test.go) runs each.
 cat <<MSG
 
@@ -168,6 +226,7 @@ The mesh is up. Try, in another shell (as root):
   ip netns exec $p-host1 ping -c 3 $a2                      # host1 → host2 over WireGuard
   ip netns exec $p-host2 $bin status --state-dir $dir/host2
   ip netns exec $p-host2 wg show ${p}2                           # the WireGuard side
+  ip netns exec $p-host1 $bin ping host2 --state-dir $dir/host1   # which path answers, and why not direct
   export WIREMESH_TOKEN_FILE=$dir/coord/admin.token
   ip netns exec $p-coord $bin nodes list
   ip netns exec $p-coord $bin acl get
@@ -177,7 +236,9 @@ The mesh is up. Try, in another shell (as root):
   ip netns exec $p-host1 dig @127.0.0.1 _api._v1.service.mesh.internal SRV
   ip netns exec $p-host2 $bin checks fail api-ttl --state-dir $dir/host2   # gone from host1's answers
   ip netns exec $p-coord $bin services list
+  $uihint
 
+$ui
 Logs are in $dir/*.log.
 MSG
 if [ $mode = detach ]; then

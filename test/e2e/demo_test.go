@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,10 +27,10 @@ const demoScript = "../../scripts/demo.sh"
 // test checks that nothing is left: namespaces, processes, WireGuard
 // sockets, the demo's directory.
 func TestDemoHints(t *testing.T) {
-	lab.Require(t, "ip", "ping", "wg", "dig")
+	lab.Require(t, "ip", "ping", "wg", "dig", "nft", "socat", "curl")
 	prefix := demoPrefix(t)
 	dir := filepath.Join(t.TempDir(), "demo")
-	env := append(os.Environ(), "DEMO_PREFIX="+prefix, "DEMO_DIR="+dir)
+	env := append(os.Environ(), "DEMO_PREFIX="+prefix, "DEMO_DIR="+dir, "DEMO_UI_PORT="+freePort(t))
 	t.Cleanup(func() { demoCleanup(t, prefix, dir, env) })
 
 	out, err := runDemo(env, 3*time.Minute, "--detach", bin)
@@ -55,6 +56,17 @@ func TestDemoHints(t *testing.T) {
 			t.Errorf("demo hint %q: %v\n%s", h, err, got)
 		}
 	}
+}
+
+// freePort returns a TCP port on localhost that nothing listens on now,
+// for the demo's UI forwarder (the default, 8443, may be taken).
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
 
 // demoPrefix returns "wmdemo" and 4 random hex digits that no namespace
