@@ -17,14 +17,14 @@ import (
 // embeds) on a public host of the lab's internet, agents on public hosts
 // and on hosts of sites behind NAT routers.
 
-// newInternetMesh starts a coordinator on a public host of a lab with an
-// internet, with an allow-all policy. Sites and agents come with the
+// newInternetMesh starts a coordinator (with coordArgs) on a public host
+// of a lab with an internet, with an allow-all policy. Sites and agents come with the
 // lab's AddSite and onHost.
-func newInternetMesh(t *testing.T) *mesh {
+func newInternetMesh(t *testing.T, coordArgs ...string) *mesh {
 	t.Helper()
 	lab.Require(t, "ip", "ping", "wg", "nft")
 	l := lab.New(t)
-	m := &mesh{t: t, lab: l, agents: map[string]*agent{}}
+	m := &mesh{t: t, lab: l, agents: map[string]*agent{}, coordArgs: coordArgs}
 	m.coordHost = l.AddPublicHost("coord")
 	m.dataDir = filepath.Join(t.TempDir(), "coordinator")
 	m.tokenFile = filepath.Join(m.dataDir, "admin.token")

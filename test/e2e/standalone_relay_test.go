@@ -29,6 +29,7 @@ const relayPort = 8444
 type standaloneRelay struct {
 	host     *lab.Host
 	stateDir string
+	name     string // "": eu-1
 	proc     *lab.Proc
 }
 
@@ -41,7 +42,11 @@ func (r *standaloneRelay) url() string {
 // until it serves.
 func (r *standaloneRelay) start(t *testing.T, extra ...string) {
 	t.Helper()
-	args := append([]string{bin, "relay", "--state-dir", r.stateDir, "--name", "eu-1",
+	name := r.name
+	if name == "" {
+		name = "eu-1"
+	}
+	args := append([]string{bin, "relay", "--state-dir", r.stateDir, "--name", name,
 		"--listen", netip.AddrPortFrom(r.host.Addr, relayPort).String(), "--advertise-url", r.url(), "--log-format", "json"}, extra...)
 	r.proc = r.host.Start(t, "relay", nil, args...)
 	if err := r.proc.WaitLog(`"msg":"relay listening"`, 15*time.Second); err != nil {
