@@ -32,7 +32,7 @@ type dataPath struct {
 	flows              *flowLog                              // nil with Config.NoFilter
 	names              atomic.Pointer[map[netip.Addr]string] // overlay address → node name, for the filter's log
 
-	mu     sync.Mutex
+	mu        sync.Mutex
 	netmap    *wire.Netmap     // guarded by mu; the applied netmap
 	stun      []netip.AddrPort // guarded by mu; the STUN servers given to the bind
 	stunSince time.Time        // guarded by mu; when stun last changed
