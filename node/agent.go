@@ -538,9 +538,9 @@ func (a *Agent) streamOnce(ctx context.Context, opened func()) error {
 		return err
 	}
 	return a.ctl.api.stream(ctx, a.ctl.id.Credential, req, func(nm *wire.Netmap) {
-		if !a.ctl.isConnected() {
+		fresh := !a.ctl.isConnected()
+		if fresh {
 			a.svc.Load().wakeReport() // a new stream: the coordinator may have missed reports
-			a.conn.newStream()
 			a.finishRotation(nm.Self.PublicKey)
 			opened()
 		} else if nm.Self.PublicKey != req.PublicKey {
@@ -550,6 +550,9 @@ func (a *Agent) streamOnce(ctx context.Context, opened func()) error {
 		a.ctl.adoptPins(nm.CoordinatorPins)
 		if err := a.apply(nm, true); err != nil {
 			a.log.Error("apply netmap", "err", err, "version", nm.Version)
+		}
+		if fresh {
+			a.conn.newStream() // after apply: the report needs the netmap's STUN servers
 		}
 	})
 }

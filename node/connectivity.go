@@ -111,7 +111,10 @@ func sameConnectivity(a, b wire.ConnectivityReport) bool {
 // connectivity is the data path's side of a connectivity report: the
 // node's candidates, NAT type, home relay and the paths to its peers that
 // are in use (named as in the applied netmap); not ok while the node knows
-// no candidate of its own.
+// no candidate of its own, or while its first STUN round may still add
+// the address its NAT shows: the report's candidates replace the node's
+// endpoints in its peers' netmaps, and the coordinator spaces changes out
+// by 5 s, so a report without it would hide that address for as long.
 func (d *dataPath) connectivity() (wire.ConnectivityReport, bool) {
 	rep := wire.ConnectivityReport{Endpoints: []string{}}
 	for i, a := range d.bind.LocalCandidates() {
@@ -132,7 +135,7 @@ func (d *dataPath) connectivity() (wire.ConnectivityReport, bool) {
 		}
 		rep.Paths = append(rep.Paths, peerPath(name, ps))
 	}
-	return rep, len(rep.Endpoints) > 0
+	return rep, len(rep.Endpoints) > 0 && d.stunSettled()
 }
 
 // peerNames maps the applied netmap's peer keys to their names.

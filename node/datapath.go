@@ -32,9 +32,10 @@ type dataPath struct {
 	flows              *flowLog                              // nil with Config.NoFilter
 	names              atomic.Pointer[map[netip.Addr]string] // overlay address → node name, for the filter's log
 
-	mu     sync.Mutex
-	netmap *wire.Netmap     // guarded by mu; the applied netmap
-	stun   []netip.AddrPort // guarded by mu; the STUN servers given to the bind
+	mu        sync.Mutex
+	netmap    *wire.Netmap     // guarded by mu; the applied netmap
+	stun      []netip.AddrPort // guarded by mu; the STUN servers given to the bind
+	stunSince time.Time        // guarded by mu; when stun last changed
 }
 
 // newDataPath makes the relay clients' holder, the bind, the flow log, the
@@ -158,7 +159,9 @@ func (d *dataPath) applyPaths(nm *wire.Netmap) {
 	stun := relaySTUN(nm.Relays, d.log)
 	d.mu.Lock()
 	changed := !slices.Equal(stun, d.stun)
-	d.stun = stun
+	if changed {
+		d.stun, d.stunSince = stun, time.Now()
+	}
 	d.mu.Unlock()
 	if changed {
 		d.bind.SetSTUNServers(stun)
@@ -176,6 +179,16 @@ func (d *dataPath) setKey(k wgtypes.Key) error {
 	}
 	d.relays.setKey(k)
 	return nil
+}
+
+// stunSettled reports whether the node's candidates include what STUN
+// has to say: it has no STUN servers, their round found the NAT type, or
+// they had long enough (a round's timeout, with a margin) to answer.
+func (d *dataPath) stunSettled() bool {
+	d.mu.Lock()
+	n, since := len(d.stun), d.stunSince
+	d.mu.Unlock()
+	return n == 0 || d.bind.NAT() != bind.NATUnknown || time.Since(since) > bind.STUNTimeout+time.Second
 }
 
 // current returns the applied netmap (nil before the first).
