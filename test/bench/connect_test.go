@@ -47,7 +47,9 @@ func BenchmarkConnect(b *testing.B) {
 		first := time.Now()
 		ctx, cancel := context.WithCancel(context.Background())
 		go x.host.Run(ctx, "ping", "-n", "-i", "0.2", "-W", "1", y.addr.String())
-		waitFor(b, 30*time.Second, "direct paths", func() bool { return pathKind(b, x, y.name) == wire.PathKindDirect && pathKind(b, y, x.name) == wire.PathKindDirect })
+		waitFor(b, 30*time.Second, "direct paths", func() bool {
+			return pathKind(b, x, y.name) == wire.PathKindDirect && pathKind(b, y, x.name) == wire.PathKindDirect
+		})
 		direct = append(direct, time.Since(first).Seconds())
 		cancel()
 		logf("run %d: first relayed ping %.2f s after both agents up; direct %.2f s after the first packet", run+1, relayed[run], direct[run])
