@@ -57,7 +57,7 @@ func (a *Agent) reauthenticate(ctx context.Context) error {
 	if err := a.state.replaceIdentity(key, id); err != nil {
 		return fmt.Errorf("enroll node %s again: the coordinator admitted %s but the state dir %s was not updated: %w", old, id.Node.Name, a.cfg.StateDir, err)
 	}
-	if err := a.data.engine.SetPrivateKey(key); err != nil {
+	if err := a.data.setKey(key); err != nil { // the interface, the bind's probes and the relays
 		return fmt.Errorf("enroll node %s again: %w", old, err)
 	}
 	a.ctl.setIdentity(id, key)

@@ -342,6 +342,7 @@ func (c *Client) serve(ctx context.Context, cc *clientConn) error {
 	wg.Wait()
 	c.mu.Lock()
 	c.attached = nil
+	c.lastErr = cc.why // before OnState: who hears of the loss can ask why
 	c.mu.Unlock()
 	if c.cfg.OnState != nil {
 		c.cfg.OnState(false)

@@ -43,6 +43,9 @@ func TestReenrol(t *testing.T) {
 		t.Errorf("h2 enrolled again as %q; want its old name, freed by the deletion", n)
 	}
 	waitFor(t, 5*time.Second, "h2's new key in h1", func() bool { return h1.hasPeer(pub2) && h2.hasPeer(h1.publicKey(t)) })
+	// Its probes and its relay client use the new key too: the relay
+	// refuses the old one.
+	waitFor(t, 10*time.Second, "h2 attached to the relay with its new key", func() bool { return h2.relayConnected(t, "coordinator") })
 	h1.ping(t, h2.addr(t, false), 1, "0.2")
 	h2.ping(t, h1.addr(t, false), 1, "0.2")
 
@@ -63,7 +66,8 @@ func TestReenrol(t *testing.T) {
 	if !strings.Contains(h1.proc.Log(), "the old node stays") {
 		t.Errorf("h1's agent does not say the old node stays:\n%s", h1.proc.Log())
 	}
-	waitFor(t, 5*time.Second, "h1's new key in h2", func() bool { return h2.hasPeer(pub1) })
+	waitFor(t, 5*time.Second, "h1's new key in h2", func() bool { return h2.hasPeer(pub1) && h1.hasPeer(pub2) })
+	waitFor(t, 10*time.Second, "h1 attached to the relay with its new key", func() bool { return h1.relayConnected(t, "coordinator") })
 	h1.ping(t, h2.addr(t, false), 1, "0.2")
 
 	// Expired: the agent stops and says once what to do.
