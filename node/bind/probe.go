@@ -162,7 +162,10 @@ func (b *Bind) onPing(p *peer, txid [12]byte, src netip.AddrPort, via *conn.StdN
 	b.sendDisco(p, src, via, "", pongBody(txid, src))
 	p.mu.Lock()
 	q := p.addPathLocked(src, now)
-	back := q != nil && now-q.lastPong >= int64(b.t.Trust) && now-q.lastPing >= int64(b.t.MinPing)
+	// The peer's ping proves it knows us now: a ping of ours that it
+	// dropped a moment ago (it learned of us after we of it) is not worth
+	// a wait of MinPing, so the ping back is held to a tenth of it.
+	back := q != nil && now-q.lastPong >= int64(b.t.Trust) && now-q.lastPing >= int64(b.t.MinPing/10)
 	if back {
 		q.lastPing = now
 	}
