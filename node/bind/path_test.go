@@ -179,21 +179,33 @@ func TestHysteresisNoFlapping(t *testing.T) {
 
 func TestBetter(t *testing.T) {
 	ms := time.Millisecond
+	// pathOf is a path whose pongs took rtts.
+	pathOf := func(lan bool, rtts ...time.Duration) path {
+		p := path{lan: lan}
+		for _, r := range rtts {
+			p.addRTT(r)
+		}
+		return p
+	}
 	cases := []struct {
 		c, cur path
 		want   bool
 	}{
-		{path{lan: true, rtt: 50 * ms}, path{rtt: 1 * ms}, true},        // LAN beats public
-		{path{rtt: 1 * ms}, path{lan: true, rtt: 50 * ms}, false},       // public never beats LAN
-		{path{rtt: 10 * ms}, path{rtt: 11 * ms}, false},                 // 9% better: no
-		{path{rtt: 7 * ms}, path{rtt: 10 * ms}, true},                   // 30% and 3 ms: yes
-		{path{rtt: 300 * time.Microsecond}, path{rtt: ms}, false},       // 70% but < 1 ms: no
-		{path{rtt: 79 * ms / 10}, path{rtt: 10 * ms}, true},             // 21%, 2.1 ms
-		{path{rtt: 8*ms + time.Microsecond}, path{rtt: 10 * ms}, false}, // just under 20%
+		{pathOf(true, 50*ms), pathOf(false, 1*ms), true},                    // LAN beats public
+		{pathOf(false, 1*ms), pathOf(true, 50*ms), false},                   // public never beats LAN
+		{pathOf(false, 10*ms), pathOf(false, 11*ms), false},                 // 9% better: no
+		{pathOf(false, 7*ms), pathOf(false, 10*ms), true},                   // 30% and 3 ms: yes
+		{pathOf(false, 300*time.Microsecond), pathOf(false, ms), false},     // 70% but < 1 ms: no
+		{pathOf(false, 79*ms/10), pathOf(false, 10*ms), true},               // 21%, 2.1 ms
+		{pathOf(false, 8*ms+time.Microsecond), pathOf(false, 10*ms), false}, // just under 20%
+		// A delay that hit the current path's last pongs (a busy machine)
+		// is no reason to leave it: the least of its recent RTTs counts.
+		{pathOf(false, ms), pathOf(false, ms, 30*ms, 40*ms, 25*ms), false},
+		{pathOf(false, ms), pathOf(false, 30*ms, 40*ms, 25*ms, 20*ms), true}, // slow for 4 pongs in a row: it is slower
 	}
 	for i, c := range cases {
 		if got := better(&c.c, &c.cur); got != c.want {
-			t.Errorf("%d: better(%v, %v) = %v", i, c.c.rtt, c.cur.rtt, got)
+			t.Errorf("%d: better(%v, %v) = %v", i, c.c.recent, c.cur.recent, got)
 		}
 	}
 }

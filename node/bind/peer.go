@@ -27,6 +27,35 @@ type path struct {
 	// lastPing and lastPong are monotonic times (Bind.now); never if none.
 	lastPing, lastPong int64
 	rtt                time.Duration // smoothed; 0 before the first pong
+	// recent are the last rttWindow RTTs, for better: a scheduling delay
+	// only adds to a sample, so their minimum is what the path can do.
+	recent  [rttWindow]time.Duration
+	samples int
+}
+
+// rttWindow is how many recent RTTs better compares by their minimum.
+const rttWindow = 4
+
+// addRTT takes a pong's round trip.
+func (q *path) addRTT(rtt time.Duration) {
+	if q.rtt == 0 {
+		q.rtt = rtt
+	} else {
+		q.rtt = (3*q.rtt + rtt) / 4
+	}
+	q.recent[q.samples%rttWindow] = rtt
+	q.samples++
+}
+
+// minRTT is the least of the recent RTTs; 0 before the first pong.
+func (q *path) minRTT() time.Duration {
+	m := time.Duration(0)
+	for i := range min(q.samples, rttWindow) {
+		if i == 0 || q.recent[i] < m {
+			m = q.recent[i]
+		}
+	}
+	return m
 }
 
 // peer is one WireGuard peer, by public key. It is also the conn.Endpoint
@@ -143,7 +172,8 @@ func better(c, cur *path) bool {
 	if c.lan != cur.lan {
 		return c.lan
 	}
-	return float64(c.rtt) < BetterRTTRatio*float64(cur.rtt) && cur.rtt-c.rtt >= BetterRTTMin
+	cr, curr := c.minRTT(), cur.minRTT()
+	return float64(cr) < BetterRTTRatio*float64(curr) && curr-cr >= BetterRTTMin
 }
 
 // considerLocked makes c, which just answered a ping, the current path if

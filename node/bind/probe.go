@@ -228,11 +228,7 @@ func (b *Bind) onPong(p *peer, m discoMsg, src netip.AddrPort, relay string, now
 	} else if q := p.addPathLocked(src, now); q != nil {
 		verified = q.lastPong == never
 		q.lastPong = now
-		if q.rtt == 0 {
-			q.rtt = rtt
-		} else {
-			q.rtt = (3*q.rtt + rtt) / 4
-		}
+		q.addRTT(rtt)
 		p.fastRounds = 0
 		p.considerLocked(q, now)
 		if p.best == q {
