@@ -89,6 +89,9 @@ type wgEngine struct {
 	greeted bool                    // guarded by mu; the first netmap's peers were greeted
 
 	greeters sync.WaitGroup // running greeting timers
+
+	stopWatch chan struct{} // guarded by mu; closed (and set to nil) by Close: stops watch
+	watchDone chan struct{} // closed when watch has returned
 }
 
 type peerCfg struct {
@@ -171,7 +174,25 @@ func NewWireGuardEngine(cfg EngineConfig) (_ Engine, err error) {
 			return nil, portInUse(cfg.ListenPort)
 		}
 	}
+	e.stopWatch, e.watchDone = make(chan struct{}), make(chan struct{})
+	go e.watch(bind.NewWatch(cfg.Bind, e.dev, e.log))
 	return e, nil
+}
+
+// watch runs w until Close: see bind.Watch for the one-way sessions of
+// crossed handshakes that it repairs.
+func (e *wgEngine) watch(w *bind.Watch) {
+	defer close(e.watchDone)
+	t := time.NewTicker(bind.WatchInterval)
+	defer t.Stop()
+	for {
+		select {
+		case now := <-t.C:
+			w.Check(now)
+		case <-e.stopWatch:
+			return
+		}
+	}
 }
 
 // portInUse is the error of an agent whose listen port another socket holds.
@@ -437,7 +458,8 @@ func (e *wgEngine) Stats() (map[string]PeerStats, error) {
 // kernel removes the interface with its addresses and routes.
 func (e *wgEngine) Close() error {
 	e.mu.Lock()
-	e.closed = true
+	stopWatch := e.stopWatch
+	e.closed, e.stopWatch = true, nil
 	for _, t := range e.timers {
 		if t.Stop() {
 			e.greeters.Done()
@@ -452,6 +474,10 @@ func (e *wgEngine) Close() error {
 	}
 	e.mu.Unlock()
 	e.greeters.Wait()
+	if stopWatch != nil {
+		close(stopWatch)
+		<-e.watchDone
+	}
 	if e.uapi != nil {
 		e.uapi.Close()
 		// Closing the listener leaves the socket file; wg(8) would list a

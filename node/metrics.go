@@ -120,6 +120,7 @@ var (
 	pathsDesc          = desc("peer_paths", "Peers by the kind of their current path: direct, relay, none.", "path")
 	discoDroppedDesc   = desc("disco_dropped_total", "Path probe messages dropped, by reason: unknown_key, bad_seal, malformed, pong_unexpected, pong_wrong_key, pong_wrong_addr, pong_late.", "reason")
 	relayDropsDesc     = desc("relay_dropped_packets_total", "Relayed WireGuard packets dropped: queue full, sender not a peer, or too large.")
+	repairsDesc        = desc("session_repairs_total", "Handshakes started because a peer's packets arrived but did not decrypt (a session that worked one way only).")
 	relayConnectedDesc = desc("relay_connected", "1 while the agent is attached to the relay, else 0.", "relay")
 	relayHomeDesc      = desc("relay_home", "1 for the relay this node prefers (its home relay), 0 for the others.", "relay")
 	natDesc            = desc("nat_type", "Always 1: this node's NAT type as STUN found it (unknown, none, easy, hard, udp_blocked).", "nat")
@@ -137,7 +138,7 @@ func (c *agentCollector) Describe(ch chan<- *prometheus.Desc) {
 		dnsQueriesDesc, checksDesc, checkStatusDesc,
 		membersDesc, gossipRxDesc, gossipTxDesc, gossipRxPktDesc, gossipTxPktDesc,
 		pathTxDesc, pathRxDesc, pathTxPktDesc, pathRxPktDesc, pathChangesDesc, pathsDesc,
-		discoDroppedDesc, relayDropsDesc, relayConnectedDesc, relayHomeDesc, natDesc,
+		discoDroppedDesc, relayDropsDesc, repairsDesc, relayConnectedDesc, relayHomeDesc, natDesc,
 	} {
 		ch <- d
 	}
@@ -222,6 +223,7 @@ func (d *dataPath) collectPaths(gauge, counter func(*prometheus.Desc, float64, .
 		counter(discoDroppedDesc, float64(n), bind.DropReason(r).String())
 	}
 	counter(relayDropsDesc, float64(s.RelayDrops))
+	counter(repairsDesc, float64(s.SessionRepairs))
 	kinds := map[bind.PathKind]int{}
 	for _, ps := range d.bind.Paths() {
 		kinds[ps.Kind]++

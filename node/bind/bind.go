@@ -381,6 +381,9 @@ func (b *Bind) demux(bufs [][]byte, sizes []int, eps []conn.Endpoint) {
 			if p := idx[se.AddrPort]; p != nil {
 				eps[i] = p
 				p.lastRecv.Store(now)
+				if pkt[0] == wgTransportType {
+					p.dataIn.Add(1)
+				}
 			}
 			continue
 		case kindSTUN:
@@ -421,6 +424,9 @@ func (b *Bind) DeliverRelayed(relay string, src [32]byte, pkt []byte) {
 	}
 	now := b.now()
 	p.lastRecv.Store(now)
+	if pkt[0] == wgTransportType {
+		p.dataIn.Add(1)
+	}
 	p.mu.Lock()
 	p.relayIn, p.relayInAt = relay, now
 	p.mu.Unlock()

@@ -21,6 +21,7 @@ const (
 	wgResponseSize    = 92
 	wgCookieReplySize = 64
 	wgMinTransport    = 32
+	wgTransportType   = 4 // a data packet's type byte
 )
 
 // classify tells WireGuard, STUN and disco apart by their headers: a
@@ -38,7 +39,7 @@ func classify(p []byte) packetKind {
 			ok = len(p) == wgResponseSize
 		case 3:
 			ok = len(p) == wgCookieReplySize
-		case 4:
+		case wgTransportType:
 			ok = len(p) >= wgMinTransport
 		}
 		if ok {

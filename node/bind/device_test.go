@@ -254,3 +254,53 @@ func TestSTUNCandidatesAndNAT(t *testing.T) {
 	b := newNode(t, nil, func(c *Config) { c.STUNServers = []netip.AddrPort{closedPort(t), closedPort(t)} })
 	waitFor(t, "udp blocked", wait, func() bool { return b.b.NAT() == NATUDPBlocked })
 }
+
+// A session that works one way only (the receiver lost it, the sender
+// still uses it) is repaired by the receiver's Watch within a few checks,
+// not after wireguard-go's 15 s of silence; sessions that work are left
+// alone.
+func TestWatchRepairsOneWaySession(t *testing.T) {
+	rn := newRelayNet()
+	a, b := newWGNode(t, rn, "10.0.0.1"), newWGNode(t, rn, "10.0.0.2")
+	lo := netip.MustParseAddr("127.0.0.1")
+	a.peer(t, b, netip.AddrPortFrom(lo, b.port))
+	b.peer(t, a, netip.AddrPortFrom(lo, a.port))
+	w := NewWatch(b.b, b.dev, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case now := <-tick.C:
+				w.Check(now)
+			case <-stop:
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+
+	for end := time.Now().Add(time.Second); time.Now().Before(end); {
+		pingThrough(t, a, b)
+		pingThrough(t, b, a)
+	}
+	if n := b.b.Stats().SessionRepairs; n != 0 {
+		t.Fatalf("%d repairs of a session that works both ways", n)
+	}
+	// b forgets a with its sessions; a still sends on its current one.
+	if err := b.dev.IpcSet("public_key=" + hex.EncodeToString(a.pub[:]) + "\nremove=true\n"); err != nil {
+		t.Fatal(err)
+	}
+	b.peer(t, a, netip.AddrPortFrom(lo, a.port))
+	start := time.Now()
+	pingThrough(t, a, b)
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("a's packets came through after %v; want a new handshake within a few checks", took.Round(time.Millisecond))
+	}
+	if b.b.Stats().SessionRepairs == 0 {
+		t.Errorf("no repair counted")
+	}
+}

@@ -68,6 +68,8 @@ type peer struct {
 	// lastSend and lastRecv are the monotonic times of the last WireGuard
 	// packet to and from the peer (disco does not count): activity.
 	lastSend, lastRecv atomic.Int64
+	// dataIn counts the WireGuard data packets from the peer (for Watch).
+	dataIn atomic.Uint64
 
 	mu sync.Mutex // guards the fields below; taken after Bind.mu, never before
 	// known: the peer is in the netmap (SetPeers). Disco from unknown

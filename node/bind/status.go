@@ -212,6 +212,7 @@ type counters struct {
 	txPackets, txBytes, rxPackets, rxBytes [2]atomic.Uint64 // by pathDirect, pathRelay
 	pathChanges                            atomic.Uint64
 	relayDrops                             atomic.Uint64
+	sessionRepairs                         atomic.Uint64
 	garbage                                atomic.Uint64
 	disco                                  [numDropReasons]atomic.Uint64
 }
@@ -235,6 +236,9 @@ type Stats struct {
 	Garbage uint64
 	// DiscoDropped counts dropped disco messages by reason.
 	DiscoDropped [numDropReasons]uint64
+	// SessionRepairs counts the handshakes a Watch started for sessions
+	// that carried traffic one way only.
+	SessionRepairs uint64
 }
 
 // Stats returns the counters now.
@@ -249,6 +253,8 @@ func (b *Bind) Stats() Stats {
 		PathChanges: c.pathChanges.Load(),
 		RelayDrops:  c.relayDrops.Load(),
 		Garbage:     c.garbage.Load(),
+
+		SessionRepairs: c.sessionRepairs.Load(),
 	}
 	for i := range s.DiscoDropped {
 		s.DiscoDropped[i] = c.disco[i].Load()

@@ -221,8 +221,33 @@ func (a *agent) start(t *testing.T, extra ...string) {
 	args := append([]string{bin, "agent", "--state-dir", a.stateDir, "--name", a.name,
 		"--interface", a.iface, "--log-format", "json", "--resolv-conf", "/dev/null"}, extra...)
 	a.proc = a.host.Start(t, "agent", nil, args...)
+	// Registered after Start's cleanup, so it runs first, while the agent
+	// still runs: what a failed test's reader needs besides the logs.
+	t.Cleanup(func() {
+		if t.Failed() && !a.proc.Exited() {
+			a.dumpState(t)
+		}
+	})
 	if err := a.proc.WaitLog(`"msg":"agent up"`, 15*time.Second); err != nil {
 		t.Fatalf("agent %s did not come up: %v\n%s", a.name, err, a.proc.Log())
+	}
+}
+
+// dumpState logs the agent's status and its WireGuard device as wg(8)
+// shows them (handshakes, endpoints, byte counts).
+func (a *agent) dumpState(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, cmd := range [][]string{
+		{bin, "status", "--state-dir", a.stateDir},
+		{"wg", "show", a.iface},
+	} {
+		out, err := a.host.Run(ctx, cmd...)
+		if err != nil {
+			t.Logf("%s: %v", a.name, err)
+			continue
+		}
+		t.Logf("%s: %s:\n%s", a.name, strings.Join(cmd, " "), out)
 	}
 }
 
