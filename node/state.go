@@ -7,13 +7,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/internal/atomicfile"
+	"github.com/wiremesh/wiremesh/internal/statedir"
 	"github.com/wiremesh/wiremesh/wire"
-	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -56,35 +55,12 @@ type stateDir struct {
 // openStateDir creates (0700) or checks the state dir and locks it so that
 // a second agent cannot use it at the same time.
 func openStateDir(path string) (*stateDir, error) {
-	if err := os.MkdirAll(path, 0o700); err != nil {
-		return nil, fmt.Errorf("create state dir: %w", err)
+	if err := statedir.Make(path); err != nil {
+		return nil, err
 	}
-	fi, err := os.Stat(path)
+	f, err := statedir.Lock(path, lockFile, "agent")
 	if err != nil {
-		return nil, fmt.Errorf("state dir: %w", err)
-	}
-	if !fi.IsDir() {
-		return nil, fmt.Errorf("state dir %s is not a directory", path)
-	}
-	if m := fi.Mode().Perm(); m&0o077 != 0 {
-		return nil, fmt.Errorf("state dir %s has mode %#o: it holds a private key, so it must not be accessible to group or others (chmod 700 %s)", path, m, path)
-	}
-	lp := filepath.Join(path, lockFile)
-	f, err := os.OpenFile(lp, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("state dir %s: %w", path, err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		b, _ := os.ReadFile(lp)
-		f.Close()
-		pid := strings.TrimSpace(string(b))
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("state dir %s is in use by another agent (pid %s)", path, pid)
-		}
-		return nil, fmt.Errorf("lock state dir %s: %w", path, err)
-	}
-	if err := f.Truncate(0); err == nil {
-		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+		return nil, err
 	}
 	return &stateDir{path: path, lock: f}, nil
 }

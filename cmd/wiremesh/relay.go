@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/wiremesh/wiremesh/coordinator"
 	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/internal/statedir"
 	"github.com/wiremesh/wiremesh/node"
 	"github.com/wiremesh/wiremesh/relay/standalone"
 )
@@ -42,8 +43,12 @@ serving, and restarts serving, from its last netmap.`,
 			if err := checkRelayFlags(&cfg, tlsCert, tlsKey); err != nil {
 				return err
 			}
-			// The TLS identity goes in the state dir: make it 0700 first.
-			if err := standalone.OpenStateDir(cfg.StateDir); err != nil {
+			// The TLS identity goes in the state dir: make it 0700 and
+			// hold it (until the process exits) first.
+			if err := statedir.Make(cfg.StateDir); err != nil {
+				return err
+			}
+			if _, err := statedir.Lock(cfg.StateDir, standalone.LockFile, "relay"); err != nil {
 				return err
 			}
 			cert, pin, _, err := coordinator.LoadTLS(cfg.StateDir, tlsCert, tlsKey, cfg.AdvertiseURL)

@@ -16,10 +16,13 @@ import (
 	"github.com/wiremesh/wiremesh/wire"
 )
 
-// enrollTimeout bounds enrollment.
-const enrollTimeout = 30 * time.Second
+// enrollTimeout bounds how long the first start tries to reach the
+// coordinator, as the agent's default --enroll-timeout does.
+const enrollTimeout = time.Minute
 
-// enroll admits the relay with its join key and stores its identity.
+// enroll admits the relay with its join key and stores its identity. An
+// unreachable coordinator (or one that fails) is tried again with the
+// backoff of the netmap stream for up to enrollTimeout; a refusal ends it.
 func (r *Relay) enroll(ctx context.Context) error {
 	jk, err := credential.ParseJoinKey(r.cfg.JoinKey)
 	if err != nil {
@@ -30,10 +33,25 @@ func (r *Relay) enroll(ctx context.Context) error {
 		return err
 	}
 	defer api.Close()
+	ctx, cancel := context.WithTimeout(ctx, enrollTimeout)
+	defer cancel()
 	desc := r.cfg.describe(r.pub)
-	resp, err := api.Enroll(ctx, wire.EnrollRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: r.pub, Name: r.cfg.Name, Relay: &desc})
-	if err != nil {
-		return fmt.Errorf("relay: enroll at %s: %w", jk.URL, err)
+	req := wire.EnrollRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: r.pub, Name: r.cfg.Name, Relay: &desc}
+	var resp wire.EnrollResponse
+	for retry := r.cfg.RetryMin; ; retry = min(2*retry, r.cfg.RetryMax) {
+		if resp, err = api.Enroll(ctx, req); err == nil {
+			break
+		}
+		if s := client.StatusOf(err); s/100 == 4 {
+			return fmt.Errorf("relay: enroll at %s: %w", jk.URL, err)
+		}
+		wait := retry/2 + rand.N(retry/2+1)
+		r.log.Warn("enrollment failed; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("relay: enroll at %s: coordinator unreachable for %v: %w", jk.URL, enrollTimeout, err)
+		case <-time.After(wait):
+		}
 	}
 	switch {
 	case resp.Node.Relay == nil:

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/wiremesh/wiremesh/client"
 	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/internal/statedir"
 	"github.com/wiremesh/wiremesh/relay"
 	"github.com/wiremesh/wiremesh/relay/stun"
 	"github.com/wiremesh/wiremesh/wire"
@@ -50,7 +51,7 @@ func New(cfg Config) (*Relay, error) {
 	if len(cfg.Certificate.Certificate) == 0 || len(cfg.Pins) == 0 {
 		return nil, errors.New("relay: no TLS certificate or pin")
 	}
-	if err := OpenStateDir(cfg.StateDir); err != nil {
+	if err := statedir.Make(cfg.StateDir); err != nil {
 		return nil, err
 	}
 	key, made, err := loadKey(cfg.StateDir)

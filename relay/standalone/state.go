@@ -36,21 +36,9 @@ type Identity struct {
 	CoordinatorKey string `json:"coordinator_key"`
 }
 
-// OpenStateDir makes dir (0700) or checks that group and others have no
-// access to it: it holds a private key.
-func OpenStateDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("state dir: %w", err)
-	}
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("state dir: %w", err)
-	}
-	if m := fi.Mode().Perm(); m&0o077 != 0 {
-		return fmt.Errorf("state dir %s has mode %#o: it holds a private key, so it must not be accessible to group or others (chmod 700 %s)", dir, m, dir)
-	}
-	return nil
-}
+// LockFile is the file of the state dir a running relay holds an flock
+// on (statedir.Lock).
+const LockFile = "relay.lock"
 
 // loadKey returns the relay's key pair, made on the first start.
 func loadKey(dir string) (key *credential.ProofKey, made bool, err error) {

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -60,24 +59,5 @@ func TestOneKeyServesBoth(t *testing.T) {
 	nodePub, _ := base64.StdEncoding.DecodeString(node.PublicKey())
 	if err := key.CheckRelay([32]byte(nodePub), nonce, mac); err != nil {
 		t.Errorf("the relay refuses a node's proof: %v", err)
-	}
-}
-
-// A state dir that group or others can access is refused: it holds the
-// private key.
-func TestStateDirMode(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "state")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := OpenStateDir(dir); err == nil || !strings.Contains(err.Error(), "chmod 700") {
-		t.Errorf("OpenStateDir of a 0755 dir: %v", err)
-	}
-	fresh := filepath.Join(t.TempDir(), "fresh")
-	if err := OpenStateDir(fresh); err != nil {
-		t.Fatal(err)
-	}
-	if fi, _ := os.Stat(fresh); fi.Mode().Perm() != 0o700 {
-		t.Errorf("made state dir mode %v, want 0700", fi.Mode().Perm())
 	}
 }

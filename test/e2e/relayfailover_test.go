@@ -19,7 +19,7 @@ func startRelays(t *testing.T, m *mesh, names ...string) map[string]*standaloneR
 	rs := map[string]*standaloneRelay{}
 	for _, name := range names {
 		r := &standaloneRelay{host: m.lab.AddPublicHost(name), stateDir: filepath.Join(t.TempDir(), "relay"), name: name}
-		r.start(t, "--join", strings.TrimSpace(m.cli("keys", "create", "--relay")))
+		r.serve(t, "--join", strings.TrimSpace(m.cli("keys", "create", "--relay")))
 		rs[name] = r
 	}
 	return rs

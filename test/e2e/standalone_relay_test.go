@@ -38,8 +38,7 @@ func (r *standaloneRelay) url() string {
 	return "https://" + netip.AddrPortFrom(r.host.Addr, relayPort).String()
 }
 
-// start runs the relay (with extra flags, such as --join) and waits
-// until it serves.
+// start runs the relay (with extra flags, such as --join).
 func (r *standaloneRelay) start(t *testing.T, extra ...string) {
 	t.Helper()
 	name := r.name
@@ -49,6 +48,12 @@ func (r *standaloneRelay) start(t *testing.T, extra ...string) {
 	args := append([]string{bin, "relay", "--state-dir", r.stateDir, "--name", name,
 		"--listen", netip.AddrPortFrom(r.host.Addr, relayPort).String(), "--advertise-url", r.url(), "--log-format", "json"}, extra...)
 	r.proc = r.host.Start(t, "relay", nil, args...)
+}
+
+// serve starts the relay and waits until it serves.
+func (r *standaloneRelay) serve(t *testing.T, extra ...string) {
+	t.Helper()
+	r.start(t, extra...)
 	if err := r.proc.WaitLog(`"msg":"relay listening"`, 15*time.Second); err != nil {
 		t.Fatalf("relay did not start: %v\n%s", err, r.proc.Log())
 	}
@@ -87,7 +92,13 @@ func agentNetmap(t *testing.T, a *agent) wire.Netmap {
 // namespace with a node's key; what it receives arrives on got.
 type relayed struct {
 	c   *relay.Client
-	got chan []byte
+	got chan relayedPacket
+}
+
+// relayedPacket is a packet a relay delivered and its sender's key.
+type relayedPacket struct {
+	src [32]byte
+	pkt []byte
 }
 
 // attach runs a relay client on h with node key priv to the relay r
@@ -98,12 +109,12 @@ func attach(t *testing.T, h *lab.Host, r wire.Relay, priv [32]byte) *relayed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc := &relayed{got: make(chan []byte, 64)}
+	rc := &relayed{got: make(chan relayedPacket, 64)}
 	rc.c, err = relay.NewClient(relay.ClientConfig{
 		URL: r.URL, Pins: pins, RelayKey: r.Key, NodeKey: priv,
-		OnPacket: func(_ [32]byte, pkt []byte) {
+		OnPacket: func(src [32]byte, pkt []byte) {
 			select {
-			case rc.got <- bytes.Clone(pkt):
+			case rc.got <- relayedPacket{src, bytes.Clone(pkt)}:
 			default:
 			}
 		},
@@ -136,7 +147,7 @@ func exchange(t *testing.T, from, to *relayed, toKey [32]byte, what string) {
 		from.c.Send(toKey, msg)
 		select {
 		case p := <-to.got:
-			return bytes.Equal(p, msg)
+			return bytes.Equal(p.pkt, msg)
 		case <-time.After(100 * time.Millisecond):
 			return false
 		}
@@ -172,7 +183,23 @@ func TestStandaloneRelay(t *testing.T) {
 	if code, err := bad.Wait(15 * time.Second); err != nil || code == 0 || !strings.Contains(bad.Log(), "keys create --relay") {
 		t.Fatalf("relay with an agent key: exit %d, %v, want a refusal naming --relay:\n%s", code, err, bad.Log())
 	}
-	r.start(t, "--join", strings.TrimSpace(m.cli("keys", "create", "--relay")))
+	// The first start waits for an unreachable coordinator.
+	relayKey := strings.TrimSpace(m.cli("keys", "create", "--relay"))
+	m.coord.Kill()
+	r.start(t, "--join", relayKey)
+	if err := r.proc.WaitLog(`"msg":"enrollment failed; retrying"`, 15*time.Second); err != nil {
+		t.Fatalf("relay with the coordinator down: %v\n%s", err, r.proc.Log())
+	}
+	m.startCoordinator()
+	if err := r.proc.WaitLog(`"msg":"relay listening"`, 30*time.Second); err != nil {
+		t.Fatalf("relay did not start once the coordinator was back: %v\n%s", err, r.proc.Log())
+	}
+	// One relay per state dir.
+	second := r.host.Start(t, "relay-second", nil, bin, "relay", "--state-dir", r.stateDir, "--name", "eu-1",
+		"--listen", netip.AddrPortFrom(r.host.Addr, relayPort+1).String(), "--advertise-url", r.url())
+	if code, err := second.Wait(15 * time.Second); err != nil || code == 0 || !strings.Contains(second.Log(), "in use by another relay") {
+		t.Fatalf("a second relay on the state dir: exit %d, %v, want a refusal naming the first:\n%s", code, err, second.Log())
+	}
 
 	a, b := m.addAgent("a"), m.addAgent("b")
 	privA, pubA := agentKey(t, a)
@@ -222,7 +249,7 @@ func TestStandaloneRelay(t *testing.T) {
 	if code, err := r.proc.Wait(10 * time.Second); err != nil || code != 0 {
 		t.Fatalf("relay: exit %d, %v on SIGTERM\n%s", code, err, r.proc.Log())
 	}
-	r.start(t)
+	r.serve(t)
 	if err := r.proc.WaitLog("serving from the cached netmap", 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
