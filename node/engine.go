@@ -347,7 +347,11 @@ func (e *wgEngine) nudgeLocked(k wgtypes.Key, d time.Duration, since time.Time) 
 
 // greetNudges are when, after greeting a new peer, the engine starts a
 // fresh handshake again if none has completed since the peer was added.
-var greetNudges = []time.Duration{250 * time.Millisecond, 750 * time.Millisecond, 1500 * time.Millisecond, 3 * time.Second}
+var greetNudges = []time.Duration{250 * time.Millisecond, 1500 * time.Millisecond, 3 * time.Second}
+
+// greetConfirm is when, after greeting a new peer, the greeter starts one
+// more handshake whatever happened: see greetLocked.
+const greetConfirm = 750 * time.Millisecond
 
 // greetLocked starts a handshake with a peer just added, so that traffic
 // can flow at once; WireGuard itself would start one only for a packet to
@@ -365,6 +369,14 @@ var greetNudges = []time.Duration{250 * time.Millisecond, 750 * time.Millisecond
 // which the other side, having none allowed of its own, just answers.
 // A first greeting dropped by a peer that did not know this node yet is
 // repaired the same way.
+//
+// Crossed handshakes can also leave one side with a session that works
+// one way only (wireguard-go finishes a response on one worker after the
+// peer's initiation replaced its index on another; see bind.Watch). So at
+// greetConfirm, when both sides have applied the netmap that made them
+// peers and the crossing is over, the greeter starts one more handshake
+// whatever happened: the other side, holding a session it takes for
+// good, starts none, so nothing crosses it, and both end on a fresh pair.
 func (e *wgEngine) greetLocked(k wgtypes.Key, eager bool) {
 	self := e.cfg.PrivateKey.PublicKey()
 	if !eager && bytes.Compare(self[:], k[:]) > 0 {
@@ -376,7 +388,12 @@ func (e *wgEngine) greetLocked(k wgtypes.Key, eager bool) {
 	for _, d := range greetNudges {
 		e.nudgeLocked(k, d, time.Time{})
 	}
+	e.nudgeLocked(k, greetConfirm, farFuture)
 }
+
+// farFuture is a time no handshake completes after: nudgeLocked with it
+// nudges in any case.
+var farFuture = time.Unix(1<<40, 0)
 
 // setAddrsLocked gives the link the node's addresses with the overlay
 // prefix lengths, which also routes the overlay prefixes into the link.

@@ -96,7 +96,11 @@ func (w *Watch) Check(now time.Time) {
 		}
 		st := w.peers[p.key]
 		if st == nil {
+			// A peer new to the device and the Bind (both follow the
+			// netmap) starts from nothing received: the first packets,
+			// which a session that is broken from the start drops, count.
 			st = &watched{}
+			st.push(0, 0)
 			w.peers[p.key] = st
 		}
 		st.push(p.dataIn.Load(), r)
@@ -104,6 +108,7 @@ func (w *Watch) Check(now time.Time) {
 			w.repair(p.key)
 			st.lastRepair = now
 			st.n = 0
+			st.push(p.dataIn.Load(), r)
 		}
 	}
 	for k := range w.peers {
