@@ -76,15 +76,20 @@ func failoverAt(b *testing.B, bin string, n int) [][]string {
 	// Gossip cost while idle, from the agents' counters.
 	const idle = 30 * time.Second
 	time.Sleep(5 * time.Second) // let joins and push-pulls settle
-	before := gossipBytes(b, agents)
+	procs := make([]*lab.Proc, n)
+	for i, a := range agents {
+		procs[i] = a.proc
+	}
+	before, cpu0 := gossipBytes(b, agents), procsCPU(procs)
 	time.Sleep(idle)
-	after := gossipBytes(b, agents)
+	after, cpu1 := gossipBytes(b, agents), procsCPU(procs)
+	idleCPU := (cpu1 - cpu0) / float64(n) / idle.Seconds()
 	var sent, recv []float64
 	for i := range agents {
 		sent = append(sent, float64(after[i][0]-before[i][0])/idle.Seconds())
 		recv = append(recv, float64(after[i][1]-before[i][1])/idle.Seconds())
 	}
-	logf("%d agents idle: gossip sent %.0f B/s, received %.0f B/s per agent (median)", n, median(sent), median(recv))
+	logf("%d agents idle: gossip sent %.0f B/s, received %.0f B/s per agent (median); CPU %.2f%% per agent", n, median(sent), median(recv), 100*idleCPU)
 
 	var gone, back []float64
 	for run := range failoverRuns {
@@ -120,6 +125,8 @@ func failoverAt(b *testing.B, bin string, n int) [][]string {
 		{fmt.Sprintf("restart → back in DNS, %d agents", n), spread(back), floats(back, "%.2f"), "–", "–"},
 		{fmt.Sprintf("gossip per agent, idle, %d agents", n), fmt.Sprintf("%.0f B/s sent, %.0f B/s received (median)", median(sent), median(recv)),
 			fmt.Sprintf("sent min %.0f max %.0f", slices.Min(sent), slices.Max(sent)), "–", "–"},
+		{fmt.Sprintf("agent CPU, idle, %d agents (%d peers each)", n, n-1), fmt.Sprintf("%.2f%% of a core per agent", 100*idleCPU),
+			fmt.Sprintf("over %v, mean of %d", idle, n), "–", "–"},
 	}
 }
 

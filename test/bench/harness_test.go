@@ -262,6 +262,7 @@ type mesh struct {
 	host      *lab.Host
 	tokenFile string
 	joinKey   string
+	coord     *lab.Proc // the coordinator (and its embedded relay)
 }
 
 const coordPort = 8443
@@ -277,6 +278,7 @@ func startMesh(b *testing.B, bin string, h *lab.Host) *mesh {
 	if err := coord.WaitLog("coordinator listening", 10*time.Second); err != nil {
 		b.Fatalf("coordinator did not start: %v\n%s", err, coord.Log())
 	}
+	m.coord = coord
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, err := output(ctx, h, bin, "keys", "create", "--reusable", "--token-file", m.tokenFile)

@@ -105,8 +105,8 @@ func BenchmarkDataPath(b *testing.B) {
 	bare1, bare2 := prefixName(b, l, "b1"), prefixName(b, l, "b2")
 	priv1, pub1 := wgKey(b, dir, "bare1")
 	priv2, pub2 := wgKey(b, dir, "bare2")
-	bp1 := startBare(b, bareBin, h1, bare1, priv1, pub2, 1, 2, h2.Addr)
-	bp2 := startBare(b, bareBin, h2, bare2, priv2, pub1, 2, 1, h1.Addr)
+	bp1 := startBare(b, bareBin, h1, bare1, priv1, pub2, bareAddr(1), bareAddr(2), "endpoint", netip.AddrPortFrom(h2.Addr, barePort).String())
+	bp2 := startBare(b, bareBin, h2, bare2, priv2, pub1, bareAddr(2), bareAddr(1), "endpoint", netip.AddrPortFrom(h1.Addr, barePort).String())
 
 	// wiremesh: coordinator on its own host, agents on h1 and h2.
 	m := startMesh(b, wmBin, coordHost)
@@ -298,19 +298,18 @@ func prefixName(b *testing.B, l *lab.Lab, suffix string) string {
 }
 
 // startBare starts wgbare on h with interface ifname and configures it from
-// outside: private key, port barePort, one peer (peerPub, at
-// peerUnderlay:barePort, allowed 203.0.113.peer/32), address 203.0.113.self/24,
-// link up.
-func startBare(b *testing.B, bin string, h *lab.Host, ifname, privFile, peerPub string, self, peer byte, peerUnderlay netip.Addr) *lab.Proc {
+// outside: private key, port barePort, one peer (peerPub, allowed peer/32,
+// and peerArgs of wg(8) such as its endpoint), the point-to-point address
+// self to peer, link up.
+func startBare(b *testing.B, bin string, h *lab.Host, ifname, privFile, peerPub string, self, peer netip.Addr, peerArgs ...string) *lab.Proc {
 	b.Helper()
 	p := h.Start(b, "wgbare", nil, bin, ifname)
 	if err := p.WaitLog("wgbare up", 10*time.Second); err != nil {
 		b.Fatalf("wgbare on %s: %v", h.Name, err)
 	}
-	run(b, h, "wg", "set", ifname, "private-key", privFile, "listen-port", strconv.Itoa(barePort),
-		"peer", peerPub, "allowed-ips", netip.PrefixFrom(bareAddr(peer), 32).String(),
-		"endpoint", netip.AddrPortFrom(peerUnderlay, barePort).String())
-	run(b, h, "ip", "addr", "add", netip.PrefixFrom(bareAddr(self), 24).String(), "dev", ifname)
+	run(b, h, append([]string{"wg", "set", ifname, "private-key", privFile, "listen-port", strconv.Itoa(barePort),
+		"peer", peerPub, "allowed-ips", netip.PrefixFrom(peer, 32).String()}, peerArgs...)...)
+	run(b, h, "ip", "addr", "add", self.String(), "peer", peer.String(), "dev", ifname)
 	run(b, h, "ip", "link", "set", ifname, "up")
 	return p
 }
