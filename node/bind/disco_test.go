@@ -2,6 +2,7 @@ package bind
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"net/netip"
 	"testing"
@@ -243,5 +244,33 @@ func TestPingReportsPaths(t *testing.T) {
 	a.b.SetPeers(map[[32]byte]PeerInfo{c.pub: {Candidates: []netip.AddrPort{closedPort(t)}}})
 	if _, err := a.b.Ping(t.Context(), c.pub); err == nil {
 		t.Fatal("ping with no answer did not fail")
+	}
+}
+
+// Hole punching: a ping of ours to a peer's address that went unanswered
+// (its NAT had no mapping for us yet) is sent again as soon as a ping
+// from the peer arrives from that address, not at the next probe round.
+func TestUnansweredPathPingedBackAtOnce(t *testing.T) {
+	a := newNode(t, nil, func(c *Config) {
+		c.Timing.ProbeRetry, c.Timing.Reprobe = time.Minute, time.Minute
+		c.Timing.MinPing = 10 * time.Second // a tenth of it is longer than the test
+	})
+	b := newFakePeer(t)
+	a.b.SetPeers(map[[32]byte]PeerInfo{b.pub: {Candidates: []netip.AddrPort{b.addr()}}})
+	ep, err := a.b.ParseEndpoint(EndpointString(b.pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.b.Send([][]byte{data(1)}, ep); err != nil && !errors.Is(err, errNoPath) {
+		t.Fatal(err)
+	}
+	b.readPing(a) // a's probe, which b's NAT "drops": no pong
+	b.send(a, b.sealFor(a, b.priv, b.pub, pingBody([12]byte{7})))
+	for m := b.read(a); m.typ != msgPong; m = b.read(a) {
+	}
+	start := time.Now()
+	b.readPing(a)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("a pinged b's address again after %v, want at once", took)
 	}
 }

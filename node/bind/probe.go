@@ -162,10 +162,14 @@ func (b *Bind) onPing(p *peer, txid [12]byte, src netip.AddrPort, via *conn.StdN
 	b.sendDisco(p, src, via, "", pongBody(txid, src))
 	p.mu.Lock()
 	q := p.addPathLocked(src, now)
-	// The peer's ping proves it knows us now: a ping of ours that it
-	// dropped a moment ago (it learned of us after we of it) is not worth
-	// a wait of MinPing, so the ping back is held to a tenth of it.
-	back := q != nil && now-q.lastPong >= int64(b.t.Trust) && now-q.lastPing >= int64(b.t.MinPing/10)
+	// The peer's ping proves it knows us now and that its side lets our
+	// packets in: a ping of ours to that address that went unanswered (it
+	// learned of us after we of it, or its NAT had no mapping for us yet:
+	// hole punching) is sent again at once; otherwise the ping back is
+	// held to a tenth of MinPing. Each ping back answers one ping, so
+	// nothing multiplies.
+	unanswered := q != nil && q.lastPing != never && q.lastPong < q.lastPing
+	back := q != nil && now-q.lastPong >= int64(b.t.Trust) && (unanswered || now-q.lastPing >= int64(b.t.MinPing/10))
 	if back {
 		q.lastPing = now
 	}

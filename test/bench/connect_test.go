@@ -53,8 +53,22 @@ func BenchmarkConnect(b *testing.B) {
 		direct = append(direct, time.Since(first).Seconds())
 		cancel()
 		logf("run %d: first relayed ping %.2f s after both agents up; direct %.2f s after the first packet", run+1, relayed[run], direct[run])
+		// The next pair starts as the first did: the nodes are gone and
+		// the NATs hold no mapping of theirs (a stale one to the same
+		// public address and port would make the next easy pair's NAT
+		// pick another port: hard, for that flow).
 		for _, g := range []*agent{a, c, x, y} {
 			g.proc.Kill()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			if _, err := output(ctx, m.host, bin, "nodes", "delete", g.name, "--token-file", m.tokenFile); err != nil {
+				b.Fatalf("delete node %s: %v", g.name, err)
+			}
+			cancel()
+		}
+		for _, s := range []*lab.Site{h1, h2, e1, e2} {
+			if err := s.Rebind(); err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
 	b.ReportMetric(median(relayed), "s-relay-first-ping-median")
