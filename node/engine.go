@@ -175,13 +175,13 @@ func NewWireGuardEngine(cfg EngineConfig) (_ Engine, err error) {
 		}
 	}
 	e.stopWatch, e.watchDone = make(chan struct{}), make(chan struct{})
-	go e.watch(bind.NewWatch(cfg.Bind, e.dev, e.log))
+	go e.watch(bind.NewWatch(cfg.Bind, e.dev, e.log), e.stopWatch)
 	return e, nil
 }
 
-// watch runs w until Close: see bind.Watch for the one-way sessions of
-// crossed handshakes that it repairs.
-func (e *wgEngine) watch(w *bind.Watch) {
+// watch runs w until stop is closed (by Close): see bind.Watch for the
+// one-way sessions of crossed handshakes that it repairs.
+func (e *wgEngine) watch(w *bind.Watch, stop <-chan struct{}) {
 	defer close(e.watchDone)
 	t := time.NewTicker(bind.WatchInterval)
 	defer t.Stop()
@@ -189,7 +189,7 @@ func (e *wgEngine) watch(w *bind.Watch) {
 		select {
 		case now := <-t.C:
 			w.Check(now)
-		case <-e.stopWatch:
+		case <-stop:
 			return
 		}
 	}

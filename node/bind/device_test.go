@@ -291,10 +291,26 @@ func TestWatchRepairsOneWaySession(t *testing.T) {
 		t.Fatalf("%d repairs of a session that works both ways", n)
 	}
 	// b forgets a with its sessions; a still sends on its current one.
+	// Late copies of the pings above are drained meanwhile: the channel
+	// TUN blocks the peer's receiver, and removing the peer waits for it.
+	stopDrain := make(chan struct{})
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for {
+			select {
+			case <-b.tun.Inbound:
+			case <-stopDrain:
+				return
+			}
+		}
+	}()
 	if err := b.dev.IpcSet("public_key=" + hex.EncodeToString(a.pub[:]) + "\nremove=true\n"); err != nil {
 		t.Fatal(err)
 	}
 	b.peer(t, a, netip.AddrPortFrom(lo, a.port))
+	close(stopDrain)
+	<-drained
 	start := time.Now()
 	pingThrough(t, a, b)
 	if took := time.Since(start); took > 3*time.Second {
