@@ -255,7 +255,7 @@ func transfer(from *testClient, fromKey wgtypes.Key, to *testClient, toKey wgtyp
 				return fmt.Errorf("packet %d came from %x, want %x", i, p.src[:4], src[:4])
 			}
 			if !bytes.Equal(p.data, want) {
-				return fmt.Errorf("packet %d: %d bytes, want %d bytes %x…", i, len(p.data), len(want), want[:min(8, len(want))])
+				return fmt.Errorf("packet %d: %d bytes %x…, want %d bytes %x…", i, len(p.data), p.data[:min(8, len(p.data))], len(want), want[:min(8, len(want))])
 			}
 			<-tokens
 		case err := <-sendErr:
