@@ -248,9 +248,11 @@ func transfer(from *testClient, fromKey wgtypes.Key, to *testClient, toKey wgtyp
 		sendErr <- nil
 	}()
 	src := [32]byte(fromKey.PublicKey())
-	for i, want := range pkts {
+	sent := sendErr // nil once the sender is done
+	for i := 0; i < len(pkts); {
 		select {
 		case p := <-to.got:
+			want := pkts[i]
 			if p.src != src {
 				return fmt.Errorf("packet %d came from %x, want %x", i, p.src[:4], src[:4])
 			}
@@ -258,16 +260,20 @@ func transfer(from *testClient, fromKey wgtypes.Key, to *testClient, toKey wgtyp
 				return fmt.Errorf("packet %d: %d bytes %x…, want %d bytes %x…", i, len(p.data), p.data[:min(8, len(p.data))], len(want), want[:min(8, len(want))])
 			}
 			<-tokens
-		case err := <-sendErr:
+			i++
+		case err := <-sent:
 			if err != nil {
 				return fmt.Errorf("send packet: %w", err)
 			}
-			sendErr <- nil
+			sent = nil
 		case <-time.After(10 * time.Second):
 			return fmt.Errorf("packet %d of %d did not arrive in 10 s", i, len(pkts))
 		}
 	}
-	return <-sendErr
+	if sent == nil {
+		return nil
+	}
+	return <-sent
 }
 
 // numbered returns n packets of size bytes, each starting with its
