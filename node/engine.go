@@ -237,6 +237,11 @@ func (e *wgEngine) Apply(nm *wire.Netmap) error {
 	cfg := wgtypes.Config{}
 	want := map[wgtypes.Key]peerCfg{}
 	var added []wgtypes.Key
+	// After a restart, the peers know this node and send with sessions of
+	// its last run, which it no longer has: only a handshake from it
+	// brings them back without WireGuard's 5 s wait, and since they learn
+	// nothing new, no handshake of theirs can cross it.
+	eager := e.cfg.KnownToPeers && !e.greeted
 	for _, p := range nm.Peers {
 		key, err := wgtypes.ParseKey(p.PublicKey)
 		if err != nil {
@@ -251,6 +256,11 @@ func (e *wgEngine) Apply(nm *wire.Netmap) error {
 		}
 		if !had {
 			added = append(added, key)
+			if !e.greetsLocked(key, eager) {
+				// Before the device has the peer, so that no packet of
+				// ours starts a handshake that crosses the greeting.
+				e.cfg.Bind.AwaitGreeting(key, awaitGreeting)
+			}
 		}
 		c := wgtypes.PeerConfig{PublicKey: key, ReplaceAllowedIPs: true}
 		for _, a := range p.Addresses {
@@ -275,11 +285,6 @@ func (e *wgEngine) Apply(nm *wire.Netmap) error {
 			return err
 		}
 	}
-	// After a restart, the peers know this node and send with sessions of
-	// its last run, which it no longer has: only a handshake from it
-	// brings them back without WireGuard's 5 s wait, and since they learn
-	// nothing new, no handshake of theirs can cross it.
-	eager := e.cfg.KnownToPeers && !e.greeted
 	e.greeted = true
 	for _, k := range added {
 		e.greetLocked(k, eager)
@@ -353,33 +358,42 @@ var greetNudges = []time.Duration{250 * time.Millisecond, 1500 * time.Millisecon
 // more handshake whatever happened: see greetLocked.
 const greetConfirm = 750 * time.Millisecond
 
-// greetLocked starts a handshake with a peer just added, so that traffic
-// can flow at once; WireGuard itself would start one only for a packet to
-// send, and retry a lost one only after 5 s.
-//
-// Of two new peers only the one with the smaller key greets (with eager,
-// after this node's restart, this node greets whatever the order). The
-// other side still starts a handshake of its own as soon as it has a
-// packet for the peer (gossip sends one at once), so handshakes cross.
-// wireguard-go's answer to two crossed initiations can leave both sides
-// holding only an unconfirmed responder session and no handshake of their
-// own allowed for 5 s: every packet waits. So the greeter nudges again,
-// after each of greetNudges, while no handshake has completed: it
-// discards whatever handshake it has in flight and starts a fresh one,
-// which the other side, having none allowed of its own, just answers.
-// A first greeting dropped by a peer that did not know this node yet is
-// repaired the same way.
-//
-// Crossed handshakes can also leave one side with a session that works
-// one way only (wireguard-go finishes a response on one worker after the
-// peer's initiation replaced its index on another; see bind.Watch). So at
-// greetConfirm, when both sides have applied the netmap that made them
-// peers and the crossing is over, the greeter starts one more handshake
-// whatever happened: the other side, holding a session it takes for
-// good, starts none, so nothing crosses it, and both end on a fresh pair.
-func (e *wgEngine) greetLocked(k wgtypes.Key, eager bool) {
+// awaitGreeting is how long a new peer's side that does not greet holds
+// its own handshake initiations for the peer's greeting (bind.AwaitGreeting):
+// well above the gap between two agents applying one netmap.
+const awaitGreeting = time.Second
+
+// greetsLocked reports whether this node greets peer k when it is added:
+// of two new peers the one with the smaller key does; with eager (after
+// this node's restart), this node does whatever the order.
+func (e *wgEngine) greetsLocked(k wgtypes.Key, eager bool) bool {
 	self := e.cfg.PrivateKey.PublicKey()
-	if !eager && bytes.Compare(self[:], k[:]) > 0 {
+	return eager || bytes.Compare(self[:], k[:]) < 0
+}
+
+// greetLocked starts a handshake with a peer just added, if this node is
+// its greeter (greetsLocked), so that traffic can flow at once; WireGuard
+// itself would start one only for a packet to send, and retry a lost one
+// only after 5 s.
+//
+// Two initiations that cross go wrong in wireguard-go: both sides can end
+// holding only an unconfirmed responder session and no handshake of their
+// own allowed for 5 s, or, when one side finishes the other's response on
+// one worker after the other's initiation replaced its index on another,
+// with a session that works one way only (see bind.Watch). So only one
+// side greets, and the other holds its own initiations until it has
+// answered the greeting (bind.AwaitGreeting, for awaitGreeting).
+//
+// The greeter nudges again, after each of greetNudges, while no handshake
+// has completed: it discards whatever handshake it has in flight and
+// starts a fresh one, which the other side, having none allowed of its
+// own, just answers; a first greeting dropped by a peer that did not know
+// this node yet is repaired so. At greetConfirm it starts one more
+// handshake whatever happened, so that a session a late crossing left
+// one-way is replaced before the first TCP retransmit: the other side,
+// holding a session it takes for good, starts none, so nothing crosses it.
+func (e *wgEngine) greetLocked(k wgtypes.Key, eager bool) {
+	if !e.greetsLocked(k, eager) {
 		return
 	}
 	if p := e.dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
@@ -438,7 +452,7 @@ func (e *wgEngine) guardLocked() {
 	if len(addrs) == 0 {
 		return
 	}
-	g, err := newUnderlayGuard(e.cfg.Interface, addrs)
+	g, err := newUnderlayGuard(e.cfg.Interface, e.link.Attrs().Index, addrs)
 	if err != nil {
 		e.log.Warn("packets for the overlay addresses are not blocked on other interfaces", "err", err)
 		return

@@ -499,6 +499,9 @@ func (b *Bind) sendDirect(bufs [][]byte, ep *conn.StdNetEndpoint) error {
 
 func (b *Bind) sendPeer(bufs [][]byte, p *peer) error {
 	now := b.now()
+	if len(bufs) == 1 && b.holdHandshake(bufs[0], p, now) {
+		return nil
+	}
 	p.lastSend.Store(now)
 	r := p.route(now)
 	if r.kick {

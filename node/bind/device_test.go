@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,7 +24,8 @@ import (
 
 // wgNode is a real wireguard-go device on a channel TUN over a Bind.
 type wgNode struct {
-	b    *Bind
+	b     *Bind
+	inner *countingBind
 	dev  *device.Device
 	tun  *tuntest.ChannelTUN
 	pub  [32]byte
@@ -31,18 +33,25 @@ type wgNode struct {
 	port uint16
 }
 
+// newWGNode returns a node on rn's relays; with rn nil, on no relay.
 func newWGNode(t *testing.T, rn *relayNet, ip string) *wgNode {
 	priv, pub := newKey(t)
-	cfg := Config{PrivateKey: priv, Timing: fastTiming(), Relays: &fakeRelays{net: rn, self: pub, home: "r1"},
+	cfg := Config{PrivateKey: priv, Timing: fastTiming(),
 		InterfaceAddrs: func() ([]netip.Prefix, error) { return nil, nil }}
-	b, err := newBind(cfg, conn.NewStdNetBind())
+	if rn != nil {
+		cfg.Relays = &fakeRelays{net: rn, self: pub, home: "r1"}
+	}
+	inner := &countingBind{Bind: conn.NewStdNetBind()}
+	b, err := newBind(cfg, inner)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rn.mu.Lock()
-	rn.nodes[pub] = b
-	rn.mu.Unlock()
-	n := &wgNode{b: b, tun: tuntest.NewChannelTUN(), pub: pub, ip: netip.MustParseAddr(ip)}
+	if rn != nil {
+		rn.mu.Lock()
+		rn.nodes[pub] = b
+		rn.mu.Unlock()
+	}
+	n := &wgNode{b: b, inner: inner, tun: tuntest.NewChannelTUN(), pub: pub, ip: netip.MustParseAddr(ip)}
 	n.dev = device.NewDevice(n.tun.TUN(), b, device.NewLogger(device.LogLevelError, "wg: "))
 	t.Cleanup(n.dev.Close)
 	if err := n.dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=0\n", hex.EncodeToString(priv[:]))); err != nil {
@@ -53,6 +62,21 @@ func newWGNode(t *testing.T, rn *relayNet, ip string) *wgNode {
 	}
 	n.port = uint16(ipcInt(t, n.dev, "listen_port"))
 	return n
+}
+
+// countingBind counts the handshake initiations sent on the socket.
+type countingBind struct {
+	conn.Bind
+	initiations atomic.Int64
+}
+
+func (c *countingBind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	for _, b := range bufs {
+		if len(b) == wgInitiationSize && b[0] == 1 {
+			c.initiations.Add(1)
+		}
+	}
+	return c.Bind.Send(bufs, ep)
 }
 
 func ipcGet(t *testing.T, dev *device.Device, key string) []string {
@@ -318,5 +342,69 @@ func TestWatchRepairsOneWaySession(t *testing.T) {
 	}
 	if b.b.Stats().SessionRepairs == 0 {
 		t.Errorf("no repair counted")
+	}
+}
+
+// greeterOf returns the node of a and b with the smaller key (the greeter,
+// as the agent's engine picks it) and the other.
+func greeterOf(a, b *wgNode) (greeter, greeted *wgNode) {
+	if bytes.Compare(a.pub[:], b.pub[:]) < 0 {
+		return a, b
+	}
+	return b, a
+}
+
+// A node that awaits a new peer's greeting sends no handshake initiation
+// of its own, so none crosses the greeting: its first packet, sent before
+// the greeting arrives, goes out on the session the greeting makes.
+func TestAwaitedGreetingNoCrossing(t *testing.T) {
+	g, o := greeterOf(newWGNode(t, nil, "10.0.0.1"), newWGNode(t, nil, "10.0.0.2"))
+	lo := netip.MustParseAddr("127.0.0.1")
+	g.peer(t, o, netip.AddrPortFrom(lo, o.port))
+	o.b.SetPeers(map[[32]byte]PeerInfo{g.pub: {Candidates: []netip.AddrPort{netip.AddrPortFrom(lo, g.port)}, HomeRelay: "r1"}})
+	o.b.AwaitGreeting(g.pub, time.Hour)
+	o.peer(t, g, netip.AddrPortFrom(lo, g.port))
+
+	pkt := tuntest.Ping(g.ip, o.ip)
+	o.tun.Outbound <- pkt
+	waitFor(t, "o's device to start its handshake", wait, func() bool {
+		o.b.mu.Lock()
+		defer o.b.mu.Unlock()
+		p := o.b.peers[g.pub]
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.held != nil
+	})
+	g.dev.LookupPeer(device.NoisePublicKey(o.pub)).SendKeepalive()
+	select {
+	case got := <-g.tun.Inbound:
+		if !bytes.Equal(got, pkt) {
+			t.Fatalf("got %x, want %x", got, pkt)
+		}
+	case <-time.After(wait):
+		t.Fatal("o's first packet did not come through after the greeting")
+	}
+	pingThrough(t, g, o)
+	if n := o.inner.initiations.Load(); n != 0 {
+		t.Fatalf("the greeted node sent %d handshake initiations; want none", n)
+	}
+}
+
+// Without a greeting, the held initiation goes out when the wait ends.
+func TestAwaitedGreetingTimesOut(t *testing.T) {
+	g, o := greeterOf(newWGNode(t, nil, "10.0.0.1"), newWGNode(t, nil, "10.0.0.2"))
+	lo := netip.MustParseAddr("127.0.0.1")
+	g.peer(t, o, netip.AddrPortFrom(lo, o.port))
+	o.b.SetPeers(map[[32]byte]PeerInfo{g.pub: {Candidates: []netip.AddrPort{netip.AddrPortFrom(lo, g.port)}, HomeRelay: "r1"}})
+	const await = 300 * time.Millisecond
+	start := time.Now()
+	o.b.AwaitGreeting(g.pub, await)
+	o.peer(t, g, netip.AddrPortFrom(lo, g.port))
+	pingThrough(t, o, g)
+	if took := time.Since(start); took < await {
+		t.Errorf("o's first packet came through after %v, before the wait for the greeting (%v) ended", took, await)
+	}
+	if n := o.inner.initiations.Load(); n != 1 {
+		t.Errorf("o sent %d handshake initiations; want the held one", n)
 	}
 }

@@ -94,11 +94,18 @@ type peer struct {
 	kind  PathKind
 	at    netip.AddrPort
 	since int64
+	// Until awaitUntil, handshake initiations to the peer are held: the
+	// peer greets us (AwaitGreeting). held is the last one, sent at
+	// awaitUntil unless a response of ours answered a greeting first.
+	awaitUntil int64
+	held       []byte
+	holding    bool // a release is scheduled
 }
 
 func newPeer(b *Bind, key [32]byte, now int64) *peer {
 	p := &peer{b: b, key: key, paths: map[netip.AddrPort]*path{},
-		lastProbe: never, relayInAt: never, relayPong: never, since: now, kind: PathNone, idle: true}
+		lastProbe: never, relayInAt: never, relayPong: never, since: now, kind: PathNone, idle: true,
+		awaitUntil: never}
 	p.lastSend.Store(never)
 	p.lastRecv.Store(never)
 	return p

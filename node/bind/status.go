@@ -61,6 +61,7 @@ func (b *Bind) Paths() []PathStatus {
 		relay := b.pickRelay(r.lastIn, r.home)
 		p.mu.Lock()
 		if p.known {
+			p.observeLocked(now, relay != "") // the path now, not at the last tick
 			out = append(out, b.statusLocked(p, now, relay, nat))
 		}
 		p.mu.Unlock()
