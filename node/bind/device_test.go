@@ -26,11 +26,11 @@ import (
 type wgNode struct {
 	b     *Bind
 	inner *countingBind
-	dev  *device.Device
-	tun  *tuntest.ChannelTUN
-	pub  [32]byte
-	ip   netip.Addr
-	port uint16
+	dev   *device.Device
+	tun   *tuntest.ChannelTUN
+	pub   [32]byte
+	ip    netip.Addr
+	port  uint16
 }
 
 // newWGNode returns a node on rn's relays; with rn nil, on no relay.
