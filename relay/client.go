@@ -26,7 +26,12 @@ import (
 
 // Defaults of ClientConfig.
 const (
-	DefaultPingInterval     = 5 * time.Second
+	// DefaultPingInterval makes a relay that vanished (no reset, no
+	// close: a dead host, a dropped route) given up 3 to 4.5 s after the
+	// last frame from it, so its peers' traffic moves to another relay
+	// within 5 s; a ping is 13 bytes, so 10,000 clients cost a relay
+	// under 7,000 small frames a second.
+	DefaultPingInterval     = 1500 * time.Millisecond
 	DefaultClientQueueDepth = 256
 )
 
