@@ -235,16 +235,21 @@ func (d *dataPath) runFlows(ctx context.Context) {
 // trimMemory hands memory back to the OS once traffic calms down.
 // wireguard-go gives every packet a 64 KiB buffer from unbounded pools, so
 // a burst of traffic grows the heap by hundreds of MiB, which the Go runtime
-// would return only minutes later.
+// would return only minutes later. Trimming waits for calmFor quiet
+// intervals: the next burst grows the heap again, page by page, which cost
+// the first seconds of each iperf3 run 5-8% more CPU per GB when a single
+// quiet interval of 10 s trimmed (BenchmarkPaths); so pauses of a few
+// seconds keep the buffers, and the memory is back within 20 s.
 func (d *dataPath) trimMemory(ctx context.Context) {
 	const (
-		every = 10 * time.Second
-		calm  = 64 << 20 // bytes per interval below which traffic is calm
+		every   = 5 * time.Second
+		calmFor = 3        // quiet intervals in a row before trimming
+		calm    = 32 << 20 // bytes per interval below which it is quiet
 	)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var last int64
-	busy := false
+	busy, quiet := false, 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -262,10 +267,10 @@ func (d *dataPath) trimMemory(ctx context.Context) {
 		moved := total - last
 		last = total
 		if moved >= calm {
-			busy = true
+			busy, quiet = true, 0
 			continue
 		}
-		if busy {
+		if quiet++; busy && quiet >= calmFor {
 			// wireguard-go keeps its buffers in sync.Pools, which let go
 			// of them only after two collections.
 			runtime.GC()
