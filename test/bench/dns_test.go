@@ -56,7 +56,7 @@ var dnsperfArgs = []string{"-c", "1", "-T", "1", "-q", "100", "-t", "1"}
 
 // dnsPolicy lets every node reach web over TCP; the agents' DNS answers
 // list the instances the querier may reach.
-const dnsPolicy = `{"acls": [
+const dnsPolicy = `{"services": {"web": ["tag:web"]}, "acls": [
   {"action": "accept", "src": ["*"], "dst": ["svc:web"], "proto": "tcp"},
   {"action": "accept", "src": ["*"], "dst": ["*:*"], "proto": "icmp"},
 ]}`

@@ -41,7 +41,7 @@ func BenchmarkFailover(b *testing.B) {
 func failoverAt(b *testing.B, bin string, n int) [][]string {
 	l := lab.New(b)
 	m := startMesh(b, bin, l.AddHost("coord"))
-	m.setPolicy(`{"acls": [{"action": "accept", "src": ["*"], "dst": ["svc:web"], "proto": "tcp"}]}`)
+	m.setPolicy(`{"services": {"web": ["tag:web"]}, "acls": [{"action": "accept", "src": ["*"], "dst": ["svc:web"], "proto": "tcp"}]}`)
 	svcFile := filepath.Join(b.TempDir(), "services.hujson")
 	if err := os.WriteFile(svcFile, []byte(`{"services": [{"name": "web", "port": 8080}]}`), 0o600); err != nil {
 		b.Fatal(err)

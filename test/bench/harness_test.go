@@ -281,7 +281,9 @@ func startMesh(b *testing.B, bin string, h *lab.Host) *mesh {
 	m.coord = coord
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := output(ctx, h, bin, "keys", "create", "--reusable", "--token-file", m.tokenFile)
+	// Its nodes are tagged tag:web, which the policies of the DNS and
+	// failover benchmarks let provide the web service.
+	out, err := output(ctx, h, bin, "keys", "create", "--reusable", "--tag", "tag:web", "--token-file", m.tokenFile)
 	if err != nil {
 		b.Fatalf("wiremesh keys create: %v", err)
 	}
