@@ -69,13 +69,19 @@ func TestLinkCut(t *testing.T) {
 		t.Fatal(err)
 	}
 	const healBound = 20 * time.Second
+	upAt := time.Now()
 	took = waitFor(t, healBound, "the healed host back in every answer", func() bool {
 		return !slices.ContainsFunc(webs, func(a *agent) bool { return !slices.Equal(answers(a), all) })
 	})
 	t.Logf("link up → back in every agent's answers after %s", took.Round(time.Millisecond))
-	webs[0].ping(t, cut.addr(t, false), 3, "0.2")
+	// Gossip may bring it back through the third host before its own
+	// WireGuard sessions are up again (wireguard-go retries a handshake
+	// every 5 s), so traffic is waited for on its own.
+	waitFor(t, healBound-time.Since(upAt), "traffic from h1 to the healed host", func() bool { return canPing(t, webs[0], cut) })
+	traffic := time.Since(upAt)
+	t.Logf("link up → h1 reaches it after %s", traffic.Round(time.Millisecond))
 	report.Add(t, report.Row{Fault: "the cut link healed", Check: "the host is back in every DNS answer and carries traffic, with nobody doing anything",
-		Figure: "after " + took.Round(time.Millisecond).String(), Target: "≤ 20 s", Met: took <= healBound})
+		Figure: fmt.Sprintf("in DNS after %s, traffic after %s", took.Round(time.Millisecond), traffic.Round(time.Millisecond)), Target: "≤ 20 s", Met: max(took, traffic) <= healBound})
 }
 
 // TestCoordinatorOutage: with the coordinator down for 60 s, pings between
