@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/internal/report"
+	"github.com/wiremesh/wiremesh/store"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -375,7 +376,7 @@ func TestEnroll(t *testing.T) {
 	if out.Node.Name != "db1" || out.Node.PublicKey != pub || !cmp.Equal(out.Node.Tags, []string{"tag:db"}) {
 		t.Errorf("enrolled node %+v", out.Node)
 	}
-	if diff := cmp.Diff([]netip.Prefix{DefaultPrefix4, DefaultPrefix6}, out.Prefixes, cmpNet); diff != "" {
+	if diff := cmp.Diff([]netip.Prefix{store.DefaultPrefix4, store.DefaultPrefix6}, out.Prefixes, cmpNet); diff != "" {
 		t.Errorf("prefixes (-want +got):\n%s", diff)
 	}
 	if _, err := credential.ParseSecret(out.Credential); err != nil {
@@ -539,7 +540,7 @@ func TestNetmapStream(t *testing.T) {
 	if len(first.Peers) != 0 || first.Version == 0 || first.KeepAliveInterval != wire.Duration(time.Hour) || first.PolicyVersion != 0 {
 		t.Errorf("first netmap: version %d, peers %v, keep-alive %v, policy %d", first.Version, peerNames(first), time.Duration(first.KeepAliveInterval), first.PolicyVersion)
 	}
-	if diff := cmp.Diff([]netip.Prefix{DefaultPrefix4, DefaultPrefix6}, first.Prefixes, cmpNet); diff != "" {
+	if diff := cmp.Diff([]netip.Prefix{store.DefaultPrefix4, store.DefaultPrefix6}, first.Prefixes, cmpNet); diff != "" {
 		t.Errorf("prefixes (-want +got):\n%s", diff)
 	}
 
