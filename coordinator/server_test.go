@@ -28,6 +28,7 @@ import (
 // testServer is a coordinator serving HTTPS on a loopback port.
 type testServer struct {
 	c      *Coordinator
+	files  Files
 	dir    string
 	url    string
 	client *http.Client
@@ -53,7 +54,7 @@ func startServer(t testing.TB, keepAlive time.Duration, opts ...func(*Config)) *
 	for _, o := range opts {
 		o(&cfg)
 	}
-	c, _, err := New(cfg)
+	c, files, err := New(cfg)
 	if err != nil {
 		ln.Close()
 		t.Fatalf("New: %v", err)
@@ -70,7 +71,7 @@ func startServer(t testing.TB, keepAlive time.Duration, opts ...func(*Config)) *
 		}
 		c.Close()
 	})
-	ts := &testServer{c: c, dir: dir, url: "https://" + ln.Addr().String(), client: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
+	ts := &testServer{c: c, files: files, dir: dir, url: "https://" + ln.Addr().String(), client: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
 	ts.admin = readAdminToken(t, dir).Secret.String()
 	return ts
 }
