@@ -114,6 +114,7 @@ func openPostgres(ctx context.Context, cfg Config) (*DB, error) {
 	}
 	db := stdlib.OpenDB(*pc)
 	db.SetMaxOpenConns(maxPostgresConns)
+	db.SetMaxIdleConns(maxPostgresConns)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, where, err)
