@@ -74,6 +74,7 @@ var statusCodes = map[int]wire.ErrorCode{
 	http.StatusRequestEntityTooLarge: wire.CodeTooLarge,
 	http.StatusTooManyRequests:       wire.CodeRateLimited,
 	http.StatusInternalServerError:   wire.CodeInternal,
+	http.StatusServiceUnavailable:    wire.CodeUnavailable,
 }
 
 // errorFrom reads the *Error of a non-2xx answer from resp's body (at most

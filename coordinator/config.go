@@ -67,10 +67,10 @@ type Config struct {
 	// make at once; a quarter of it (at least 1) is its burst of attempts
 	// refused for a bad join key. Zero: DefaultEnrollBurst.
 	EnrollBurst int
-	// EndpointInterval is the least time between two changes of one
-	// node's endpoints that reach its peers: a change within it is held,
-	// and the newest held value applied when it ends. Zero:
-	// DefaultEndpointInterval.
+	// EndpointInterval is, after a burst of endpointBurst, the time
+	// between two changes of one node's endpoints that reach its peers: a
+	// change made before its turn is held, and the newest held value
+	// applied when the turn comes. Zero: DefaultEndpointInterval.
 	EndpointInterval time.Duration
 	// EphemeralTimeout is how long an ephemeral node may be offline before
 	// it is deleted. Zero: DefaultEphemeralTimeout.

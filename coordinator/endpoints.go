@@ -9,33 +9,58 @@ import (
 	"time"
 )
 
-// DefaultEndpointInterval is the least time between two endpoint changes
-// of one node that the coordinator publishes, unless
-// Config.EndpointInterval says otherwise.
+// DefaultEndpointInterval is the time in which one endpoint change of a
+// node that the coordinator publishes comes back (beyond endpointBurst),
+// unless Config.EndpointInterval says otherwise.
 const DefaultEndpointInterval = 5 * time.Second
 
-// endpointGate spaces out each node's endpoint changes: a change within
-// the interval after the node's last applied one is held, and when the
-// interval ends the newest held value is applied (by the maintain loop).
-// A node that changes its endpoints in a loop costs its peers one netmap
-// an interval, not one a change, and an agent whose address changed twice
-// in a second still ends up advertising the last one.
+// endpointBurst is how many endpoint changes a node may make at once
+// before they are spaced out: a starting agent reports its interface
+// addresses, then (a fraction of a second later) the address STUN saw,
+// then perhaps a second server's; held for an interval, the reflexive
+// address reached the peers 5 s late and every new pair of easy NATs went
+// direct only then.
+const endpointBurst = 3
+
+// endpointGate spaces out each node's endpoint changes with a token
+// bucket: endpointBurst changes apply at once, then one per interval; a
+// change when none is due is held, and the newest held value is applied
+// when the next one is (by the maintain loop). A node that changes its
+// endpoints in a loop costs its peers one netmap an interval, not one a
+// change, and an agent whose address changed twice in a second still ends
+// up advertising the last one.
 type endpointGate struct {
 	interval time.Duration
 	now      func() time.Time
 	wake     chan struct{} // buffered (1): a change was held
 
 	mu sync.Mutex
-	// nodes is guarded by mu. A node missing from it has nothing held and
-	// may change its endpoints now.
+	// nodes is guarded by mu. A node missing from it has a full bucket
+	// and nothing held.
 	nodes map[int64]endpointState
 }
 
 // endpointState is one node's entry in an endpointGate.
 type endpointState struct {
-	applied time.Time // when its last change was applied
-	holding bool      // held is a change to apply when the interval ends
+	tokens  float64   // changes it may make, as of at
+	at      time.Time // when tokens was counted
+	holding bool      // held is a change to apply when a token is due
 	held    []string
+}
+
+// refill counts the tokens st has at now.
+func (g *endpointGate) refill(st endpointState, now time.Time) endpointState {
+	st.tokens = min(endpointBurst, st.tokens+float64(now.Sub(st.at))/float64(g.interval))
+	st.at = now
+	return st
+}
+
+// hasToken reports whether st has a whole token (up to rounding).
+func hasToken(st endpointState) bool { return st.tokens >= 1-1e-9 }
+
+// nextToken is when st (counted at its at) has a whole token.
+func (g *endpointGate) nextToken(st endpointState) time.Time {
+	return st.at.Add(time.Duration((1 - st.tokens) * float64(g.interval)))
 }
 
 func newEndpointGate(interval time.Duration, now func() time.Time) *endpointGate {
@@ -43,8 +68,8 @@ func newEndpointGate(interval time.Duration, now func() time.Time) *endpointGate
 }
 
 // offer decides about endpoints eps that node id asks for, cur being its
-// stored ones: apply reports that eps are to be stored now, which counts
-// as the node's change now. False: eps are unchanged, or held.
+// stored ones: apply reports that eps are to be stored now, which takes a
+// token. False: eps are unchanged, or held.
 func (g *endpointGate) offer(id int64, cur, eps []string) (apply bool) {
 	now := g.now()
 	g.mu.Lock()
@@ -58,11 +83,17 @@ func (g *endpointGate) offer(id int64, cur, eps []string) (apply bool) {
 	if slices.Equal(cur, eps) {
 		return false
 	}
-	if !ok || now.Sub(st.applied) >= g.interval {
-		g.nodes[id] = endpointState{applied: now}
+	if !ok {
+		st = endpointState{tokens: endpointBurst, at: now}
+	}
+	st = g.refill(st, now)
+	if hasToken(st) {
+		st.tokens = max(0, st.tokens-1)
+		g.nodes[id] = st
 		return true
 	}
-	g.nodes[id] = endpointState{applied: st.applied, holding: true, held: eps}
+	st.holding, st.held = true, eps
+	g.nodes[id] = st
 	select {
 	case g.wake <- struct{}{}:
 	default:
@@ -70,28 +101,31 @@ func (g *endpointGate) offer(id int64, cur, eps []string) (apply bool) {
 	return false
 }
 
-// due takes the held changes whose interval has ended, counting each as
-// applied now, and returns when the next held one falls due (zero: none is
-// held). Nodes whose interval ended with nothing held are forgotten.
+// due takes the held changes that have a token now, and returns when the
+// next held one will (zero: none is held). Nodes whose bucket is full
+// again with nothing held are forgotten.
 func (g *endpointGate) due() (ready map[int64][]string, next time.Time) {
 	now := g.now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for id, st := range g.nodes {
-		at := st.applied.Add(g.interval)
+		st = g.refill(st, now)
 		switch {
-		case st.holding && !now.Before(at):
+		case st.holding && hasToken(st):
 			if ready == nil {
 				ready = map[int64][]string{}
 			}
 			ready[id] = st.held
-			g.nodes[id] = endpointState{applied: now}
+			g.nodes[id] = endpointState{tokens: max(0, st.tokens-1), at: now}
 		case st.holding:
-			if next.IsZero() || at.Before(next) {
+			g.nodes[id] = st
+			if at := g.nextToken(st); next.IsZero() || at.Before(next) {
 				next = at
 			}
-		case !now.Before(at):
+		case st.tokens >= endpointBurst:
 			delete(g.nodes, id)
+		default:
+			g.nodes[id] = st
 		}
 	}
 	return ready, next

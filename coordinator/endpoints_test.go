@@ -9,45 +9,52 @@ import (
 	"github.com/wiremesh/wiremesh/wire"
 )
 
-// TestEndpointGate: the first change applies at once, changes within the
-// interval after it are held and the newest applies when it ends; a node
-// that returns to its stored value while held ends up unchanged.
+// TestEndpointGate: endpointBurst changes apply at once (a starting agent's
+// interface addresses, then its reflexive address), then one per interval:
+// a change when none is due is held and the newest applies when one is; a
+// node that returns to its stored value while held ends up unchanged.
 func TestEndpointGate(t *testing.T) {
 	now := time.Unix(1000, 0)
 	g := newEndpointGate(5*time.Second, func() time.Time { return now })
-	a, b, c := []string{"192.0.2.1:1"}, []string{"192.0.2.2:1"}, []string{"192.0.2.3:1"}
+	eps := func(i int) []string { return []string{fmt.Sprintf("192.0.2.%d:1", i)} }
 	step := func(d time.Duration) { now = now.Add(d) }
 	if g.offer(1, nil, nil) {
 		t.Error("an unchanged list applies")
 	}
-	if !g.offer(1, nil, a) {
-		t.Fatal("a first change is held")
+	cur := []string(nil)
+	for i := range endpointBurst {
+		if !g.offer(1, cur, eps(i)) {
+			t.Fatalf("change %d of a burst of %d is held", i+1, endpointBurst)
+		}
+		cur = eps(i)
+		step(100 * time.Millisecond)
 	}
-	step(time.Second)
-	if g.offer(1, a, b) || g.offer(1, a, c) {
-		t.Fatal("a change 1 s after the last applies at once")
+	if g.offer(1, cur, eps(10)) || g.offer(1, cur, eps(11)) {
+		t.Fatal("a change beyond the burst applies at once")
 	}
+	// 0.3 s of the interval has refilled 0.06 of a token.
 	if ready, next := g.due(); ready != nil || !next.Equal(time.Unix(1005, 0)) {
-		t.Fatalf("due() at 1 s = %v, %v; want nothing until 1005", ready, next)
+		t.Fatalf("due() after the burst = %v, %v; want nothing until 1005", ready, next)
 	}
-	step(4 * time.Second)
-	if ready, next := g.due(); !slices.Equal(ready[1], c) || !next.IsZero() {
-		t.Fatalf("due() at 5 s = %v, %v; want the newest held value %v", ready, next, c)
+	step(4700 * time.Millisecond)
+	if ready, next := g.due(); !slices.Equal(ready[1], eps(11)) || !next.IsZero() {
+		t.Fatalf("due() at 1005 = %v, %v; want the newest held value %v", ready, next, eps(11))
 	}
+	cur = eps(11)
 	step(time.Second)
-	if g.offer(1, c, a) {
+	if g.offer(1, cur, eps(1)) {
 		t.Fatal("a change 1 s after a held one applied applies at once")
 	}
-	g.offer(1, c, c) // back to the stored value
-	step(5 * time.Second)
-	if ready, _ := g.due(); !slices.Equal(ready[1], c) {
-		t.Fatalf("due() = %v, want the stored value %v (no change)", ready, c)
+	g.offer(1, cur, cur) // back to the stored value
+	step(4 * time.Second)
+	if ready, _ := g.due(); !slices.Equal(ready[1], cur) {
+		t.Fatalf("due() = %v, want the stored value %v (no change)", ready, cur)
 	}
-	step(5 * time.Second)
+	step(3 * 5 * time.Second)
 	if _, next := g.due(); !next.IsZero() || len(g.nodes) != 0 {
-		t.Errorf("a quiet node is kept: %v", g.nodes)
+		t.Errorf("a quiet node with a full bucket is kept: %v", g.nodes)
 	}
-	if !g.offer(2, nil, a) {
+	if !g.offer(2, nil, eps(1)) {
 		t.Error("another node's change waits for node 1")
 	}
 }
@@ -81,9 +88,9 @@ func TestEndpointFlood(t *testing.T) {
 		got++
 		return slices.ContainsFunc(nm.Peers, func(p wire.Node) bool { return p.Name == "flooder" && slices.Equal(p.Endpoints, last) })
 	})
-	// One change applies at once, one when each interval ends while
-	// changes come, and the last one after them.
-	bound := 2 + int(elapsed/interval)
+	// A burst applies at once, one when each interval ends while changes
+	// come, and the last one after them.
+	bound := endpointBurst + 1 + int(elapsed/interval)
 	t.Logf("%d endpoint changes in %s: the peer got %d netmaps (at most %d allowed)", changes, elapsed.Round(time.Millisecond), got, bound)
 	if got > bound {
 		t.Errorf("%d endpoint changes in %s sent the peer %d netmaps, want at most %d (one per %s)", changes, elapsed, got, bound, interval)

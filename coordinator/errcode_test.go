@@ -1,10 +1,13 @@
 package coordinator
 
 import (
+	"context"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -138,6 +141,27 @@ func TestErrorCodes(t *testing.T) {
 		}
 		if e := errorOf(t, body); e.Code != tc.code {
 			t.Errorf("%s: code %q (%s), want %q", tc.name, e.Code, e.Error, tc.code)
+		}
+	}
+}
+
+// TestEndedRequestIsUnavailable: a store call that fails because the
+// request's context ended (the coordinator shutting down under an agent's
+// netmap request, as in a CI run of TestPinRoll) is a 503 the agent
+// retries, not a 400 it takes for a refusal and exits on.
+func TestEndedRequestIsUnavailable(t *testing.T) {
+	ts := startServer(t, time.Hour)
+	for _, err := range []error{
+		fmt.Errorf("read endpoints: %w", context.Canceled),
+		fmt.Errorf("read credential: %w", context.DeadlineExceeded),
+	} {
+		rec := httptest.NewRecorder()
+		ts.c.writeStoreError(rec, err)
+		if rec.Code != http.StatusServiceUnavailable {
+			t.Errorf("%v: status %d, want 503", err, rec.Code)
+		}
+		if e := errorOf(t, rec.Body.Bytes()); e.Code != wire.CodeUnavailable {
+			t.Errorf("%v: code %q, want %q", err, e.Code, wire.CodeUnavailable)
 		}
 	}
 }

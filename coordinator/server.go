@@ -133,6 +133,10 @@ func (c *Coordinator) writeStoreError(w http.ResponseWriter, err error) {
 		status, code = http.StatusBadRequest, wire.CodeBadRequest
 	case errors.Is(err, store.ErrForbidden):
 		status, code = http.StatusForbidden, wire.CodeForbidden
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		// The request ended under it (the coordinator shuts down, or
+		// the client left): nothing is wrong with what it asked.
+		status, code = http.StatusServiceUnavailable, wire.CodeUnavailable
 	}
 	if sc, ok := store.Code(err); ok {
 		code = sc
@@ -252,8 +256,13 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := c.recordEndpoints(r, node, req); err != nil {
+	eps, err := requestEndpoints(r, req)
+	if err != nil {
 		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error(), nil)
+		return
+	}
+	if err := c.offerEndpoints(r.Context(), node, eps); err != nil {
+		c.writeStoreError(w, err)
 		return
 	}
 	if err := c.describeRelay(r.Context(), node, req.Relay); err != nil {
@@ -332,16 +341,16 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// recordEndpoints stores where the node's WireGuard can be reached: the
-// endpoints it names, then the address this request came from; a change
-// soon after the node's last one is held (endpointGate).
-func (c *Coordinator) recordEndpoints(r *http.Request, node wire.Node, req wire.MapRequest) error {
+// requestEndpoints returns where the node's WireGuard can be reached: the
+// endpoints it names, then the address this request came from with its
+// listen port; an error says what in the request is wrong.
+func requestEndpoints(r *http.Request, req wire.MapRequest) ([]string, error) {
 	if err := wire.CheckEndpoints(req.Endpoints); err != nil {
-		return err
+		return nil, err
 	}
 	eps := slices.Clone(req.Endpoints)
 	if req.ListenPort < 0 || req.ListenPort > 65535 {
-		return fmt.Errorf("bad listen port %d", req.ListenPort)
+		return nil, fmt.Errorf("bad listen port %d", req.ListenPort)
 	}
 	if req.ListenPort > 0 {
 		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
@@ -351,11 +360,11 @@ func (c *Coordinator) recordEndpoints(r *http.Request, node wire.Node, req wire.
 			}
 		}
 	}
-	return c.offerEndpoints(r.Context(), node, eps)
+	return eps, nil
 }
 
 // offerEndpoints stores eps as node's endpoints and publishes them, unless
-// they are unchanged or the endpoint gate holds them.
+// they are unchanged or the endpoint gate holds them (endpointGate).
 func (c *Coordinator) offerEndpoints(ctx context.Context, node wire.Node, eps []string) error {
 	if !c.endpoints.offer(node.ID, node.Endpoints, eps) {
 		return nil

@@ -25,8 +25,10 @@ const (
 // connReporter sends the node's connectivity report (candidates, NAT type,
 // home relay, paths) to the coordinator when it changes, and again on
 // every new netmap stream: at most one every connMinInterval, the state of
-// the moment it is sent. It runs on a goroutine of its own, so a slow
-// coordinator never holds up the data path.
+// the moment it is sent, but new candidates at once (peers need them to
+// punch holes; the coordinator spaces out each node's endpoint changes
+// itself). It runs on a goroutine of its own, so a slow coordinator never
+// holds up the data path.
 type connReporter struct {
 	log    *slog.Logger
 	wake   chan struct{} // 1-buffered: look at the state now
@@ -60,7 +62,8 @@ func (r *connReporter) run(ctx context.Context, state func() (wire.ConnectivityR
 	tick := time.NewTicker(connCheckInterval)
 	defer tick.Stop()
 	var last wire.ConnectivityReport
-	var next time.Time // no report before
+	var next time.Time // no report before, but of new candidates
+	failed := false    // the last report failed: next is a backoff
 	retry := connMinInterval
 	for {
 		select {
@@ -69,11 +72,14 @@ func (r *connReporter) run(ctx context.Context, state func() (wire.ConnectivityR
 		case <-r.wake:
 		case <-tick.C:
 		}
-		if time.Now().Before(next) {
+		rep, ok := state()
+		if !ok {
 			continue
 		}
-		rep, ok := state()
-		if !ok || sameConnectivity(rep, last) && !r.resend.Load() {
+		if time.Now().Before(next) && (failed || slices.Equal(rep.Endpoints, last.Endpoints)) {
+			continue
+		}
+		if sameConnectivity(rep, last) && !r.resend.Load() {
 			continue
 		}
 		r.resend.Store(false)
@@ -84,11 +90,11 @@ func (r *connReporter) run(ctx context.Context, state func() (wire.ConnectivityR
 		if err != nil {
 			r.resend.Store(true)
 			r.log.Warn("connectivity not reported to the coordinator; retrying", "err", err, "retry_in", retry.String())
-			next = time.Now().Add(retry)
+			next, failed = time.Now().Add(retry), true
 			retry = min(2*retry, connMaxRetry)
 			continue
 		}
-		last, next, retry = rep, time.Now().Add(connMinInterval), connMinInterval
+		last, next, failed, retry = rep, time.Now().Add(connMinInterval), false, connMinInterval
 	}
 }
 

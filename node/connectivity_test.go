@@ -130,6 +130,47 @@ func TestConnReporter(t *testing.T) {
 	})
 }
 
+// TestConnReporterNewCandidates: new candidates (a starting agent's
+// reflexive address, found just after its first report) go out at once,
+// not connMinInterval later: peers need them to punch holes. A path or
+// NAT change right after still waits its turn.
+func TestConnReporterNewCandidates(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newConnReporter(slog.New(slog.DiscardHandler))
+		var l reportLog
+		l.set("unknown", true)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); r.run(ctx, l.get, l.send) }()
+		r.poke()
+		synctest.Wait()
+		time.Sleep(200 * time.Millisecond)
+		l.mu.Lock()
+		l.state = wire.ConnectivityReport{Endpoints: []string{"203.0.113.7:51820", "192.0.2.1:51820"}, Connectivity: wire.Connectivity{NAT: "easy"}}
+		l.mu.Unlock()
+		r.poke()
+		synctest.Wait()
+		if got := l.nats(); got != "unknown easy" {
+			t.Fatalf("after new candidates 0.2 s after the first report: %q, want them reported at once", got)
+		}
+		l.set("hard", true) // back to the first candidates, and a new NAT
+		l.mu.Lock()
+		l.state.Endpoints = []string{"203.0.113.7:51820", "192.0.2.1:51820"}
+		l.mu.Unlock()
+		r.poke()
+		synctest.Wait()
+		if got := l.nats(); got != "unknown easy" {
+			t.Fatalf("a NAT change without new candidates went out at once: %q", got)
+		}
+		time.Sleep(3 * time.Second)
+		if got := l.nats(); got != "unknown easy hard" {
+			t.Fatalf("after connMinInterval: %q, want the NAT change reported", got)
+		}
+		cancel()
+		<-done
+	})
+}
+
 // TestSameConnectivity: RTTs and times do not count as changes; kinds,
 // addresses, relays, NAT, home relay and candidates do.
 func TestSameConnectivity(t *testing.T) {

@@ -51,7 +51,7 @@ func TestControlErrors(t *testing.T) {
 		{"conflict", 409, `{"code":"conflict","error":"node name \"a\" is taken"}`, true, `node name "a" is taken`, wire.CodeConflict},
 		{"bad request", 400, `{"code":"protocol_too_old","error":"upgrade"}`, true, "upgrade", wire.CodeProtocolTooOld},
 		{"server error", 500, `{"code":"internal","error":"internal error"}`, false, "internal error", wire.CodeInternal},
-		{"unavailable, not JSON", 503, "upstream down", false, "upstream down (HTTP 503)", ""},
+		{"unavailable, not JSON", 503, "upstream down", false, "upstream down (HTTP 503)", wire.CodeUnavailable},
 		{"not found, empty", 404, "", false, "HTTP 404", wire.CodeNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -82,4 +82,7 @@ const (
 	CodeRateLimited ErrorCode = "rate_limited"
 	// CodeInternal (500): the coordinator failed; its log says why.
 	CodeInternal ErrorCode = "internal"
+	// CodeUnavailable (503): the coordinator could not finish the request
+	// now (it is shutting down, say); try again, here or at another one.
+	CodeUnavailable ErrorCode = "unavailable"
 )

@@ -94,8 +94,8 @@ func (b *Bind) NAT() NATType {
 }
 
 // refreshLocal reads the local addresses when due, ends and starts STUN
-// rounds, and reports changed candidates.
-func (b *Bind) refreshLocal(now int64) {
+// rounds, and reports changed candidates (also to its caller).
+func (b *Bind) refreshLocal(now int64) (changed bool) {
 	var prefixes []netip.Prefix
 	b.mu.Lock()
 	poll := now-b.local.nextPoll >= 0
@@ -129,7 +129,7 @@ func (b *Bind) refreshLocal(now int64) {
 		reqs = b.startSTUNLocked(now)
 	}
 	cands := computeCandidates(b.cfg.Endpoints, l.reflexive, l.prefixes, b.port)
-	changed := !slices.Equal(cands, l.candidates)
+	changed = !slices.Equal(cands, l.candidates)
 	l.candidates = cands
 	b.mu.Unlock()
 
@@ -147,6 +147,7 @@ func (b *Bind) refreshLocal(now int64) {
 			b.cfg.OnCandidates(slices.Clone(cands))
 		}
 	}
+	return changed
 }
 
 func (b *Bind) anyActiveLocked(now int64) bool {

@@ -27,9 +27,20 @@ func (b *Bind) run(ctx context.Context) {
 
 func (b *Bind) housekeep() {
 	now := b.now()
-	b.refreshLocal(now)
+	moved := b.refreshLocal(now)
 	b.expirePending(now)
 	for _, p := range b.peerList() {
+		if moved {
+			// Peers without a direct path learn our new candidates at
+			// once, through the relay (call-me-maybe), and ping them: the
+			// coordinator passes them on later. A starting agent learns
+			// its reflexive address after its first probes went out.
+			p.mu.Lock()
+			if !p.trustedLocked(now) {
+				p.lastProbe = never
+			}
+			p.mu.Unlock()
+		}
 		b.maintain(p, now)
 	}
 }
