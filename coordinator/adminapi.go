@@ -11,6 +11,7 @@ import (
 
 	"github.com/wiremesh/wiremesh/acl"
 	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/store"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -55,7 +56,7 @@ func (c *Coordinator) adminNode(ctx context.Context, name string) (wire.Node, er
 	}
 	i := slices.IndexFunc(all, func(n wire.Node) bool { return n.Name == name })
 	if i < 0 {
-		return wire.Node{}, fmt.Errorf("%w: no node named %q", ErrNotFound, name)
+		return wire.Node{}, fmt.Errorf("%w: no node named %q", store.ErrNotFound, name)
 	}
 	n := withRefused(c.state.Load().compiled.Policy(), all[i])
 	n.Online = c.isOnline(n.ID)
@@ -149,14 +150,14 @@ func (c *Coordinator) handleCreateAdminToken(w http.ResponseWriter, r *http.Requ
 	if !decodeBody(w, r, &req, true) {
 		return
 	}
-	sec, err := c.store.CreateAdminToken(r.Context(), actor(r), req.Comment)
+	t, sec, err := c.store.CreateAdminToken(r.Context(), actor(r), req.Comment)
 	if err != nil {
 		c.writeStoreError(w, err)
 		return
 	}
 	tok := credential.Bundle{URL: c.cfg.AdvertiseURL, Pins: c.pins, Secret: sec}.Encode(credential.AdminTokenPrefix)
 	writeJSON(w, http.StatusCreated, wire.CreateAdminTokenResponse{
-		Token:      wire.AdminToken{ID: sec.ID, Comment: req.Comment, Created: c.store.now().UTC()},
+		Token:      t,
 		AdminToken: tok,
 	})
 }

@@ -1,6 +1,7 @@
 // Package coordinator is the control plane of a mesh: it keeps the
-// registry of nodes and join keys in SQLite, admits agents, and streams to
-// each agent its netmap, pushing a new one on every change.
+// registry of nodes and join keys in a store (SQLite or PostgreSQL),
+// admits agents, and streams to each agent its netmap, pushing a new one
+// on every change.
 package coordinator
 
 import (
@@ -14,13 +15,8 @@ import (
 	"time"
 
 	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/store"
 	"github.com/wiremesh/wiremesh/wire"
-)
-
-// Default overlay prefixes: the CGNAT range, as Tailscale uses, and a ULA.
-var (
-	DefaultPrefix4 = netip.MustParsePrefix("100.64.0.0/10")
-	DefaultPrefix6 = netip.MustParsePrefix("fd77:6d65:7368::/48")
 )
 
 // Config configures a Coordinator. Only cmd/ fills it from flags.
@@ -34,8 +30,13 @@ type Config struct {
 	// goes into join keys and admin tokens. Empty: https:// + Listen, when
 	// Listen names a host.
 	AdvertiseURL string
+	// Database is the URL of a PostgreSQL database to keep the state in,
+	// postgres://USER:PASSWORD@HOST:PORT/DATABASE (see store.Config).
+	// Empty: SQLite, wiremesh.db in DataDir.
+	Database string
 	// Prefix4 and Prefix6 are the overlay prefixes. Zero: what the database
-	// was created with, or DefaultPrefix4/DefaultPrefix6 for a new one.
+	// was created with, or store.DefaultPrefix4/store.DefaultPrefix6 for a
+	// new one.
 	Prefix4, Prefix6 netip.Prefix
 	// TLSCert and TLSKey are PEM files of an operator's certificate chain
 	// (leaf first) and key. The pin is that of the leaf's public key
@@ -132,6 +133,11 @@ func (c *Config) Validate() error {
 	}
 	if err := wire.CheckLabel("relay name", c.RelayName); err != nil {
 		return err
+	}
+	if c.Database != "" {
+		if err := store.CheckURL(c.Database); err != nil {
+			return err
+		}
 	}
 	if c.Prefix4.IsValid() && (!c.Prefix4.Addr().Is4() || c.Prefix4.Bits() > 30) {
 		return fmt.Errorf("bad IPv4 overlay prefix %s: want an IPv4 prefix of /30 or larger", c.Prefix4)

@@ -19,6 +19,7 @@ import (
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/internal/atomicfile"
 	"github.com/wiremesh/wiremesh/relay"
+	"github.com/wiremesh/wiremesh/store"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -26,7 +27,7 @@ import (
 type Coordinator struct {
 	cfg   Config
 	log   *slog.Logger
-	store *Store
+	store store.Store // the database, with the admin listing cached
 	cert  tls.Certificate
 	pins  credential.Pins      // the current pin first, then the announced next ones
 	proof *credential.ProofKey // checks nodes' proofs of their private keys
@@ -81,6 +82,8 @@ type snapshot struct {
 
 // Files names what a coordinator keeps in its data dir.
 type Files struct {
+	// Database is the SQLite database file, or with Config.Database the
+	// PostgreSQL URL without its password.
 	Database   string
 	CACert     string // empty with an operator certificate
 	AdminToken string
@@ -116,6 +119,9 @@ func New(cfg Config) (_ *Coordinator, _ Files, err error) {
 		f.CACert = filepath.Join(cfg.DataDir, "ca.crt")
 	}
 	_, dbErr := os.Stat(f.Database)
+	if cfg.Database != "" {
+		f.Database = store.Redact(cfg.Database)
+	}
 	cert, pin, created, err := LoadTLS(cfg.DataDir, cfg.TLSCert, cfg.TLSKey, cfg.AdvertiseURL)
 	if err != nil {
 		return nil, f, err
@@ -128,30 +134,31 @@ func New(cfg Config) (_ *Coordinator, _ Files, err error) {
 	if made {
 		f.Created = append(f.Created, f.ProofKey)
 	}
-	store, err := OpenStore(f.Database, cfg.Prefix4, cfg.Prefix6)
+	db, err := store.Open(context.Background(), store.Config{Path: filepath.Join(cfg.DataDir, "wiremesh.db"), URL: cfg.Database, Prefix4: cfg.Prefix4, Prefix6: cfg.Prefix6})
 	if err != nil {
 		return nil, f, err
 	}
-	if errors.Is(dbErr, os.ErrNotExist) {
+	if cfg.Database == "" && errors.Is(dbErr, os.ErrNotExist) {
 		f.Created = append(f.Created, f.Database)
 	}
+	st := store.NewCached(db)
 	pins := credential.Pins{pin}
 	for _, p := range cfg.TLSNextPins {
 		if !slices.Contains(pins, p) { // the next pin left in place after the switch
 			pins = append(pins, p)
 		}
 	}
-	c := &Coordinator{cfg: cfg, log: cfg.Logger, dir: dir, store: store, cert: cert, pins: pins, proof: proof, online: map[int64]int{}, started: time.Now()}
+	c := &Coordinator{cfg: cfg, log: cfg.Logger, dir: dir, store: st, cert: cert, pins: pins, proof: proof, online: map[int64]int{}, started: time.Now()}
 	c.reportTimes.strict = true
 	c.connTimes.strict = true
 	c.metrics = newMetrics(c)
 	if c.relays, err = c.relayMap(); err != nil {
-		store.Close()
+		st.Close()
 		return nil, f, err
 	}
 	if !cfg.NoRelay {
 		if c.relay, err = c.newRelay(); err != nil {
-			store.Close()
+			st.Close()
 			return nil, f, err
 		}
 		c.metrics.reg.MustRegister(c.relay.Collector())
@@ -160,7 +167,7 @@ func New(cfg Config) (_ *Coordinator, _ Files, err error) {
 	c.endpoints = newEndpointGate(cfg.EndpointInterval, time.Now)
 	if _, err := os.Stat(f.AdminToken); errors.Is(err, os.ErrNotExist) {
 		if err := c.writeAdminToken(f.AdminToken); err != nil {
-			store.Close()
+			st.Close()
 			return nil, f, err
 		}
 		f.Created = append(f.Created, f.AdminToken)
@@ -168,7 +175,7 @@ func New(cfg Config) (_ *Coordinator, _ Files, err error) {
 		c.log.Warn("cannot update the pins in the admin token file", "file", f.AdminToken, "err", err)
 	}
 	if err := c.publish(context.Background()); err != nil {
-		store.Close()
+		st.Close()
 		return nil, f, err
 	}
 	if c.state.Load().policy.Version == 0 {
@@ -178,7 +185,7 @@ func New(cfg Config) (_ *Coordinator, _ Files, err error) {
 }
 
 func (c *Coordinator) writeAdminToken(path string) error {
-	sec, err := c.store.CreateAdminToken(context.Background(), "coordinator", "first token, written to admin.token")
+	_, sec, err := c.store.CreateAdminToken(context.Background(), "coordinator", "first token, written to admin.token")
 	if err != nil {
 		return err
 	}
@@ -219,7 +226,7 @@ func (c *Coordinator) Pins() credential.Pins { return c.pins }
 func (c *Coordinator) URL() string { return c.cfg.AdvertiseURL }
 
 // Store returns the coordinator's store.
-func (c *Coordinator) Store() *Store { return c.store }
+func (c *Coordinator) Store() store.Store { return c.store }
 
 // Close closes the store and the listeners Start bound, and unlocks the
 // data dir. Call it after Serve or Run returned.
@@ -304,7 +311,7 @@ func (c *Coordinator) publish(ctx context.Context) error {
 	ctx = context.WithoutCancel(ctx)
 	c.pubMu.Lock()
 	defer c.pubMu.Unlock()
-	if old := c.state.Load(); old != nil && old.version >= c.store.committed.Load() {
+	if old := c.state.Load(); old != nil && old.version >= c.store.Committed() {
 		return nil
 	}
 	st, err := c.store.State(ctx)

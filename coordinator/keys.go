@@ -1,39 +1,10 @@
 package coordinator
 
 import (
-	"context"
-	"database/sql"
-	"errors"
-	"fmt"
 	"net/http"
 
 	"github.com/wiremesh/wiremesh/wire"
 )
-
-// RotateNodeKey replaces node id's public key old with new, if old is
-// still its key and new is nobody's.
-func (s *Store) RotateNodeKey(ctx context.Context, id int64, old, new string) (uint64, error) {
-	return s.tx(ctx, func(tx *sql.Tx) error {
-		var name, cur string
-		if err := tx.QueryRowContext(ctx, "SELECT name, public_key FROM nodes WHERE id = ?", id).Scan(&name, &cur); err != nil {
-			return fmt.Errorf("read node: %w", err)
-		}
-		if cur != old {
-			return fmt.Errorf("%w: the node's key is no longer %s", ErrConflict, old)
-		}
-		var other string
-		err := tx.QueryRowContext(ctx, "SELECT name FROM nodes WHERE public_key = ?", new).Scan(&other)
-		if err == nil {
-			return fmt.Errorf("%w: key already used by node %q", ErrConflict, other)
-		} else if !errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("check key: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, "UPDATE nodes SET public_key = ? WHERE id = ?", new, id); err != nil {
-			return fmt.Errorf("rotate key: %w", err)
-		}
-		return audit(ctx, tx, s.now(), name, "node.rotate-key", name, new)
-	})
-}
 
 // handleRotateKey replaces the calling node's WireGuard public key, if
 // the caller proves it holds the current private key, and pushes it to

@@ -2,9 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"database/sql"
-	"errors"
-	"fmt"
 	"time"
 )
 
@@ -125,79 +122,4 @@ func (c *Coordinator) sweepEphemeral(ctx context.Context) {
 			c.log.Error("publish after deleting ephemeral nodes", "err", err)
 		}
 	}
-}
-
-// ExpireDue marks the nodes whose expiry has passed as expired, with an
-// audit entry each, and returns their names. With any, the state version
-// is bumped, so that a publish takes them out of every netmap.
-func (s *Store) ExpireDue(ctx context.Context) ([]string, error) {
-	now := s.now()
-	names, err := dueExpiries(ctx, s.db, now)
-	if err != nil || len(names) == 0 { // a plain read first: usually none
-		return nil, err
-	}
-	_, err = s.tx(ctx, func(tx *sql.Tx) error {
-		if names, err = dueExpiries(ctx, tx, now); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, "UPDATE nodes SET expired = 1 WHERE expired = 0 AND expires != 0 AND expires <= ?", now.UnixMilli()); err != nil {
-			return fmt.Errorf("mark expired nodes: %w", err)
-		}
-		for _, n := range names {
-			if err := audit(ctx, tx, now, "coordinator", "node.expired", n, ""); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return names, nil
-}
-
-// querier is the database or a transaction.
-type querier interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
-func dueExpiries(ctx context.Context, q querier, now time.Time) ([]string, error) {
-	rows, err := q.QueryContext(ctx, "SELECT name FROM nodes WHERE expired = 0 AND expires != 0 AND expires <= ? ORDER BY id", now.UnixMilli())
-	if err != nil {
-		return nil, fmt.Errorf("read due expiries: %w", err)
-	}
-	defer rows.Close()
-	var names []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return nil, fmt.Errorf("read due expiries: %w", err)
-		}
-		names = append(names, n)
-	}
-	return names, rows.Err()
-}
-
-// DeleteEphemeral deletes ephemeral node id if it was last seen at
-// lastSeen, and reports whether it did: a node that reconnected meanwhile
-// has a newer last-seen time and stays.
-func (s *Store) DeleteEphemeral(ctx context.Context, id int64, lastSeen time.Time) (bool, error) {
-	deleted := false
-	_, err := s.tx(ctx, func(tx *sql.Tx) error {
-		var name string
-		err := tx.QueryRowContext(ctx, "DELETE FROM nodes WHERE id = ? AND ephemeral = 1 AND last_seen = ? RETURNING name", id, millis(lastSeen)).Scan(&name)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("delete ephemeral node: %w", err)
-		}
-		deleted = true
-		detail := "ephemeral, offline since " + lastSeen.UTC().Format(time.RFC3339)
-		if lastSeen.IsZero() {
-			detail = "ephemeral, never connected"
-		}
-		return audit(ctx, tx, s.now(), "coordinator", "node.delete", name, detail)
-	})
-	return deleted, err
 }

@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -12,143 +11,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/wiremesh/wiremesh/store"
 	"github.com/wiremesh/wiremesh/wire"
 )
-
-// A join key's node expiry gives each node it admits an expiry from its
-// enrollment; once it passes, the node is out of the state and its
-// credential is refused, and ExpireDue records it once.
-func TestNodeExpiryFromJoinKey(t *testing.T) {
-	s, _ := openTestStore(t)
-	start := time.Now().Truncate(time.Millisecond)
-	now := start
-	s.now = func() time.Time { return now }
-	ctx := context.Background()
-	key := newJoinKey(t, s, wire.CreateJoinKeyRequest{Reusable: true, NodeExpiry: wire.Duration(time.Hour)})
-	if k := joinKeyByID(t, s, key.ID); time.Duration(k.NodeExpiry) != time.Hour {
-		t.Fatalf("join key lists node expiry %s, want 1h", time.Duration(k.NodeExpiry))
-	}
-	a := mustEnroll(t, s, key, EnrollParams{Name: "a"})
-	if want := start.Add(time.Hour); !a.node.Expires.Equal(want) {
-		t.Fatalf("node expires %s, want %s", a.node.Expires, want)
-	}
-	plain := newJoinKey(t, s, wire.CreateJoinKeyRequest{Reusable: true})
-	b := mustEnroll(t, s, plain, EnrollParams{Name: "b"})
-	if !b.node.Expires.IsZero() {
-		t.Fatalf("node from a key without node expiry expires %s", b.node.Expires)
-	}
-
-	st, err := s.State(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(st.Nodes) != 2 || !st.NextExpiry.Equal(start.Add(time.Hour)) {
-		t.Fatalf("state before expiry: %d nodes, next expiry %s", len(st.Nodes), st.NextExpiry)
-	}
-	if names, err := s.ExpireDue(ctx); err != nil || len(names) != 0 {
-		t.Fatalf("ExpireDue before the expiry = %v, %v", names, err)
-	}
-
-	now = start.Add(time.Hour)
-	if _, err := s.NodeByCredential(ctx, a.cred); !errors.Is(err, ErrDenied) || !strings.Contains(err.Error(), "expired") {
-		t.Fatalf("credential of the expired node: %v, want denied as expired", err)
-	}
-	v := mustVersion(t, s)
-	names, err := s.ExpireDue(ctx)
-	if err != nil || !slices.Equal(names, []string{"a"}) {
-		t.Fatalf("ExpireDue = %v, %v; want [a]", names, err)
-	}
-	if mustVersion(t, s) <= v {
-		t.Error("ExpireDue did not bump the state version")
-	}
-	if names, err := s.ExpireDue(ctx); err != nil || len(names) != 0 {
-		t.Fatalf("second ExpireDue = %v, %v; want none", names, err)
-	}
-	st, err = s.State(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(st.Nodes) != 1 || st.Nodes[0].Name != "b" || !st.NextExpiry.IsZero() {
-		t.Fatalf("state after expiry: %+v, next expiry %s", st.Nodes, st.NextExpiry)
-	}
-	entries, err := s.Audit(ctx, 0, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, e := range entries {
-		if e.Action == "node.expired" && e.Target == "a" && e.Actor == "coordinator" {
-			n++
-		}
-	}
-	if n != 1 {
-		t.Errorf("%d node.expired audit entries for a, want 1: %+v", n, entries)
-	}
-}
-
-func TestCreateJoinKeyRefusesBadNodeExpiry(t *testing.T) {
-	s, _ := openTestStore(t)
-	for _, req := range []wire.CreateJoinKeyRequest{
-		{NodeExpiry: wire.Duration(-time.Second)},
-		{NodeExpiry: wire.Duration(time.Microsecond)},
-	} {
-		if _, _, err := s.CreateJoinKey(context.Background(), "test", req); !errors.Is(err, ErrInvalid) {
-			t.Errorf("CreateJoinKey(node expiry %s) = %v, want ErrInvalid", time.Duration(req.NodeExpiry), err)
-		}
-	}
-}
-
-// An admin sets an expiry in the future, clears it, or expires now; an
-// expired node cannot be brought back.
-func TestExpireNodeAtAndNever(t *testing.T) {
-	s, _ := openTestStore(t)
-	start := time.Now().Truncate(time.Millisecond)
-	now := start
-	s.now = func() time.Time { return now }
-	ctx := context.Background()
-	key := newJoinKey(t, s, wire.CreateJoinKeyRequest{Reusable: true})
-	a := mustEnroll(t, s, key, EnrollParams{Name: "a"})
-
-	at := start.Add(24 * time.Hour)
-	if _, err := s.ExpireNode(ctx, "admin", "a", at, false); err != nil {
-		t.Fatal(err)
-	}
-	if n, _ := s.NodeByName(ctx, "a"); !n.Expires.Equal(at) {
-		t.Fatalf("expires %s, want %s", n.Expires, at)
-	}
-	if _, err := s.NodeByCredential(ctx, a.cred); err != nil {
-		t.Fatalf("credential refused before the expiry: %v", err)
-	}
-	if _, err := s.ExpireNode(ctx, "admin", "a", time.Time{}, true); err != nil {
-		t.Fatal(err)
-	}
-	if n, _ := s.NodeByName(ctx, "a"); !n.Expires.IsZero() {
-		t.Fatalf("--never left expiry %s", n.Expires)
-	}
-	// A time in the past means now.
-	if _, err := s.ExpireNode(ctx, "admin", "a", start.Add(-time.Hour), false); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.NodeByCredential(ctx, a.cred); !errors.Is(err, ErrDenied) {
-		t.Fatalf("credential after expiry: %v, want denied", err)
-	}
-	if _, err := s.ExpireNode(ctx, "admin", "a", time.Time{}, true); !errors.Is(err, ErrConflict) {
-		t.Fatalf("never on an expired node: %v, want ErrConflict", err)
-	}
-	if _, err := s.ExpireNode(ctx, "admin", "a", at, false); err != nil {
-		t.Fatalf("expiring an expired node again: %v", err)
-	}
-	if n, _ := s.NodeByName(ctx, "a"); !n.Expires.Equal(start) {
-		t.Fatalf("expiring again moved the expiry to %s", n.Expires)
-	}
-	// "Expire now" is published by its own change: nothing is due after.
-	if names, err := s.ExpireDue(ctx); err != nil || len(names) != 0 {
-		t.Fatalf("ExpireDue after expire-now = %v, %v; want none", names, err)
-	}
-	if _, err := s.ExpireNode(ctx, "admin", "nobody", time.Time{}, false); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("unknown node: %v, want ErrNotFound", err)
-	}
-}
 
 // The coordinator publishes a node's expiry when it falls due: a peer's
 // open stream gets a netmap without it, with no admin action.
@@ -294,42 +159,9 @@ func TestEphemeralNodeGetsItsTimeoutToConnect(t *testing.T) {
 	c.started = time.Now().Add(-time.Hour) // up for an hour; no goroutine of c runs yet
 	ctx := context.Background()
 	key := newJoinKey(t, c.store, wire.CreateJoinKeyRequest{Ephemeral: true})
-	mustEnroll(t, c.store, key, EnrollParams{Name: "ci-1"})
+	mustEnroll(t, c.store, key, store.EnrollParams{Name: "ci-1"})
 	c.sweepEphemeral(ctx)
 	if !slices.ContainsFunc(mustNodes(t, c.store), func(n wire.Node) bool { return n.Name == "ci-1" }) {
 		t.Fatal("an ephemeral node was deleted right after it enrolled, before it could connect")
-	}
-}
-
-// TestAuditDetails: the audit log says what each change was, not only
-// that it happened: a join key's kind, tags and lifetimes, an enrolled
-// node's key and what its join key gave it, an admin token's comment.
-func TestAuditDetails(t *testing.T) {
-	s, _ := openTestStore(t)
-	ctx := context.Background()
-	if _, err := s.CreateAdminToken(ctx, "admin", "ci deploys"); err != nil {
-		t.Fatal(err)
-	}
-	key := newJoinKey(t, s, wire.CreateJoinKeyRequest{Reusable: true, Tags: []string{"tag:web", "tag:api"}, Expiry: wire.Duration(24 * time.Hour), NodeExpiry: wire.Duration(720 * time.Hour)})
-	pub := newPublicKey(t)
-	mustEnroll(t, s, key, EnrollParams{Name: "web-1", PublicKey: pub})
-	entries, err := s.Audit(ctx, 0, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	details := map[string]string{}
-	for _, e := range entries {
-		details[e.Action] = e.Detail
-	}
-	for action, want := range map[string][]string{
-		"admintoken.create": {"ci deploys"},
-		"joinkey.create":    {"reusable", "tags tag:web,tag:api", "expires 20", "node expiry 720h0m0s"},
-		"node.enroll":       {"key " + pub, "tags tag:web,tag:api", "expires in 720h0m0s"},
-	} {
-		for _, w := range want {
-			if !strings.Contains(details[action], w) {
-				t.Errorf("audit %s detail %q; want it to say %q", action, details[action], w)
-			}
-		}
 	}
 }

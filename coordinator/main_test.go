@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"net/netip"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/store"
 	"github.com/wiremesh/wiremesh/wire"
 	"go.uber.org/goleak"
 )
@@ -105,20 +105,7 @@ func rotationProof(t testing.TB, c *Coordinator, pub, next string) string {
 	return p
 }
 
-// openTestStore opens a new store with the default prefixes in a temporary
-// directory; it is closed when the test ends.
-func openTestStore(t *testing.T) (*Store, string) {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "wiremesh.db")
-	s, err := OpenStore(path, netip.Prefix{}, netip.Prefix{})
-	if err != nil {
-		t.Fatalf("OpenStore: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s, path
-}
-
-func newJoinKey(t *testing.T, s *Store, req wire.CreateJoinKeyRequest) credential.Secret {
+func newJoinKey(t *testing.T, s store.Store, req wire.CreateJoinKeyRequest) credential.Secret {
 	t.Helper()
 	_, sec, err := s.CreateJoinKey(context.Background(), "test", req)
 	if err != nil {
@@ -133,7 +120,7 @@ type enrolled struct {
 	cred credential.Secret
 }
 
-func mustEnroll(t *testing.T, s *Store, key credential.Secret, p EnrollParams) enrolled {
+func mustEnroll(t *testing.T, s store.Store, key credential.Secret, p store.EnrollParams) enrolled {
 	t.Helper()
 	if p.PublicKey == "" {
 		p.PublicKey = newPublicKey(t)
@@ -148,31 +135,7 @@ func mustEnroll(t *testing.T, s *Store, key credential.Secret, p EnrollParams) e
 	return enrolled{n, cred}
 }
 
-func joinKeyByID(t *testing.T, s *Store, id string) wire.JoinKey {
-	t.Helper()
-	keys, err := s.JoinKeys(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range keys {
-		if k.ID == id {
-			return k
-		}
-	}
-	t.Fatalf("join key %s not listed in %+v", id, keys)
-	return wire.JoinKey{}
-}
-
-func mustVersion(t *testing.T, s *Store) uint64 {
-	t.Helper()
-	v, err := s.Version(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-func mustNodes(t *testing.T, s *Store) []wire.Node {
+func mustNodes(t *testing.T, s store.Store) []wire.Node {
 	t.Helper()
 	nodes, _, err := s.Nodes(context.Background())
 	if err != nil {

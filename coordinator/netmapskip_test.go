@@ -326,7 +326,7 @@ func BenchmarkNetmapCompare(b *testing.B) {
 		text := allowAll
 		if peers < 999 {
 			// node 1 sees the nodes whose id ≤ peers+1 (tagged tag:near).
-			if _, err := ts.c.store.db.Exec("UPDATE nodes SET tags = '[\"tag:near\"]' WHERE id <= ?", peers+1); err != nil {
+			if _, err := openDB(b, ts.c).Exec("UPDATE nodes SET tags = '[\"tag:near\"]' WHERE id <= ?", peers+1); err != nil {
 				b.Fatal(err)
 			}
 			text = `{"acls": [{"action": "accept", "src": ["tag:near"], "dst": ["tag:near:*"]}]}`

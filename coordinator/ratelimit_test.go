@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -304,58 +302,6 @@ func TestLogLimiter(t *testing.T) {
 	if s := strings.Join(got, " "); s != "0 0 0 7" {
 		t.Errorf("lines let through, with their suppressed counts: %q, want %q", s, "0 0 0 7")
 	}
-}
-
-// TestBadJoinKeyTakesNoWriteLock: while another connection holds
-// SQLite's write lock (a long write, a backup, an operator's sqlite3), a
-// bad join key is refused at once instead of queueing for the lock; a
-// valid one waits for it.
-func TestBadJoinKeyTakesNoWriteLock(t *testing.T) {
-	s, path := openTestStore(t)
-	key := newJoinKey(t, s, wire.CreateJoinKeyRequest{Reusable: true})
-	other, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	ctx := context.Background()
-	conn, err := other.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
-	denied, slowest := 0, time.Duration(0)
-	for name, bad := range map[string]credential.Secret{
-		"unknown id":   credential.NewSecret("jk"),
-		"wrong secret": {ID: key.ID, Value: credential.NewSecret("jk").Value},
-	} {
-		tctx, cancel := context.WithTimeout(ctx, time.Second)
-		start := time.Now()
-		_, _, _, err := s.Enroll(tctx, bad, EnrollParams{PublicKey: newPublicKey(t)})
-		cancel()
-		slowest = max(slowest, time.Since(start))
-		if !errors.Is(err, ErrDenied) {
-			t.Errorf("%s with the write lock held elsewhere: %v after %v, want ErrDenied at once", name, err, time.Since(start))
-		} else {
-			denied++
-		}
-	}
-	tctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-	_, _, _, err = s.Enroll(tctx, key, EnrollParams{PublicKey: newPublicKey(t)})
-	cancel()
-	report.Add(t, report.Row{Fault: "SQLite's write lock held by another connection", Check: "bad join keys denied without waiting for it (a valid one waits)",
-		Figure: fmt.Sprintf("%d of 2 denied, slowest after %s; the valid one waited: %v", denied, slowest.Round(10*time.Microsecond), err != nil),
-		Target: "2 of 2 before the 1 s deadline; waited", Met: denied == 2 && err != nil})
-	if err == nil {
-		t.Error("a valid enrollment succeeded while another connection held the write lock")
-	}
-	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
-		t.Fatal(err)
-	}
-	mustEnroll(t, s, key, EnrollParams{})
 }
 
 // TestEnrollRateLimited: a source over its limit gets 429 with Retry-After

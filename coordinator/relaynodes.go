@@ -3,8 +3,6 @@ package coordinator
 import (
 	"cmp"
 	"context"
-	"database/sql"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/url"
@@ -12,6 +10,7 @@ import (
 	"strconv"
 
 	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/store"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -29,52 +28,32 @@ func (c *Coordinator) checkRelay(r *wire.Relay, name, pub string) error {
 	u, err := url.Parse(r.URL)
 	switch {
 	case r.Name != name:
-		return fmt.Errorf("%w: relay name %q differs from the node name %q", ErrInvalid, r.Name, name)
+		return fmt.Errorf("%w: relay name %q differs from the node name %q", store.ErrInvalid, r.Name, name)
 	case !c.cfg.NoRelay && r.Name == c.cfg.RelayName:
-		return fmt.Errorf("%w: relay name %q is the coordinator's own relay's; choose another", ErrConflict, r.Name)
+		return fmt.Errorf("%w: relay name %q is the coordinator's own relay's; choose another", store.ErrConflict, r.Name)
 	case err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil:
-		return fmt.Errorf("%w: relay %s: bad URL %q: want https://HOST:PORT", ErrInvalid, name, r.URL)
+		return fmt.Errorf("%w: relay %s: bad URL %q: want https://HOST:PORT", store.ErrInvalid, name, r.URL)
 	case r.Key != pub:
-		return fmt.Errorf("%w: relay %s: its proof key must be its node key %s", ErrInvalid, name, pub)
+		return fmt.Errorf("%w: relay %s: its proof key must be its node key %s", store.ErrInvalid, name, pub)
 	case len(r.STUN) > maxRelaySTUN:
-		return fmt.Errorf("%w: relay %s: %d STUN servers, at most %d", ErrInvalid, name, len(r.STUN), maxRelaySTUN)
+		return fmt.Errorf("%w: relay %s: %d STUN servers, at most %d", store.ErrInvalid, name, len(r.STUN), maxRelaySTUN)
 	}
 	if err := wire.CheckNodeName(r.Name); err != nil {
-		return fmt.Errorf("%w: relay: %w", ErrInvalid, err)
+		return fmt.Errorf("%w: relay: %w", store.ErrInvalid, err)
 	}
 	if len(r.Pins) == 0 {
-		return fmt.Errorf("%w: relay %s: no certificate pin", ErrInvalid, name)
+		return fmt.Errorf("%w: relay %s: no certificate pin", store.ErrInvalid, name)
 	}
 	if _, err := credential.ParsePins(r.Pins); err != nil {
-		return fmt.Errorf("%w: relay %s: pins: %w", ErrInvalid, name, err)
+		return fmt.Errorf("%w: relay %s: pins: %w", store.ErrInvalid, name, err)
 	}
 	for _, s := range r.STUN {
 		host, port, err := net.SplitHostPort(s)
 		if p, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || p < 1 || p > 65535 {
-			return fmt.Errorf("%w: relay %s: bad STUN server %q: want HOST:PORT", ErrInvalid, name, s)
+			return fmt.Errorf("%w: relay %s: bad STUN server %q: want HOST:PORT", store.ErrInvalid, name, s)
 		}
 	}
 	return nil
-}
-
-// SetRelay replaces relay node id's description with r. It returns
-// version 0 when it did not change, and ErrForbidden for an agent.
-func (s *Store) SetRelay(ctx context.Context, id int64, r wire.Relay) (uint64, error) {
-	j, _ := json.Marshal(r)
-	var cur sql.NullString
-	if err := s.db.QueryRowContext(ctx, "SELECT relay FROM nodes WHERE id = ?", id).Scan(&cur); err != nil {
-		return 0, fmt.Errorf("read relay: %w", err)
-	}
-	switch {
-	case !cur.Valid:
-		return 0, fmt.Errorf("%w: only a relay node (enrolled with a relay join key) may describe a relay", ErrForbidden)
-	case cur.String == string(j):
-		return 0, nil
-	}
-	return s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, "UPDATE nodes SET relay = ? WHERE id = ? AND relay IS NOT NULL", string(j), id)
-		return err
-	})
 }
 
 // relaySet is what a snapshot knows of relay nodes.
@@ -134,7 +113,7 @@ func (c *Coordinator) describeRelay(ctx context.Context, node wire.Node, r *wire
 		return nil
 	}
 	if node.Relay == nil {
-		return fmt.Errorf("%w: node %s is an agent: only a relay node (enrolled with a relay join key) may describe a relay", ErrForbidden, node.Name)
+		return fmt.Errorf("%w: node %s is an agent: only a relay node (enrolled with a relay join key) may describe a relay", store.ErrForbidden, node.Name)
 	}
 	if err := c.checkRelay(r, node.Name, node.PublicKey); err != nil {
 		return err

@@ -1,18 +1,13 @@
 package coordinator
 
 import (
-	"context"
-	"database/sql"
 	"net/http"
-	"net/netip"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/wiremesh/wiremesh/acl"
-	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -181,61 +176,4 @@ func mustKey(t *testing.T, pub string) []byte {
 		t.Fatalf("bad key %q", pub)
 	}
 	return b
-}
-
-// Migration 6 on a database of schema 5 with a join key and a node: both
-// are of the agent kind, and relay keys and nodes work after it.
-func TestMigration6(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "wiremesh.db")
-	db, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, m := range migrations[:5] {
-		if _, err := db.Exec(m); err != nil {
-			t.Fatalf("migration %d: %v", i+1, err)
-		}
-	}
-	pub := newPublicKey(t)
-	sec := credential.NewSecret("jk")
-	for _, q := range []string{
-		"PRAGMA user_version = 5",
-		"INSERT INTO join_keys(id, hash, reusable, tags, created) VALUES('" + sec.ID + "', '" + sec.Hash() + "', 1, '[]', 1)",
-		"INSERT INTO nodes(name, public_key, host_index, cred_id, cred_hash, tags, join_key_id, created) VALUES('old', '" + pub + "', 1, 'nd1', 'x', '[]', '" + sec.ID + "', 1)",
-	} {
-		if _, err := db.Exec(q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	db.Close()
-
-	s, err := OpenStore(path, netip.Prefix{}, netip.Prefix{})
-	if err != nil {
-		t.Fatalf("OpenStore after migration 6: %v", err)
-	}
-	defer s.Close()
-	var v int
-	if err := s.db.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != len(migrations) || v != 6 {
-		t.Fatalf("schema version %d (%v), want 6", v, err)
-	}
-	if k := joinKeyByID(t, s, sec.ID); k.Relay {
-		t.Error("a join key from before migration 6 enrolls relays")
-	}
-	if n := mustNodes(t, s); len(n) != 1 || n[0].Relay != nil {
-		t.Errorf("nodes after migration 6: %+v, want the old agent", n)
-	}
-	mustEnroll(t, s, sec, EnrollParams{Name: "new"})
-	rk := newJoinKey(t, s, wire.CreateJoinKeyRequest{Relay: true})
-	rpub := newPublicKey(t)
-	e := mustEnroll(t, s, rk, EnrollParams{PublicKey: rpub, Name: "r1", Relay: &wire.Relay{Name: "r1", URL: "https://192.0.2.1", Key: rpub}})
-	if e.node.Relay == nil || e.node.Relay.Name != "r1" {
-		t.Errorf("relay node %+v", e.node)
-	}
-	ver, err := s.SetRelay(context.Background(), e.node.ID, wire.Relay{Name: "r1", URL: "https://192.0.2.1", Key: rpub})
-	if err != nil || ver != 0 {
-		t.Errorf("SetRelay unchanged: %d, %v; want 0, nil", ver, err)
-	}
-	if _, err := s.SetRelay(context.Background(), 1, wire.Relay{Name: "old"}); err == nil {
-		t.Error("SetRelay made an agent a relay")
-	}
 }

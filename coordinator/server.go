@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/store"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -118,28 +119,27 @@ func writeError(w http.ResponseWriter, status int, code wire.ErrorCode, msg stri
 }
 
 // writeStoreError maps a store error to its status and code: the code a
-// codedError gives, else its sentinel's.
+// store error carries (store.Code), else its sentinel's.
 func (c *Coordinator) writeStoreError(w http.ResponseWriter, err error) {
 	status, code := http.StatusInternalServerError, wire.CodeInternal
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, store.ErrNotFound):
 		status, code = http.StatusNotFound, wire.CodeNotFound
-	case errors.Is(err, ErrConflict):
+	case errors.Is(err, store.ErrConflict):
 		status, code = http.StatusConflict, wire.CodeConflict
-	case errors.Is(err, ErrDenied):
+	case errors.Is(err, store.ErrDenied):
 		status, code = http.StatusUnauthorized, wire.CodeUnauthorized
-	case errors.Is(err, ErrInvalid):
+	case errors.Is(err, store.ErrInvalid):
 		status, code = http.StatusBadRequest, wire.CodeBadRequest
-	case errors.Is(err, ErrForbidden):
+	case errors.Is(err, store.ErrForbidden):
 		status, code = http.StatusForbidden, wire.CodeForbidden
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		// The request ended under it (the coordinator shuts down, or
 		// the client left): nothing is wrong with what it asked.
 		status, code = http.StatusServiceUnavailable, wire.CodeUnavailable
 	}
-	var ce *codedError
-	if errors.As(err, &ce) {
-		code = ce.code
+	if sc, ok := store.Code(err); ok {
+		code = sc
 	}
 	msg := err.Error()
 	if status == http.StatusInternalServerError {
@@ -222,9 +222,9 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	node, cred, _, err := c.store.Enroll(r.Context(), key, EnrollParams{PublicKey: req.PublicKey, Name: req.Name, Hostname: req.Hostname, Relay: req.Relay})
+	node, cred, _, err := c.store.Enroll(r.Context(), key, store.EnrollParams{PublicKey: req.PublicKey, Name: req.Name, Hostname: req.Hostname, Relay: req.Relay})
 	if err != nil {
-		if errors.Is(err, ErrDenied) {
+		if errors.Is(err, store.ErrDenied) {
 			attempt.fail()
 		}
 		c.logEnrollRefused(r, err.Error())

@@ -21,12 +21,14 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/internal/report"
+	"github.com/wiremesh/wiremesh/store"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
 // testServer is a coordinator serving HTTPS on a loopback port.
 type testServer struct {
 	c      *Coordinator
+	files  Files
 	dir    string
 	url    string
 	client *http.Client
@@ -52,7 +54,7 @@ func startServer(t testing.TB, keepAlive time.Duration, opts ...func(*Config)) *
 	for _, o := range opts {
 		o(&cfg)
 	}
-	c, _, err := New(cfg)
+	c, files, err := New(cfg)
 	if err != nil {
 		ln.Close()
 		t.Fatalf("New: %v", err)
@@ -69,7 +71,7 @@ func startServer(t testing.TB, keepAlive time.Duration, opts ...func(*Config)) *
 		}
 		c.Close()
 	})
-	ts := &testServer{c: c, dir: dir, url: "https://" + ln.Addr().String(), client: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
+	ts := &testServer{c: c, files: files, dir: dir, url: "https://" + ln.Addr().String(), client: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
 	ts.admin = readAdminToken(t, dir).Secret.String()
 	return ts
 }
@@ -375,7 +377,7 @@ func TestEnroll(t *testing.T) {
 	if out.Node.Name != "db1" || out.Node.PublicKey != pub || !cmp.Equal(out.Node.Tags, []string{"tag:db"}) {
 		t.Errorf("enrolled node %+v", out.Node)
 	}
-	if diff := cmp.Diff([]netip.Prefix{DefaultPrefix4, DefaultPrefix6}, out.Prefixes, cmpNet); diff != "" {
+	if diff := cmp.Diff([]netip.Prefix{store.DefaultPrefix4, store.DefaultPrefix6}, out.Prefixes, cmpNet); diff != "" {
 		t.Errorf("prefixes (-want +got):\n%s", diff)
 	}
 	if _, err := credential.ParseSecret(out.Credential); err != nil {
@@ -539,7 +541,7 @@ func TestNetmapStream(t *testing.T) {
 	if len(first.Peers) != 0 || first.Version == 0 || first.KeepAliveInterval != wire.Duration(time.Hour) || first.PolicyVersion != 0 {
 		t.Errorf("first netmap: version %d, peers %v, keep-alive %v, policy %d", first.Version, peerNames(first), time.Duration(first.KeepAliveInterval), first.PolicyVersion)
 	}
-	if diff := cmp.Diff([]netip.Prefix{DefaultPrefix4, DefaultPrefix6}, first.Prefixes, cmpNet); diff != "" {
+	if diff := cmp.Diff([]netip.Prefix{store.DefaultPrefix4, store.DefaultPrefix6}, first.Prefixes, cmpNet); diff != "" {
 		t.Errorf("prefixes (-want +got):\n%s", diff)
 	}
 

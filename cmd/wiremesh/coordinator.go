@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/wiremesh/wiremesh/coordinator"
 	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/store"
 )
 
 func newCoordinatorCmd() *cobra.Command {
@@ -21,7 +23,8 @@ func newCoordinatorCmd() *cobra.Command {
 		Long: `Run the coordinator: the registry of nodes and join keys and the netmap
 streams of every agent. The first start creates the database, a TLS CA and
 certificate, and an admin token file in --data-dir (0700, its files 0600),
-and prints their paths. It binds --listen and --metrics-listen before it
+and prints their paths. The database is SQLite, wiremesh.db in --data-dir,
+unless --database names a PostgreSQL database (docs/operations.md). It binds --listen and --metrics-listen before it
 writes anything, refuses a data dir that group or others can access, and
 locks it (coordinator.lock) against a second coordinator.`,
 		Args: cobra.NoArgs,
@@ -46,6 +49,9 @@ locks it (coordinator.lock) against a second coordinator.`,
 			}
 			c, files, err := coordinator.Start(cfg)
 			if err != nil {
+				if cfg.Database != "" && (errors.Is(err, store.ErrInvalid) || errors.Is(err, store.ErrUnavailable)) {
+					return fmt.Errorf("--database: %w", err)
+				}
 				return err
 			}
 			defer c.Close()
@@ -69,6 +75,7 @@ locks it (coordinator.lock) against a second coordinator.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/wiremesh", "directory for the database, TLS material and admin token (mode 0700)")
+	f.StringVar(&cfg.Database, "database", "", "postgres://USER:PASSWORD@HOST:PORT/DATABASE to keep the state in PostgreSQL (default: SQLite, wiremesh.db in --data-dir)")
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "HOST:PORT of the HTTPS API")
 	f.StringVar(&cfg.AdvertiseURL, "advertise-url", "", "https://HOST:PORT that agents and admins reach (default: https:// + --listen)")
 	f.StringVar(&prefix4, "prefix", "", "IPv4 overlay prefix (default 100.64.0.0/10 for a new database)")

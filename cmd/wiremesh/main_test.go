@@ -363,3 +363,29 @@ func TestConnectivityText(t *testing.T) {
 		t.Errorf("a node without a report: %q", b.String())
 	}
 }
+
+// TestDatabaseFlag: a bad --database URL, or a PostgreSQL server that
+// does not answer, is an error naming the flag, and the password in the
+// URL is shown nowhere.
+func TestDatabaseFlag(t *testing.T) {
+	const secret = "s3cret-pw"
+	for _, tc := range []struct{ url, want string }{
+		{"mysql://wm:" + secret + "@db.example/wm", "bad PostgreSQL URL mysql://wm:xxxxx@db.example/wm"},
+		{"postgres://wm:" + secret + "@db.example/wm?sslmode=bogus", "cannot parse"},
+		{"postgres://wm:" + secret + "@127.0.0.1:1/wm?connect_timeout=5", "database unavailable: postgres://wm:xxxxx@127.0.0.1:1/wm"},
+	} {
+		root := newRoot()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs([]string{"coordinator", "--database", tc.url, "--data-dir", filepath.Join(t.TempDir(), "data"),
+			"--listen", "127.0.0.1:0", "--advertise-url", "https://127.0.0.1:1", "--metrics-listen", "", "--stun-listen", "", "--no-relay"})
+		err := root.Execute()
+		if err == nil || !strings.HasPrefix(err.Error(), "--database: ") || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("coordinator --database %s: %v; want an error naming --database and saying %q", tc.want, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error()+out.String(), secret) {
+			t.Errorf("the password shows: %v\n%s", err, out.String())
+		}
+	}
+}

@@ -22,9 +22,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wiremesh/wiremesh/coordinator"
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/internal/report"
+	"github.com/wiremesh/wiremesh/store"
 	"github.com/wiremesh/wiremesh/test/lab"
 	"github.com/wiremesh/wiremesh/wire"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -439,7 +439,7 @@ func checkNodeRows(t *testing.T, path, joinKeyID string) map[string]nodeRow {
 // stopped coordinator and reports whether it passed.
 func checkIntegrity(t *testing.T, path string) bool {
 	t.Helper()
-	s, err := coordinator.OpenStore(path, netip.Prefix{}, netip.Prefix{})
+	s, err := store.Open(context.Background(), store.Config{Path: path})
 	if err != nil {
 		t.Fatalf("open the database after the kill loop: %v", err)
 	}

@@ -57,6 +57,7 @@ func (e entry) bench() bool { return strings.HasPrefix(e.name, "Benchmark") }
 const (
 	e2e   = "./test/e2e"
 	coord = "./coordinator"
+	stor  = "./store"
 	load  = "./test/bench"
 )
 
@@ -94,7 +95,7 @@ var suite = []entry{
 
 	// Enrollment floods, in process.
 	{coord, "TestEnrollRateLimited", "one source over its enrollment limit", "429 with Retry-After; other sources enroll"},
-	{coord, "TestBadJoinKeyTakesNoWriteLock", "SQLite write lock held by another connection", "a bad join key is refused at once"},
+	{stor, "TestStore", "the store's write lock held by another connection (SQLite, PostgreSQL)", "a bad join key is refused at once"},
 	{coord, "TestEnrollUnderFlood", "flood of bad join keys", "valid agents all enroll, none refused; flooders get 429; bad keys looked at within the failure limit"},
 	{coord, "BenchmarkEnrollUnderFlood", "flood of bad join keys", "valid enroll latency with and without the limit"},
 

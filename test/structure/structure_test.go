@@ -20,6 +20,7 @@ var forbidden = map[string][]string{
 	"node":        {"coordinator", "cmd/wiremesh", "test/lab"},
 	"coordinator": {"node", "cmd/wiremesh", "test/lab"},
 	"acl":         {"coordinator", "node", "cmd/wiremesh"},
+	"store":       {"coordinator", "node", "acl", "dns", "gossip", "ui", "cmd/wiremesh", "test/lab"},
 	"dns":         {"coordinator", "node", "acl", "gossip", "cmd/wiremesh"},
 	"gossip":      {"coordinator", "node", "acl", "dns", "cmd/wiremesh"},
 	"ui":          {"coordinator", "node", "acl", "dns", "gossip", "filter", "cmd/wiremesh"},

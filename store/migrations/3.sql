@@ -7,8 +7,8 @@
 ALTER TABLE nodes ADD COLUMN services TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE nodes ADD COLUMN health TEXT NOT NULL DEFAULT '{}';
 CREATE TABLE gossip_keys (
-	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	id         {{id}},
 	key        TEXT NOT NULL, -- base64 AES-256 key
-	created    INTEGER NOT NULL,
-	is_primary INTEGER NOT NULL DEFAULT 0
+	created    {{int}} NOT NULL,
+	is_primary {{bool}} NOT NULL DEFAULT {{false}}
 );

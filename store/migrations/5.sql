@@ -3,8 +3,8 @@
 -- them ephemeral: deleted once offline for the coordinator's ephemeral
 -- timeout. nodes.expired records that the coordinator has published a
 -- node's expiry (every expiry set before this migration was "now").
-ALTER TABLE join_keys ADD COLUMN node_expiry INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE join_keys ADD COLUMN ephemeral INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE nodes ADD COLUMN ephemeral INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE nodes ADD COLUMN expired INTEGER NOT NULL DEFAULT 0;
-UPDATE nodes SET expired = 1 WHERE expires != 0;
+ALTER TABLE join_keys ADD COLUMN node_expiry {{int}} NOT NULL DEFAULT 0;
+ALTER TABLE join_keys ADD COLUMN ephemeral {{bool}} NOT NULL DEFAULT {{false}};
+ALTER TABLE nodes ADD COLUMN ephemeral {{bool}} NOT NULL DEFAULT {{false}};
+ALTER TABLE nodes ADD COLUMN expired {{bool}} NOT NULL DEFAULT {{false}};
+UPDATE nodes SET expired = {{true}} WHERE expires != 0;

@@ -1,8 +1,8 @@
 -- Migration 2: access policies. The active policy is the newest version.
 CREATE TABLE policies (
-	version INTEGER PRIMARY KEY AUTOINCREMENT,
+	version {{id}},
 	text    TEXT NOT NULL,
 	author  TEXT NOT NULL,
-	created INTEGER NOT NULL,
+	created {{int}} NOT NULL,
 	comment TEXT NOT NULL DEFAULT ''
 );

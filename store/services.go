@@ -1,11 +1,8 @@
-package coordinator
+package store
 
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
-	"database/sql"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -20,7 +17,6 @@ const (
 	maxChecks      = 32   // per service
 	maxServiceTags = 32   // per service
 	maxCheckOutput = 1024 // bytes kept of a check's output
-	gossipKeyBytes = 32   // AES-256
 )
 
 // reportedHealth is the last reported health of one service.
@@ -99,7 +95,7 @@ func validHealth(h string) bool {
 // and such a service is audited as service.refused. The new version is
 // returned; health alone is written without bumping the version, and 0
 // is returned.
-func (s *Store) SetServices(ctx context.Context, n wire.Node, svcs []wire.Service, refused func(service string) string) (uint64, error) {
+func (s *DB) SetServices(ctx context.Context, n wire.Node, svcs []wire.Service, refused func(service string) string) (uint64, error) {
 	defs, health, err := validServices(svcs)
 	if err != nil {
 		return 0, err
@@ -107,23 +103,21 @@ func (s *Store) SetServices(ctx context.Context, n wire.Node, svcs []wire.Servic
 	dj, _ := json.Marshal(defs)
 	hj, _ := json.Marshal(health)
 	var cur string
-	if err := s.db.QueryRowContext(ctx, "SELECT services FROM nodes WHERE id = ?", n.ID).Scan(&cur); err != nil {
+	if err := s.q().row(ctx, "SELECT services FROM nodes WHERE id = ?", n.ID).Scan(&cur); err != nil {
 		return 0, fmt.Errorf("read services: %w", err)
 	}
 	if cur == string(dj) {
-		if _, err := s.db.ExecContext(ctx, "UPDATE nodes SET health = ? WHERE id = ?", string(hj), n.ID); err != nil {
-			s.wrote()
+		if _, err := s.q().exec(ctx, "UPDATE nodes SET health = ? WHERE id = ?", string(hj), n.ID); err != nil {
 			return 0, fmt.Errorf("write health: %w", err)
 		}
-		s.patch(n.ID, func(n *wire.Node) { n.Services = withHealth(*n, health) })
 		return 0, nil
 	}
 	var old []wire.Service
 	if err := json.Unmarshal([]byte(cur), &old); err != nil {
 		return 0, fmt.Errorf("read services of %s: %w", n.Name, err)
 	}
-	return s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, "UPDATE nodes SET services = ?, health = ? WHERE id = ?", string(dj), string(hj), n.ID)
+	return s.tx(ctx, func(tx conn) error {
+		_, err := tx.exec(ctx, "UPDATE nodes SET services = ?, health = ? WHERE id = ?", string(dj), string(hj), n.ID)
 		if err != nil {
 			return fmt.Errorf("write services: %w", err)
 		}
@@ -131,19 +125,9 @@ func (s *Store) SetServices(ctx context.Context, n wire.Node, svcs []wire.Servic
 	})
 }
 
-// AddAudit writes one audit entry that goes with no change of the state.
-func (s *Store) AddAudit(ctx context.Context, actor, action, target, detail string) error {
-	_, err := s.db.ExecContext(ctx, "INSERT INTO audit(time, actor, action, target, detail) VALUES(?, ?, ?, ?, ?)",
-		s.now().UnixMilli(), actor, action, target, detail)
-	if err != nil {
-		return fmt.Errorf("write audit log: %w", err)
-	}
-	return nil
-}
-
 // auditServices writes an audit entry for each service of node that is
 // added, changed or removed between old and new (both sorted by name).
-func auditServices(ctx context.Context, tx *sql.Tx, now time.Time, node string, old, new []wire.Service, refused func(string) string) error {
+func auditServices(ctx context.Context, tx conn, now time.Time, node string, old, new []wire.Service, refused func(string) string) error {
 	was := make(map[string]wire.Service, len(old))
 	for _, sv := range old {
 		was[sv.Name] = sv
@@ -185,91 +169,4 @@ func withHealth(n wire.Node, h map[string]reportedHealth) []wire.Service {
 		}
 	}
 	return out
-}
-
-// newGossipKey returns a random gossip key in base64.
-func newGossipKey() string {
-	k := make([]byte, gossipKeyBytes)
-	rand.Read(k)
-	return base64.StdEncoding.EncodeToString(k)
-}
-
-// initGossipKey creates the first gossip key of a new database.
-func (s *Store) initGossipKey() error {
-	var n int
-	if err := s.db.QueryRow("SELECT count(*) FROM gossip_keys").Scan(&n); err != nil {
-		return fmt.Errorf("read gossip keys: %w", err)
-	}
-	if n > 0 {
-		return nil
-	}
-	_, err := s.db.Exec("INSERT INTO gossip_keys(key, created, is_primary) VALUES(?, ?, 1)", newGossipKey(), s.now().UnixMilli())
-	if err != nil {
-		return fmt.Errorf("create gossip key: %w", err)
-	}
-	return nil
-}
-
-// gossipKeysTx returns the keyring, the primary key first, then the
-// others newest first.
-func gossipKeysTx(ctx context.Context, tx *sql.Tx) ([]string, error) {
-	rows, err := tx.QueryContext(ctx, "SELECT key FROM gossip_keys ORDER BY is_primary DESC, id DESC")
-	if err != nil {
-		return nil, fmt.Errorf("read gossip keys: %w", err)
-	}
-	defer rows.Close()
-	var keys []string
-	for rows.Next() {
-		var k string
-		if err := rows.Scan(&k); err != nil {
-			return nil, fmt.Errorf("read gossip keys: %w", err)
-		}
-		keys = append(keys, k)
-	}
-	return keys, rows.Err()
-}
-
-// RotateGossipKey makes a new primary gossip key and keeps the old ones
-// for decryption until RetireGossipKeys.
-func (s *Store) RotateGossipKey(ctx context.Context, actor string) (wire.GossipKeys, error) {
-	_, err := s.tx(ctx, func(tx *sql.Tx) error {
-		now := s.now()
-		if _, err := tx.ExecContext(ctx, "UPDATE gossip_keys SET is_primary = 0"); err != nil {
-			return fmt.Errorf("rotate gossip key: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, "INSERT INTO gossip_keys(key, created, is_primary) VALUES(?, ?, 1)", newGossipKey(), now.UnixMilli()); err != nil {
-			return fmt.Errorf("rotate gossip key: %w", err)
-		}
-		return audit(ctx, tx, now, actor, "gossip.rotate", "", "")
-	})
-	if err != nil {
-		return wire.GossipKeys{}, err
-	}
-	return s.GossipKeyInfo(ctx)
-}
-
-// RetireGossipKeys removes every gossip key but the primary.
-func (s *Store) RetireGossipKeys(ctx context.Context, actor string) (wire.GossipKeys, error) {
-	_, err := s.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, "DELETE FROM gossip_keys WHERE is_primary = 0"); err != nil {
-			return fmt.Errorf("retire gossip keys: %w", err)
-		}
-		return audit(ctx, tx, s.now(), actor, "gossip.retire", "", "")
-	})
-	if err != nil {
-		return wire.GossipKeys{}, err
-	}
-	return s.GossipKeyInfo(ctx)
-}
-
-// GossipKeyInfo describes the keyring.
-func (s *Store) GossipKeyInfo(ctx context.Context) (wire.GossipKeys, error) {
-	var info wire.GossipKeys
-	var created int64
-	err := s.db.QueryRowContext(ctx, "SELECT count(*), max(CASE WHEN is_primary = 1 THEN created ELSE 0 END) FROM gossip_keys").Scan(&info.Count, &created)
-	if err != nil {
-		return info, fmt.Errorf("read gossip keys: %w", err)
-	}
-	info.PrimaryCreated = fromMillis(created).UTC().Truncate(time.Millisecond)
-	return info, nil
 }

@@ -1,0 +1,114 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/wiremesh/wiremesh/wire"
+)
+
+// State reads the current State in one snapshot. The same read gives the
+// admin listing, so that Cached refreshes its listing with it.
+func (s *DB) State(ctx context.Context) (State, error) {
+	var st State
+	err := s.snapshot(ctx, func(tx conn) error {
+		all, err := s.scanAdminNodes(ctx, tx)
+		if err != nil {
+			return err
+		}
+		st.admin = all
+		now := s.now()
+		for _, n := range all {
+			if !n.Expires.IsZero() {
+				if !n.Expires.After(now) {
+					continue
+				}
+				if st.NextExpiry.IsZero() || n.Expires.Before(st.NextExpiry) {
+					st.NextExpiry = n.Expires
+				}
+			}
+			// For admins only; last seen also changes without a new version.
+			n.Version, n.Expires, n.Ephemeral, n.LastSeen = "", time.Time{}, false, time.Time{}
+			n.Services = definitions(n.Services) // health travels by gossip
+			st.Nodes = append(st.Nodes, n)
+		}
+		if st.Policy, err = policy(ctx, tx, "ORDER BY version DESC LIMIT 1"); err != nil {
+			return err
+		}
+		if st.GossipKeys, err = gossipKeys(ctx, tx); err != nil {
+			return err
+		}
+		st.Version, err = version(ctx, tx)
+		return err
+	})
+	return st, err
+}
+
+// AdminNodes reads every node as admins see it, ordered by id.
+func (s *DB) AdminNodes(ctx context.Context) ([]wire.Node, error) {
+	nodes, _, err := s.Nodes(ctx)
+	return nodes, err
+}
+
+// Nodes reads every node as admins see it (expired ones included, with
+// the reported health), ordered by id, and the state version.
+func (s *DB) Nodes(ctx context.Context) (nodes []wire.Node, ver uint64, err error) {
+	err = s.snapshot(ctx, func(tx conn) error {
+		if nodes, err = s.scanAdminNodes(ctx, tx); err != nil {
+			return err
+		}
+		ver, err = version(ctx, tx)
+		return err
+	})
+	return nodes, ver, err
+}
+
+// scanAdminNodes reads every node with its reported health, with q.
+func (s *DB) scanAdminNodes(ctx context.Context, q conn) ([]wire.Node, error) {
+	rows, err := q.query(ctx, "SELECT "+nodeColumns+", health FROM nodes ORDER BY id")
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	defer rows.Close()
+	nodes := []wire.Node{}
+	for rows.Next() {
+		var hj string
+		n, err := s.scanNode(healthScanner{rows, &hj})
+		if err != nil {
+			return nil, fmt.Errorf("list nodes: %w", err)
+		}
+		if hj != "{}" {
+			var h map[string]reportedHealth
+			if err := json.Unmarshal([]byte(hj), &h); err != nil {
+				return nil, fmt.Errorf("node %s: bad stored health: %w", n.Name, err)
+			}
+			n.Services = withHealth(n, h)
+		}
+		nodes = append(nodes, n)
+	}
+	return nodes, rows.Err()
+}
+
+// healthScanner scans a node row followed by its health column.
+type healthScanner struct {
+	rows   *sql.Rows
+	health *string
+}
+
+func (h healthScanner) Scan(dest ...any) error { return h.rows.Scan(append(dest, h.health)...) }
+
+// definitions returns svcs without their reported health and checks.
+func definitions(svcs []wire.Service) []wire.Service {
+	if !slices.ContainsFunc(svcs, func(sv wire.Service) bool { return sv.Health != "" || sv.Checks != nil }) {
+		return svcs
+	}
+	out := slices.Clone(svcs)
+	for i := range out {
+		out[i].Health, out[i].Checks = "", nil
+	}
+	return out
+}

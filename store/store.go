@@ -1,0 +1,158 @@
+package store
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/wiremesh/wiremesh/credential"
+	"github.com/wiremesh/wiremesh/wire"
+)
+
+// Default overlay prefixes: the CGNAT range, as Tailscale uses, and a ULA.
+var (
+	DefaultPrefix4 = netip.MustParsePrefix("100.64.0.0/10")
+	DefaultPrefix6 = netip.MustParsePrefix("fd77:6d65:7368::/48")
+)
+
+// Store is the coordinator's state. Every change is one transaction that
+// either happens whole or not at all; a change that netmaps depend on
+// bumps the state version and returns the new one, and one that does not
+// returns 0 (or no version). Errors a caller branches on wrap ErrNotFound,
+// ErrConflict, ErrDenied, ErrInvalid or ErrForbidden; Code gives a finer
+// wire code where one applies. Methods are safe for concurrent use.
+type Store interface {
+	Reader
+
+	// State reads, in one snapshot, everything netmaps are built from.
+	State(ctx context.Context) (State, error)
+	// AdminNodes returns every node as admins see it (expired ones
+	// included, with their reported health), ordered by id. The slice and
+	// what it holds are shared: copy before changing anything.
+	AdminNodes(ctx context.Context) ([]wire.Node, error)
+
+	// Enroll admits a node with join key key: it checks the key, picks a
+	// name and the next free address, stores the node and its credential
+	// and counts the key's use. A one-time key admits exactly one node,
+	// however many try it at once.
+	Enroll(ctx context.Context, key credential.Secret, p EnrollParams) (wire.Node, credential.Secret, uint64, error)
+	// SetEndpoints records node id's endpoints; version 0: unchanged.
+	SetEndpoints(ctx context.Context, id int64, eps []string) (uint64, error)
+	// Touch records that node id was seen at t, without a new version.
+	Touch(ctx context.Context, id int64, t time.Time) error
+	// SetAgentVersion records the version node id's agent reported (cut
+	// to 64 bytes), without a new version: only admins see it.
+	SetAgentVersion(ctx context.Context, id int64, version string) error
+	// SetServices records node n's services and their health. Changed
+	// definitions are versioned and audited (refused says why the policy
+	// does not let n provide a service, "" if it may); health alone is
+	// written without a new version, and 0 is returned.
+	SetServices(ctx context.Context, n wire.Node, svcs []wire.Service, refused func(service string) string) (uint64, error)
+	// SetRelay replaces relay node id's description; version 0:
+	// unchanged. An agent gets ErrForbidden.
+	SetRelay(ctx context.Context, id int64, r wire.Relay) (uint64, error)
+	// SetTags replaces the tags of the node named name.
+	SetTags(ctx context.Context, actor, name string, tags []string) (uint64, error)
+	// RotateNodeKey replaces node id's public key old with new, if old
+	// is still its key and new is nobody's (else ErrConflict).
+	RotateNodeKey(ctx context.Context, id int64, old, new string) (uint64, error)
+	// ExpireNode sets when the node called name expires: at at (zero or
+	// past: now) or, with never, not at all. Expiring an expired node
+	// changes nothing; never is refused for it (ErrConflict).
+	ExpireNode(ctx context.Context, actor, name string, at time.Time, never bool) (uint64, error)
+	// ExpireDue marks the nodes whose expiry has passed as expired, with
+	// an audit entry each, and returns their names; with any, the version
+	// is bumped.
+	ExpireDue(ctx context.Context) ([]string, error)
+	// DeleteNode removes the node named name; its credential stops
+	// working and its address is not handed out again soon.
+	DeleteNode(ctx context.Context, actor, name string) (uint64, error)
+	// DeleteEphemeral deletes ephemeral node id if it was last seen at
+	// lastSeen, and reports whether it did.
+	DeleteEphemeral(ctx context.Context, id int64, lastSeen time.Time) (bool, error)
+
+	// CreateJoinKey makes a join key; the returned secret is not stored.
+	CreateJoinKey(ctx context.Context, actor string, req wire.CreateJoinKeyRequest) (wire.JoinKey, credential.Secret, error)
+	// RevokeJoinKey stops join key id from admitting nodes.
+	RevokeJoinKey(ctx context.Context, actor, id string) error
+	// CreateAdminToken makes an admin token; the secret is not stored.
+	CreateAdminToken(ctx context.Context, actor, comment string) (wire.AdminToken, credential.Secret, error)
+	// RevokeAdminToken revokes admin token id; the last valid one cannot
+	// be revoked (ErrConflict).
+	RevokeAdminToken(ctx context.Context, actor, id string) error
+	// SetPolicy stores text, which the caller validated, as the new
+	// active policy.
+	SetPolicy(ctx context.Context, actor, text, comment string) (wire.Policy, error)
+	// RotateGossipKey makes a new primary gossip key and keeps the old
+	// ones for decryption until RetireGossipKeys.
+	RotateGossipKey(ctx context.Context, actor string) (wire.GossipKeys, error)
+	// RetireGossipKeys removes every gossip key but the primary.
+	RetireGossipKeys(ctx context.Context, actor string) (wire.GossipKeys, error)
+	// AddAudit writes one audit entry that goes with no change of state.
+	AddAudit(ctx context.Context, actor, action, target, detail string) error
+
+	// Close closes the database.
+	Close() error
+}
+
+// Reader is the part of a Store that only reads, and reads the database
+// each time.
+type Reader interface {
+	// Prefixes returns the IPv4 and IPv6 overlay prefixes.
+	Prefixes() []netip.Prefix
+	// Committed returns the newest state version a change made through
+	// this Store committed: a snapshot at least as new needs no reload.
+	Committed() uint64
+	// Version returns the current state version.
+	Version(ctx context.Context) (uint64, error)
+	// Nodes returns every node as admins see it, ordered by id, and the
+	// state version they are at, read afresh; the slice is the caller's.
+	Nodes(ctx context.Context) ([]wire.Node, uint64, error)
+	// NodeByName returns the node called name, expired or not.
+	NodeByName(ctx context.Context, name string) (wire.Node, error)
+	// NodeByCredential returns the node cred authenticates, or ErrDenied
+	// (with wire.CodeExpired for an expired node).
+	NodeByCredential(ctx context.Context, cred credential.Secret) (wire.Node, error)
+	// CheckAdminToken returns nil when sec is a valid, unrevoked admin
+	// token, else ErrDenied.
+	CheckAdminToken(ctx context.Context, sec credential.Secret) error
+	// JoinKeys lists every join key, newest first.
+	JoinKeys(ctx context.Context) ([]wire.JoinKey, error)
+	// AdminTokens lists the admin tokens, newest first.
+	AdminTokens(ctx context.Context) ([]wire.AdminToken, error)
+	// Audit returns up to limit audit entries older than entry before
+	// (all when 0), newest first.
+	Audit(ctx context.Context, before int64, limit int) ([]wire.AuditEntry, error)
+	// ActivePolicy returns the newest policy; Version 0: none is set.
+	ActivePolicy(ctx context.Context) (wire.Policy, error)
+	// PolicyVersion returns policy version v, or ErrNotFound.
+	PolicyVersion(ctx context.Context, v uint64) (wire.Policy, error)
+	// PolicyHistory lists every policy version, newest first, without
+	// text.
+	PolicyHistory(ctx context.Context) ([]wire.Policy, error)
+	// GossipKeyInfo describes the gossip keyring.
+	GossipKeyInfo(ctx context.Context) (wire.GossipKeys, error)
+}
+
+// State is everything netmaps are built from, at one state version.
+type State struct {
+	Nodes      []wire.Node // ordered by id; unexpired, without admin-only fields
+	Policy     wire.Policy // the active policy; Version 0: none
+	GossipKeys []string    // base64; the primary first
+	Version    uint64
+	// NextExpiry is the soonest expiry still to come. Zero: none.
+	NextExpiry time.Time
+
+	// admin is every node as AdminNodes lists it, from the same read.
+	admin []wire.Node
+}
+
+// EnrollParams are what an enrolling agent asks for.
+type EnrollParams struct {
+	PublicKey string // WireGuard public key, base64; required
+	Name      string // requested name; taken names are refused
+	Hostname  string // used for a name when Name is empty; made unique
+	// Relay enrolls a relay so described (checked by the caller); only a
+	// relay join key admits one, and it admits nothing else. Nil: an agent.
+	Relay *wire.Relay
+}
