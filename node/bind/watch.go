@@ -12,9 +12,17 @@ import (
 )
 
 // WatchInterval is how often a Watch compares what arrives with what
-// decrypts: a one-way session is repaired within two of them of the first
-// packet that did not decrypt.
+// decrypts: a one-way session is repaired within watchMinLag and two of
+// them of the first packet that did not decrypt.
 const WatchInterval = 250 * time.Millisecond
+
+// watchMinLag is the least time the device has to decrypt a peer's data
+// packets before the Watch takes a standing receive counter for a broken
+// session: on a loaded host (a CPU burner, the race detector) packets
+// wait in wireguard-go's queues for longer than a check interval, and a
+// session that worked was repaired (TestWatchRepairsOneWaySession, with
+// 50 ms checks, in a CI proof run).
+const watchMinLag = time.Second
 
 // watchRepairGap is the least time between two repairs of one peer, so a
 // peer (or a spoofer at its address) sending what never decrypts costs at
@@ -47,12 +55,13 @@ type Watch struct {
 	quiet int
 }
 
-// watched is one peer's last samples, oldest first: the Bind's data packet
-// count and the device's receive bytes.
+// watched is what the Watch knows of one peer: its counts at the last
+// check (the Bind's data packets, the device's receive bytes) and since
+// when data packets have arrived without the receive counter moving.
 type watched struct {
-	data       [3]uint64
-	rx         [3]int64
-	n          int // valid samples, at most 3
+	data       uint64
+	rx         int64
+	stuckSince time.Time // zero: every packet so far was followed by a decrypt
 	lastRepair time.Time
 }
 
@@ -62,11 +71,10 @@ func NewWatch(b *Bind, dev *device.Device, log *slog.Logger) *Watch {
 	return &Watch{b: b, dev: dev, log: log, peers: map[[32]byte]*watched{}}
 }
 
-// Check takes a sample and repairs the peers whose data packets that
-// arrived between the two samples before this one did not move the
-// device's receive counter by this one: the device has had at least an
-// interval to decrypt them. It reads the device only while packets
-// arrive: after two checks without any, every packet has been judged.
+// Check takes a sample and repairs the peers whose data packets arrived
+// at the Bind while the device's receive counter has stood still since,
+// for at least watchMinLag: the device had time to decrypt them. It reads the device only while packets arrive: after two checks
+// without any, every packet has been judged.
 func (w *Watch) Check(now time.Time) {
 	peers := w.b.peerList()
 	var total uint64
@@ -94,21 +102,25 @@ func (w *Watch) Check(now time.Time) {
 			delete(w.peers, p.key)
 			continue
 		}
+		// A peer new to the device and the Bind (both follow the netmap)
+		// starts from nothing received: the first packets, which a
+		// session that is broken from the start drops, count.
 		st := w.peers[p.key]
 		if st == nil {
-			// A peer new to the device and the Bind (both follow the
-			// netmap) starts from nothing received: the first packets,
-			// which a session that is broken from the start drops, count.
 			st = &watched{}
-			st.push(0, 0)
 			w.peers[p.key] = st
 		}
-		st.push(p.dataIn.Load(), r)
-		if st.n == 3 && st.data[1] > st.data[0] && st.rx[2] == st.rx[0] && now.Sub(st.lastRepair) >= watchRepairGap {
+		data := p.dataIn.Load()
+		switch {
+		case r != st.rx:
+			st.stuckSince = time.Time{}
+		case data != st.data && st.stuckSince.IsZero():
+			st.stuckSince = now
+		}
+		st.data, st.rx = data, r
+		if !st.stuckSince.IsZero() && now.Sub(st.stuckSince) >= watchMinLag && now.Sub(st.lastRepair) >= watchRepairGap {
 			w.repair(p.key)
-			st.lastRepair = now
-			st.n = 0
-			st.push(p.dataIn.Load(), r)
+			st.stuckSince, st.lastRepair = time.Time{}, now
 		}
 	}
 	for k := range w.peers {
@@ -116,16 +128,6 @@ func (w *Watch) Check(now time.Time) {
 			delete(w.peers, k)
 		}
 	}
-}
-
-func (st *watched) push(data uint64, rx int64) {
-	if st.n == 3 {
-		copy(st.data[:], st.data[1:])
-		copy(st.rx[:], st.rx[1:])
-		st.n--
-	}
-	st.data[st.n], st.rx[st.n] = data, rx
-	st.n++
 }
 
 func (w *Watch) repair(key [32]byte) {
