@@ -59,7 +59,7 @@ func (c *Coordinator) adminNode(ctx context.Context, name string) (wire.Node, er
 		return wire.Node{}, fmt.Errorf("%w: no node named %q", store.ErrNotFound, name)
 	}
 	n := withRefused(c.state.Load().compiled.Policy(), all[i])
-	n.Online = c.isOnline(n.ID)
+	n.Online = c.isOnline(n)
 	n.Connectivity = c.conns.get(n.ID)
 	return n, nil
 }
@@ -155,7 +155,7 @@ func (c *Coordinator) handleCreateAdminToken(w http.ResponseWriter, r *http.Requ
 		c.writeStoreError(w, err)
 		return
 	}
-	tok := credential.Bundle{URL: c.cfg.AdvertiseURL, Pins: c.pins, Secret: sec}.Encode(credential.AdminTokenPrefix)
+	tok := c.bundle(sec).Encode(credential.AdminTokenPrefix)
 	writeJSON(w, http.StatusCreated, wire.CreateAdminTokenResponse{
 		Token:      t,
 		AdminToken: tok,

@@ -109,7 +109,7 @@ func (c *Coordinator) handleServices(w http.ResponseWriter, r *http.Request) {
 	pol := c.state.Load().compiled.Policy()
 	byName := map[string]*wire.CatalogService{}
 	for _, n := range nodes {
-		online := c.isOnline(n.ID)
+		online := c.isOnline(n)
 		for _, sv := range withRefused(pol, n).Services {
 			cs := byName[sv.Name]
 			if cs == nil {

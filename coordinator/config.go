@@ -30,6 +30,11 @@ type Config struct {
 	// goes into join keys and admin tokens. Empty: https:// + Listen, when
 	// Listen names a host.
 	AdvertiseURL string
+	// OtherURLs are further https URLs this coordinator is reached at
+	// (another name, another network), after AdvertiseURL. With several
+	// coordinators on one database, join keys and netmaps carry the URLs
+	// of them all.
+	OtherURLs []string
 	// Database is the URL of a PostgreSQL database to keep the state in,
 	// postgres://USER:PASSWORD@HOST:PORT/DATABASE (see store.Config).
 	// Empty: SQLite, wiremesh.db in DataDir.
@@ -86,11 +91,19 @@ type Config struct {
 	// also answers on the next port. Empty: none. DefaultConfig:
 	// DefaultSTUNListen.
 	STUNListen string
+	// PollInterval is how often a coordinator on PostgreSQL reads the
+	// state version even when no change was announced (store.Listen).
+	// Zero: store.DefaultPollInterval.
+	PollInterval time.Duration
 	// Logger receives the coordinator's logs. Nil: slog.Default().
 	Logger *slog.Logger
 	// Version is the coordinator's wiremesh version, named in the errors
 	// that refuse an agent's protocol. Empty: not named.
 	Version string
+
+	// beat is how often the coordinator says it is up and renews its
+	// lease (tests shorten it). Zero: defaultBeat.
+	beat time.Duration
 }
 
 // DefaultConfig returns a Config with every default filled in.
@@ -128,6 +141,13 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("bad advertise URL %q: want https://HOST:PORT", c.AdvertiseURL)
 	}
 	c.AdvertiseURL = "https://" + u.Host
+	for i, o := range c.OtherURLs {
+		u, err := url.Parse(o)
+		if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return fmt.Errorf("bad advertise URL %q: want https://HOST:PORT", o)
+		}
+		c.OtherURLs[i] = "https://" + u.Host
+	}
 	if c.RelayName == "" {
 		c.RelayName = DefaultRelayName
 	}
@@ -190,6 +210,15 @@ func (c *Config) Validate() error {
 	}
 	if c.EnrollBurst == 0 {
 		c.EnrollBurst = DefaultEnrollBurst
+	}
+	if c.PollInterval < 0 {
+		return fmt.Errorf("bad poll interval %s: want a positive duration", c.PollInterval)
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = store.DefaultPollInterval
+	}
+	if c.beat <= 0 {
+		c.beat = defaultBeat
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -46,8 +46,15 @@ type Coordinator struct {
 
 	metrics *metrics // nil-safe; nil for a Coordinator not made by New
 
-	relay  *relay.Server // the embedded relay; nil with Config.NoRelay
-	relays []wire.Relay  // the relay map netmaps carry
+	relay *relay.Server // the embedded relay; nil with Config.NoRelay
+	// id names this coordinator among those sharing its database: its
+	// first URL and a random suffix, as the holder of leases.
+	id string
+	// leaderUntil is until when (unix ns) this coordinator holds the
+	// timers lease; see beat.
+	leaderUntil atomic.Int64
+	// listens counts the times the database listener started listening.
+	listens atomic.Int64
 
 	enroll    *enrollGate   // per-source limit of enrollment attempts
 	endpoints *endpointGate // per-node spacing of endpoint changes
@@ -78,6 +85,15 @@ type snapshot struct {
 	// relayNodes are the relay nodes, kept apart from nodes: nobody's
 	// peers, in no policy view; and the relay map.
 	relayNodes relaySet
+	// coordinators are the coordinators serving the mesh.
+	coordinators []store.Coordinator
+}
+
+// has reports whether node id, an agent or a relay node, is in s.
+func (s *snapshot) has(id int64) bool {
+	_, agent := s.byID[id]
+	_, relay := s.relayNodes.byID[id]
+	return agent || relay
 }
 
 // Files names what a coordinator keeps in its data dir.
@@ -122,18 +138,6 @@ func New(cfg Config) (_ *Coordinator, _ Files, err error) {
 	if cfg.Database != "" {
 		f.Database = store.Redact(cfg.Database)
 	}
-	cert, pin, created, err := LoadTLS(cfg.DataDir, cfg.TLSCert, cfg.TLSKey, cfg.AdvertiseURL)
-	if err != nil {
-		return nil, f, err
-	}
-	f.Created = created
-	proof, made, err := loadProofKey(f.ProofKey)
-	if err != nil {
-		return nil, f, err
-	}
-	if made {
-		f.Created = append(f.Created, f.ProofKey)
-	}
 	db, err := store.Open(context.Background(), store.Config{Path: filepath.Join(cfg.DataDir, "wiremesh.db"), URL: cfg.Database, Prefix4: cfg.Prefix4, Prefix6: cfg.Prefix6})
 	if err != nil {
 		return nil, f, err
@@ -142,41 +146,67 @@ func New(cfg Config) (_ *Coordinator, _ Files, err error) {
 		f.Created = append(f.Created, f.Database)
 	}
 	st := store.NewCached(db)
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
+	if cfg.Database != "" {
+		// Other coordinators may share the database: this one takes the
+		// identity the first of them stored.
+		made, err := shareIdentity(context.Background(), st, cfg, f.ProofKey)
+		if err != nil {
+			return nil, f, err
+		}
+		f.Created = append(f.Created, made...)
+	}
+	cert, pin, created, err := LoadTLS(cfg.DataDir, cfg.TLSCert, cfg.TLSKey, append([]string{cfg.AdvertiseURL}, cfg.OtherURLs...)...)
+	if err != nil {
+		return nil, f, err
+	}
+	f.Created = append(f.Created, created...)
+	proof, made, err := loadProofKey(f.ProofKey)
+	if err != nil {
+		return nil, f, err
+	}
+	if made {
+		f.Created = append(f.Created, f.ProofKey)
+	}
 	pins := credential.Pins{pin}
 	for _, p := range cfg.TLSNextPins {
 		if !slices.Contains(pins, p) { // the next pin left in place after the switch
 			pins = append(pins, p)
 		}
 	}
-	c := &Coordinator{cfg: cfg, log: cfg.Logger, dir: dir, store: st, cert: cert, pins: pins, proof: proof, online: map[int64]int{}, started: time.Now()}
+	c := &Coordinator{cfg: cfg, log: cfg.Logger, dir: dir, store: st, cert: cert, pins: pins, proof: proof, online: map[int64]int{}, started: time.Now(), id: newHolderID(cfg.AdvertiseURL)}
 	c.reportTimes.strict = true
 	c.connTimes.strict = true
 	c.metrics = newMetrics(c)
-	if c.relays, err = c.relayMap(); err != nil {
-		st.Close()
+	self, err := c.self()
+	if err != nil {
 		return nil, f, err
 	}
 	if !cfg.NoRelay {
 		if c.relay, err = c.newRelay(); err != nil {
-			st.Close()
 			return nil, f, err
 		}
 		c.metrics.reg.MustRegister(c.relay.Collector())
 	}
 	c.enroll = newEnrollGate(cfg, time.Now)
 	c.endpoints = newEndpointGate(cfg.EndpointInterval, time.Now)
+	if _, err := c.store.RegisterCoordinator(context.Background(), self); err != nil {
+		return nil, f, err
+	}
+	if err := c.publish(context.Background()); err != nil {
+		return nil, f, err
+	}
 	if _, err := os.Stat(f.AdminToken); errors.Is(err, os.ErrNotExist) {
 		if err := c.writeAdminToken(f.AdminToken); err != nil {
-			st.Close()
 			return nil, f, err
 		}
 		f.Created = append(f.Created, f.AdminToken)
 	} else if err := c.refreshAdminToken(f.AdminToken); err != nil {
 		c.log.Warn("cannot update the pins in the admin token file", "file", f.AdminToken, "err", err)
-	}
-	if err := c.publish(context.Background()); err != nil {
-		st.Close()
-		return nil, f, err
 	}
 	if c.state.Load().policy.Version == 0 {
 		c.log.Warn("no access policy is set: all traffic between nodes is denied; set one with: wiremesh acl set FILE")
@@ -189,7 +219,7 @@ func (c *Coordinator) writeAdminToken(path string) error {
 	if err != nil {
 		return err
 	}
-	tok := credential.Bundle{URL: c.cfg.AdvertiseURL, Pins: c.pins, Secret: sec}.Encode(credential.AdminTokenPrefix)
+	tok := c.bundle(sec).Encode(credential.AdminTokenPrefix)
 	return atomicfile.Write(path, []byte(tok+"\n"), 0o600)
 }
 
@@ -318,7 +348,7 @@ func (c *Coordinator) publish(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	nodes, relays := c.splitRelays(st.Nodes, c.relays)
+	nodes, relays := c.splitRelays(st.Nodes, embeddedRelays(st.Coordinators))
 	pol, ver := st.Policy, st.Version
 	old := c.state.Load()
 	if old != nil && old.version >= ver {
@@ -327,7 +357,7 @@ func (c *Coordinator) publish(ctx context.Context) error {
 	s := &snapshot{
 		version: ver, nodes: nodes, relayNodes: relays, byID: make(map[int64]int, len(nodes)), byKey: make(map[[32]byte]int, len(nodes)), policy: pol,
 		gossip:  wire.Gossip{Port: wire.GossipPort, Keys: st.GossipKeys},
-		changed: make(chan struct{}), nextExpiry: st.NextExpiry,
+		changed: make(chan struct{}), nextExpiry: st.NextExpiry, coordinators: st.Coordinators,
 	}
 	s.aclNodes = make([]acl.Node, len(nodes))
 	for i, n := range nodes {
@@ -409,6 +439,7 @@ func (c *Coordinator) netmapFor(s *snapshot, id int64) (nm *wire.Netmap, ok bool
 		Rules:             s.compiled.Rules(id),
 		Gossip:            &s.gossip,
 		CoordinatorPins:   c.pins.Strings(),
+		CoordinatorURLs:   c.allURLs(s),
 		Relays:            s.relayNodes.relays,
 	}
 	s.compiled.Peers(id, func(j int) {
@@ -424,17 +455,33 @@ func (c *Coordinator) netmapFor(s *snapshot, id int64) (nm *wire.Netmap, ok bool
 	return nm, true
 }
 
-func (c *Coordinator) setOnline(id int64, delta int) {
+// setOnline counts a netmap stream of node id opened (delta 1) or closed
+// (-1), and records in the database that it holds one, or no longer does.
+func (c *Coordinator) setOnline(ctx context.Context, id int64, delta int) {
 	c.onlineMu.Lock()
-	defer c.onlineMu.Unlock()
 	c.online[id] += delta
-	if c.online[id] <= 0 {
+	n := c.online[id]
+	if n <= 0 {
 		delete(c.online, id)
+	}
+	c.onlineMu.Unlock()
+	var until time.Time
+	switch {
+	case delta > 0 && n == 1:
+		until = time.Now().Add(c.onlineFor())
+	case n <= 0:
+	default:
+		return
+	}
+	if err := c.store.SetOnline(context.WithoutCancel(ctx), []int64{id}, until); err != nil {
+		c.log.Warn("cannot record whether a node is online", "err", err)
 	}
 }
 
-func (c *Coordinator) isOnline(id int64) bool {
+// isOnline reports whether node n holds a netmap stream on this
+// coordinator or, as far as the database says, on another.
+func (c *Coordinator) isOnline(n wire.Node) bool {
 	c.onlineMu.Lock()
 	defer c.onlineMu.Unlock()
-	return c.online[id] > 0
+	return c.online[n.ID] > 0 || time.Now().Before(n.OnlineUntil)
 }

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -11,15 +12,22 @@ import (
 const DefaultEphemeralTimeout = 5 * time.Minute
 
 // maintain does the coordinator's timed work until ctx is done: it
-// publishes each node expiry when it falls due, so that peers drop the
-// node at once, and deletes ephemeral nodes that have been offline for
-// the ephemeral timeout, and applies endpoint changes held back by the
-// endpoint gate when their interval ends.
+// follows the changes other coordinators make (follow), says it is up
+// (beat), and, while it holds the timers lease (only one coordinator of a
+// database does), publishes each node expiry when it falls due, so that
+// peers drop the node at once, and deletes ephemeral nodes that have been
+// offline for the ephemeral timeout. It also applies endpoint changes
+// held back by the endpoint gate when their interval ends.
 func (c *Coordinator) maintain(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	gained := make(chan struct{}, 1)
+	wg.Go(func() { c.follow(ctx) })
+	wg.Go(func() { c.beat(ctx, gained) })
 	sweepEvery := min(max(c.cfg.EphemeralTimeout/4, 100*time.Millisecond), 30*time.Second)
 	sweep := time.NewTicker(sweepEvery)
 	defer sweep.Stop()
-	due := time.NewTimer(0) // expiries that fell due while it was down
+	due := time.NewTimer(0)
 	defer due.Stop()
 	held := time.NewTimer(0)
 	defer held.Stop()
@@ -30,10 +38,16 @@ func (c *Coordinator) maintain(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.changed:
+		case <-gained:
+			retry = !c.expireDue(ctx) // those that fell due while nobody held it
 		case <-due.C:
-			retry = !c.expireDue(ctx)
+			if c.isLeader() {
+				retry = !c.expireDue(ctx)
+			}
 		case <-sweep.C:
-			c.sweepEphemeral(ctx)
+			if c.isLeader() {
+				c.sweepEphemeral(ctx)
+			}
 		case <-c.endpoints.wake:
 		case <-held.C:
 		}
@@ -44,6 +58,8 @@ func (c *Coordinator) maintain(ctx context.Context) {
 		}
 		// Every wake-up re-arms the expiry timer from the newest snapshot.
 		switch s = c.state.Load(); {
+		case !c.isLeader():
+			due.Stop() // gained restarts it
 		case retry:
 			due.Reset(time.Second)
 		case !s.nextExpiry.IsZero():
@@ -94,7 +110,7 @@ func (c *Coordinator) sweepEphemeral(ctx context.Context) {
 	now := time.Now()
 	deleted := 0
 	for _, n := range nodes {
-		if !n.Ephemeral || c.isOnline(n.ID) {
+		if !n.Ephemeral || c.isOnline(n) {
 			continue
 		}
 		since := n.LastSeen

@@ -33,6 +33,7 @@ func digestNetmap(nm *wire.Netmap) netmapDigest {
 		d.strings(g.Keys)
 	}
 	d.strings(nm.CoordinatorPins)
+	d.strings(nm.CoordinatorURLs)
 	d.uint(uint64(len(nm.Relays)))
 	for i := range nm.Relays {
 		d.relay(&nm.Relays[i])
@@ -142,6 +143,7 @@ func (d *digester) node(n *wire.Node) {
 	d.strings(n.Endpoints)
 	d.strings(n.Tags)
 	d.bool(n.Online)
+	d.time(n.OnlineUntil)
 	d.time(n.Created)
 	d.time(n.LastSeen)
 	d.uint(uint64(len(n.Services)))

@@ -78,7 +78,7 @@ func TestProtocolWindow(t *testing.T) {
 		n := ts.enroll(t, jk.JoinKey, wire.EnrollRequest{ProtocolVersion: v, PublicKey: newPublicKey(t)})
 		ts.openStream(t, n.Credential, wire.MapRequest{ProtocolVersion: v, PublicKey: n.Node.PublicKey}).cancel()
 	}
-	if ts.c.isOnline(a.Node.ID) {
+	if ts.c.isOnline(a.Node) {
 		t.Error("a refused netmap request left the node online")
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/wiremesh/wiremesh/relay"
 	"github.com/wiremesh/wiremesh/relay/stun"
+	"github.com/wiremesh/wiremesh/store"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -46,13 +47,14 @@ func (c *Coordinator) relayAllowed(k [32]byte) bool {
 	return exp.IsZero() || time.Now().Before(exp)
 }
 
-// relayMap is the relay map every netmap carries: the embedded relay, at
-// the coordinator's URL, trusted by its pins, with its STUN servers.
-func (c *Coordinator) relayMap() ([]wire.Relay, error) {
+// ownRelay is the embedded relay's entry in the relay map: at the
+// coordinator's URL, trusted by its pins, with its STUN servers; nil with
+// Config.NoRelay.
+func (c *Coordinator) ownRelay() (*wire.Relay, error) {
 	if c.cfg.NoRelay {
 		return nil, nil
 	}
-	r := wire.Relay{Name: c.cfg.RelayName, URL: c.cfg.AdvertiseURL, Pins: c.pins.Strings(), Key: c.proof.PublicKey()}
+	r := &wire.Relay{Name: c.cfg.RelayName, URL: c.cfg.AdvertiseURL, Pins: c.pins.Strings(), Key: c.proof.PublicKey()}
 	if c.cfg.STUNListen != "" {
 		u, err := url.Parse(c.cfg.AdvertiseURL)
 		if err != nil {
@@ -65,7 +67,28 @@ func (c *Coordinator) relayMap() ([]wire.Relay, error) {
 		p, _ := strconv.Atoi(port)
 		r.STUN = []string{net.JoinHostPort(u.Hostname(), strconv.Itoa(p)), net.JoinHostPort(u.Hostname(), strconv.Itoa(p+1))}
 	}
-	return []wire.Relay{r}, nil
+	return r, nil
+}
+
+// embeddedRelays are the relays of the coordinators serving the mesh, by
+// their URLs. Coordinators that left their relay names at the default
+// share one name; all but the first (by URL) get a suffix, -2, -3…, so
+// that every coordinator makes the same relay map.
+func embeddedRelays(cos []store.Coordinator) []wire.Relay {
+	var out []wire.Relay
+	taken := map[string]bool{}
+	for _, co := range cos {
+		if co.Relay == nil {
+			continue
+		}
+		r := *co.Relay
+		for n, name := 2, r.Name; taken[r.Name]; n++ {
+			r.Name = name + "-" + strconv.Itoa(n)
+		}
+		taken[r.Name] = true
+		out = append(out, r)
+	}
+	return out
 }
 
 // listenSTUN binds the STUN server's two UDP sockets: at addr and at the

@@ -261,6 +261,14 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error(), nil)
 		return
 	}
+	if !c.state.Load().has(node.ID) {
+		// Enrolled a moment ago through another coordinator, whose
+		// announcement has not arrived yet.
+		if err := c.catchUp(r.Context()); err != nil {
+			c.writeStoreError(w, err)
+			return
+		}
+	}
 	if err := c.offerEndpoints(r.Context(), node, eps); err != nil {
 		c.writeStoreError(w, err)
 		return
@@ -272,9 +280,8 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 	if err := c.store.SetAgentVersion(r.Context(), node.ID, req.Version); err != nil {
 		c.log.Warn("agent version not recorded", "node", node.Name, "err", err)
 	}
-	c.setOnline(node.ID, 1)
-	defer c.setOnline(node.ID, -1)
-	c.store.Touch(r.Context(), node.ID, time.Now())
+	c.setOnline(r.Context(), node.ID, 1)
+	defer c.setOnline(r.Context(), node.ID, -1)
 	// Last seen is when the stream ends (a deferred call's arguments
 	// would be evaluated now). It runs before the node counts as offline,
 	// so the ephemeral sweep never sees an offline node with an old time.
@@ -393,7 +400,7 @@ func (c *Coordinator) handleNodes(w http.ResponseWriter, r *http.Request) {
 	pol := c.state.Load().compiled.Policy()
 	for i := range nodes {
 		nodes[i] = withRefused(pol, nodes[i])
-		nodes[i].Online = c.isOnline(nodes[i].ID)
+		nodes[i].Online = c.isOnline(nodes[i])
 		nodes[i].Connectivity = c.conns.get(nodes[i].ID)
 	}
 	if len(nodes) == limit {
@@ -434,7 +441,7 @@ func (c *Coordinator) handleCreateJoinKey(w http.ResponseWriter, r *http.Request
 		c.writeStoreError(w, err)
 		return
 	}
-	jk := credential.Bundle{URL: c.cfg.AdvertiseURL, Pins: c.pins, Secret: sec}.Encode(credential.JoinKeyPrefix)
+	jk := c.bundle(sec).Encode(credential.JoinKeyPrefix)
 	writeJSON(w, http.StatusCreated, wire.CreateJoinKeyResponse{Key: k, JoinKey: jk})
 }
 

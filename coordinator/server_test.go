@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,6 +34,7 @@ type testServer struct {
 	url    string
 	client *http.Client
 	admin  string // the bearer form of the first admin token
+	stop   func() // stops the coordinator before the test ends; idempotent
 }
 
 // startServer runs a coordinator on 127.0.0.1 until the test ends. The
@@ -63,7 +65,7 @@ func startServer(t testing.TB, keepAlive time.Duration, opts ...func(*Config)) *
 	done := make(chan error, 1)
 	go func() { done <- c.Serve(ctx, ln) }()
 	tr := &http.Transport{TLSClientConfig: credential.ClientTLS(c.Pins()), ForceAttemptHTTP2: true}
-	t.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		tr.CloseIdleConnections()
 		cancel()
 		if err := <-done; err != nil {
@@ -71,7 +73,8 @@ func startServer(t testing.TB, keepAlive time.Duration, opts ...func(*Config)) *
 		}
 		c.Close()
 	})
-	ts := &testServer{c: c, files: files, dir: dir, url: "https://" + ln.Addr().String(), client: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
+	t.Cleanup(stop)
+	ts := &testServer{c: c, files: files, dir: dir, url: "https://" + ln.Addr().String(), client: &http.Client{Transport: tr, Timeout: 10 * time.Second}, stop: stop}
 	ts.admin = readAdminToken(t, dir).Secret.String()
 	return ts
 }
@@ -696,7 +699,7 @@ func TestNetmapRefusals(t *testing.T) {
 	if eps := mustNodes(t, ts.c.Store())[0].Endpoints; len(eps) != 0 {
 		t.Errorf("refused requests recorded endpoints %v", eps)
 	}
-	if ts.c.isOnline(a.Node.ID) {
+	if ts.c.isOnline(a.Node) {
 		t.Error("a refused request left the node online")
 	}
 }

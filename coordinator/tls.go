@@ -37,7 +37,7 @@ const (
 // uses (creating on first start) a dedicated CA and a leaf in dir, pinned
 // by the CA. created lists files it wrote. The standalone relay (`wiremesh
 // relay`) makes and pins its TLS identity with it too, in its state dir.
-func LoadTLS(dir, certFile, keyFile, advertise string) (cert tls.Certificate, pin credential.Pin, created []string, err error) {
+func LoadTLS(dir, certFile, keyFile string, advertise ...string) (cert tls.Certificate, pin credential.Pin, created []string, err error) {
 	if certFile != "" {
 		cert, err = tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
@@ -67,7 +67,7 @@ func LoadTLS(dir, certFile, keyFile, advertise string) (cert tls.Certificate, pi
 		if err != nil {
 			return cert, pin, nil, fmt.Errorf("parse %s: %w", leafPath, err)
 		}
-		if leaf.CheckSignatureFrom(caCert) == nil && time.Until(leaf.NotAfter) > leafRenew {
+		if leaf.CheckSignatureFrom(caCert) == nil && time.Until(leaf.NotAfter) > leafRenew && namesAll(leaf, advertise) {
 			return cert, credential.CAPin(caCert), created, nil
 		}
 	}
@@ -75,6 +75,16 @@ func LoadTLS(dir, certFile, keyFile, advertise string) (cert tls.Certificate, pi
 		return cert, pin, nil, err
 	}
 	return cert, credential.CAPin(caCert), append(created, leafPath), nil
+}
+
+// namesAll reports whether leaf names the host of every URL in urls.
+func namesAll(leaf *x509.Certificate, urls []string) bool {
+	for _, a := range urls {
+		if u, err := url.Parse(a); err == nil && leaf.VerifyHostname(u.Hostname()) != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func loadOrCreateCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, bool, error) {
@@ -128,7 +138,7 @@ func loadOrCreateCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, bool, err
 	return ca, key, true, nil
 }
 
-func issueLeaf(ca *x509.Certificate, caKey *ecdsa.PrivateKey, advertise, certPath, keyPath string) (tls.Certificate, error) {
+func issueLeaf(ca *x509.Certificate, caKey *ecdsa.PrivateKey, advertise []string, certPath, keyPath string) (tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("generate TLS key: %w", err)
@@ -144,11 +154,13 @@ func issueLeaf(ca *x509.Certificate, caKey *ecdsa.PrivateKey, advertise, certPat
 		DNSNames:     []string{"localhost"},
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 	}
-	if u, err := url.Parse(advertise); err == nil {
-		if ip := net.ParseIP(u.Hostname()); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else if u.Hostname() != "" {
-			tmpl.DNSNames = append(tmpl.DNSNames, u.Hostname())
+	for _, a := range advertise {
+		if u, err := url.Parse(a); err == nil {
+			if ip := net.ParseIP(u.Hostname()); ip != nil {
+				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+			} else if u.Hostname() != "" {
+				tmpl.DNSNames = append(tmpl.DNSNames, u.Hostname())
+			}
 		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)

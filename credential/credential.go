@@ -79,6 +79,10 @@ func ParseSecret(s string) (Secret, error) {
 type Bundle struct {
 	// URL is the coordinator's advertised https URL.
 	URL string `json:"u"`
+	// OtherURLs are the URLs of the other coordinators that share its
+	// database (and of itself at other names), tried when URL does not
+	// answer. Empty: one coordinator.
+	OtherURLs []string `json:"us,omitempty"`
 	// Pins are the pins of the coordinator's identity (see Pins): its
 	// current one and any it announced for its next certificate.
 	Pins Pins `json:"p"`
@@ -170,12 +174,16 @@ func decode(s, prefix string) (Bundle, error) {
 		}
 		return Bundle{}, fmt.Errorf("bad contents: %w", err)
 	}
-	if len(b.URL) > 512 {
-		return Bundle{}, errors.New("coordinator URL longer than 512 bytes")
+	if err := CheckURL(b.URL); err != nil {
+		return Bundle{}, err
 	}
-	u, err := url.Parse(b.URL)
-	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return Bundle{}, fmt.Errorf("bad coordinator URL %q: want https://HOST:PORT", b.URL)
+	if len(b.OtherURLs) >= MaxURLs {
+		return Bundle{}, fmt.Errorf("%d coordinator URLs: at most %d", len(b.OtherURLs)+1, MaxURLs)
+	}
+	for _, u := range b.OtherURLs {
+		if err := CheckURL(u); err != nil {
+			return Bundle{}, err
+		}
 	}
 	if len(b.Pins) == 0 {
 		return Bundle{}, errors.New("missing certificate pin")
@@ -184,6 +192,26 @@ func decode(s, prefix string) (Bundle, error) {
 		return Bundle{}, err
 	}
 	return b, nil
+}
+
+// MaxURLs bounds the coordinator URLs a join key, an admin token or a
+// netmap carries.
+const MaxURLs = 16
+
+// URLs returns the coordinator URLs b names: URL, then OtherURLs.
+func (b Bundle) URLs() []string { return append([]string{b.URL}, b.OtherURLs...) }
+
+// CheckURL reports what is wrong with u as a coordinator URL: it must be
+// https://HOST:PORT, at most 512 bytes.
+func CheckURL(u string) error {
+	if len(u) > 512 {
+		return errors.New("coordinator URL longer than 512 bytes")
+	}
+	p, err := url.Parse(u)
+	if err != nil || p.Scheme != "https" || p.Host == "" || p.User != nil || (p.Path != "" && p.Path != "/") || p.RawQuery != "" || p.Fragment != "" {
+		return fmt.Errorf("bad coordinator URL %q: want https://HOST:PORT", u)
+	}
+	return nil
 }
 
 func badBase64At(err error, off int) int64 {

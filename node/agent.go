@@ -335,7 +335,7 @@ func (a *Agent) enrollOnce(ctx context.Context) error {
 // hostname.
 func (a *Agent) enroll(ctx context.Context, key wgtypes.Key, name, hostname string) (Identity, error) {
 	jk := a.joinKey
-	ctl, err := newControlClient(jk.URL, func() credential.Pins { return jk.Pins }, a.log)
+	ctl, err := newControlClient(jk.URLs(), func() credential.Pins { return jk.Pins }, a.log)
 	if err != nil {
 		return Identity{}, fmt.Errorf("enrollment: %w", err)
 	}
@@ -346,13 +346,17 @@ func (a *Agent) enroll(ctx context.Context, key wgtypes.Key, name, hostname stri
 	for b := newBackoff(); ; {
 		resp, err := ctl.enroll(ctx, jk.Secret, req)
 		if err == nil {
-			return Identity{Coordinator: jk.URL, Pins: jk.Pins, Credential: resp.Credential, Node: resp.Node, Prefixes: resp.Prefixes, CoordinatorKey: resp.CoordinatorKey}, nil
+			url, _ := ctl.current()
+			return Identity{Coordinator: url, Coordinators: jk.URLs(), Pins: jk.Pins, Credential: resp.Credential, Node: resp.Node, Prefixes: resp.Prefixes, CoordinatorKey: resp.CoordinatorKey}, nil
 		}
 		if isProtocolRefusal(err) {
 			return Identity{}, fmt.Errorf("enrollment: coordinator refused this agent's protocol %d: %w", wire.ProtocolVersion, err)
 		}
 		if errors.Is(err, ErrRefused) {
 			return Identity{}, fmt.Errorf("enrollment: %w", err)
+		}
+		if ctl.failover() {
+			continue // another coordinator, at once
 		}
 		a.log.Warn("enrollment failed; retrying", "err", err)
 		select {
@@ -407,7 +411,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	if a.ctl.api, err = newControlClient(a.ctl.id.Coordinator, a.ctl.coordinatorPins, a.log); err != nil {
+	if a.ctl.api, err = newControlClient(a.ctl.id.urls(), a.ctl.coordinatorPins, a.log); err != nil {
 		return err
 	}
 	defer a.ctl.api.close()
@@ -468,7 +472,7 @@ func (a *Agent) Reload() error {
 func (a *Agent) follow(ctx context.Context) error {
 	refetched := false // the proof key was fetched again since the last stream
 	for b := newBackoff(); ; {
-		err := a.streamOnce(ctx, func() { b.reset(); refetched = false })
+		err := a.streamOnce(ctx, func() { b.reset(); refetched = false; a.ctl.api.succeeded() })
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -499,12 +503,19 @@ func (a *Agent) follow(ctx context.Context) error {
 			// Whoever answered is not the coordinator: a man in the
 			// middle, or a certificate switched without announcing its
 			// pin first. Stopping would hand it the data path; keep it.
+			if a.ctl.api.failover() {
+				a.log.Error("the server at the coordinator's URL is not the pinned coordinator; trying another coordinator", "err", err)
+				continue
+			}
 			d = max(d, 5*time.Second)
 			a.log.Error("the server at the coordinator's URL is not the pinned coordinator; keeping the last netmap and retrying (if the coordinator changed its certificate, announce the new pin first: docs/security.md)", "err", err, "retry_in", d.String())
 		case isIdentityRefusal(err):
 			return fmt.Errorf("coordinator refused this node (%s): %w; to enroll it again, keeping the state dir, restart the agent with --join NEWKEY or --join-file FILE", a.ctl.id.Node.Name, err)
 		case errors.Is(err, ErrRefused):
 			return fmt.Errorf("coordinator refused this node (%s): %w", a.ctl.id.Node.Name, err)
+		case a.ctl.api.failover():
+			a.log.Warn("coordinator unreachable; trying another, keeping the last netmap", "err", err)
+			continue
 		default:
 			a.log.Warn("coordinator unreachable; keeping the last netmap", "err", err, "retry_in", d.String())
 		}
@@ -548,6 +559,7 @@ func (a *Agent) streamOnce(ctx context.Context, opened func()) error {
 		}
 		a.ctl.setConnected(true, "")
 		a.ctl.adoptPins(nm.CoordinatorPins)
+		a.ctl.adoptURLs(nm.CoordinatorURLs)
 		if err := a.apply(nm, true); err != nil {
 			a.log.Error("apply netmap", "err", err, "version", nm.Version)
 		}

@@ -42,13 +42,17 @@ func startCoordinator(t *testing.T) *testCoordinator {
 
 // startCoordinatorOn serves a coordinator with data dir dir on ln: a new
 // one, or one that was stopped, again.
-func startCoordinatorOn(t *testing.T, ln net.Listener, dir string) *testCoordinator {
+func startCoordinatorOn(t *testing.T, ln net.Listener, dir string, opts ...func(*coordinator.Config)) *testCoordinator {
 	t.Helper()
 	url := "https://" + ln.Addr().String()
-	c, files, err := coordinator.New(coordinator.Config{
+	cfg := coordinator.Config{
 		DataDir: dir, Listen: ln.Addr().String(), AdvertiseURL: url,
 		KeepAlive: time.Hour, Logger: testLogger(t, "coordinator"),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	c, files, err := coordinator.New(cfg)
 	if err != nil {
 		ln.Close()
 		t.Fatal(err)

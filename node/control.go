@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -44,6 +46,7 @@ type control struct {
 	key       wgtypes.Key     // guarded by mu; the node's private key
 	coordKey  string          // guarded by mu; the coordinator's proof key, "" until known
 	pins      credential.Pins // guarded by mu; the pins the coordinator is trusted by
+	urls      []string        // guarded by mu; every coordinator's URL, for node.json
 	lastProof int64           // guarded by mu; unix time of the last netmap proof made
 	connected bool            // guarded by mu; a netmap stream is open
 	lastErr   string          // guarded by mu; why the last stream ended
@@ -58,7 +61,7 @@ type control struct {
 func (c *control) setIdentity(id Identity, key wgtypes.Key) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.id, c.key, c.coordKey, c.pins = id, key, id.CoordinatorKey, id.Pins
+	c.id, c.key, c.coordKey, c.pins, c.urls = id, key, id.CoordinatorKey, id.Pins, id.Coordinators
 }
 
 // call sends a request with the node's credential; see controlClient.call.
@@ -88,24 +91,125 @@ func (c *control) streamState() (connected bool, lastErr string) {
 
 // controlClient is the agent's side of the coordinator's API: the client
 // package's pinned HTTPS, with the coordinator's answers sorted into
-// refusals (ErrRefused) and failures worth a retry.
+// refusals (ErrRefused) and failures worth a retry. It knows every
+// coordinator of the mesh (several may share a database) and talks to one
+// at a time; failover moves it to another.
 type controlClient struct {
-	url string
-	api *client.Client
-	log *slog.Logger
+	pins func() credential.Pins
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	urls  []string                  // guarded by mu; every coordinator's URL
+	url   string                    // guarded by mu; the one in use
+	apis  map[string]*client.Client // guarded by mu; by URL, made when first used
+	tried map[string]bool           // guarded by mu; URLs that failed since the last success
 }
 
-// newControlClient returns a client that trusts the coordinator by the pin
-// set pins returns at each new connection.
-func newControlClient(url string, pins func() credential.Pins, log *slog.Logger) (*controlClient, error) {
-	api, err := client.New(client.Config{URL: url, PinsFunc: pins})
+// newControlClient returns a client of the coordinators at urls, the
+// first in use first, that trusts them by the pin set pins returns at
+// each new connection.
+func newControlClient(urls []string, pins func() credential.Pins, log *slog.Logger) (*controlClient, error) {
+	if len(urls) == 0 {
+		return nil, errors.New("no coordinator URL")
+	}
+	c := &controlClient{pins: pins, log: log, apis: map[string]*client.Client{}, tried: map[string]bool{}}
+	c.urls, c.url = slices.Clone(urls), urls[0]
+	if _, err := c.clientFor(c.url); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// clientFor returns the client of url, making it if there is none. The
+// caller holds mu, or owns c.
+func (c *controlClient) clientFor(url string) (*client.Client, error) {
+	if api := c.apis[url]; api != nil {
+		return api, nil
+	}
+	api, err := client.New(client.Config{URL: url, PinsFunc: c.pins})
 	if err != nil {
 		return nil, err
 	}
-	return &controlClient{url: url, api: api, log: log}, nil
+	c.apis[url] = api
+	return api, nil
 }
 
-func (c *controlClient) close() { c.api.Close() }
+// current returns the URL in use and its client.
+func (c *controlClient) current() (string, *client.Client) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.url, c.apis[c.url]
+}
+
+// failover marks the URL in use as failed and moves to another, at random
+// among those that have not failed since the last success (so that the
+// nodes of a coordinator that died spread over the others). It reports
+// false when every URL has failed since: the caller should wait before
+// the next attempt, which starts a new round.
+func (c *controlClient) failover() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tried[c.url] = true
+	var left []string
+	for _, u := range c.urls {
+		if !c.tried[u] {
+			left = append(left, u)
+		}
+	}
+	if len(left) == 0 {
+		clear(c.tried)
+		return false
+	}
+	next := left[rand.IntN(len(left))]
+	if _, err := c.clientFor(next); err != nil {
+		c.log.Warn("skipping a coordinator URL", "url", next, "err", err)
+		c.tried[next] = true
+		return true
+	}
+	c.log.Info("moving to another coordinator", "from", c.url, "to", next)
+	c.url = next
+	return true
+}
+
+// succeeded records that the URL in use answered.
+func (c *controlClient) succeeded() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.tried)
+}
+
+// setURLs makes urls (from a netmap) the coordinators' URLs, keeping the
+// one in use, and reports whether they changed.
+func (c *controlClient) setURLs(urls []string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if slices.Equal(c.urls, urls) {
+		return false
+	}
+	c.urls = slices.Clone(urls)
+	for u, api := range c.apis {
+		if u != c.url && !slices.Contains(urls, u) {
+			api.Close()
+			delete(c.apis, u)
+		}
+	}
+	return true
+}
+
+// allURLs returns every coordinator URL the client knows.
+func (c *controlClient) allURLs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.urls)
+}
+
+func (c *controlClient) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, api := range c.apis {
+		api.Close()
+	}
+}
 
 // refusal wraps err with ErrRefused when retrying cannot help: a
 // coordinator that is not the pinned one, or an answer of 400, 401, 403
@@ -120,20 +224,23 @@ func (c *controlClient) refusal(err error) error {
 	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusConflict:
 		return fmt.Errorf("%w: %w", ErrRefused, err)
 	}
-	return fmt.Errorf("coordinator %s: %w", c.url, err)
+	url, _ := c.current()
+	return fmt.Errorf("coordinator %s: %w", url, err)
 }
 
 // call sends a request with token as bearer and decodes a 2xx answer into
 // out (nil: discarded).
 func (c *controlClient) call(ctx context.Context, method, path, token string, in, out any) error {
-	_, err := c.api.WithToken(token).Do(ctx, method, path, in, out)
+	_, api := c.current()
+	_, err := api.WithToken(token).Do(ctx, method, path, in, out)
 	return c.refusal(err)
 }
 
 // coordinatorKey fetches the coordinator's proof key. A coordinator that
 // predates proofs answers 404 (wire.CodeNotFound).
 func (c *controlClient) coordinatorKey(ctx context.Context) (string, error) {
-	k, err := c.api.CoordinatorKey(ctx)
+	_, api := c.current()
+	k, err := api.CoordinatorKey(ctx)
 	if err != nil {
 		return "", c.refusal(err)
 	}
@@ -145,7 +252,8 @@ func (c *controlClient) coordinatorKey(ctx context.Context) (string, error) {
 
 // enroll admits this node with a join key secret.
 func (c *controlClient) enroll(ctx context.Context, key credential.Secret, req wire.EnrollRequest) (wire.EnrollResponse, error) {
-	resp, err := c.api.WithToken(key.String()).Enroll(ctx, req)
+	_, api := c.current()
+	resp, err := api.WithToken(key.String()).Enroll(ctx, req)
 	return resp, c.refusal(err)
 }
 
@@ -159,7 +267,8 @@ func (c *controlClient) stream(ctx context.Context, cred string, req wire.MapReq
 	silence := 45 * time.Second
 	watchdog := time.AfterFunc(silence, func() { cancel(errors.New("netmap stream silent")) })
 	defer watchdog.Stop()
-	resp, err := c.api.WithToken(cred).Open(ctx, http.MethodPost, wire.PathNetmap, req)
+	_, api := c.current()
+	resp, err := api.WithToken(cred).Open(ctx, http.MethodPost, wire.PathNetmap, req)
 	if err != nil {
 		return c.refusal(err)
 	}

@@ -24,7 +24,7 @@ func fakeCoordinator(t *testing.T, h http.HandlerFunc) *controlClient {
 	srv := httptest.NewUnstartedServer(h)
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	srv.StartTLS()
-	c, err := newControlClient(srv.URL, func() credential.Pins { return credential.Pins{credential.CAPin(srv.Certificate())} }, testLogger(t, "control"))
+	c, err := newControlClient([]string{srv.URL}, func() credential.Pins { return credential.Pins{credential.CAPin(srv.Certificate())} }, testLogger(t, "control"))
 	if err != nil {
 		t.Fatal(err)
 	}

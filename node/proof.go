@@ -138,6 +138,7 @@ func (c *control) saveIdentity() error {
 	id.Node.PublicKey = c.key.PublicKey().String()
 	id.CoordinatorKey = c.coordKey
 	id.Pins = c.pins
+	id.Coordinators = c.urls
 	c.mu.Unlock()
 	return c.state.saveIdentity(id)
 }

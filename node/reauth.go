@@ -68,7 +68,7 @@ func (a *Agent) reauthenticate(ctx context.Context) error {
 // checkIdentity opens one netmap stream with the stored identity and
 // returns nil once the coordinator sends a netmap, which is discarded.
 func (a *Agent) checkIdentity(ctx context.Context) error {
-	api, err := newControlClient(a.ctl.id.Coordinator, a.ctl.coordinatorPins, a.log)
+	api, err := newControlClient(a.ctl.id.urls(), a.ctl.coordinatorPins, a.log)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/wiremesh/wiremesh/credential"
@@ -30,6 +31,11 @@ const (
 type Identity struct {
 	// Coordinator is the coordinator's https URL.
 	Coordinator string `json:"coordinator"`
+	// Coordinators are the URLs of every coordinator of the mesh (several
+	// share a database), from the join key and then the netmaps; the
+	// agent tries the others when one is unreachable. Empty: Coordinator
+	// alone.
+	Coordinators []string `json:"coordinators,omitempty"`
 	// Pins are the pins the coordinator is trusted by: the join key's,
 	// then those of the last netmap that carried any. (One pin is a string,
 	// as node.json had before pin sets.)
@@ -44,6 +50,17 @@ type Identity struct {
 	// its proofs of the node's private key for. Empty: enrolled before
 	// proofs; the agent fetches it from the coordinator and keeps it here.
 	CoordinatorKey string `json:"coordinator_key,omitempty"`
+}
+
+// urls returns the coordinator URLs of id, Coordinator first.
+func (id Identity) urls() []string {
+	out := []string{id.Coordinator}
+	for _, u := range id.Coordinators {
+		if !slices.Contains(out, u) {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 // stateDir is an agent's state directory, locked for its lifetime.

@@ -145,6 +145,29 @@ func (c *Cached) SetServices(ctx context.Context, n wire.Node, svcs []wire.Servi
 	return 0, nil
 }
 
+// SetOnline records which nodes hold a stream. It touches many nodes
+// at once: the listing is read again rather than patched node by node.
+func (c *Cached) SetOnline(ctx context.Context, ids []int64, until time.Time) error {
+	defer c.wrote()
+	return c.s.SetOnline(ctx, ids, until)
+}
+
+// Listen passes the wrapped Store's announcements on, bumping the
+// generation at each: another process may have written.
+func (c *Cached) Listen(ctx context.Context, poll time.Duration, changed func(uint64)) error {
+	return c.s.Listen(ctx, poll, func(v uint64) {
+		c.wrote()
+		changed(v)
+	})
+}
+
+// Sync makes the newest version Committed; another process may have
+// written, so it bumps the generation.
+func (c *Cached) Sync(ctx context.Context) (uint64, error) {
+	defer c.wrote()
+	return c.s.Sync(ctx)
+}
+
 // The other writes pass through and bump the generation.
 
 func (c *Cached) Enroll(ctx context.Context, key credential.Secret, p EnrollParams) (wire.Node, credential.Secret, uint64, error) {
@@ -230,6 +253,21 @@ func (c *Cached) RetireGossipKeys(ctx context.Context, actor string) (wire.Gossi
 func (c *Cached) AddAudit(ctx context.Context, actor, action, target, detail string) error {
 	defer c.wrote()
 	return c.s.AddAudit(ctx, actor, action, target, detail)
+}
+
+func (c *Cached) RegisterCoordinator(ctx context.Context, co Coordinator) (uint64, error) {
+	defer c.wrote()
+	return c.s.RegisterCoordinator(ctx, co)
+}
+
+func (c *Cached) Lease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
+	defer c.wrote()
+	return c.s.Lease(ctx, name, holder, ttl)
+}
+
+func (c *Cached) SharedSecret(ctx context.Context, name, value string) (string, error) {
+	defer c.wrote()
+	return c.s.SharedSecret(ctx, name, value)
 }
 
 // Close closes the wrapped Store.

@@ -5,8 +5,11 @@ import (
 	"database/sql"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // DB is a Store on a SQL database, SQLite or PostgreSQL: one code path
@@ -17,6 +20,8 @@ type DB struct {
 	d        *dialect
 	prefixes [2]netip.Prefix // IPv4 and IPv6 overlay prefixes, fixed at creation
 	now      func() time.Time
+	// pg is the PostgreSQL connection config, for Listen; nil on SQLite.
+	pg *pgx.ConnConfig
 	// committed is the newest state version a transaction of this DB
 	// committed.
 	committed atomic.Uint64
@@ -151,12 +156,23 @@ func (s *DB) tx(ctx context.Context, fn func(conn) error) (uint64, error) {
 	if err := fn(q); err != nil {
 		return 0, err
 	}
+	if s.d.notify != "" {
+		// Delivered at commit, to every coordinator listening (Listen).
+		if _, err := q.exec(ctx, s.d.notify, strconv.FormatUint(v, 10)); err != nil {
+			return 0, fmt.Errorf("announce version: %w", err)
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("commit: %w", err)
 	}
+	s.raise(v)
+	return v, nil
+}
+
+// raise makes v the committed version, unless a newer one is.
+func (s *DB) raise(v uint64) {
 	for c := s.committed.Load(); c < v && !s.committed.CompareAndSwap(c, v); c = s.committed.Load() {
 	}
-	return v, nil
 }
 
 // snapshot runs fn in a read-only transaction that sees one state of the

@@ -25,6 +25,10 @@ type dialect struct {
 	// setSchemaVersion records, inside migration v's transaction, that
 	// v migrations are applied.
 	setSchemaVersion func(ctx context.Context, tx conn, v int) error
+	// notify, with the new state version as its argument, announces a
+	// change in the transaction that makes it; "": no other process can
+	// share the database.
+	notify string
 	// lock takes the lock under which a store is set up (migrated, its
 	// first settings written) on c; unlock releases it.
 	lock func(ctx context.Context, c *sql.Conn) (unlock func() error, err error)

@@ -13,16 +13,16 @@ import (
 	"github.com/wiremesh/wiremesh/wire"
 )
 
-const nodeColumns = "id, name, public_key, host_index, tags, endpoints, created, last_seen, services, expires, version, ephemeral, relay"
+const nodeColumns = "id, name, public_key, host_index, tags, endpoints, created, last_seen, services, expires, version, ephemeral, relay, online_until"
 
 // scanNode scans a row of nodeColumns.
 func (s *DB) scanNode(sc interface{ Scan(...any) error }) (wire.Node, error) {
 	var n wire.Node
 	var idx int64
 	var tags, eps, svcs string
-	var created, seen, expires int64
+	var created, seen, expires, onlineUntil int64
 	var relay sql.NullString
-	if err := sc.Scan(&n.ID, &n.Name, &n.PublicKey, &idx, &tags, &eps, &created, &seen, &svcs, &expires, &n.Version, &n.Ephemeral, &relay); err != nil {
+	if err := sc.Scan(&n.ID, &n.Name, &n.PublicKey, &idx, &tags, &eps, &created, &seen, &svcs, &expires, &n.Version, &n.Ephemeral, &relay, &onlineUntil); err != nil {
 		return n, err
 	}
 	if relay.Valid {
@@ -49,6 +49,7 @@ func (s *DB) scanNode(sc interface{ Scan(...any) error }) (wire.Node, error) {
 	}
 	n.Created = fromMillis(created)
 	n.LastSeen = fromMillis(seen)
+	n.OnlineUntil = fromMillis(onlineUntil)
 	return n, nil
 }
 

@@ -32,6 +32,7 @@ var postgres = &dialect{
 	// Read committed, the default, would let a read of the nodes and one
 	// of the version straddle a commit.
 	snapshot: sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true},
+	notify:   "SELECT pg_notify('" + notifyChannel + "', ?)",
 	schemaVersion: func(ctx context.Context, c conn) (v int, err error) {
 		if _, err := c.exec(ctx, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"); err != nil {
 			return 0, err
@@ -119,7 +120,7 @@ func openPostgres(ctx context.Context, cfg Config) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, where, err)
 	}
-	s := &DB{db: db, d: postgres, now: time.Now}
+	s := &DB{db: db, d: postgres, now: time.Now, pg: pc}
 	if err := s.setup(ctx, cfg.Prefix4, cfg.Prefix6); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("database %s: %w", where, err)

@@ -32,7 +32,7 @@ func (s *DB) State(ctx context.Context) (State, error) {
 				}
 			}
 			// For admins only; last seen also changes without a new version.
-			n.Version, n.Expires, n.Ephemeral, n.LastSeen = "", time.Time{}, false, time.Time{}
+			n.Version, n.Expires, n.Ephemeral, n.LastSeen, n.OnlineUntil = "", time.Time{}, false, time.Time{}, time.Time{}
 			n.Services = definitions(n.Services) // health travels by gossip
 			st.Nodes = append(st.Nodes, n)
 		}
@@ -40,6 +40,9 @@ func (s *DB) State(ctx context.Context) (State, error) {
 			return err
 		}
 		if st.GossipKeys, err = gossipKeys(ctx, tx); err != nil {
+			return err
+		}
+		if st.Coordinators, err = s.coordinators(ctx, tx); err != nil {
 			return err
 		}
 		st.Version, err = version(ctx, tx)

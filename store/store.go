@@ -91,6 +91,26 @@ type Store interface {
 	// AddAudit writes one audit entry that goes with no change of state.
 	AddAudit(ctx context.Context, actor, action, target, detail string) error
 
+	// Listen calls changed whenever another process sharing the database
+	// may have committed a change, until ctx is done or its connection
+	// fails; see DB.Listen.
+	Listen(ctx context.Context, poll time.Duration, changed func(version uint64)) error
+	// Sync reads the state version and makes it Committed: a reload
+	// after it sees every change any process committed before.
+	Sync(ctx context.Context) (uint64, error)
+	// RegisterCoordinator records coordinator c as serving the mesh now;
+	// a new or changed description is versioned.
+	RegisterCoordinator(ctx context.Context, c Coordinator) (uint64, error)
+	// Lease takes or renews lease name for holder for ttl, unless another
+	// holder's has not run out; it reports whether holder has it.
+	Lease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
+	// SharedSecret returns the secret stored under name, storing value
+	// first if there is none.
+	SharedSecret(ctx context.Context, name, value string) (string, error)
+	// SetOnline records that nodes ids hold a netmap stream until until
+	// (zero: none), without a new version.
+	SetOnline(ctx context.Context, ids []int64, until time.Time) error
+
 	// Close closes the database.
 	Close() error
 }
@@ -142,6 +162,8 @@ type State struct {
 	Version    uint64
 	// NextExpiry is the soonest expiry still to come. Zero: none.
 	NextExpiry time.Time
+	// Coordinators are the coordinators serving the mesh, by URL.
+	Coordinators []Coordinator
 
 	// admin is every node as AdminNodes lists it, from the same read.
 	admin []wire.Node

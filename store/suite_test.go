@@ -59,6 +59,12 @@ var suite = []struct {
 	{"ConcurrentOpen", testConcurrentOpen, postgresName},
 	{"CachedSeesEveryWrite", testCachedSeesEveryWrite, ""},
 	{"CachedListingReads", testCachedListingReads, ""},
+	{"RegisterCoordinator", testRegisterCoordinator, ""},
+	{"Lease", testLease, ""},
+	{"SharedSecret", testSharedSecret, ""},
+	{"SetOnline", testSetOnline, ""},
+	{"Listen", testListen, postgresName},
+	{"ListenSQLite", testListenSQLite, sqliteName},
 }
 
 // TestStore runs the suite on SQLite and on a private PostgreSQL server.

@@ -136,6 +136,10 @@ type Node struct {
 	// Online reports whether the node holds a netmap stream now. Only set
 	// in admin listings.
 	Online bool `json:"online,omitempty"`
+	// OnlineUntil is until when a coordinator that holds the node's
+	// netmap stream vouches for it (it renews it while it does), so that
+	// every coordinator of the mesh can tell Online. Not sent.
+	OnlineUntil time.Time `json:"-"`
 	// Created is when the node enrolled.
 	Created time.Time `json:"created"`
 	// LastSeen is when the node last held a netmap stream. Zero: never.
@@ -461,6 +465,12 @@ type Netmap struct {
 	// without re-enrolling nodes. Empty: from an older coordinator; the
 	// agent keeps the pins it has.
 	CoordinatorPins []string `json:"coordinator_pins,omitempty"`
+	// CoordinatorURLs are the https URLs of every coordinator serving the
+	// mesh (several share one database), the sending one's first. The
+	// agent keeps them and, when its coordinator is unreachable, tries
+	// the others. Empty: from an older coordinator; the agent keeps the
+	// URLs it has.
+	CoordinatorURLs []string `json:"coordinator_urls,omitempty"`
 	// Relays is the relay map: every relay the node may attach to and
 	// send through, best known first. Empty: none; the node reaches only
 	// peers it has a direct path to.

@@ -16,7 +16,7 @@ func newCoordinatorCmd() *cobra.Command {
 	cfg := coordinator.DefaultConfig()
 	var lf logFlags
 	var prefix4, prefix6 string
-	var nextPins []string
+	var nextPins, advertise []string
 	cmd := &cobra.Command{
 		Use:   "coordinator",
 		Short: "Run the control plane",
@@ -24,8 +24,10 @@ func newCoordinatorCmd() *cobra.Command {
 streams of every agent. The first start creates the database, a TLS CA and
 certificate, and an admin token file in --data-dir (0700, its files 0600),
 and prints their paths. The database is SQLite, wiremesh.db in --data-dir,
-unless --database names a PostgreSQL database (docs/operations.md). It binds --listen and --metrics-listen before it
-writes anything, refuses a data dir that group or others can access, and
+unless --database names a PostgreSQL database (docs/operations.md), which
+several coordinators may share: they then act as one, with one TLS
+identity, and agents fail over between them. It binds --listen and
+--metrics-listen before it writes anything, refuses a data dir that group or others can access, and
 locks it (coordinator.lock) against a second coordinator.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -39,6 +41,9 @@ locks it (coordinator.lock) against a second coordinator.`,
 			}
 			if cfg.Prefix6, err = optPrefix(prefix6); err != nil {
 				return fmt.Errorf("--prefix6: %w", err)
+			}
+			if len(advertise) > 0 {
+				cfg.AdvertiseURL, cfg.OtherURLs = advertise[0], advertise[1:]
 			}
 			for _, s := range nextPins {
 				p, err := credential.ParsePin(s)
@@ -77,7 +82,7 @@ locks it (coordinator.lock) against a second coordinator.`,
 	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/wiremesh", "directory for the database, TLS material and admin token (mode 0700)")
 	f.StringVar(&cfg.Database, "database", "", "postgres://USER:PASSWORD@HOST:PORT/DATABASE to keep the state in PostgreSQL (default: SQLite, wiremesh.db in --data-dir)")
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "HOST:PORT of the HTTPS API")
-	f.StringVar(&cfg.AdvertiseURL, "advertise-url", "", "https://HOST:PORT that agents and admins reach (default: https:// + --listen)")
+	f.StringArrayVar(&advertise, "advertise-url", nil, "https://HOST:PORT that agents and admins reach (default: https:// + --listen); repeatable when it is reached at several")
 	f.StringVar(&prefix4, "prefix", "", "IPv4 overlay prefix (default 100.64.0.0/10 for a new database)")
 	f.StringVar(&prefix6, "prefix6", "", "IPv6 overlay prefix (default fd77:6d65:7368::/48 for a new database)")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate chain to serve instead of a generated one")

@@ -39,6 +39,7 @@ type Cluster struct {
 	bin   string // the binaries' directory
 	cred  *syscall.Credential
 	admin *sql.DB // connected to the postgres database, as the superuser
+	opts  string  // the server's options
 	dbs   atomic.Int64
 }
 
@@ -89,8 +90,8 @@ func Start(t testing.TB) *Cluster {
 	if out, err := c.run("initdb", "-D", c.data(), "-U", superuser, "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"); err != nil {
 		t.Fatalf("initdb: %v\n%s", err, out)
 	}
-	opts := "-k " + c.dir + " -c listen_addresses= -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=16MB -c max_connections=200"
-	out, err := c.run("pg_ctl", "-D", c.data(), "-l", filepath.Join(c.dir, "log"), "-o", opts, "-w", "-t", "60", "start")
+	c.opts = "-k " + c.dir + " -c listen_addresses= -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=16MB -c max_connections=200"
+	out, err := c.run("pg_ctl", "-D", c.data(), "-l", filepath.Join(c.dir, "log"), "-o", c.opts, "-w", "-t", "60", "start")
 	started = true // a start that timed out may still be running: stop it
 	if err != nil {
 		log, _ := os.ReadFile(filepath.Join(c.dir, "log"))
@@ -100,6 +101,15 @@ func Start(t testing.TB) *Cluster {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// Restart restarts the server with pg_ctl restart (fast shutdown: every
+// connection is cut), waiting until it accepts connections again.
+func (c *Cluster) Restart(t testing.TB) {
+	t.Helper()
+	if out, err := c.run("pg_ctl", "-D", c.data(), "-l", filepath.Join(c.dir, "log"), "-o", c.opts, "-m", "fast", "-w", "-t", "60", "restart"); err != nil {
+		t.Fatalf("pg_ctl restart: %v\n%s", err, out)
+	}
 }
 
 // Database creates a new, empty database in c for t and returns its URL;

@@ -1,0 +1,69 @@
+package node
+
+import (
+	"net"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/wiremesh/wiremesh/coordinator"
+	"github.com/wiremesh/wiremesh/internal/pgtest"
+)
+
+// TestAgentFailsOver: an agent enrolled with a join key that names one of
+// two coordinators on one PostgreSQL learns the other from its netmap and
+// keeps it in node.json; when its coordinator stops, it streams from the
+// other within 5 s, and changes made there reach it.
+func TestAgentFailsOver(t *testing.T) {
+	db := pgtest.Start(t).Database(t)
+	var cos []*testCoordinator
+	for _, name := range []string{"c1", "c2"} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cos = append(cos, startCoordinatorOn(t, ln, filepath.Join(t.TempDir(), name), func(c *coordinator.Config) { c.Database = db }))
+	}
+	dir := filepath.Join(t.TempDir(), "a")
+	a := startAgent(t, "a", dir, cos[0].joinKey(t, false)) // names c1 only
+	a.waitUp(t)
+	want := []string{cos[0].url, cos[1].url}
+	if got := a.ctl.api.allURLs(); !slices.Equal(got, want) {
+		t.Errorf("agent knows coordinators %v, want %v from its netmap", got, want)
+	}
+
+	start := time.Now()
+	cos[0].stop()
+	for {
+		if url, _ := a.ctl.api.current(); url == cos[1].url && a.ctl.isConnected() {
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("agent not streaming from the other coordinator 5 s after its own stopped")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("streaming from the other coordinator %s after its own stopped", time.Since(start).Round(time.Millisecond))
+	cos[1].setPolicy(t, allowAll)
+	a.eng.wait(t, "the policy set on the other coordinator", func(e *fakeEngine) bool {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.last != nil && e.last.PolicyVersion != 0
+	})
+	if err := a.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	st, err := openStateDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	id, _, err := st.loadIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(id.Coordinators, []string{cos[1].url, cos[0].url}) && !slices.Equal(id.Coordinators, want) {
+		t.Errorf("node.json keeps coordinators %v, want both", id.Coordinators)
+	}
+}

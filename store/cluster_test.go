@@ -1,0 +1,213 @@
+package store
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/wiremesh/wiremesh/wire"
+)
+
+// testRegisterCoordinator: a new or changed coordinator is a change of
+// state, one that only says it is up is not, and State lists them all.
+func testRegisterCoordinator(t *testing.T, e *engine) {
+	ctx := context.Background()
+	s, _ := e.open(t)
+	a := Coordinator{URLs: []string{"https://a.example:8443"}, Relay: &wire.Relay{Name: "eu-1", URL: "https://a.example:8443"}}
+	b := Coordinator{URLs: []string{"https://b.example:8443", "https://b.internal:8443"}}
+	before := mustVersion(t, s)
+	ver, err := s.RegisterCoordinator(ctx, a)
+	if err != nil || ver <= before {
+		t.Fatalf("register a new coordinator: version %d, %v; want > %d", ver, err, before)
+	}
+	if ver, err := s.RegisterCoordinator(ctx, a); err != nil || ver != 0 {
+		t.Fatalf("register the same again: version %d, %v; want 0 (no change of state)", ver, err)
+	}
+	if _, err := s.RegisterCoordinator(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	a.Relay.Name = "eu-2"
+	if ver, err := s.RegisterCoordinator(ctx, a); err != nil || ver == 0 {
+		t.Fatalf("register a changed coordinator: version %d, %v; want a new version", ver, err)
+	}
+	st, err := s.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got [][]string
+	for _, c := range st.Coordinators {
+		got = append(got, c.URLs)
+		if c.Seen.IsZero() {
+			t.Errorf("coordinator %s: no time seen", c.URLs[0])
+		}
+	}
+	if len(got) != 2 || !slices.Equal(got[0], a.URLs) || !slices.Equal(got[1], b.URLs) {
+		t.Fatalf("State lists coordinators %v, want %v and %v", got, a.URLs, b.URLs)
+	}
+	if st.Coordinators[0].Relay == nil || st.Coordinators[0].Relay.Name != "eu-2" {
+		t.Errorf("coordinator a's relay %+v, want eu-2", st.Coordinators[0].Relay)
+	}
+	if _, err := s.RegisterCoordinator(ctx, Coordinator{}); err == nil {
+		t.Error("a coordinator without a URL was registered")
+	}
+	// One that has not said it is up for CoordinatorAge drops out.
+	s.now = func() time.Time { return time.Now().Add(CoordinatorAge + time.Hour) }
+	if _, err := s.RegisterCoordinator(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = s.State(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Coordinators) != 1 || st.Coordinators[0].URLs[0] != b.URLs[0] {
+		t.Errorf("after CoordinatorAge, State lists %+v; want b alone", st.Coordinators)
+	}
+}
+
+// testLease: one holder at a time; the holder renews; another takes it
+// only once it has run out.
+func testLease(t *testing.T, e *engine) {
+	ctx := context.Background()
+	s, loc := e.open(t)
+	s2 := e.mustOpenAt(t, loc, netip.Prefix{}, netip.Prefix{})
+	now := time.Now()
+	s.now = func() time.Time { return now }
+	s2.now = s.now
+	take := func(db *DB, holder string, want bool) {
+		t.Helper()
+		got, err := db.Lease(ctx, "timers", holder, 10*time.Second)
+		if err != nil || got != want {
+			t.Fatalf("Lease(%s) = %v, %v; want %v", holder, got, err, want)
+		}
+	}
+	take(s, "a", true)
+	take(s2, "b", false)
+	now = now.Add(8 * time.Second)
+	take(s, "a", true) // renewed until now+10 s
+	now = now.Add(8 * time.Second)
+	take(s2, "b", false)
+	if got, err := s2.Lease(ctx, "other", "b", time.Second); err != nil || !got {
+		t.Fatalf("another lease: %v, %v; want it free", got, err)
+	}
+	now = now.Add(3 * time.Second) // a's has run out
+	take(s2, "b", true)
+	take(s, "a", false)
+}
+
+// testSharedSecret: the first value stored is everyone's.
+func testSharedSecret(t *testing.T, e *engine) {
+	ctx := context.Background()
+	s, loc := e.open(t)
+	s2 := e.mustOpenAt(t, loc, netip.Prefix{}, netip.Prefix{})
+	if v, err := s.SharedSecret(ctx, "ca", "first"); err != nil || v != "first" {
+		t.Fatalf("SharedSecret = %q, %v; want first", v, err)
+	}
+	if v, err := s2.SharedSecret(ctx, "ca", "second"); err != nil || v != "first" {
+		t.Fatalf("second SharedSecret = %q, %v; want the first's value", v, err)
+	}
+	if v, err := s2.SharedSecret(ctx, "proof", "p2"); err != nil || v != "p2" {
+		t.Fatalf("another name: %q, %v; want p2", v, err)
+	}
+}
+
+// testSetOnline: a vouch sets when the node is online until, and when it
+// was seen, without a new version; a zero until ends it.
+func testSetOnline(t *testing.T, e *engine) {
+	ctx := context.Background()
+	s, _ := e.open(t)
+	key := newJoinKey(t, s, wire.CreateJoinKeyRequest{Reusable: true})
+	a := mustEnroll(t, s, key, EnrollParams{PublicKey: newPublicKey(t)})
+	b := mustEnroll(t, s, key, EnrollParams{PublicKey: newPublicKey(t)})
+	ver := mustVersion(t, s)
+	until := time.Now().Add(time.Minute).Truncate(time.Millisecond)
+	if err := s.SetOnline(ctx, []int64{a.node.ID, b.node.ID}, until); err != nil {
+		t.Fatal(err)
+	}
+	if v := mustVersion(t, s); v != ver {
+		t.Errorf("SetOnline changed the version %d → %d", ver, v)
+	}
+	for _, n := range mustNodes(t, s) {
+		if !n.OnlineUntil.Equal(until) || n.LastSeen.IsZero() {
+			t.Errorf("node %s: online until %v, last seen %v; want %v and a time", n.Name, n.OnlineUntil, n.LastSeen, until)
+		}
+	}
+	if err := s.SetOnline(ctx, []int64{a.node.ID}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	nodes := mustNodes(t, s)
+	if !nodes[0].OnlineUntil.IsZero() || !nodes[1].OnlineUntil.Equal(until) {
+		t.Errorf("after a's stream ended: online until %v and %v; want zero and %v", nodes[0].OnlineUntil, nodes[1].OnlineUntil, until)
+	}
+	// More ids than one statement takes.
+	ids := make([]int64, 2*onlineBatch+1)
+	for i := range ids {
+		ids[i] = int64(i + 1)
+	}
+	if err := s.SetOnline(ctx, ids, until); err != nil {
+		t.Fatalf("SetOnline of %d ids: %v", len(ids), err)
+	}
+	st, err := s.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Nodes[0].OnlineUntil.IsZero() {
+		t.Error("State's nodes carry OnlineUntil, an admin-only field")
+	}
+}
+
+// testListen: on PostgreSQL, a listener reads the version once it is
+// listening (what was announced before is not lost), and a change
+// committed through another handle reaches it at once (not at its next
+// poll), with its version.
+func testListen(t *testing.T, e *engine) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s, loc := e.open(t)
+	other := e.mustOpenAt(t, loc, netip.Prefix{}, netip.Prefix{})
+	got := make(chan uint64, 100)
+	done := make(chan error, 1)
+	go func() { done <- s.Listen(ctx, time.Hour, func(v uint64) { got <- v }) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Listen after its context ended: %v, want nil", err)
+		}
+	}()
+	wait := func(want uint64) {
+		t.Helper()
+		deadline := time.After(5 * time.Second)
+		for {
+			select {
+			case v := <-got:
+				if v == want {
+					if s.Committed() < want {
+						t.Errorf("changed(%d) ran with Committed %d", v, s.Committed())
+					}
+					return
+				}
+			case <-deadline:
+				t.Fatalf("listener never saw version %d", want)
+			}
+		}
+	}
+	wait(mustVersion(t, s)) // once listening
+	key := newJoinKey(t, other, wire.CreateJoinKeyRequest{})
+	start := time.Now()
+	mustEnroll(t, other, key, EnrollParams{PublicKey: newPublicKey(t)})
+	wait(mustVersion(t, other))
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("the announcement took %s (the poll interval is an hour)", d)
+	}
+}
+
+// testListenSQLite: no other process shares a SQLite database; Listen
+// waits for its context and calls nothing.
+func testListenSQLite(t *testing.T, e *engine) {
+	s, _ := e.open(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	called := false
+	if err := s.Listen(ctx, 10*time.Millisecond, func(uint64) { called = true }); err != nil || called {
+		t.Errorf("Listen on SQLite: %v, called %v; want nil, not called", err, called)
+	}
+}
