@@ -203,14 +203,16 @@ func TestOnlineOnAnotherCoordinator(t *testing.T) {
 	})
 }
 
-// TestDatabaseRestart: PostgreSQL restarts while enrollments run on two
-// coordinators. Every enrollment that was answered 200 is kept, open
+// TestDatabaseRestart: PostgreSQL restarts while enrollments and admin
+// reads run on two coordinators. Each is answered 200, or 503 while the
+// database is away (never a refusal or an internal error); every
+// enrollment answered 200 is kept, open
 // netmap streams stay open, and the coordinators' listeners reconnect by
 // themselves: a change through one reaches the other's agents at once
 // again (their poll is an hour).
 func TestDatabaseRestart(t *testing.T) {
 	pg := pgtest.Start(t)
-	ts, _ := startClusterOn(t, pg, 2)
+	ts, _ := startClusterOn(t, pg, 2, func(c *Config) { c.EnrollRate = -1 })
 	jk := ts[0].createJoinKey(t, wire.CreateJoinKeyRequest{Reusable: true})
 	e := ts[0].enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: "watcher"})
 	st := ts[1].openStream(t, e.Credential, wire.MapRequest{PublicKey: e.Node.PublicKey})
@@ -220,7 +222,22 @@ func TestDatabaseRestart(t *testing.T) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	admitted := map[string]bool{}
+	answers := map[int]int{} // status → count, of every request
 	for i, s := range ts {
+		wg.Go(func() { // an admin reading all along
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				code, _ := s.do(t, "GET", wire.PathNodes, s.admin, nil)
+				mu.Lock()
+				answers[code]++
+				mu.Unlock()
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
 		wg.Go(func() {
 			for n := 0; ; n++ {
 				select {
@@ -230,11 +247,12 @@ func TestDatabaseRestart(t *testing.T) {
 				}
 				name := "e" + string(rune('a'+i)) + strconv.Itoa(n)
 				code, _ := s.doJSON(t, "POST", wire.PathEnroll, jk.JoinKey, withProtocol(wire.EnrollRequest{PublicKey: newPublicKey(t), Name: name}))
+				mu.Lock()
+				answers[code]++
 				if code == http.StatusOK {
-					mu.Lock()
 					admitted[name] = true
-					mu.Unlock()
 				}
+				mu.Unlock()
 				time.Sleep(5 * time.Millisecond)
 			}
 		})
@@ -256,6 +274,12 @@ func TestDatabaseRestart(t *testing.T) {
 			t.Errorf("node %s was admitted (200) but is not in the database", name)
 		}
 	}
+	for code, n := range answers {
+		if code != http.StatusOK && code != http.StatusServiceUnavailable {
+			t.Errorf("%d requests answered %d around the restart; want 200, or 503 while the database was away", n, code)
+		}
+	}
+	t.Logf("answers around the restart: %v", answers)
 	if len(admitted) < 10 {
 		t.Errorf("only %d enrollments were admitted around the restart", len(admitted))
 	}

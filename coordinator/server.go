@@ -92,6 +92,10 @@ func (c *Coordinator) admin(h http.HandlerFunc) http.HandlerFunc {
 		sec, err := bearer(r)
 		if err == nil {
 			err = c.store.CheckAdminToken(r.Context(), sec)
+			if err != nil && !errors.Is(err, store.ErrDenied) {
+				c.writeStoreError(w, err) // the database, not the token
+				return
+			}
 		}
 		if err != nil {
 			if _, nerr := c.store.NodeByCredential(r.Context(), sec); nerr == nil {
@@ -136,6 +140,10 @@ func (c *Coordinator) writeStoreError(w http.ResponseWriter, err error) {
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		// The request ended under it (the coordinator shuts down, or
 		// the client left): nothing is wrong with what it asked.
+		status, code = http.StatusServiceUnavailable, wire.CodeUnavailable
+	case store.Unavailable(err):
+		// PostgreSQL restarting or out of reach: worth a retry.
+		c.log.Warn("request failed: database unavailable", "err", err)
 		status, code = http.StatusServiceUnavailable, wire.CodeUnavailable
 	}
 	if sc, ok := store.Code(err); ok {

@@ -26,7 +26,8 @@ type Status struct {
 	Interface string `json:"interface"`
 	// ListenPort is WireGuard's UDP port.
 	ListenPort int `json:"listen_port"`
-	// Coordinator is the coordinator URL.
+	// Coordinator is the URL of the coordinator the agent talks to (of
+	// several that share a database, the one it uses now).
 	Coordinator string `json:"coordinator"`
 	// Connected reports whether the netmap stream is open now.
 	Connected bool `json:"connected"`
@@ -109,6 +110,9 @@ func (a *Agent) Status() (Status, error) {
 	st := Status{
 		Self: a.ctl.id.Node, Interface: a.cfg.Interface, ListenPort: a.cfg.ListenPort,
 		Coordinator: a.ctl.id.Coordinator, Connected: connected, LastError: lastErr, Peers: []PeerStatus{},
+	}
+	if api := a.ctl.api; api != nil {
+		st.Coordinator, _ = api.current()
 	}
 	if svc := a.svc.Load(); svc != nil {
 		st.Services = svc.status()

@@ -1,8 +1,14 @@
 package store
 
 import (
+	"database/sql/driver"
 	"errors"
+	"io"
+	"net"
+	"strings"
+	"syscall"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -42,4 +48,24 @@ func Code(err error) (wire.ErrorCode, bool) {
 		return ce.code, true
 	}
 	return "", false
+}
+
+// Unavailable reports whether err means that the database could not be
+// reached or lost the connection (PostgreSQL restarting, the network
+// between them down): the same request may succeed once it is back.
+func Unavailable(err error) bool {
+	var ce *pgconn.ConnectError
+	var pe *pgconn.PgError
+	var ne net.Error
+	switch {
+	case errors.Is(err, ErrUnavailable), errors.Is(err, driver.ErrBadConn), errors.Is(err, pgconn.ErrConnClosed),
+		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.EPIPE), errors.As(err, &ce), errors.As(err, &ne):
+		return true
+	case errors.As(err, &pe):
+		// Class 08: connection exceptions; 57P: the server shutting
+		// down or starting.
+		return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P")
+	}
+	return false
 }

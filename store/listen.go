@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -29,13 +30,22 @@ const DefaultPollInterval = 2 * time.Second
 //
 // The listener holds one connection of its own for as long as it runs:
 // behind pgbouncer, it must use session pooling.
-func (s *DB) Listen(ctx context.Context, poll time.Duration, changed func(version uint64)) error {
+func (s *DB) Listen(ctx context.Context, poll time.Duration, changed func(version uint64)) (err error) {
 	if s.pg == nil {
 		<-ctx.Done()
 		return nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	defer func() {
+		if err != nil {
+			// The server went away (a restart, the network): the pool's
+			// idle connections went with it. Closing them now saves the
+			// next requests from failing on them.
+			s.db.SetMaxIdleConns(0)
+			s.db.SetMaxIdleConns(maxPostgresConns)
+		}
+	}()
 	c, err := pgx.ConnectConfig(ctx, s.pg)
 	if err != nil {
 		return fmt.Errorf("listen: connect: %w", err)
@@ -52,7 +62,10 @@ func (s *DB) Listen(ctx context.Context, poll time.Duration, changed func(versio
 		return fmt.Errorf("listen: %w", err)
 	}
 	polls := make(chan error, 1)
-	go func() {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() {
 		t := time.NewTicker(poll)
 		defer t.Stop()
 		for {
@@ -67,7 +80,7 @@ func (s *DB) Listen(ctx context.Context, poll time.Duration, changed func(versio
 				return
 			}
 		}
-	}()
+	})
 	for {
 		n, err := c.WaitForNotification(ctx)
 		switch {
