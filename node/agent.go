@@ -422,7 +422,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		self = cached
 		a.log.Info("starting from cached netmap", "version", cached.Version, "peers", len(cached.Peers))
 	}
-	if err := a.apply(self, false); err != nil {
+	if err := a.apply(self, false, false); err != nil {
 		return err
 	}
 	dnsTaken = true
@@ -560,7 +560,7 @@ func (a *Agent) streamOnce(ctx context.Context, opened func()) error {
 		a.ctl.setConnected(true, "")
 		a.ctl.adoptPins(nm.CoordinatorPins)
 		a.ctl.adoptURLs(nm.CoordinatorURLs)
-		if err := a.apply(nm, true); err != nil {
+		if err := a.apply(nm, true, fresh); err != nil {
 			a.log.Error("apply netmap", "err", err, "version", nm.Version)
 		}
 		if fresh {
@@ -570,12 +570,19 @@ func (a *Agent) streamOnce(ctx context.Context, opened func()) error {
 }
 
 // apply hands nm to the data path, tells the mesh, and, if save, caches
-// nm on disk. A netmap older than the applied one is ignored.
-func (a *Agent) apply(nm *wire.Netmap, save bool) error {
+// nm on disk. A netmap older than the applied one is ignored, unless it is
+// the first of a stream: that is the coordinator's state now, even when
+// older than the agent's (a database restored from a backup counts
+// versions again from there, and refusing it would keep the agent on a
+// state that is gone).
+func (a *Agent) apply(nm *wire.Netmap, save, fresh bool) error {
 	old := a.data.current()
 	if old != nil && nm.Version != 0 && nm.Version < old.Version {
-		a.log.Warn("ignoring older netmap", "version", nm.Version, "have", old.Version)
-		return nil
+		if !fresh {
+			a.log.Warn("ignoring older netmap", "version", nm.Version, "have", old.Version)
+			return nil
+		}
+		a.log.Warn("the coordinator's state is older than this agent's netmap (a database restored from a backup?); taking it", "version", nm.Version, "had", old.Version)
 	}
 	if err := a.data.apply(nm); err != nil {
 		return err

@@ -2,6 +2,8 @@ package node
 
 import (
 	"net"
+	"os"
+	"strings"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -66,4 +68,52 @@ func TestAgentFailsOver(t *testing.T) {
 	if !slices.Equal(id.Coordinators, []string{cos[1].url, cos[0].url}) && !slices.Equal(id.Coordinators, want) {
 		t.Errorf("node.json keeps coordinators %v, want both", id.Coordinators)
 	}
+}
+
+// TestRestoredDatabase: the coordinator's database is restored from a
+// backup, whose state version is older than the agent's netmap. The first
+// netmap of the agent's next stream is taken all the same, and so are the
+// changes after it; without that the agent would ignore every netmap
+// until the versions caught up.
+func TestRestoredDatabase(t *testing.T) {
+	co := startCoordinator(t)
+	a := startAgent(t, "a", filepath.Join(t.TempDir(), "a"), co.joinKey(t, false))
+	a.waitUp(t)
+	addr := strings.TrimPrefix(co.url, "https://")
+	restart := func() {
+		t.Helper()
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		co = startCoordinatorOn(t, ln, co.dir)
+	}
+	co.stop()
+	db := filepath.Join(co.dir, "wiremesh.db")
+	backup, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restart()
+	for range 5 {
+		co.setPolicy(t, allowAll)
+	}
+	policyIs := func(v uint64) func(*fakeEngine) bool {
+		return func(e *fakeEngine) bool {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			return e.last != nil && e.last.PolicyVersion == v
+		}
+	}
+	a.eng.wait(t, "policy 5", policyIs(5))
+	co.stop()
+	if err := os.WriteFile(db, backup, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(db + "-wal")
+	os.Remove(db + "-shm")
+	restart()
+	a.eng.wait(t, "the restored state (no policy)", policyIs(0))
+	co.setPolicy(t, allowAll)
+	a.eng.wait(t, "the first policy set after the restore", policyIs(1))
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -38,8 +39,11 @@ func (a *adminFlags) add(fs *pflag.FlagSet) {
 var defaultTokenFile = "/var/lib/wiremesh/admin.token"
 
 // adminClient calls the coordinator's admin API with a pinned connection.
+// Of several coordinators (the admin token names every one that shares
+// the database), it tries them in turn while one cannot be reached or
+// answers 503.
 type adminClient struct {
-	api *client.Client
+	apis []*client.Client
 	// source is the token file when it is defaultTokenFile, which errors
 	// name: the admin did not choose it.
 	source string
@@ -69,15 +73,18 @@ func (a *adminFlags) client() (*adminClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", from, err)
 	}
-	url := b.URL
+	urls := b.URLs()
 	if a.coordinator != "" {
-		url = strings.TrimRight(a.coordinator, "/")
+		urls = []string{strings.TrimRight(a.coordinator, "/")}
 	}
-	api, err := client.New(client.Config{URL: url, Pins: b.Pins, Token: b.Secret.String(), Timeout: 30 * time.Second})
-	if err != nil {
-		return nil, err
+	c := &adminClient{}
+	for _, u := range urls {
+		api, err := client.New(client.Config{URL: u, Pins: b.Pins, Token: b.Secret.String(), Timeout: 30 * time.Second})
+		if err != nil {
+			return nil, err
+		}
+		c.apis = append(c.apis, api)
 	}
-	c := &adminClient{api: api}
 	if defaulted {
 		c.source = defaultTokenFile
 	}
@@ -87,7 +94,24 @@ func (a *adminFlags) client() (*adminClient, error) {
 // do sends a request and decodes a 2xx JSON answer into out (if non-nil);
 // other answers become errors with the coordinator's message.
 func (c *adminClient) do(ctx context.Context, method, path string, body, out any) error {
-	_, err := c.api.Do(ctx, method, path, body, out)
+	return c.each(func(api *client.Client) error {
+		_, err := api.Do(ctx, method, path, body, out)
+		return err
+	})
+}
+
+// each runs call with each coordinator's client in turn until one is not
+// unreachable: it could not connect (so the request was not sent) or it
+// answered 503 (so it did not carry it out).
+func (c *adminClient) each(call func(*client.Client) error) error {
+	var err error
+	for _, api := range c.apis {
+		err = call(api)
+		var op *net.OpError
+		if !(errors.As(err, &op) && op.Op == "dial") && client.StatusOf(err) != http.StatusServiceUnavailable {
+			break
+		}
+	}
 	return c.named(coordinatorError(err))
 }
 
@@ -101,8 +125,12 @@ func (c *adminClient) named(err error) error {
 
 // getAll GETs every page of a paginated list, following Link headers.
 func getAll[T any](ctx context.Context, c *adminClient, path string) ([]T, error) {
-	all, err := client.List[T](ctx, c.api, path)
-	return all, c.named(coordinatorError(err))
+	var all []T
+	err := c.each(func(api *client.Client) (err error) {
+		all, err = client.List[T](ctx, api, path)
+		return err
+	})
+	return all, err
 }
 
 // coordinatorError says that an answer's error came from the coordinator.

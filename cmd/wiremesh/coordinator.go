@@ -96,6 +96,7 @@ locks it (coordinator.lock) against a second coordinator.`,
 	f.Float64Var(&cfg.EnrollRate, "enroll-rate", cfg.EnrollRate, "enrollment attempts a second allowed per source address (IPv4 address or IPv6 /64) after its burst; a tenth of it for bad join keys; negative for no limit")
 	f.IntVar(&cfg.EnrollBurst, "enroll-burst", cfg.EnrollBurst, "enrollment attempts allowed at once per source address; a quarter of it for bad join keys")
 	durationVar(f, &cfg.EndpointInterval, "endpoint-interval", cfg.EndpointInterval, "after a burst of 3, the time between two changes of a node's endpoints that reach its peers; a change made before its turn is held and the newest applied when the turn comes")
+	durationVar(f, &cfg.PollInterval, "poll-interval", store.DefaultPollInterval, "with --database: how often to read the state version even when no change was announced (a lost announcement delays a change by at most this)")
 	durationVar(f, &cfg.EphemeralTimeout, "ephemeral-timeout", cfg.EphemeralTimeout, "how long an ephemeral node (from a join key made with --ephemeral) may be offline before it is deleted")
 	lf.add(f)
 	return cmd

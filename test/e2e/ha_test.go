@@ -104,6 +104,12 @@ func TestCoordinatorsOnPostgres(t *testing.T) {
 		t.Errorf("a2 talks to %s, want co2", st.Coordinator)
 	}
 
+	// An admin token made through the first names all three.
+	tok := filepath.Join(t.TempDir(), "ha.token")
+	if err := os.WriteFile(tok, []byte(m.cli("tokens", "create", "--comment", "ha")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	// SIGKILL the first coordinator while a1 and a2 talk.
 	pings := make(chan string, 1)
 	go func() {
@@ -127,6 +133,11 @@ func TestCoordinatorsOnPostgres(t *testing.T) {
 	}
 	if out := <-pings; !strings.Contains(out, " 0% packet loss") {
 		t.Errorf("a2 → a1 lost packets while a1's coordinator was killed:\n%s", out)
+	}
+
+	// The CLI with that token goes on through the others.
+	if out, err := m.cliErrWith(tok, "nodes", "list"); err != nil || !strings.Contains(out, "a4") {
+		t.Errorf("nodes list with the first coordinator dead: %v\n%s", err, out)
 	}
 
 	// A policy change through co2 reaches every agent within 1 s.

@@ -174,10 +174,13 @@ func (m *mesh) cli(args ...string) string {
 	return out
 }
 
-func (m *mesh) cliErr(args ...string) (string, error) {
+func (m *mesh) cliErr(args ...string) (string, error) { return m.cliErrWith(m.tokenFile, args...) }
+
+// cliErrWith is cliErr with the admin token in tokenFile.
+func (m *mesh) cliErrWith(tokenFile string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", m.coordHost.NS, bin}, append(args, "--token-file", m.tokenFile)...)...)
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", m.coordHost.NS, bin}, append(args, "--token-file", tokenFile)...)...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
