@@ -3,9 +3,9 @@ package node
 import (
 	"net"
 	"os"
-	"strings"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
