@@ -235,6 +235,14 @@ func (c *Compiled) Peers(id int64, fn func(i int)) {
 	})
 }
 
+// IsPeer reports whether nodes a and b may exchange traffic, in either
+// direction: whether each is among the other's Peers.
+func (c *Compiled) IsPeer(a, b int64) bool {
+	i, ok1 := c.index[a]
+	j, ok2 := c.index[b]
+	return ok1 && ok2 && i != j && c.classes[c.classOf[i]].peers.has(j)
+}
+
 // Allows reports whether node src may open a flow to node dst with proto
 // on port (ignored for protocols without ports), and the rule that allows
 // it (1-based; 0 when denied).

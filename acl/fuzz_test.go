@@ -44,11 +44,18 @@ func FuzzParse(f *testing.F) {
 					t.Errorf("%s has a rule with no sources", n.Name)
 				}
 			}
+			peers := map[int64]bool{}
 			c.Peers(n.ID, func(i int) {
 				if nodes[i].ID == n.ID {
 					t.Errorf("%s is its own peer", n.Name)
 				}
+				peers[nodes[i].ID] = true
 			})
+			for _, m := range nodes {
+				if c.IsPeer(n.ID, m.ID) != peers[m.ID] || c.IsPeer(m.ID, n.ID) != peers[m.ID] {
+					t.Errorf("IsPeer(%s, %s) = %v, IsPeer(%s, %s) = %v; Peers(%s) has %s: %v", n.Name, m.Name, c.IsPeer(n.ID, m.ID), m.Name, n.Name, c.IsPeer(m.ID, n.ID), n.Name, m.Name, peers[m.ID])
+				}
+			}
 		}
 		_ = Diff(empty, c)
 		_ = Diff(c, empty)

@@ -87,6 +87,12 @@ type snapshot struct {
 	relayNodes relaySet
 	// coordinators are the coordinators serving the mesh.
 	coordinators []store.Coordinator
+	// next is the snapshot that replaced this one, set before changed is
+	// closed: streams walk the chain, so that none misses a delta.
+	next atomic.Pointer[snapshot]
+	// delta is what changed from the snapshot before, if this one was
+	// made by applying a delta (deltaSnapshot); nil: built whole.
+	delta *snapshotDelta
 }
 
 // has reports whether node id, an agent or a relay node, is in s.
@@ -331,31 +337,65 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	return c.Serve(ctx, c.ls.API)
 }
 
-// publish loads the nodes and makes them the current snapshot, waking
+// publish makes the state committed so far the current snapshot, waking
 // every stream, unless the current snapshot is as new. Concurrent changes
 // share one reload: whoever waited for the lock while another published
-// finds its change already in the snapshot.
+// finds its change already in the snapshot. A change that leaves the
+// policy's view of the nodes as it was (endpoints, say) is read and
+// applied as a delta, without a recompile (deltaSnapshot); any other is a
+// reload of the whole state.
 func (c *Coordinator) publish(ctx context.Context) error {
 	// A committed change is published even when the client that made it
 	// has gone: its request's context must not leave the snapshot stale.
 	ctx = context.WithoutCancel(ctx)
 	c.pubMu.Lock()
 	defer c.pubMu.Unlock()
-	if old := c.state.Load(); old != nil && old.version >= c.store.Committed() {
-		return nil
-	}
-	st, err := c.store.State(ctx)
-	if err != nil {
-		return err
-	}
-	nodes, relays := c.splitRelays(st.Nodes, embeddedRelays(st.Coordinators))
-	pol, ver := st.Policy, st.Version
 	old := c.state.Load()
-	if old != nil && old.version >= ver {
+	if old != nil && old.version >= c.store.Committed() {
 		return nil
 	}
+	var s *snapshot
+	if old != nil {
+		d, err := c.store.StateSince(ctx, old.version)
+		if err != nil {
+			return err
+		}
+		if d.Version <= old.version {
+			return nil
+		}
+		s = c.deltaSnapshot(old, d)
+	}
+	if s == nil {
+		st, err := c.store.State(ctx)
+		if err != nil {
+			return err
+		}
+		if old != nil && old.version >= st.Version {
+			return nil
+		}
+		s = c.fullSnapshot(old, st)
+	}
+	s.published = time.Now()
+	c.state.Store(s)
+	if old != nil {
+		old.next.Store(s)
+		close(old.changed)
+	}
+	if s.delta == nil {
+		if c.relay != nil {
+			c.relay.Recheck() // a deleted, expired or re-keyed node leaves the relay
+		}
+		c.conns.retain(func(id int64) bool { _, ok := s.byID[id]; return ok })
+	}
+	return nil
+}
+
+// fullSnapshot builds the snapshot of st, compiling the policy.
+func (c *Coordinator) fullSnapshot(old *snapshot, st store.State) *snapshot {
+	nodes, relays := c.splitRelays(st.Nodes, embeddedRelays(st.Coordinators))
+	pol := st.Policy
 	s := &snapshot{
-		version: ver, nodes: nodes, relayNodes: relays, byID: make(map[int64]int, len(nodes)), byKey: make(map[[32]byte]int, len(nodes)), policy: pol,
+		version: st.Version, nodes: nodes, relayNodes: relays, byID: make(map[int64]int, len(nodes)), byKey: make(map[[32]byte]int, len(nodes)), policy: pol,
 		gossip:  wire.Gossip{Port: wire.GossipPort, Keys: st.GossipKeys},
 		changed: make(chan struct{}), nextExpiry: st.NextExpiry, coordinators: st.Coordinators,
 	}
@@ -369,6 +409,7 @@ func (c *Coordinator) publish(ctx context.Context) error {
 	}
 	var parsed *acl.Policy
 	if pol.Version != 0 {
+		var err error
 		if old != nil && old.policy.Version == pol.Version {
 			parsed = old.compiled.Policy()
 		} else if parsed, err = acl.Parse(fmt.Sprintf("policy v%d", pol.Version), []byte(pol.Text)); err != nil {
@@ -382,24 +423,20 @@ func (c *Coordinator) publish(ctx context.Context) error {
 	// aclNodes keep all that were reported, for Compile (which applies the
 	// owners too) and for checking other policies.
 	for i, n := range s.nodes {
-		s.nodes[i].Services = slices.DeleteFunc(slices.Clone(n.Services), func(sv wire.Service) bool {
-			return parsed.Refused(n.Name, n.Tags, sv.Name) != ""
-		})
+		s.nodes[i].Services = providedServices(parsed, n)
 	}
 	start := time.Now()
 	s.compiled = acl.Compile(parsed, s.aclNodes)
 	c.metrics.policyCompiled(time.Since(start))
 	c.log.Debug("policy compiled", "version", pol.Version, "nodes", len(nodes), "took", time.Since(start).String())
-	s.published = time.Now()
-	c.state.Store(s)
-	if old != nil {
-		close(old.changed)
-	}
-	if c.relay != nil {
-		c.relay.Recheck() // a deleted, expired or re-keyed node leaves the relay
-	}
-	c.conns.retain(func(id int64) bool { _, ok := s.byID[id]; return ok })
-	return nil
+	return s
+}
+
+// providedServices are the services of n that p lets it provide.
+func providedServices(p *acl.Policy, n wire.Node) []wire.Service {
+	return slices.DeleteFunc(slices.Clone(n.Services), func(sv wire.Service) bool {
+		return p.Refused(n.Name, n.Tags, sv.Name) != ""
+	})
 }
 
 // aclNode is n as the policy sees it.
@@ -442,16 +479,7 @@ func (c *Coordinator) netmapFor(s *snapshot, id int64) (nm *wire.Netmap, ok bool
 		CoordinatorURLs:   c.allURLs(s),
 		Relays:            s.relayNodes.relays,
 	}
-	s.compiled.Peers(id, func(j int) {
-		p := s.nodes[j]
-		if len(p.Services) > 0 {
-			p.Services = slices.DeleteFunc(slices.Clone(p.Services), func(sv wire.Service) bool {
-				ok, _ := s.compiled.Allows(id, p.ID, serviceProto(sv.Proto), sv.Port)
-				return !ok
-			})
-		}
-		nm.Peers = append(nm.Peers, p)
-	})
+	s.compiled.Peers(id, func(j int) { nm.Peers = append(nm.Peers, peerEntry(s, id, j)) })
 	return nm, true
 }
 

@@ -35,6 +35,7 @@ type metrics struct {
 const (
 	triggerConnect = "connect" // the first netmap of a stream
 	triggerChange  = "change"  // a newer snapshot
+	triggerDelta   = "delta"   // a newer snapshot, as a NetmapDelta
 )
 
 // Results of enrollments and service reports, by the status code answered.
@@ -46,7 +47,7 @@ func newMetrics(c *Coordinator) *metrics {
 		reg: prometheus.NewRegistry(),
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wiremesh_coordinator_netmap_pushes_total",
-			Help: "Netmaps written to agents' streams, by trigger: connect (a stream's first) or change (a newer state version).",
+			Help: "Netmaps written to agents' streams, by trigger: connect (a stream's first), change (a newer state version, whole) or delta (a newer state version, as a delta).",
 		}, []string{"trigger"}),
 		skips: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "wiremesh_coordinator_netmap_skips_total",
@@ -82,6 +83,7 @@ func newMetrics(c *Coordinator) *metrics {
 	}
 	m.pushes.WithLabelValues(triggerConnect)
 	m.pushes.WithLabelValues(triggerChange)
+	m.pushes.WithLabelValues(triggerDelta)
 	for _, r := range requestResults {
 		m.enrollments.WithLabelValues(r)
 		m.reports.WithLabelValues(r)
@@ -109,6 +111,15 @@ func (m *metrics) netmapSent(s *snapshot, change bool) {
 	if !s.published.IsZero() {
 		m.pushLatency.Observe(time.Since(s.published).Seconds())
 	}
+}
+
+// netmapDeltaSent counts a NetmapDelta written for snapshot s.
+func (m *metrics) netmapDeltaSent(s *snapshot) {
+	if m == nil {
+		return
+	}
+	m.pushes.WithLabelValues(triggerDelta).Inc()
+	m.pushLatency.Observe(time.Since(s.published).Seconds())
 }
 
 // netmapSkipped counts a netmap that a newer snapshot left unchanged for

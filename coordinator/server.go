@@ -318,40 +318,63 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 	}
 	keepAlive := time.NewTicker(c.cfg.KeepAlive)
 	defer keepAlive.Stop()
-	var seen uint64        // the newest snapshot version looked at
-	var last *netmapDigest // of the last netmap sent; nil before the first
-	for {
-		s := c.state.Load()
-		if s.version != seen {
-			seen = s.version
-			nm, ok := c.netmapFor(s, node.ID)
-			if !ok {
-				return // deleted or expired: the agent's next request is refused
-			}
-			dg := digestNetmap(nm)
-			if last != nil && dg == *last {
-				// The change left this node's netmap as it was: the agent
-				// keeps the one it has (an older Version is fine, it only
-				// refuses older ones than its own), and the keep-alives go
-				// on as if nothing happened.
-				c.metrics.netmapSkipped()
-			} else {
-				if err := send(wire.MapMessage{Netmap: nm}); err != nil {
-					return
-				}
-				c.metrics.netmapSent(s, last != nil)
-				last = &dg
-				keepAlive.Reset(c.cfg.KeepAlive)
-			}
+	var last *netmapDigest // of the last whole netmap sent, if no delta went after it
+	sent := false
+	// whole sends s's netmap, unless it is the last one sent but for its
+	// version; false: the node is gone, or the stream broke.
+	whole := func(s *snapshot) bool {
+		nm, ok := c.netmapFor(s, node.ID)
+		if !ok {
+			return false // deleted or expired: the agent's next request is refused
 		}
+		dg := digestNetmap(nm)
+		if last != nil && dg == *last {
+			// The change left this node's netmap as it was: the agent
+			// keeps the one it has (an older Version is fine, it only
+			// refuses older ones than its own), and the keep-alives go
+			// on as if nothing happened.
+			c.metrics.netmapSkipped()
+			return true
+		}
+		if err := send(wire.MapMessage{Netmap: nm}); err != nil {
+			return false
+		}
+		c.metrics.netmapSent(s, sent)
+		last, sent = &dg, true
+		keepAlive.Reset(c.cfg.KeepAlive)
+		return true
+	}
+	cur := c.state.Load()
+	if !whole(cur) {
+		return
+	}
+	for {
 		select {
-		case <-s.changed:
+		case <-cur.changed:
 		case <-keepAlive.C:
 			if err := send(wire.MapMessage{KeepAlive: true}); err != nil {
 				return
 			}
+			continue
 		case <-r.Context().Done():
 			return
+		}
+		to, all, d := streamDelta(cur, node.ID)
+		cur = to
+		switch {
+		case all || (d != nil && !req.Deltas):
+			if !whole(cur) {
+				return
+			}
+		case d == nil:
+			c.metrics.netmapSkipped() // nothing this node sees changed
+		default:
+			if err := send(wire.MapMessage{Delta: d}); err != nil {
+				return
+			}
+			c.metrics.netmapDeltaSent(cur)
+			last = nil
+			keepAlive.Reset(c.cfg.KeepAlive)
 		}
 	}
 }

@@ -538,7 +538,7 @@ func (a *Agent) mapRequest(ctx context.Context) (wire.MapRequest, error) {
 	if err != nil {
 		return wire.MapRequest{}, err
 	}
-	return wire.MapRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: pub, ListenPort: a.cfg.ListenPort, Endpoints: a.cfg.Endpoints, Version: a.cfg.Version, Proof: proof}, nil
+	return wire.MapRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: pub, ListenPort: a.cfg.ListenPort, Endpoints: a.cfg.Endpoints, Version: a.cfg.Version, Proof: proof, Deltas: true}, nil
 }
 
 // streamOnce opens one netmap stream, with a proof of the node's current

@@ -274,6 +274,7 @@ func (c *controlClient) stream(ctx context.Context, cred string, req wire.MapReq
 	}
 	defer resp.Body.Close()
 	dec := json.NewDecoder(io.LimitReader(resp.Body, 1<<40))
+	var cur *wire.Netmap // the stream's last netmap, deltas applied
 	for {
 		var m wire.MapMessage
 		if err := dec.Decode(&m); err != nil {
@@ -282,11 +283,22 @@ func (c *controlClient) stream(ctx context.Context, cred string, req wire.MapReq
 			}
 			return fmt.Errorf("netmap stream: %w", err)
 		}
-		if m.Netmap != nil {
+		switch {
+		case m.Netmap != nil:
 			if ka := time.Duration(m.Netmap.KeepAliveInterval); ka > 0 {
 				silence = 3 * ka
 			}
-			fn(m.Netmap)
+			cur = m.Netmap
+			fn(cur)
+		case m.Delta != nil && cur == nil:
+			return errors.New("netmap stream: a delta before any netmap")
+		case m.Delta != nil:
+			nm, err := m.Delta.Apply(cur)
+			if err != nil {
+				return fmt.Errorf("netmap stream: %w", err)
+			}
+			cur = nm
+			fn(cur)
 		}
 		watchdog.Reset(silence)
 	}

@@ -175,3 +175,34 @@ func TestStreamKeepAlivesAndCancel(t *testing.T) {
 		t.Fatal("stream did not end with its context")
 	}
 }
+
+// TestStreamAppliesDeltas: the stream hands on each netmap with the
+// deltas after it applied; a delta before any netmap, or one that names a
+// peer the netmap lacks, ends the stream (the agent opens a new one, which
+// starts whole).
+func TestStreamAppliesDeltas(t *testing.T) {
+	nm := wire.Netmap{Version: 1, Self: wire.Node{ID: 1, Name: "a"}, Peers: []wire.Node{{ID: 2, Name: "b"}}}
+	serve := func(msgs ...wire.MapMessage) *controlClient {
+		return fakeCoordinator(t, func(w http.ResponseWriter, r *http.Request) {
+			enc := json.NewEncoder(w)
+			for _, m := range msgs {
+				enc.Encode(m)
+			}
+		})
+	}
+	delta := wire.MapMessage{Delta: &wire.NetmapDelta{Version: 2, Peers: []wire.Node{{ID: 2, Name: "b", Endpoints: []string{"192.0.2.2:1"}}}}}
+	var got []*wire.Netmap
+	err := serve(wire.MapMessage{Netmap: &nm}, delta).stream(context.Background(), "cred", wire.MapRequest{}, func(nm *wire.Netmap) { got = append(got, nm) })
+	if len(got) != 2 || got[1].Version != 2 || len(got[1].Peers[0].Endpoints) != 1 || len(got[0].Peers[0].Endpoints) != 0 {
+		t.Fatalf("netmaps %+v (stream ended: %v); want the first, then it with the delta", got, err)
+	}
+	for name, msgs := range map[string][]wire.MapMessage{
+		"a delta first":   {delta},
+		"an unknown peer": {{Netmap: &nm}, {Delta: &wire.NetmapDelta{Version: 2, Peers: []wire.Node{{ID: 9}}}}},
+	} {
+		err := serve(msgs...).stream(context.Background(), "cred", wire.MapRequest{}, func(*wire.Netmap) {})
+		if err == nil || !strings.Contains(err.Error(), "netmap stream: ") || strings.Contains(err.Error(), "EOF") {
+			t.Errorf("%s: stream ended with %v, want the delta refused", name, err)
+		}
+	}
+}

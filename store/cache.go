@@ -168,6 +168,11 @@ func (c *Cached) Sync(ctx context.Context) (uint64, error) {
 	return c.s.Sync(ctx)
 }
 
+// StateSince reads what changed; it writes nothing and caches nothing.
+func (c *Cached) StateSince(ctx context.Context, since uint64) (Delta, error) {
+	return c.s.StateSince(ctx, since)
+}
+
 // The other writes pass through and bump the generation.
 
 func (c *Cached) Enroll(ctx context.Context, key credential.Secret, p EnrollParams) (wire.Node, credential.Secret, uint64, error) {

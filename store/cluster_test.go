@@ -1,12 +1,15 @@
 package store
 
 import (
+	"cmp"
 	"context"
+	"maps"
 	"net/netip"
 	"slices"
 	"testing"
 	"time"
 
+	gocmp "github.com/google/go-cmp/cmp"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -210,4 +213,96 @@ func testListenSQLite(t *testing.T, e *engine) {
 	if err := s.Listen(ctx, 10*time.Millisecond, func(uint64) { called = true }); err != nil || called {
 		t.Errorf("Listen on SQLite: %v, called %v; want nil, not called", err, called)
 	}
+}
+
+// testStateSince: after every kind of change, the State read before it
+// with StateSince's delta applied is the State read after it.
+func testStateSince(t *testing.T, e *engine) {
+	ctx := context.Background()
+	s, _ := e.open(t)
+	prev, err := s.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	step := func(what string, change func()) {
+		t.Helper()
+		change()
+		d, err := s.StateSince(ctx, prev.Version)
+		if err != nil {
+			t.Fatalf("%s: StateSince: %v", what, err)
+		}
+		want, err := s.State(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Version != want.Version {
+			t.Errorf("%s: delta to version %d, state at %d", what, d.Version, want.Version)
+		}
+		byID := map[int64]wire.Node{}
+		for _, n := range prev.Nodes {
+			byID[n.ID] = n
+		}
+		for _, id := range d.Removed {
+			delete(byID, id)
+		}
+		for _, n := range d.Nodes {
+			byID[n.ID] = n
+		}
+		got := slices.SortedFunc(maps.Values(byID), func(a, b wire.Node) int { return cmp.Compare(a.ID, b.ID) })
+		if diff := gocmp.Diff(want.Nodes, got, cmpNet, cmpEmptyNil); diff != "" {
+			t.Errorf("%s: state at %d + delta differs from the state at %d (-want +got):\n%s", what, prev.Version, want.Version, diff)
+		}
+		if len(d.Nodes)+len(d.Removed) > 2 {
+			t.Errorf("%s: the delta carries %d nodes and %d removals; want only what changed", what, len(d.Nodes), len(d.Removed))
+		}
+		if d.Policy.Version != want.Policy.Version || !slices.Equal(d.GossipKeys, want.GossipKeys) || !d.NextExpiry.Equal(want.NextExpiry) {
+			t.Errorf("%s: delta policy %d, keys %v, next expiry %v; state %d, %v, %v", what, d.Policy.Version, d.GossipKeys, d.NextExpiry, want.Policy.Version, want.GossipKeys, want.NextExpiry)
+		}
+		prev = want
+	}
+	key := newJoinKey(t, s, wire.CreateJoinKeyRequest{Reusable: true})
+	var a, b enrolled
+	step("enroll a", func() { a = mustEnroll(t, s, key, EnrollParams{Name: "a"}) })
+	step("enroll b", func() { b = mustEnroll(t, s, key, EnrollParams{Name: "b"}) })
+	step("endpoints", func() {
+		if _, err := s.SetEndpoints(ctx, a.node.ID, []string{"192.0.2.1:41641"}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	step("tags", func() {
+		if _, err := s.SetTags(ctx, "admin", "b", []string{"tag:db"}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	step("services", func() {
+		if _, err := s.SetServices(ctx, a.node, []wire.Service{{Name: "web", Port: 80, Proto: wire.ServiceTCP}}, func(string) string { return "" }); err != nil {
+			t.Fatal(err)
+		}
+	})
+	step("key", func() {
+		if _, err := s.RotateNodeKey(ctx, b.node.ID, b.node.PublicKey, newPublicKey(t)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	step("expiry in an hour", func() {
+		if _, err := s.ExpireNode(ctx, "admin", "a", time.Now().Add(time.Hour), false); err != nil {
+			t.Fatal(err)
+		}
+	})
+	step("expired now", func() {
+		if _, err := s.ExpireNode(ctx, "admin", "a", time.Time{}, false); err != nil {
+			t.Fatal(err)
+		}
+	})
+	step("policy", func() {
+		if _, err := s.SetPolicy(ctx, "admin", `{"acls": []}`, ""); err != nil {
+			t.Fatal(err)
+		}
+	})
+	step("delete", func() {
+		if _, err := s.DeleteNode(ctx, "admin", "b"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	step("nothing", func() {})
 }

@@ -77,8 +77,8 @@ func (s *DB) Enroll(ctx context.Context, key credential.Secret, p EnrollParams) 
 		if g.nodeExpiry > 0 {
 			expires = now.UnixMilli() + g.nodeExpiry
 		}
-		err = tx.row(ctx, `INSERT INTO nodes(name, public_key, host_index, cred_id, cred_hash, tags, join_key_id, created, expires, ephemeral, relay)
-			VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`, name, p.PublicKey, idx, cred.ID, cred.Hash(), g.tags, key.ID, now.UnixMilli(), expires, g.ephemeral, relay).Scan(&id)
+		err = tx.row(ctx, `INSERT INTO nodes(name, public_key, host_index, cred_id, cred_hash, tags, join_key_id, created, expires, ephemeral, relay, changed)
+			VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, `+curVersion+`) RETURNING id`, name, p.PublicKey, idx, cred.ID, cred.Hash(), g.tags, key.ID, now.UnixMilli(), expires, g.ephemeral, relay).Scan(&id)
 		if err != nil {
 			return fmt.Errorf("insert node: %w", err)
 		}

@@ -108,7 +108,7 @@ func (s *DB) SetEndpoints(ctx context.Context, id int64, eps []string) (uint64, 
 		return 0, nil
 	}
 	return s.tx(ctx, func(tx conn) error {
-		_, err := tx.exec(ctx, "UPDATE nodes SET endpoints = ? WHERE id = ?", string(j), id)
+		_, err := tx.exec(ctx, "UPDATE nodes SET endpoints = ?, changed = "+curVersion+" WHERE id = ?", string(j), id)
 		return err
 	})
 }
@@ -142,12 +142,16 @@ func (s *DB) SetAgentVersion(ctx context.Context, id int64, version string) erro
 // DeleteNode removes the node named name; its credential stops working.
 func (s *DB) DeleteNode(ctx context.Context, actor, name string) (uint64, error) {
 	return s.tx(ctx, func(tx conn) error {
-		res, err := tx.exec(ctx, "DELETE FROM nodes WHERE name = ?", name)
+		var id int64
+		err := tx.row(ctx, "DELETE FROM nodes WHERE name = ? RETURNING id", name).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: no node named %q", ErrNotFound, name)
+		}
 		if err != nil {
 			return fmt.Errorf("delete node: %w", err)
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("%w: no node named %q", ErrNotFound, name)
+		if err := recordDeletion(ctx, tx, id); err != nil {
+			return err
 		}
 		return audit(ctx, tx, s.now(), actor, "node.delete", name, "")
 	})
@@ -165,7 +169,7 @@ func (s *DB) SetTags(ctx context.Context, actor, name string, tags []string) (ui
 		j = []byte("[]")
 	}
 	return s.tx(ctx, func(tx conn) error {
-		res, err := tx.exec(ctx, "UPDATE nodes SET tags = ? WHERE name = ?", string(j), name)
+		res, err := tx.exec(ctx, "UPDATE nodes SET tags = ?, changed = "+curVersion+" WHERE name = ?", string(j), name)
 		if err != nil {
 			return fmt.Errorf("set tags: %w", err)
 		}
@@ -194,7 +198,7 @@ func (s *DB) RotateNodeKey(ctx context.Context, id int64, old, new string) (uint
 		} else if !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("check key: %w", err)
 		}
-		if _, err := tx.exec(ctx, "UPDATE nodes SET public_key = ? WHERE id = ?", new, id); err != nil {
+		if _, err := tx.exec(ctx, "UPDATE nodes SET public_key = ?, changed = "+curVersion+" WHERE id = ?", new, id); err != nil {
 			return fmt.Errorf("rotate key: %w", err)
 		}
 		return audit(ctx, tx, s.now(), name, "node.rotate-key", name, new)
@@ -216,7 +220,7 @@ func (s *DB) SetRelay(ctx context.Context, id int64, r wire.Relay) (uint64, erro
 		return 0, nil
 	}
 	return s.tx(ctx, func(tx conn) error {
-		_, err := tx.exec(ctx, "UPDATE nodes SET relay = ? WHERE id = ? AND relay IS NOT NULL", string(j), id)
+		_, err := tx.exec(ctx, "UPDATE nodes SET relay = ?, changed = "+curVersion+" WHERE id = ? AND relay IS NOT NULL", string(j), id)
 		return err
 	})
 }
@@ -254,7 +258,7 @@ func (s *DB) ExpireNode(ctx context.Context, actor, name string, at time.Time, n
 		default:
 			expires, detail = at.UnixMilli(), "at "+at.UTC().Format(time.RFC3339)
 		}
-		if _, err := tx.exec(ctx, "UPDATE nodes SET expires = ?, expired = ? WHERE name = ?", expires, expired, name); err != nil {
+		if _, err := tx.exec(ctx, "UPDATE nodes SET expires = ?, expired = ?, changed = "+curVersion+" WHERE name = ?", expires, expired, name); err != nil {
 			return fmt.Errorf("expire node: %w", err)
 		}
 		return audit(ctx, tx, now, actor, "node.expire", name, detail)
@@ -274,7 +278,7 @@ func (s *DB) ExpireDue(ctx context.Context) ([]string, error) {
 		if names, err = dueExpiries(ctx, tx, now); err != nil {
 			return err
 		}
-		if _, err := tx.exec(ctx, "UPDATE nodes SET expired = TRUE WHERE expired = FALSE AND expires != 0 AND expires <= ?", now.UnixMilli()); err != nil {
+		if _, err := tx.exec(ctx, "UPDATE nodes SET expired = TRUE, changed = "+curVersion+" WHERE expired = FALSE AND expires != 0 AND expires <= ?", now.UnixMilli()); err != nil {
 			return fmt.Errorf("mark expired nodes: %w", err)
 		}
 		for _, n := range names {
@@ -321,6 +325,9 @@ func (s *DB) DeleteEphemeral(ctx context.Context, id int64, lastSeen time.Time) 
 		if err != nil {
 			return fmt.Errorf("delete ephemeral node: %w", err)
 		}
+		if err := recordDeletion(ctx, tx, id); err != nil {
+			return err
+		}
 		deleted = true
 		detail := "ephemeral, offline since " + lastSeen.UTC().Format(time.RFC3339)
 		if lastSeen.IsZero() {
@@ -329,4 +336,17 @@ func (s *DB) DeleteEphemeral(ctx context.Context, id int64, lastSeen time.Time) 
 		return audit(ctx, tx, s.now(), "coordinator", "node.delete", name, detail)
 	})
 	return deleted, err
+}
+
+// curVersion is the state version in a statement of a transaction that
+// bumped it (DB.tx): the version it commits.
+const curVersion = "(SELECT CAST(value AS BIGINT) FROM settings WHERE key = 'version')"
+
+// recordDeletion records, in a transaction that bumped the version, that
+// node id is deleted at that version (StateSince).
+func recordDeletion(ctx context.Context, tx conn, id int64) error {
+	if _, err := tx.exec(ctx, "INSERT INTO node_deletions(id, version) VALUES(?, "+curVersion+")", id); err != nil {
+		return fmt.Errorf("record deletion: %w", err)
+	}
+	return nil
 }

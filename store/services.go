@@ -117,7 +117,7 @@ func (s *DB) SetServices(ctx context.Context, n wire.Node, svcs []wire.Service, 
 		return 0, fmt.Errorf("read services of %s: %w", n.Name, err)
 	}
 	return s.tx(ctx, func(tx conn) error {
-		_, err := tx.exec(ctx, "UPDATE nodes SET services = ?, health = ? WHERE id = ?", string(dj), string(hj), n.ID)
+		_, err := tx.exec(ctx, "UPDATE nodes SET services = ?, health = ?, changed = "+curVersion+" WHERE id = ?", string(dj), string(hj), n.ID)
 		if err != nil {
 			return fmt.Errorf("write services: %w", err)
 		}

@@ -31,10 +31,7 @@ func (s *DB) State(ctx context.Context) (State, error) {
 					st.NextExpiry = n.Expires
 				}
 			}
-			// For admins only; last seen also changes without a new version.
-			n.Version, n.Expires, n.Ephemeral, n.LastSeen, n.OnlineUntil = "", time.Time{}, false, time.Time{}, time.Time{}
-			n.Services = definitions(n.Services) // health travels by gossip
-			st.Nodes = append(st.Nodes, n)
+			st.Nodes = append(st.Nodes, stateNode(n))
 		}
 		if st.Policy, err = policy(ctx, tx, "ORDER BY version DESC LIMIT 1"); err != nil {
 			return err
@@ -49,6 +46,77 @@ func (s *DB) State(ctx context.Context) (State, error) {
 		return err
 	})
 	return st, err
+}
+
+// StateSince reads, in one snapshot, what changed after version since:
+// the nodes changed or added (as State has them), the nodes deleted or
+// expired, and the rest of the state, which is small, whole.
+func (s *DB) StateSince(ctx context.Context, since uint64) (Delta, error) {
+	d := Delta{Since: since}
+	err := s.snapshot(ctx, func(tx conn) error {
+		rows, err := tx.query(ctx, "SELECT "+nodeColumns+", health FROM nodes WHERE changed > ? ORDER BY id", since)
+		if err != nil {
+			return fmt.Errorf("read changed nodes: %w", err)
+		}
+		defer rows.Close()
+		now := s.now()
+		for rows.Next() {
+			var hj string
+			n, err := s.scanNode(healthScanner{rows, &hj})
+			if err != nil {
+				return fmt.Errorf("read changed nodes: %w", err)
+			}
+			if !n.Expires.IsZero() && !n.Expires.After(now) {
+				d.Removed = append(d.Removed, n.ID)
+				continue
+			}
+			d.Nodes = append(d.Nodes, stateNode(n))
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read changed nodes: %w", err)
+		}
+		rows.Close()
+		del, err := tx.query(ctx, "SELECT id FROM node_deletions WHERE version > ? ORDER BY id", since)
+		if err != nil {
+			return fmt.Errorf("read deleted nodes: %w", err)
+		}
+		defer del.Close()
+		for del.Next() {
+			var id int64
+			if err := del.Scan(&id); err != nil {
+				return fmt.Errorf("read deleted nodes: %w", err)
+			}
+			d.Removed = append(d.Removed, id)
+		}
+		if err := del.Err(); err != nil {
+			return fmt.Errorf("read deleted nodes: %w", err)
+		}
+		var next int64
+		if err := tx.row(ctx, "SELECT COALESCE(MIN(expires), 0) FROM nodes WHERE expires > ?", now.UnixMilli()).Scan(&next); err != nil {
+			return fmt.Errorf("read next expiry: %w", err)
+		}
+		d.NextExpiry = fromMillis(next)
+		if d.Policy, err = policy(ctx, tx, "ORDER BY version DESC LIMIT 1"); err != nil {
+			return err
+		}
+		if d.GossipKeys, err = gossipKeys(ctx, tx); err != nil {
+			return err
+		}
+		if d.Coordinators, err = s.coordinators(ctx, tx); err != nil {
+			return err
+		}
+		d.Version, err = version(ctx, tx)
+		return err
+	})
+	return d, err
+}
+
+// stateNode is n as State has it: without what only admins see.
+func stateNode(n wire.Node) wire.Node {
+	// For admins only; last seen also changes without a new version.
+	n.Version, n.Expires, n.Ephemeral, n.LastSeen, n.OnlineUntil = "", time.Time{}, false, time.Time{}, time.Time{}
+	n.Services = definitions(n.Services) // health travels by gossip
+	return n
 }
 
 // AdminNodes reads every node as admins see it, ordered by id.

@@ -26,6 +26,9 @@ type Store interface {
 
 	// State reads, in one snapshot, everything netmaps are built from.
 	State(ctx context.Context) (State, error)
+	// StateSince reads, in one snapshot, what changed after version
+	// since: what a State at since needs to become the current one.
+	StateSince(ctx context.Context, since uint64) (Delta, error)
 	// AdminNodes returns every node as admins see it (expired ones
 	// included, with their reported health), ordered by id. The slice and
 	// what it holds are shared: copy before changing anything.
@@ -167,6 +170,22 @@ type State struct {
 
 	// admin is every node as AdminNodes lists it, from the same read.
 	admin []wire.Node
+}
+
+// Delta is what changed in the state after version Since, up to
+// Version: applied to the State at Since, it gives the State at Version.
+type Delta struct {
+	Since, Version uint64
+	// Nodes are the nodes changed or added, as State has them, by id.
+	Nodes []wire.Node
+	// Removed are the ids of the nodes deleted or expired (some perhaps
+	// added and deleted after Since).
+	Removed []int64
+	// The rest of the state, whole: it is small.
+	Policy       wire.Policy
+	GossipKeys   []string
+	Coordinators []Coordinator
+	NextExpiry   time.Time
 }
 
 // EnrollParams are what an enrolling agent asks for.

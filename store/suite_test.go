@@ -65,6 +65,7 @@ var suite = []struct {
 	{"SetOnline", testSetOnline, ""},
 	{"Listen", testListen, postgresName},
 	{"ListenSQLite", testListenSQLite, sqliteName},
+	{"StateSince", testStateSince, ""},
 }
 
 // TestStore runs the suite on SQLite and on a private PostgreSQL server.

@@ -33,6 +33,11 @@ import (
 //	   describes itself), Netmap.RelayClients (the keys that may attach to
 //	   a relay), Node.Relay in admin listings. Agents of 3 and 4 work on,
 //	   reachable only directly.
+//	6 (2026-12-04): several coordinators on one database: join keys name
+//	   them all, Netmap.CoordinatorURLs lists them, and agents fail over;
+//	   MapRequest.Deltas, after which a stream may carry NetmapDeltas
+//	   (MapMessage.Delta). Agents of 3 to 5 work on, with whole netmaps
+//	   and the one coordinator they enrolled with.
 //
 // Compatibility window: a coordinator accepts agents of protocol
 // MinProtocolVersion to its own ProtocolVersion, and refuses others at
@@ -41,7 +46,7 @@ import (
 // coordinator first, then the agents; raise MinProtocolVersion only when
 // the agents below it can no longer work (as protocol 3's proofs made of
 // 1 and 2), and say so in the release notes.
-const ProtocolVersion = 5
+const ProtocolVersion = 6
 
 // MinProtocolVersion is the oldest agent protocol a coordinator accepts.
 // Agents of 1 and 2 make no proofs of their key, which protocol 3
@@ -423,6 +428,10 @@ type MapRequest struct {
 	// stored one (as EnrollRequest.Relay; 400 if invalid, 403 from an
 	// agent). Nil: unchanged.
 	Relay *Relay `json:"relay,omitempty"`
+	// Deltas says that the agent applies NetmapDeltas: after the first
+	// netmap, the stream may carry only what changed. False (an older
+	// agent): every message is a whole netmap.
+	Deltas bool `json:"deltas,omitempty"`
 }
 
 // MapMessage is one newline-delimited JSON message of a netmap stream.
@@ -430,9 +439,28 @@ type MapRequest struct {
 type MapMessage struct {
 	// Netmap is a full netmap that replaces the previous one.
 	Netmap *Netmap `json:"netmap,omitempty"`
+	// Delta is what changed in the last netmap of the stream (whole or
+	// with deltas applied), to be applied to it; only to an agent that
+	// asked for deltas (MapRequest.Deltas), never as a stream's first
+	// message.
+	Delta *NetmapDelta `json:"delta,omitempty"`
 	// KeepAlive is sent when nothing changed for a while; the agent treats
 	// a stream silent for three keep-alive intervals as dead.
 	KeepAlive bool `json:"keepalive,omitempty"`
+}
+
+// NetmapDelta is a change to a netmap that leaves its policy, rules and
+// the set of its peers as they were: a peer's (or the node's own) entry
+// changed, such as its endpoints. Peers added or removed, and every other
+// change, come as a whole netmap.
+type NetmapDelta struct {
+	// Version is the netmap's version once the delta is applied.
+	Version uint64 `json:"version"`
+	// Self, if set, replaces the netmap's Self.
+	Self *Node `json:"self,omitempty"`
+	// Peers replace the netmap's peers of the same ID (a peer's ID is
+	// stable; its public key may change).
+	Peers []Node `json:"peers,omitempty"`
 }
 
 // Netmap is one node's view of the mesh.

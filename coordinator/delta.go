@@ -1,0 +1,135 @@
+package coordinator
+
+import (
+	"slices"
+
+	"github.com/wiremesh/wiremesh/acl"
+	"github.com/wiremesh/wiremesh/store"
+	"github.com/wiremesh/wiremesh/wire"
+)
+
+// A change that leaves the policy's view of every node as it was (a
+// node's endpoints, the tags of its services, its expiry) costs what it
+// touches: the coordinator reads only the changed nodes (store.StateSince),
+// patches them into a copy of the snapshot without compiling the policy
+// again, and only the streams of those nodes and of their peers do any
+// work, sending the changed entries as a wire.NetmapDelta. Every other
+// change (a join, a deletion, tags, a policy, a key, a relay, the
+// keyring, the coordinators) builds the snapshot whole.
+
+// snapshotDelta is what changed from one snapshot to the next.
+type snapshotDelta struct {
+	ids []int64 // the nodes whose entries changed, by id
+}
+
+// maxDeltaSteps bounds the snapshots a stream applies as deltas at once;
+// a stream further behind gets a whole netmap.
+const maxDeltaSteps = 64
+
+// deltaSnapshot returns old with d applied, or nil when d changes more
+// than node entries the policy does not look at: then the snapshot is
+// built whole.
+func (c *Coordinator) deltaSnapshot(old *snapshot, d store.Delta) *snapshot {
+	if d.Policy.Version != old.policy.Version || !slices.Equal(d.GossipKeys, old.gossip.Keys) || !sameCoordinators(d.Coordinators, old.coordinators) {
+		return nil
+	}
+	for _, id := range d.Removed {
+		if old.has(id) {
+			return nil
+		}
+	}
+	for _, n := range d.Nodes {
+		i, ok := old.byID[n.ID]
+		if !ok || n.Relay != nil || n.PublicKey != old.nodes[i].PublicKey || !sameACLNode(aclNode(n), old.aclNodes[i]) {
+			return nil // a join, a relay node, a new key, or what the policy sees
+		}
+	}
+	s := &snapshot{
+		version: d.Version, nodes: slices.Clone(old.nodes), aclNodes: old.aclNodes, byID: old.byID, byKey: old.byKey,
+		policy: old.policy, gossip: old.gossip, compiled: old.compiled, changed: make(chan struct{}),
+		nextExpiry: d.NextExpiry, relayNodes: old.relayNodes, coordinators: old.coordinators,
+		delta: &snapshotDelta{},
+	}
+	parsed := old.compiled.Policy()
+	for _, n := range d.Nodes {
+		n.Services = providedServices(parsed, n)
+		s.nodes[old.byID[n.ID]] = n
+		s.delta.ids = append(s.delta.ids, n.ID)
+	}
+	return s
+}
+
+// sameACLNode reports whether the policy sees a and b alike.
+func sameACLNode(a, b acl.Node) bool {
+	return a.ID == b.ID && a.Name == b.Name && slices.Equal(a.Tags, b.Tags) && slices.Equal(a.Addrs, b.Addrs) && slices.Equal(a.Services, b.Services)
+}
+
+// sameCoordinators reports whether a and b list the same coordinators,
+// described alike.
+func sameCoordinators(a, b []store.Coordinator) bool {
+	return slices.EqualFunc(a, b, func(x, y store.Coordinator) bool {
+		return slices.Equal(x.URLs, y.URLs) && (x.Relay == nil) == (y.Relay == nil) && (x.Relay == nil || relayEqual(*x.Relay, *y.Relay))
+	})
+}
+
+func relayEqual(a, b wire.Relay) bool {
+	return a.Name == b.Name && a.URL == b.URL && a.Key == b.Key && slices.Equal(a.Pins, b.Pins) && slices.Equal(a.STUN, b.STUN)
+}
+
+// peerEntry is node j of s as node id's netmap lists it: with only the
+// services id may reach.
+func peerEntry(s *snapshot, id int64, j int) wire.Node {
+	p := s.nodes[j]
+	if len(p.Services) > 0 {
+		p.Services = slices.DeleteFunc(slices.Clone(p.Services), func(sv wire.Service) bool {
+			ok, _ := s.compiled.Allows(id, p.ID, serviceProto(sv.Proto), sv.Port)
+			return !ok
+		})
+	}
+	return p
+}
+
+// streamDelta is what the snapshots after from, up to the newest, change
+// in node id's netmap: to is the newest; whole is set when one of them
+// was built whole (or there are too many): then only a whole netmap says
+// what changed. Otherwise nm is nil when nothing changed for id, or the
+// delta to send.
+func streamDelta(from *snapshot, id int64) (to *snapshot, whole bool, nm *wire.NetmapDelta) {
+	var ids []int64
+	steps := 0
+	for to = from; to.next.Load() != nil; steps++ {
+		to = to.next.Load()
+		if to.delta == nil || steps >= maxDeltaSteps {
+			whole = true
+		}
+		if !whole {
+			ids = append(ids, to.delta.ids...)
+		}
+	}
+	if whole {
+		return to, true, nil
+	}
+	if _, relay := to.relayNodes.byID[id]; relay {
+		return to, false, nil // its netmap has the agents' keys, which deltas do not change
+	}
+	slices.Sort(ids)
+	for _, x := range slices.Compact(ids) {
+		switch j := to.byID[x]; {
+		case x == id:
+			if nm == nil {
+				nm = &wire.NetmapDelta{}
+			}
+			self := to.nodes[j]
+			nm.Self = &self
+		case to.compiled.IsPeer(id, x):
+			if nm == nil {
+				nm = &wire.NetmapDelta{}
+			}
+			nm.Peers = append(nm.Peers, peerEntry(to, id, j))
+		}
+	}
+	if nm != nil {
+		nm.Version = to.version
+	}
+	return to, false, nm
+}
