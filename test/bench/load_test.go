@@ -106,7 +106,12 @@ type loadCoordinator struct {
 // startLoadCoordinator starts bin's coordinator on free loopback ports; it
 // stops (SIGTERM) when the benchmark ends.
 func startLoadCoordinator(b *testing.B, bin string) *loadCoordinator {
-	dir := b.TempDir()
+	return startLoadCoordinatorIn(b, bin, b.TempDir())
+}
+
+// startLoadCoordinatorIn is startLoadCoordinator with the data dir
+// dir/data, which may hold a database already.
+func startLoadCoordinatorIn(b *testing.B, bin, dir string, extra ...string) *loadCoordinator {
 	addr, maddr := freeAddr(b), freeAddr(b)
 	logPath := filepath.Join(dir, "coordinator.log")
 	logFile, err := os.Create(logPath)
@@ -114,8 +119,9 @@ func startLoadCoordinator(b *testing.B, bin string) *loadCoordinator {
 		b.Fatal(err)
 	}
 	defer logFile.Close()
-	cmd := exec.Command(bin, "coordinator", "--data-dir", filepath.Join(dir, "data"), "--listen", addr,
-		"--metrics-listen", maddr, "--stun-listen", "", "--log-format", "json") // on loopback: no STUN ports on the host
+	args := []string{"coordinator", "--data-dir", filepath.Join(dir, "data"), "--listen", addr,
+		"--metrics-listen", maddr, "--stun-listen", "", "--log-format", "json"} // on loopback: no STUN ports on the host
+	cmd := exec.Command(bin, append(args, extra...)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		b.Fatalf("start coordinator: %v", err)
