@@ -63,6 +63,10 @@ var suite = []struct {
 	{"Lease", testLease, ""},
 	{"SharedSecret", testSharedSecret, ""},
 	{"SetOnline", testSetOnline, ""},
+	{"Sessions", testSessions, ""},
+	{"SessionLimit", testSessionLimit, ""},
+	{"SessionsAtRest", testSessionsAtRest, ""},
+	{"SessionsShared", testSessionsShared, ""},
 	{"Listen", testListen, postgresName},
 	{"ListenSQLite", testListenSQLite, sqliteName},
 }
