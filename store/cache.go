@@ -275,5 +275,25 @@ func (c *Cached) SharedSecret(ctx context.Context, name, value string) (string, 
 	return c.s.SharedSecret(ctx, name, value)
 }
 
+func (c *Cached) CreateSession(ctx context.Context, s Session, limit int) (string, error) {
+	defer c.wrote()
+	return c.s.CreateSession(ctx, s, limit)
+}
+
+func (c *Cached) SetSessionFlash(ctx context.Context, id, msg string) error {
+	defer c.wrote()
+	return c.s.SetSessionFlash(ctx, id, msg)
+}
+
+func (c *Cached) TakeSessionFlash(ctx context.Context, id, msg string) (bool, error) {
+	defer c.wrote()
+	return c.s.TakeSessionFlash(ctx, id, msg)
+}
+
+func (c *Cached) DeleteSession(ctx context.Context, id string) error {
+	defer c.wrote()
+	return c.s.DeleteSession(ctx, id)
+}
+
 // Close closes the wrapped Store.
 func (c *Cached) Close() error { return c.s.Close() }

@@ -114,6 +114,20 @@ type Store interface {
 	// (zero: none), without a new version.
 	SetOnline(ctx context.Context, ids []int64, until time.Time) error
 
+	// CreateSession stores web UI session s under a new random id, which
+	// it returns; the database keeps neither the id nor the admin token's
+	// secret (see Session). It drops expired sessions and keeps at most
+	// limit, the new one included, dropping those that expire first.
+	CreateSession(ctx context.Context, s Session, limit int) (string, error)
+	// SetSessionFlash leaves msg for session id's next page.
+	SetSessionFlash(ctx context.Context, id, msg string) error
+	// TakeSessionFlash clears session id's message if it is still msg,
+	// and reports whether it did.
+	TakeSessionFlash(ctx context.Context, id, msg string) (bool, error)
+	// DeleteSession ends session id. A revoked admin token's sessions
+	// end with it (RevokeAdminToken).
+	DeleteSession(ctx context.Context, id string) error
+
 	// Close closes the database.
 	Close() error
 }
@@ -155,6 +169,9 @@ type Reader interface {
 	PolicyHistory(ctx context.Context) ([]wire.Policy, error)
 	// GossipKeyInfo describes the gossip keyring.
 	GossipKeyInfo(ctx context.Context) (wire.GossipKeys, error)
+	// Session returns the unexpired web UI session with id, or
+	// ErrNotFound.
+	Session(ctx context.Context, id string) (Session, error)
 }
 
 // State is everything netmaps are built from, at one state version.

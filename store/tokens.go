@@ -65,8 +65,9 @@ func (s *DB) AdminTokens(ctx context.Context) ([]wire.AdminToken, error) {
 	return out, rows.Err()
 }
 
-// RevokeAdminToken revokes the admin token id. The last valid token cannot
-// be revoked: nobody could administer the mesh any more.
+// RevokeAdminToken revokes the admin token id and ends the web UI
+// sessions opened with it. The last valid token cannot be revoked: nobody
+// could administer the mesh any more.
 func (s *DB) RevokeAdminToken(ctx context.Context, actor, id string) error {
 	_, err := s.tx(ctx, func(tx conn) error {
 		var revoked int64
@@ -90,6 +91,9 @@ func (s *DB) RevokeAdminToken(ctx context.Context, actor, id string) error {
 		now := s.now()
 		if _, err := tx.exec(ctx, "UPDATE admin_tokens SET revoked = ? WHERE id = ?", now.UnixMilli(), id); err != nil {
 			return fmt.Errorf("revoke admin token: %w", err)
+		}
+		if _, err := tx.exec(ctx, "DELETE FROM ui_sessions WHERE token_id = ?", id); err != nil {
+			return fmt.Errorf("end the token's web UI sessions: %w", err)
 		}
 		return audit(ctx, tx, now, actor, "admintoken.revoke", id, "")
 	})

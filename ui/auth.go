@@ -23,20 +23,15 @@ const maxForm = 4 << 20
 // handler is a page handler of a logged-in session.
 type handler func(w http.ResponseWriter, r *http.Request, s *session)
 
-// session returns the request's live session, or nil.
-func (u *UI) session(r *http.Request) *session {
-	c, err := r.Cookie(sessionCookie)
-	if err != nil {
-		return nil
-	}
-	return u.sessions.get(c.Value)
-}
-
 // get wraps a page that only reads: without a session it redirects to the
 // login page (or, for a fragment, answers 401 so the script reloads).
 func (u *UI) get(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		s := u.session(r)
+		s, err := u.session(r)
+		if err != nil {
+			u.unavailable(w, r, err)
+			return
+		}
 		if s == nil {
 			if r.URL.Query().Has("fragment") {
 				http.Error(w, "not logged in", http.StatusUnauthorized)
@@ -60,7 +55,11 @@ func (u *UI) post(h handler) http.HandlerFunc {
 			u.forbidden(w, r, "cross-origin request refused")
 			return
 		}
-		s := u.session(r)
+		s, err := u.session(r)
+		if err != nil {
+			u.unavailable(w, r, err)
+			return
+		}
 		if s == nil {
 			u.forbidden(w, r, "not logged in (or the session expired): log in again")
 			return
@@ -109,7 +108,7 @@ type loginData struct {
 }
 
 func (u *UI) handleLoginPage(w http.ResponseWriter, r *http.Request) {
-	if u.session(r) != nil {
+	if s, _ := u.session(r); s != nil {
 		http.Redirect(w, r, safeNext(r.URL.Query().Get("next")), http.StatusSeeOther)
 		return
 	}
@@ -158,8 +157,13 @@ func (u *UI) handleLogin(w http.ResponseWriter, r *http.Request) {
 		u.loginForm(w, r, code, "The coordinator refused this token: "+err.Error())
 		return
 	}
-	s := u.sessions.create(sec.String(), sec.ID)
-	u.setCookie(w, sessionCookie, s.id, Prefix, int(u.cfg.SessionTTL.Seconds()))
+	id, err := u.cfg.Sessions.CreateSession(ctx, Session{Token: sec, CSRF: randomToken(), Expires: u.cfg.Now().Add(u.cfg.SessionTTL)}, u.cfg.MaxSessions)
+	if err != nil {
+		u.log.Error("ui: session not kept", "token", sec.ID, "err", err)
+		u.loginForm(w, r, http.StatusServiceUnavailable, "The coordinator cannot keep login sessions right now: try again in a moment.")
+		return
+	}
+	u.setCookie(w, sessionCookie, id, Prefix, int(u.cfg.SessionTTL.Seconds()))
 	u.setCookie(w, loginCookie, "", "/ui/login", -1)
 	u.log.Info("ui: logged in", "token", sec.ID, "addr", r.RemoteAddr)
 	http.Redirect(w, r, safeNext(r.PostForm.Get("next")), http.StatusSeeOther)
@@ -193,7 +197,11 @@ func safeNext(next string) string {
 }
 
 func (u *UI) handleLogout(w http.ResponseWriter, r *http.Request, s *session) {
-	u.sessions.delete(s.id)
+	if err := u.cfg.Sessions.DeleteSession(r.Context(), s.id); err != nil {
+		// The session still works: say so rather than pretend.
+		u.unavailable(w, r, err)
+		return
+	}
 	u.setCookie(w, sessionCookie, "", Prefix, -1)
 	u.log.Info("ui: logged out", "token", s.tokenID, "addr", r.RemoteAddr)
 	http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
@@ -205,7 +213,9 @@ func (u *UI) apiFailed(w http.ResponseWriter, r *http.Request, s *session, err e
 	st := statusOf(err)
 	switch {
 	case st == http.StatusUnauthorized:
-		u.sessions.delete(s.id)
+		if err := u.cfg.Sessions.DeleteSession(r.Context(), s.id); err != nil {
+			u.log.Warn("ui: session of a refused token not deleted", "token", s.tokenID, "err", err)
+		}
 		u.setCookie(w, sessionCookie, "", Prefix, -1)
 		if r.URL.Query().Has("fragment") {
 			http.Error(w, "session ended", http.StatusUnauthorized)

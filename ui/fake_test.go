@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -343,4 +344,110 @@ func (f *fakeAPI) expire(w http.ResponseWriter, r *http.Request, n *wire.Node) {
 		n.Expires = testTime
 	}
 	writeJSON(w, http.StatusOK, n)
+}
+
+// fakeSessions keeps sessions in memory with the semantics of the
+// store's (store.Session): expiry on its clock, a limit that drops the
+// sessions that expire first. fail, if set, fails every call.
+type fakeSessions struct {
+	now func() time.Time
+
+	mu   sync.Mutex
+	byID map[string]Session
+	fail error
+}
+
+func newFakeSessions(now func() time.Time) *fakeSessions {
+	return &fakeSessions{now: now, byID: map[string]Session{}}
+}
+
+func (f *fakeSessions) CreateSession(_ context.Context, s Session, limit int) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return "", f.fail
+	}
+	now := f.now()
+	for id, old := range f.byID {
+		if !now.Before(old.Expires) {
+			delete(f.byID, id)
+		}
+	}
+	for len(f.byID) >= limit {
+		var oldest Session
+		for _, old := range f.byID {
+			if oldest.ID == "" || old.Expires.Before(oldest.Expires) {
+				oldest = old
+			}
+		}
+		delete(f.byID, oldest.ID)
+	}
+	s.ID = randomToken()
+	f.byID[s.ID] = s
+	return s.ID, nil
+}
+
+func (f *fakeSessions) Session(_ context.Context, id string) (Session, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return Session{}, f.fail
+	}
+	s, ok := f.byID[id]
+	if !ok || !f.now().Before(s.Expires) {
+		return Session{}, ErrNoSession
+	}
+	return s, nil
+}
+
+func (f *fakeSessions) SetSessionFlash(_ context.Context, id, msg string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return f.fail
+	}
+	if s, ok := f.byID[id]; ok {
+		s.Flash = msg
+		f.byID[id] = s
+	}
+	return nil
+}
+
+func (f *fakeSessions) TakeSessionFlash(_ context.Context, id, msg string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return false, f.fail
+	}
+	s, ok := f.byID[id]
+	if !ok || msg == "" || s.Flash != msg {
+		return false, nil
+	}
+	s.Flash = ""
+	f.byID[id] = s
+	return true, nil
+}
+
+func (f *fakeSessions) DeleteSession(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return f.fail
+	}
+	delete(f.byID, id)
+	return nil
+}
+
+// len returns the number of sessions kept.
+func (f *fakeSessions) len() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.byID)
+}
+
+// setFail makes every call fail with err (nil: succeed again).
+func (f *fakeSessions) setFail(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fail = err
 }

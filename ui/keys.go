@@ -149,6 +149,6 @@ func (u *UI) handleRevoke(w http.ResponseWriter, r *http.Request, s *session) {
 		return
 	}
 	u.log.Info("ui: join key revoked", "key", id, "token", s.tokenID)
-	u.sessions.setFlash(s, "Join key "+id+" revoked: it admits no more nodes.")
+	u.setFlash(r, s, "Join key "+id+" revoked: it admits no more nodes.")
 	http.Redirect(w, r, "/ui/keys", http.StatusSeeOther)
 }

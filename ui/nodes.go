@@ -123,11 +123,11 @@ func (u *UI) handleSetExpiry(w http.ResponseWriter, r *http.Request, s *session)
 	u.log.Info("ui: node changed", "node", name, "action", "expiry", "token", s.tokenID)
 	switch now := u.cfg.Now(); {
 	case n.Expires.IsZero():
-		u.sessions.setFlash(s, "Node "+name+" no longer expires.")
+		u.setFlash(r, s, "Node "+name+" no longer expires.")
 	case upcoming(now, n.Expires):
-		u.sessions.setFlash(s, "Node "+name+" expires "+untilText(now, n.Expires)+" ("+whenText(n.Expires)+"): it is then cut off until it enrolls again.")
+		u.setFlash(r, s, "Node "+name+" expires "+untilText(now, n.Expires)+" ("+whenText(n.Expires)+"): it is then cut off until it enrolls again.")
 	default:
-		u.sessions.setFlash(s, "Node "+name+" has expired.")
+		u.setFlash(r, s, "Node "+name+" has expired.")
 	}
 	http.Redirect(w, r, "/ui/nodes/"+url.PathEscape(name), http.StatusSeeOther)
 }
@@ -196,7 +196,7 @@ func (u *UI) handleSetTags(w http.ResponseWriter, r *http.Request, s *session) {
 		u.apiFailed(w, r, s, err)
 		return
 	}
-	u.sessions.setFlash(s, "Tags of "+d.Node.Name+" set to "+tagList(td.Tags)+".")
+	u.setFlash(r, s, "Tags of "+d.Node.Name+" set to "+tagList(td.Tags)+".")
 	http.Redirect(w, r, "/ui/nodes/"+url.PathEscape(d.Node.Name), http.StatusSeeOther)
 }
 
@@ -247,7 +247,7 @@ func (u *UI) handleNodeAction(w http.ResponseWriter, r *http.Request, s *session
 		return
 	}
 	u.log.Info("ui: node changed", "node", name, "action", r.PathValue("action"), "token", s.tokenID)
-	u.sessions.setFlash(s, "Node "+name+" "+act.done+".")
+	u.setFlash(r, s, "Node "+name+" "+act.done+".")
 	next := "/ui/nodes"
 	if r.PathValue("action") == "expire" {
 		next += "/" + url.PathEscape(name)
@@ -256,5 +256,6 @@ func (u *UI) handleNodeAction(w http.ResponseWriter, r *http.Request, s *session
 }
 
 func (u *UI) handleNotFound(w http.ResponseWriter, r *http.Request) {
-	u.render(w, r, u.session(r), http.StatusNotFound, "error", "Not found", errorData{Message: "No such page: " + r.URL.Path})
+	s, _ := u.session(r)
+	u.render(w, r, s, http.StatusNotFound, "error", "Not found", errorData{Message: "No such page: " + r.URL.Path})
 }

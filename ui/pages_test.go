@@ -99,6 +99,9 @@ func TestNodeActions(t *testing.T) {
 		t.Fatalf("tags %v", got)
 	}
 	wantBody(t, b.get("/ui/nodes/node-1"), "Tags of node-1 set to tag:db tag:prod.")
+	if r := b.get("/ui/nodes/node-1"); strings.Contains(r.body, "Tags of node-1 set") {
+		t.Error("the message is shown again on the next page")
+	}
 	// A tag the API refuses is shown in the form.
 	r = b.post("/ui/nodes/node-1/tags", url.Values{"csrf": {csrf}, "tags": {"<b>"}, "confirm": {"yes"}})
 	wantStatus(t, r, http.StatusBadRequest)
@@ -482,6 +485,10 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal("a config without API validated")
 	}
 	c = Config{API: http.NotFoundHandler()}
+	if err := c.Validate(); err == nil {
+		t.Fatal("a config without sessions validated")
+	}
+	c = Config{API: http.NotFoundHandler(), Sessions: newFakeSessions(time.Now)}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}

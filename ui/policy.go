@@ -280,7 +280,7 @@ func (u *UI) handleRollback(w http.ResponseWriter, r *http.Request, s *session) 
 		return
 	}
 	u.log.Info("ui: policy rolled back", "to", v, "version", p.Version, "token", s.tokenID)
-	u.sessions.setFlash(s, fmt.Sprintf("Rolled back to version %d: the active policy is now version %d.", v, p.Version))
+	u.setFlash(r, s, fmt.Sprintf("Rolled back to version %d: the active policy is now version %d.", v, p.Version))
 	http.Redirect(w, r, "/ui/policy", http.StatusSeeOther)
 }
 

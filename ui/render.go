@@ -71,7 +71,7 @@ func (u *UI) execute(w http.ResponseWriter, r *http.Request, s *session, code in
 	if s != nil {
 		v.CSRF, v.TokenID = s.csrf, s.tokenID
 		if tmpl == "layout" {
-			v.Flash = u.sessions.popFlash(s)
+			v.Flash = u.takeFlash(r, s)
 		}
 	}
 	var buf bytes.Buffer

@@ -4,9 +4,10 @@
 // bearer, so that everything it shows and does goes through the one
 // versioned API and its authentication.
 //
-// The UI keeps sessions in memory: a session maps a random id, sent as the
-// cookie wiremesh_session, to the admin token it was opened with and a CSRF
-// token that every POST must carry.
+// A login session maps a random id, sent as the cookie wiremesh_session,
+// to the admin token it was opened with and a CSRF token that every POST
+// must carry. The sessions are kept by Config.Sessions, the coordinator's
+// database, so that every coordinator serving the UI knows them.
 package ui
 
 import (
@@ -27,6 +28,8 @@ type Config struct {
 	// API is the coordinator's admin JSON API; the UI serves requests for
 	// /v1/... with it in-process. Required.
 	API http.Handler
+	// Sessions keeps the login sessions. Required.
+	Sessions Sessions
 	// Logger receives the UI's logs. Nil: slog.Default().
 	Logger *slog.Logger
 	// SecureCookies marks the session cookies Secure, so that browsers send
@@ -35,8 +38,8 @@ type Config struct {
 	SecureCookies bool
 	// SessionTTL is how long a session lasts after login. Zero: 12 h.
 	SessionTTL time.Duration
-	// MaxSessions bounds the sessions kept at once; the oldest goes first.
-	// Zero: 1000.
+	// MaxSessions bounds the sessions kept at once, by every coordinator
+	// sharing Sessions; the oldest goes first. Zero: 1000.
 	MaxSessions int
 	// PageSize is how many nodes or audit entries one page lists, at most
 	// 1000. Zero: 100.
@@ -48,7 +51,8 @@ type Config struct {
 	Now func() time.Time
 }
 
-// DefaultConfig returns a Config with every default filled in but API.
+// DefaultConfig returns a Config with every default filled in but API
+// and Sessions.
 func DefaultConfig() Config {
 	return Config{
 		SecureCookies: true,
@@ -63,6 +67,9 @@ func DefaultConfig() Config {
 func (c *Config) Validate() error {
 	if c.API == nil {
 		return errors.New("ui: the admin API handler is required")
+	}
+	if c.Sessions == nil {
+		return errors.New("ui: a session store is required")
 	}
 	if c.SessionTTL < 0 || c.PageSize < 0 || c.MaxSessions < 0 || c.PollInterval < 0 {
 		return errors.New("ui: negative session TTL, page size, session limit or poll interval")
@@ -94,13 +101,12 @@ func (c *Config) Validate() error {
 
 // UI is the web UI's HTTP handler. Create it with New.
 type UI struct {
-	cfg      Config
-	log      *slog.Logger
-	api      *apiClient
-	sessions *sessionStore
-	pages    map[string]*template.Template // by page name
-	mux      *http.ServeMux
-	origin   *http.CrossOriginProtection
+	cfg    Config
+	log    *slog.Logger
+	api    *apiClient
+	pages  map[string]*template.Template // by page name
+	mux    *http.ServeMux
+	origin *http.CrossOriginProtection
 }
 
 // New returns a UI for cfg.
@@ -113,12 +119,11 @@ func New(cfg Config) (*UI, error) {
 		return nil, fmt.Errorf("ui: %w", err)
 	}
 	u := &UI{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		api:      newAPIClient(cfg.API),
-		sessions: newSessionStore(cfg.SessionTTL, cfg.MaxSessions, cfg.Now),
-		pages:    pages,
-		origin:   http.NewCrossOriginProtection(),
+		cfg:    cfg,
+		log:    cfg.Logger,
+		api:    newAPIClient(cfg.API),
+		pages:  pages,
+		origin: http.NewCrossOriginProtection(),
 	}
 	u.mux = u.routes()
 	return u, nil

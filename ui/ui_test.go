@@ -2,6 +2,7 @@ package ui
 
 import (
 	"bytes"
+	"errors"
 	"html"
 	"io"
 	"log/slog"
@@ -24,11 +25,12 @@ var testToken = credential.Bundle{URL: "https://coord.example:8443", Pins: crede
 
 // harness is a UI over a fake API, with a log buffer.
 type harness struct {
-	t   testing.TB
-	ui  *UI
-	api *fakeAPI
-	log *bytes.Buffer
-	now time.Time
+	t        testing.TB
+	ui       *UI
+	api      *fakeAPI
+	sessions *fakeSessions
+	log      *bytes.Buffer
+	now      time.Time
 }
 
 func newHarness(t testing.TB, nodes int) *harness {
@@ -36,6 +38,8 @@ func newHarness(t testing.TB, nodes int) *harness {
 	h := &harness{t: t, api: newFakeAPI(testSecret.String()).seed(nodes), log: &bytes.Buffer{}, now: testTime}
 	cfg := DefaultConfig()
 	cfg.API = h.api
+	h.sessions = newFakeSessions(func() time.Time { return h.now })
+	cfg.Sessions = h.sessions
 	cfg.Logger = slog.New(slog.NewTextHandler(h.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg.Now = func() time.Time { return h.now }
 	u, err := New(cfg)
@@ -191,7 +195,7 @@ func TestLoginLogout(t *testing.T) {
 	if b.cookies[sessionCookie] != nil {
 		t.Fatal("session cookie kept after logout")
 	}
-	if h.ui.sessions.len() != 0 {
+	if h.sessions.len() != 0 {
 		t.Fatal("session kept after logout")
 	}
 	// The old cookie no longer works either.
@@ -243,13 +247,13 @@ func TestSessionExpiry(t *testing.T) {
 	r := b.get("/ui/nodes?fragment=rows")
 	wantStatus(t, r, http.StatusUnauthorized)
 
-	// Expired sessions are swept when another one is made.
+	// The store sweeps expired sessions when another one is made.
 	h.browser().login(testToken)
 	other := h.browser()
 	other.login(testToken)
 	h.now = h.now.Add(13 * time.Hour)
 	h.browser().login(testToken)
-	if n := h.ui.sessions.len(); n != 1 {
+	if n := h.sessions.len(); n != 1 {
 		t.Fatalf("%d sessions kept, want 1", n)
 	}
 }
@@ -266,8 +270,38 @@ func TestRevokedTokenEndsSession(t *testing.T) {
 	if loc := r.Header.Get("Location"); loc != "/ui/login" {
 		t.Fatalf("redirect to %q", loc)
 	}
-	if h.ui.sessions.len() != 0 {
+	if h.sessions.len() != 0 {
 		t.Fatal("session kept after the API refused its token")
+	}
+}
+
+// TestSessionStoreDown: while the sessions cannot be read or written (the
+// database restarting), pages answer 503 instead of sending a logged-in
+// browser to the login page, and a logout that did not happen says so.
+func TestSessionStoreDown(t *testing.T) {
+	h := newHarness(t, 1)
+	b := h.browser()
+	csrf := b.login(testToken)
+	down := errors.New("database unavailable")
+	h.sessions.setFail(down)
+	wantStatus(t, b.get("/ui/nodes"), http.StatusServiceUnavailable)
+	wantStatus(t, b.get("/ui/nodes?fragment=rows"), http.StatusServiceUnavailable)
+	r := b.post("/ui/logout", url.Values{"csrf": {csrf}})
+	wantStatus(t, r, http.StatusServiceUnavailable)
+	if b.cookies[sessionCookie] == nil {
+		t.Fatal("session cookie dropped by a logout that failed")
+	}
+	other := h.browser()
+	page := other.get("/ui/login")
+	r = other.post("/ui/login", url.Values{"csrf": {page.csrf(t)}, "token": {testToken}})
+	wantStatus(t, r, http.StatusServiceUnavailable)
+	if other.cookies[sessionCookie] != nil {
+		t.Fatal("session cookie for a session that was not kept")
+	}
+	h.sessions.setFail(nil)
+	wantStatus(t, b.get("/ui/nodes"), http.StatusOK)
+	if !strings.Contains(h.log.String(), down.Error()) {
+		t.Errorf("the store's error is not logged:\n%s", h.log)
 	}
 }
 
