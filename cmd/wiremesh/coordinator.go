@@ -17,6 +17,7 @@ func newCoordinatorCmd() *cobra.Command {
 	var lf logFlags
 	var prefix4, prefix6 string
 	var nextPins, advertise []string
+	var pprofAddr string
 	cmd := &cobra.Command{
 		Use:   "coordinator",
 		Short: "Run the control plane",
@@ -51,6 +52,13 @@ locks it (coordinator.lock) against a second coordinator.`,
 					return fmt.Errorf("--tls-next-pin: %w", err)
 				}
 				cfg.TLSNextPins = append(cfg.TLSNextPins, p)
+			}
+			if pprofAddr != "" {
+				stop, err := servePprof(pprofAddr)
+				if err != nil {
+					return err
+				}
+				defer stop()
 			}
 			c, files, err := coordinator.Start(cfg)
 			if err != nil {
@@ -98,6 +106,8 @@ locks it (coordinator.lock) against a second coordinator.`,
 	durationVar(f, &cfg.EndpointInterval, "endpoint-interval", cfg.EndpointInterval, "after a burst of 3, the time between two changes of a node's endpoints that reach its peers; a change made before its turn is held and the newest applied when the turn comes")
 	durationVar(f, &cfg.PollInterval, "poll-interval", store.DefaultPollInterval, "with --database: how often to read the state version even when no change was announced (a lost announcement delays a change by at most this)")
 	durationVar(f, &cfg.EphemeralTimeout, "ephemeral-timeout", cfg.EphemeralTimeout, "how long an ephemeral node (from a join key made with --ephemeral) may be offline before it is deleted")
+	f.StringVar(&pprofAddr, "debug-pprof-listen", "", "serve net/http/pprof on this loopback address (for debugging)")
+	f.MarkHidden("debug-pprof-listen")
 	lf.add(f)
 	return cmd
 }

@@ -120,17 +120,20 @@ type stormAgent struct {
 func stormAt(b *testing.B, bin string, n int) stormResult {
 	dir := b.TempDir()
 	agents := enrollStorm(b, dir, n)
-	lc := startLoadCoordinatorIn(b, bin, dir)
+	var extra []string
+	pprofFile := os.Getenv("WIREMESH_STORM_PPROF") // a CPU profile of the storm's first 10 s goes to FILE-N
+	pprofAddr := freeAddr(b)
+	if pprofFile != "" {
+		extra = append(extra, "--debug-pprof-listen", pprofAddr)
+	}
+	lc := startLoadCoordinatorIn(b, bin, dir, extra...)
 	var ck wire.CoordinatorKey
 	if err := callJSON(context.Background(), lc.admin, http.MethodGet, lc.url+wire.PathCoordinatorKey, "", nil, &ck); err != nil {
 		b.Fatal(err)
 	}
 	for _, a := range agents {
 		a.ckey = ck.PublicKey
-		tr := *a.tr // the pins are the coordinator's, known only now
-		tr.TLSClientConfig = credential.ClientTLS(lc.pins)
-		a.tr = &tr
-		a.hc = &http.Client{Transport: a.tr}
+		a.tr.TLSClientConfig = credential.ClientTLS(lc.pins) // known only now; the transport is unused yet
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -144,6 +147,18 @@ func stormAt(b *testing.B, bin string, n int) stormResult {
 	cpu0, err := cpuSeconds(lc.pid)
 	if err != nil {
 		b.Fatal(err)
+	}
+	if pprofFile != "" {
+		wg.Go(func() {
+			resp, err := http.Get("http://" + pprofAddr + "/debug/pprof/profile?seconds=10")
+			if err != nil {
+				logf("pprof: %v", err)
+				return
+			}
+			defer resp.Body.Close()
+			raw, _ := io.ReadAll(resp.Body)
+			os.WriteFile(fmt.Sprintf("%s-%d", pprofFile, n), raw, 0o600)
+		})
 	}
 	start := time.Now()
 	errs := make(chan error, n)
