@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bytes"
 	"slices"
 
 	"github.com/wiremesh/wiremesh/acl"
@@ -15,7 +16,10 @@ import (
 // again, and only the streams of those nodes and of their peers do any
 // work, sending the changed entries as a wire.NetmapDelta. Every other
 // change (a join, a deletion, tags, a policy, a key, a relay, the
-// keyring, the coordinators) builds the snapshot whole.
+// keyring, the coordinators) builds the snapshot whole; a stream then
+// works out its node's netmap before and after, and sends what differs
+// as a delta (diffNetmap) when only entries, peers and rules do: a
+// policy change that adds a port sends each agent its rules alone.
 
 // snapshotDelta is what changed from one snapshot to the next.
 type snapshotDelta struct {
@@ -132,4 +136,64 @@ func streamDelta(from *snapshot, id int64) (to *snapshot, whole bool, nm *wire.N
 		nm.Version = to.version
 	}
 	return to, false, nm
+}
+
+// diffNetmap returns the delta that turns old into nm, nil when they
+// differ in nothing but their versions; ok is false when they differ in
+// what a delta does not carry (the relay map, the keyring, the
+// coordinators…): then nm goes whole.
+func diffNetmap(old, nm *wire.Netmap) (d *wire.NetmapDelta, ok bool) {
+	if old.Self.ID != nm.Self.ID || digestRest(old) != digestRest(nm) {
+		return nil, false
+	}
+	d = &wire.NetmapDelta{Version: nm.Version}
+	changed := false
+	if !bytes.Equal(nodeBytes(&old.Self), nodeBytes(&nm.Self)) {
+		self := nm.Self
+		d.Self, changed = &self, true
+	}
+	if old.PolicyVersion != nm.PolicyVersion || !bytes.Equal(rulesBytes(old.Rules), rulesBytes(nm.Rules)) {
+		d.Policy, changed = &wire.NetmapPolicy{Version: nm.PolicyVersion, Rules: nm.Rules}, true
+	}
+	was := make(map[int64][]byte, len(old.Peers))
+	for i := range old.Peers {
+		was[old.Peers[i].ID] = nodeBytes(&old.Peers[i])
+	}
+	for i := range nm.Peers {
+		p := &nm.Peers[i]
+		b, ok := was[p.ID]
+		if !ok || !bytes.Equal(b, nodeBytes(p)) {
+			d.Peers, changed = append(d.Peers, *p), true
+		}
+		delete(was, p.ID)
+	}
+	for id := range was {
+		d.Removed, changed = append(d.Removed, id), true
+	}
+	slices.Sort(d.Removed)
+	if !changed {
+		return nil, true
+	}
+	return d, true
+}
+
+// digestRest is the digest of nm without what a delta carries.
+func digestRest(nm *wire.Netmap) netmapDigest {
+	rest := *nm
+	rest.Self, rest.Peers, rest.PolicyVersion, rest.Rules = wire.Node{}, nil, 0, nil
+	return digestNetmap(&rest)
+}
+
+// nodeBytes is an encoding of n to compare it with another.
+func nodeBytes(n *wire.Node) []byte {
+	d := digester{buf: make([]byte, 0, 256)}
+	d.node(n)
+	return d.buf
+}
+
+// rulesBytes is an encoding of rules to compare them with others.
+func rulesBytes(rules []wire.FilterRule) []byte {
+	d := digester{buf: make([]byte, 0, 256)}
+	d.rules(rules)
+	return d.buf
 }

@@ -3,7 +3,9 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,8 +58,9 @@ func (s *stream) messageOrKeepAlive(t *testing.T, what string) wire.MapMessage {
 // that carries its entry alone, and the node itself as a delta of its
 // Self; a node that is not its peer gets nothing; an agent that did not
 // ask for deltas gets the whole netmap; the policy is not compiled again.
-// The delta applied to the stream's last netmap is the netmap the
-// coordinator would send whole.
+// A tag change reaches the streams it alters as peers removed and added,
+// a policy change as rules alone. Every delta applied to the stream's
+// last netmap is the netmap the coordinator would send whole.
 func TestNetmapDeltas(t *testing.T) {
 	ts := startServer(t, skipKeepAlive)
 	ts.setPolicy(t, fmt.Sprintf(skipPolicy, 22))
@@ -115,56 +118,102 @@ func TestNetmapDeltas(t *testing.T) {
 		t.Error("an endpoint change compiled the policy again")
 	}
 
-	// A change the policy sees (a tag) is whole, for everyone it alters.
+	// A change the policy sees (a tag) is compiled again, and each stream
+	// gets what differs for it: a2 loses a1, b1 gains it (and rules that
+	// let it in); the delta applied is the whole netmap.
+	nmb, _ := ts.c.netmapFor(ts.c.state.Load(), b1.Node.ID)
+	nma2 := applied
 	if code, body := ts.doJSON(t, "PUT", wire.PathNodes+"/a1/tags", ts.admin, wire.SetTagsRequest{Tags: []string{"tag:b"}}); code != 204 {
 		t.Fatalf("set tags: %d %s", code, body)
 	}
-	if m := sa2.message(t, "a1 gone from a2"); m.Netmap == nil || slices.Contains(peerNames(m.Netmap), "a1") {
-		t.Errorf("a2 got %+v, want a whole netmap without a1", m)
+	check := func(name string, s *stream, id int64, before *wire.Netmap, ok func(*wire.NetmapDelta) bool) {
+		t.Helper()
+		m := s.message(t, name+"'s delta")
+		if m.Delta == nil || !ok(m.Delta) {
+			t.Fatalf("%s got %+v (delta %+v), want another delta", name, m, m.Delta)
+		}
+		got, err := m.Delta.Apply(before)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := ts.c.netmapFor(ts.c.state.Load(), id)
+		if digestNetmap(got) != digestNetmap(want) {
+			t.Errorf("%s's netmap with the delta applied differs from the whole netmap:\n%+v\n%+v", name, got, want)
+		}
 	}
-	if m := sb1.message(t, "a1 at b1"); m.Netmap == nil || !slices.Contains(peerNames(m.Netmap), "a1") {
-		t.Errorf("b1 got %+v, want a whole netmap with a1", m)
-	}
+	check("a2", sa2, a2.Node.ID, nma2, func(d *wire.NetmapDelta) bool {
+		return slices.Equal(d.Removed, []int64{a1.Node.ID}) && len(d.Peers) == 0
+	})
+	check("b1", sb1, b1.Node.ID, nmb, func(d *wire.NetmapDelta) bool {
+		return len(d.Peers) == 1 && d.Peers[0].Name == "a1" && len(d.Removed) == 0 && d.Policy != nil
+	})
+
+	// A policy change that opens another port sends every agent its
+	// rules alone.
+	nmb, _ = ts.c.netmapFor(ts.c.state.Load(), b1.Node.ID)
+	ts.setPolicy(t, fmt.Sprintf(skipPolicy, 23))
+	check("b1", sb1, b1.Node.ID, nmb, func(d *wire.NetmapDelta) bool {
+		return d.Policy != nil && d.Self == nil && len(d.Peers) == 0 && len(d.Removed) == 0
+	})
 }
 
-// TestStreamDeltaWalk: a stream that missed more snapshots than
-// maxDeltaSteps, or one built whole, gets a whole netmap; one that missed
-// a few deltas gets them merged into one.
-func TestStreamDeltaWalk(t *testing.T) {
-	ts := startServer(t, time.Hour)
-	ts.setPolicy(t, allowAll)
-	jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Reusable: true})
-	a := ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: "a"})
-	b := ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: "b"})
-	from := ts.c.state.Load()
-	setEndpoints := func(id int64, ep string) {
+// TestDiffNetmapEveryField: for a change of any one field of a netmap
+// (as TestNetmapDigestEveryField makes them), the delta diffNetmap makes,
+// applied to the netmap before, gives the netmap after; or diffNetmap says
+// a delta cannot carry it, which it must say only of fields outside Self
+// (but for its ID: another node's netmap), Peers, PolicyVersion and
+// Rules. Peers added and removed, too.
+func TestDiffNetmapEveryField(t *testing.T) {
+	filled := func() *wire.Netmap {
+		nm := &wire.Netmap{}
+		fill(t, reflect.ValueOf(nm).Elem(), "Netmap")
+		return nm
+	}
+	try := func(what string, before, after *wire.Netmap, deltaField bool) {
 		t.Helper()
-		if _, err := ts.c.store.SetEndpoints(context.Background(), id, []string{ep}); err != nil {
-			t.Fatal(err)
+		d, ok := diffNetmap(before, after)
+		switch {
+		case !ok && deltaField:
+			t.Errorf("%s changed: no delta", what)
+		case !ok:
+		case d == nil:
+			if digestNetmap(before) != digestNetmap(after) {
+				t.Errorf("%s changed: diffNetmap found no difference", what)
+			}
+		default:
+			got, err := d.Apply(before)
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			if digestNetmap(got) != digestNetmap(after) {
+				t.Errorf("%s changed: the delta applied differs from the netmap after", what)
+			}
 		}
-		if err := ts.c.publish(context.Background()); err != nil {
-			t.Fatal(err)
+	}
+	changes := 0
+	eachChange(t, reflect.ValueOf(filled()).Elem(), "Netmap", nil, func(path string, steps []int, change func(reflect.Value)) {
+		if path == "Netmap.Version" {
+			return
 		}
+		changes++
+		after := filled()
+		change(at(reflect.ValueOf(after).Elem(), steps))
+		if strings.HasPrefix(path, "Netmap.Peers") {
+			// Peers are matched by ID: a changed ID is one peer gone and
+			// another added; two peers with one ID are not a netmap.
+			if path == "Netmap.Peers (two elements)" && after.Peers[0].ID == after.Peers[1].ID {
+				after.Peers[1].ID++
+			}
+		}
+		deltaField := strings.HasPrefix(path, "Netmap.Self") && path != "Netmap.Self.ID" || strings.HasPrefix(path, "Netmap.Peers") || strings.HasPrefix(path, "Netmap.Rules") || path == "Netmap.PolicyVersion"
+		try(path, filled(), after, deltaField)
+	})
+	if changes < 30 {
+		t.Errorf("only %d changes tried", changes)
 	}
-	setEndpoints(a.Node.ID, "192.0.2.1:1")
-	setEndpoints(b.Node.ID, "192.0.2.2:1")
-	setEndpoints(a.Node.ID, "192.0.2.1:2")
-	to, whole, d := streamDelta(from, b.Node.ID)
-	if whole || d == nil || to != ts.c.state.Load() || d.Version != to.version {
-		t.Fatalf("streamDelta after three deltas: whole %v, delta %+v; want one delta to the newest", whole, d)
-	}
-	if d.Self == nil || d.Self.Endpoints[0] != "192.0.2.2:1" || len(d.Peers) != 1 || d.Peers[0].Endpoints[0] != "192.0.2.1:2" {
-		t.Errorf("merged delta %+v: want b's own endpoints and a's newest", d)
-	}
-	for i := range maxDeltaSteps {
-		setEndpoints(a.Node.ID, fmt.Sprintf("192.0.2.1:%d", 10+i))
-	}
-	if _, whole, _ := streamDelta(from, b.Node.ID); !whole {
-		t.Errorf("a stream %d snapshots behind gets a delta, want a whole netmap", maxDeltaSteps+3)
-	}
-	from = ts.c.state.Load()
-	ts.setPolicy(t, allowAll+" ")
-	if _, whole, _ := streamDelta(from, b.Node.ID); !whole {
-		t.Error("a policy change came as a delta")
-	}
+	before := filled()
+	after := filled()
+	after.Peers = nil
+	try("every peer removed", before, after, true)
+	try("peers added to none", after, before, true)
 }

@@ -39,16 +39,7 @@ func digestNetmap(nm *wire.Netmap) netmapDigest {
 		d.relay(&nm.Relays[i])
 	}
 	d.strings(nm.RelayClients)
-	d.uint(uint64(len(nm.Rules)))
-	for _, r := range nm.Rules {
-		d.prefixes(r.Srcs)
-		d.bytes(r.Protos)
-		d.uint(uint64(len(r.Ports)))
-		for _, p := range r.Ports {
-			d.uint(uint64(p.First))
-			d.uint(uint64(p.Last))
-		}
-	}
+	d.rules(nm.Rules)
 	d.node(&nm.Self)
 	d.uint(uint64(len(nm.Peers)))
 	for i := range nm.Peers {
@@ -61,6 +52,8 @@ func digestNetmap(nm *wire.Netmap) netmapDigest {
 }
 
 // digestFlush is how many bytes a digester gathers before hashing them.
+// A digester without a hash gathers them all: an encoding of what it was
+// fed, to compare (see diffNetmap).
 const digestFlush = 4096
 
 // digester feeds values to a hash, gathering small writes in buf.
@@ -75,7 +68,7 @@ func (d *digester) flush() {
 }
 
 func (d *digester) wrote() {
-	if len(d.buf) >= digestFlush {
+	if d.h != nil && len(d.buf) >= digestFlush {
 		d.flush()
 	}
 }
@@ -132,6 +125,19 @@ func (d *digester) prefixes(ps []netip.Prefix) {
 		d.buf = append(d.buf, b[:]...)
 		d.string(a.Zone())
 		d.int(int64(p.Bits()))
+	}
+}
+
+func (d *digester) rules(rules []wire.FilterRule) {
+	d.uint(uint64(len(rules)))
+	for _, r := range rules {
+		d.prefixes(r.Srcs)
+		d.bytes(r.Protos)
+		d.uint(uint64(len(r.Ports)))
+		for _, p := range r.Ports {
+			d.uint(uint64(p.First))
+			d.uint(uint64(p.Last))
+		}
 	}
 }
 

@@ -320,13 +320,9 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 	defer keepAlive.Stop()
 	var last *netmapDigest // of the last whole netmap sent, if no delta went after it
 	sent := false
-	// whole sends s's netmap, unless it is the last one sent but for its
-	// version; false: the node is gone, or the stream broke.
-	whole := func(s *snapshot) bool {
-		nm, ok := c.netmapFor(s, node.ID)
-		if !ok {
-			return false // deleted or expired: the agent's next request is refused
-		}
+	// whole sends nm, s's netmap, unless it is the last one sent but for
+	// its version; false: the stream broke.
+	whole := func(s *snapshot, nm *wire.Netmap) bool {
 		dg := digestNetmap(nm)
 		if last != nil && dg == *last {
 			// The change left this node's netmap as it was: the agent
@@ -344,8 +340,22 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 		keepAlive.Reset(c.cfg.KeepAlive)
 		return true
 	}
+	delta := func(s *snapshot, d *wire.NetmapDelta) bool {
+		if d == nil {
+			c.metrics.netmapSkipped() // nothing this node sees changed
+			return true
+		}
+		if err := send(wire.MapMessage{Delta: d}); err != nil {
+			return false
+		}
+		c.metrics.netmapDeltaSent(s)
+		last = nil
+		keepAlive.Reset(c.cfg.KeepAlive)
+		return true
+	}
 	cur := c.state.Load()
-	if !whole(cur) {
+	nm, ok := c.netmapFor(cur, node.ID)
+	if !ok || !whole(cur, nm) {
 		return
 	}
 	for {
@@ -359,22 +369,33 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		}
+		prev := cur
 		to, all, d := streamDelta(cur, node.ID)
 		cur = to
-		switch {
-		case all || (d != nil && !req.Deltas):
-			if !whole(cur) {
+		if !all && (d == nil || req.Deltas) {
+			if !delta(cur, d) {
 				return
 			}
-		case d == nil:
-			c.metrics.netmapSkipped() // nothing this node sees changed
-		default:
-			if err := send(wire.MapMessage{Delta: d}); err != nil {
-				return
+			continue
+		}
+		nm, ok := c.netmapFor(cur, node.ID)
+		if !ok {
+			return // deleted or expired: the agent's next request is refused
+		}
+		if req.Deltas {
+			// The agent has prev's netmap: send it what differs, if a
+			// delta can say it.
+			if old, ok := c.netmapFor(prev, node.ID); ok {
+				if d, ok := diffNetmap(old, nm); ok {
+					if !delta(cur, d) {
+						return
+					}
+					continue
+				}
 			}
-			c.metrics.netmapDeltaSent(cur)
-			last = nil
-			keepAlive.Reset(c.cfg.KeepAlive)
+		}
+		if !whole(cur, nm) {
+			return
 		}
 	}
 }

@@ -177,8 +177,8 @@ func TestStreamKeepAlivesAndCancel(t *testing.T) {
 }
 
 // TestStreamAppliesDeltas: the stream hands on each netmap with the
-// deltas after it applied; a delta before any netmap, or one that names a
-// peer the netmap lacks, ends the stream (the agent opens a new one, which
+// deltas after it applied; a delta before any netmap, or one that removes
+// a peer the netmap lacks, ends the stream (the agent opens a new one, which
 // starts whole).
 func TestStreamAppliesDeltas(t *testing.T) {
 	nm := wire.Netmap{Version: 1, Self: wire.Node{ID: 1, Name: "a"}, Peers: []wire.Node{{ID: 2, Name: "b"}}}
@@ -198,7 +198,7 @@ func TestStreamAppliesDeltas(t *testing.T) {
 	}
 	for name, msgs := range map[string][]wire.MapMessage{
 		"a delta first":   {delta},
-		"an unknown peer": {{Netmap: &nm}, {Delta: &wire.NetmapDelta{Version: 2, Peers: []wire.Node{{ID: 9}}}}},
+		"an unknown peer removed": {{Netmap: &nm}, {Delta: &wire.NetmapDelta{Version: 2, Removed: []int64{9}}}},
 	} {
 		err := serve(msgs...).stream(context.Background(), "cred", wire.MapRequest{}, func(*wire.Netmap) {})
 		if err == nil || !strings.Contains(err.Error(), "netmap stream: ") || strings.Contains(err.Error(), "EOF") {

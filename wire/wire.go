@@ -449,18 +449,28 @@ type MapMessage struct {
 	KeepAlive bool `json:"keepalive,omitempty"`
 }
 
-// NetmapDelta is a change to a netmap that leaves its policy, rules and
-// the set of its peers as they were: a peer's (or the node's own) entry
-// changed, such as its endpoints. Peers added or removed, and every other
-// change, come as a whole netmap.
+// NetmapDelta is a change to a netmap that leaves everything but its
+// Self, its peers and its policy as it was: the entries of the node and of
+// its peers that changed (endpoints, say), the peers added or removed, and
+// the policy's rules. Every other change comes as a whole netmap.
 type NetmapDelta struct {
 	// Version is the netmap's version once the delta is applied.
 	Version uint64 `json:"version"`
 	// Self, if set, replaces the netmap's Self.
 	Self *Node `json:"self,omitempty"`
 	// Peers replace the netmap's peers of the same ID (a peer's ID is
-	// stable; its public key may change).
+	// stable; its public key may change), or are added.
 	Peers []Node `json:"peers,omitempty"`
+	// Removed are the IDs of the peers that are no longer.
+	Removed []int64 `json:"removed,omitempty"`
+	// Policy, if set, replaces the netmap's PolicyVersion and Rules.
+	Policy *NetmapPolicy `json:"policy,omitempty"`
+}
+
+// NetmapPolicy is the policy part of a netmap.
+type NetmapPolicy struct {
+	Version uint64       `json:"version"`
+	Rules   []FilterRule `json:"rules"`
 }
 
 // Netmap is one node's view of the mesh.
