@@ -197,7 +197,7 @@ func TestStreamAppliesDeltas(t *testing.T) {
 		t.Fatalf("netmaps %+v (stream ended: %v); want the first, then it with the delta", got, err)
 	}
 	for name, msgs := range map[string][]wire.MapMessage{
-		"a delta first":   {delta},
+		"a delta first":           {delta},
 		"an unknown peer removed": {{Netmap: &nm}, {Delta: &wire.NetmapDelta{Version: 2, Removed: []int64{9}}}},
 	} {
 		err := serve(msgs...).stream(context.Background(), "cred", wire.MapRequest{}, func(*wire.Netmap) {})
