@@ -139,7 +139,9 @@ func streamDelta(from *snapshot, id int64) (to *snapshot, whole bool, nm *wire.N
 }
 
 // diffNetmap returns the delta that turns old into nm, nil when they
-// differ in nothing but their versions; ok is false when they differ in
+// differ in nothing but their versions (the netmap's, and the policy's
+// when the node's rules are the same under both); ok is false when they
+// differ in
 // what a delta does not carry (the relay map, the keyring, the
 // coordinators…): then nm goes whole.
 func diffNetmap(old, nm *wire.Netmap) (d *wire.NetmapDelta, ok bool) {
@@ -152,7 +154,9 @@ func diffNetmap(old, nm *wire.Netmap) (d *wire.NetmapDelta, ok bool) {
 		self := nm.Self
 		d.Self, changed = &self, true
 	}
-	if old.PolicyVersion != nm.PolicyVersion || !bytes.Equal(rulesBytes(old.Rules), rulesBytes(nm.Rules)) {
+	// A new policy version that leaves the node's rules as they were is
+	// not news to it (unless it is the first policy, or none again).
+	if (old.PolicyVersion == 0) != (nm.PolicyVersion == 0) || !bytes.Equal(rulesBytes(old.Rules), rulesBytes(nm.Rules)) {
 		d.Policy, changed = &wire.NetmapPolicy{Version: nm.PolicyVersion, Rules: nm.Rules}, true
 	}
 	was := make(map[int64][]byte, len(old.Peers))

@@ -69,6 +69,7 @@ func TestNetmapDeltas(t *testing.T) {
 		return ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: name})
 	}
 	a1, a2, b1, old := enroll("a1", "tag:a"), enroll("a2", "tag:a"), enroll("b1", "tag:b"), enroll("old", "tag:a")
+	enroll("hub", "tag:hub") // reaches everyone on the port the policy names
 	open := func(n wire.EnrollResponse, deltas bool) (*stream, *wire.Netmap) {
 		s := ts.openStream(t, n.Credential, wire.MapRequest{PublicKey: n.Node.PublicKey, Deltas: deltas})
 		m := s.message(t, n.Node.Name+"'s first netmap")
@@ -148,13 +149,20 @@ func TestNetmapDeltas(t *testing.T) {
 		return len(d.Peers) == 1 && d.Peers[0].Name == "a1" && len(d.Removed) == 0 && d.Policy != nil
 	})
 
-	// A policy change that opens another port sends every agent its
+	// A policy change that moves the hub's port sends every agent its
 	// rules alone.
 	nmb, _ = ts.c.netmapFor(ts.c.state.Load(), b1.Node.ID)
 	ts.setPolicy(t, fmt.Sprintf(skipPolicy, 23))
 	check("b1", sb1, b1.Node.ID, nmb, func(d *wire.NetmapDelta) bool {
 		return d.Policy != nil && d.Self == nil && len(d.Peers) == 0 && len(d.Removed) == 0
 	})
+	// A new policy version that changes no one's rules is sent to no one
+	// (an agent without deltas gets it whole).
+	ts.setPolicy(t, fmt.Sprintf(skipPolicy, 23)+"\n")
+	sb1.silent(t, "b1", 3)
+	if m := sold.message(t, "the new version at the agent without deltas"); m.Netmap == nil {
+		t.Errorf("old got %+v, want a whole netmap", m)
+	}
 }
 
 // TestDiffNetmapEveryField: for a change of any one field of a netmap
@@ -162,7 +170,8 @@ func TestNetmapDeltas(t *testing.T) {
 // applied to the netmap before, gives the netmap after; or diffNetmap says
 // a delta cannot carry it, which it must say only of fields outside Self
 // (but for its ID: another node's netmap), Peers, PolicyVersion and
-// Rules. Peers added and removed, too.
+// Rules; a new policy version alone is no news (but the first one is).
+// Peers added and removed, too.
 func TestDiffNetmapEveryField(t *testing.T) {
 	filled := func() *wire.Netmap {
 		nm := &wire.Netmap{}
@@ -177,7 +186,8 @@ func TestDiffNetmapEveryField(t *testing.T) {
 			t.Errorf("%s changed: no delta", what)
 		case !ok:
 		case d == nil:
-			if digestNetmap(before) != digestNetmap(after) {
+			// A new policy version with the same rules is no news.
+			if digestNetmap(before) != digestNetmap(after) && what != "Netmap.PolicyVersion" {
 				t.Errorf("%s changed: diffNetmap found no difference", what)
 			}
 		default:
@@ -216,4 +226,10 @@ func TestDiffNetmapEveryField(t *testing.T) {
 	after.Peers = nil
 	try("every peer removed", before, after, true)
 	try("peers added to none", after, before, true)
+	// The first policy is news even with the same rules (none).
+	before, after = filled(), filled()
+	before.PolicyVersion, before.Rules, after.Rules = 0, nil, nil
+	if d, ok := diffNetmap(before, after); !ok || d == nil || d.Policy == nil || d.Policy.Version != after.PolicyVersion {
+		t.Errorf("the first policy: delta %+v, %v; want its version", d, ok)
+	}
 }

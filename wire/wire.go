@@ -489,6 +489,9 @@ type Netmap struct {
 	KeepAliveInterval Duration `json:"keepalive_interval"`
 	// PolicyVersion is the version of the access policy the rules and
 	// peers come from. Zero: no policy is set, so everything is denied.
+	// An agent that takes deltas may have an older version than the
+	// coordinator's active one: a policy change that leaves its rules and
+	// peers as they were is not sent to it.
 	PolicyVersion uint64 `json:"policy_version"`
 	// Rules are the node's inbound filter rules. Empty: nothing may open
 	// a flow to the node (replies to its own flows still pass).

@@ -101,6 +101,7 @@ type loadCoordinator struct {
 	token      string // the admin token
 	admin      *http.Client
 	pid        int
+	stop       func() // SIGTERM, and wait; idempotent
 }
 
 // startLoadCoordinator starts bin's coordinator on free loopback ports; it
@@ -128,7 +129,7 @@ func startLoadCoordinatorIn(b *testing.B, bin, dir string, extra ...string) *loa
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	b.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
@@ -137,7 +138,8 @@ func startLoadCoordinatorIn(b *testing.B, bin, dir string, extra ...string) *loa
 			<-exited
 		}
 	})
-	lc := &loadCoordinator{url: "https://" + addr, metricsURL: "http://" + maddr + "/metrics", pid: cmd.Process.Pid}
+	b.Cleanup(stop)
+	lc := &loadCoordinator{url: "https://" + addr, metricsURL: "http://" + maddr + "/metrics", pid: cmd.Process.Pid, stop: stop}
 	tokenFile := filepath.Join(dir, "data", "admin.token")
 	deadline := time.Now().Add(30 * time.Second)
 	for {

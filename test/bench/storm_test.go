@@ -114,19 +114,85 @@ type stormAgent struct {
 	want  int         // peers its netmap must have
 	done  atomic.Bool // its netmap has every peer, each with endpoints
 	bytes atomic.Int64
+
+	mu    sync.Mutex
+	cur   *wire.Netmap // guarded by mu; the stream's netmap, deltas applied
+	since msgCount     // guarded by mu; the messages since the last mark
 }
 
-// stormAt runs the storm for n agents.
+// msgCount counts the netmap messages an agent received.
+type msgCount struct {
+	msgs, whole, bytes int
+	at                 time.Time // of the last
+}
+
+// mark starts a new count of the agent's messages, and returns the last.
+func (a *stormAgent) mark() msgCount {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c := a.since
+	a.since = msgCount{}
+	return c
+}
+
+// received reports whether the agent received a message since the last
+// mark.
+func (a *stormAgent) received() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.since.msgs > 0
+}
+
+// netmap returns the agent's current netmap.
+func (a *stormAgent) netmap() *wire.Netmap {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cur
+}
+
+// stormMesh is a mesh after its storm: coordinators, and agents that
+// hold their streams until the benchmark ends.
+type stormMesh struct {
+	coords []*loadCoordinator
+	agents []*stormAgent
+	result stormResult
+	errs   chan error // of the agents' streams
+}
+
+// stormAt runs the storm for n agents on one coordinator on SQLite.
 func stormAt(b *testing.B, bin string, n int) stormResult {
+	return runStorm(b, bin, n, "", 1).result
+}
+
+// runStorm makes a mesh of n agents on coordinators coordinators (on
+// SQLite if db is "", else on PostgreSQL database db) and runs its storm;
+// agent i streams from coordinator i mod coordinators.
+func runStorm(b *testing.B, bin string, n int, db string, coordinators int) *stormMesh {
 	dir := b.TempDir()
-	agents := enrollStorm(b, dir, n)
-	var extra []string
-	pprofFile := os.Getenv("WIREMESH_STORM_PPROF") // a CPU profile of the storm's first 10 s goes to FILE-N
-	pprofAddr := freeAddr(b)
-	if pprofFile != "" {
-		extra = append(extra, "--debug-pprof-listen", pprofAddr)
+	cfg := store.Config{Path: filepath.Join(dir, "c0", "data", "wiremesh.db"), URL: db}
+	for i := range coordinators {
+		if err := os.MkdirAll(filepath.Join(dir, fmt.Sprintf("c%d", i), "data"), 0o700); err != nil {
+			b.Fatal(err)
+		}
 	}
-	lc := startLoadCoordinatorIn(b, bin, dir, extra...)
+	agents := enrollStorm(b, cfg, n)
+	m := &stormMesh{agents: agents}
+	pprofFile := os.Getenv("WIREMESH_STORM_PPROF") // a CPU profile of the first coordinator's first 10 s goes to FILE-N
+	pprofAddr := freeAddr(b)
+	for i := range coordinators {
+		var extra []string
+		if db != "" {
+			extra = append(extra, "--database", db)
+		}
+		if pprofFile != "" && i == 0 {
+			extra = append(extra, "--debug-pprof-listen", pprofAddr)
+		}
+		m.coords = append(m.coords, startLoadCoordinatorIn(b, bin, filepath.Join(dir, fmt.Sprintf("c%d", i)), extra...))
+		if !m.coords[i].pins.Equal(m.coords[0].pins) {
+			b.Fatalf("coordinator %d has pins %s, the first %s", i, m.coords[i].pins, m.coords[0].pins)
+		}
+	}
+	lc := m.coords[0]
 	var ck wire.CoordinatorKey
 	if err := callJSON(context.Background(), lc.admin, http.MethodGet, lc.url+wire.PathCoordinatorKey, "", nil, &ck); err != nil {
 		b.Fatal(err)
@@ -137,17 +203,14 @@ func stormAt(b *testing.B, bin string, n int) stormResult {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	defer func() {
+	b.Cleanup(func() {
 		cancel()
 		wg.Wait()
 		for _, a := range agents {
 			a.tr.CloseIdleConnections()
 		}
-	}()
-	cpu0, err := cpuSeconds(lc.pid)
-	if err != nil {
-		b.Fatal(err)
-	}
+	})
+	cpu0 := m.cpu(b)
 	if pprofFile != "" {
 		wg.Go(func() {
 			resp, err := http.Get("http://" + pprofAddr + "/debug/pprof/profile?seconds=10")
@@ -162,58 +225,79 @@ func stormAt(b *testing.B, bin string, n int) stormResult {
 	}
 	start := time.Now()
 	errs := make(chan error, n)
-	for _, a := range agents {
+	m.errs = errs
+	for i, a := range agents {
+		url := m.coords[i%coordinators].url
 		wg.Go(func() {
-			if err := a.stormStream(ctx, lc.url); err != nil && ctx.Err() == nil {
+			if err := a.stormStream(ctx, url); err != nil && ctx.Err() == nil {
 				errs <- err
 			}
 		})
 	}
-	deadline := time.Now().Add(10 * time.Minute)
-	for left := n; left > 0; {
-		select {
-		case err := <-errs:
-			b.Fatalf("N = %d: %v", n, err)
-		case <-time.After(20 * time.Millisecond):
-		}
-		left = 0
-		for _, a := range agents {
-			if !a.done.Load() {
-				left++
-			}
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("N = %d: %d agents not connected with every peer located after 10 min", n, left)
-		}
-	}
+	m.waitAll(b, "every agent connected with every peer located", errs, 10*time.Minute, func(a *stormAgent) bool { return a.done.Load() })
 	wall := time.Since(start)
-	cpu1, err := cpuSeconds(lc.pid)
-	if err != nil {
-		b.Fatal(err)
-	}
-	rss, err := rssMiB(lc.pid)
-	if err != nil {
-		b.Fatal(err)
+	var rss float64
+	for _, c := range m.coords {
+		r, err := rssMiB(c.pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rss += r
 	}
 	var bytes int64
 	for _, a := range agents {
 		bytes += a.bytes.Load()
 	}
-	logf("storm N=%d: %s, coordinator CPU %.2f s, RSS %.0f MiB, %.1f MiB of netmaps decoded", n, wall.Round(time.Millisecond), cpu1-cpu0, rss, float64(bytes)/(1<<20))
-	return stormResult{wall: wall, cpu: cpu1 - cpu0, rss: rss}
+	m.result = stormResult{wall: wall, cpu: m.cpu(b) - cpu0, rss: rss}
+	logf("storm N=%d on %d coordinator(s): %s, coordinator CPU %.2f s, RSS %.0f MiB, %.1f MiB of netmaps decoded", n, coordinators, wall.Round(time.Millisecond), m.result.cpu, rss, float64(bytes)/(1<<20))
+	return m
 }
 
-// enrollStorm makes the database of a coordinator in dir/data with n
-// nodes in teams and the storm policy, through the store package, as the
+// cpu is the CPU time of the coordinators, in seconds.
+func (m *stormMesh) cpu(b *testing.B) float64 {
+	var sum float64
+	for _, c := range m.coords {
+		s, err := cpuSeconds(c.pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sum += s
+	}
+	return sum
+}
+
+// waitAll waits until ok holds for every agent, failing on an error from
+// errs (nil: none to watch) or after timeout.
+func (m *stormMesh) waitAll(b *testing.B, what string, errs chan error, timeout time.Duration, ok func(*stormAgent) bool) {
+	deadline := time.Now().Add(timeout)
+	for {
+		left := 0
+		for _, a := range m.agents {
+			if !ok(a) {
+				left++
+			}
+		}
+		if left == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d agents of %d not there after %s: %s", left, len(m.agents), timeout, what)
+		}
+		select {
+		case err := <-errs:
+			b.Fatal(err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// enrollStorm makes the database cfg names with n nodes in teams and the
+// storm policy, through the store package, as the
 // coordinator would have (nodes enrolled over time, then a restart), and
 // returns the agents with their credentials.
-func enrollStorm(b *testing.B, dir string, n int) []*stormAgent {
-	data := filepath.Join(dir, "data")
-	if err := os.Mkdir(data, 0o700); err != nil {
-		b.Fatal(err)
-	}
+func enrollStorm(b *testing.B, cfg store.Config, n int) []*stormAgent {
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{Path: filepath.Join(data, "wiremesh.db")})
+	st, err := store.Open(ctx, cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -291,7 +375,7 @@ func (a *stormAgent) stormStream(ctx context.Context, url string) error {
 		return fmt.Errorf("%s: netmap stream: HTTP %d: %s", a.name, resp.StatusCode, raw)
 	}
 	br := bufio.NewReaderSize(resp.Body, 64<<10)
-	var cur *wire.Netmap
+	var cur *wire.Netmap // the stream's own; a.cur is its copy for others
 	for {
 		line, err := br.ReadBytes('\n')
 		if err != nil {
@@ -314,6 +398,15 @@ func (a *stormAgent) stormStream(ctx context.Context, url string) error {
 		default:
 			continue
 		}
+		a.mu.Lock()
+		a.cur = cur
+		a.since.msgs++
+		a.since.bytes += len(line)
+		a.since.at = time.Now()
+		if m.Netmap != nil {
+			a.since.whole++
+		}
+		a.mu.Unlock()
 		if len(cur.Peers) == a.want && located(cur) == a.want+1 {
 			a.done.Store(true)
 		}
