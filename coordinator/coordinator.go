@@ -38,8 +38,9 @@ type Coordinator struct {
 	conns       connectivity
 
 	// pubMu serialises publish so snapshots replace each other in order.
-	pubMu sync.Mutex
-	state atomic.Pointer[snapshot]
+	pubMu   sync.Mutex
+	state   atomic.Pointer[snapshot]
+	changes changeLog // what the recent snapshots changed, for streams
 
 	onlineMu sync.Mutex
 	online   map[int64]int // node id → open netmap streams; guarded by onlineMu
@@ -87,9 +88,6 @@ type snapshot struct {
 	relayNodes relaySet
 	// coordinators are the coordinators serving the mesh.
 	coordinators []store.Coordinator
-	// next is the snapshot that replaced this one, set before changed is
-	// closed: streams walk the chain, so that none misses a delta.
-	next atomic.Pointer[snapshot]
 	// delta is what changed from the snapshot before, if this one was
 	// made by applying a delta (deltaSnapshot); nil: built whole.
 	delta *snapshotDelta
@@ -376,9 +374,9 @@ func (c *Coordinator) publish(ctx context.Context) error {
 		s = c.fullSnapshot(old, st)
 	}
 	s.published = time.Now()
+	c.changes.add(s)
 	c.state.Store(s)
 	if old != nil {
-		old.next.Store(s)
 		close(old.changed)
 	}
 	if s.delta == nil {

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"bytes"
 	"slices"
+	"sync"
 
 	"github.com/wiremesh/wiremesh/acl"
 	"github.com/wiremesh/wiremesh/store"
@@ -26,9 +27,56 @@ type snapshotDelta struct {
 	ids []int64 // the nodes whose entries changed, by id
 }
 
-// maxDeltaSteps bounds the snapshots a stream applies as deltas at once;
-// a stream further behind gets a whole netmap.
-const maxDeltaSteps = 64
+// changeLogSize is how many snapshots the change log remembers: a stream
+// further behind gets a whole netmap (or a diff of its own).
+const changeLogSize = 64
+
+// changeLog remembers what the recent snapshots changed, so that a stream
+// that wakes up after several snapshots learns what all of them changed
+// while holding on to no snapshot but its last and the newest.
+type changeLog struct {
+	mu      sync.Mutex
+	entries [changeLogSize]logEntry // guarded by mu; a ring, by version
+	n       int                     // guarded by mu; entries written
+}
+
+type logEntry struct {
+	version uint64
+	delta   *snapshotDelta // nil: built whole
+}
+
+// add records snapshot s, which publish is about to make current.
+func (l *changeLog) add(s *snapshot) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.entries[l.n%changeLogSize] = logEntry{s.version, s.delta}
+	l.n++
+}
+
+// since returns the ids of the nodes whose entries the snapshots after
+// version from, up to and including version to, changed; ok is false if
+// one of them was built whole or the log no longer reaches back to from.
+func (l *changeLog) since(from, to uint64) (ids []int64, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	reached := false
+	for k := 1; k <= min(l.n, changeLogSize); k++ {
+		e := l.entries[(l.n-k)%changeLogSize]
+		switch {
+		case e.version > to:
+			continue
+		case e.version <= from:
+			reached = e.version == from
+		case e.delta == nil:
+			return nil, false
+		default:
+			ids = append(ids, e.delta.ids...)
+			continue
+		}
+		break
+	}
+	return ids, reached
+}
 
 // deltaSnapshot returns old with d applied, or nil when d changes more
 // than node entries the policy does not look at: then the snapshot is
@@ -93,24 +141,15 @@ func peerEntry(s *snapshot, id int64, j int) wire.Node {
 	return p
 }
 
-// streamDelta is what the snapshots after from, up to the newest, change
-// in node id's netmap: to is the newest; whole is set when one of them
-// was built whole (or there are too many): then only a whole netmap says
-// what changed. Otherwise nm is nil when nothing changed for id, or the
-// delta to send.
-func streamDelta(from *snapshot, id int64) (to *snapshot, whole bool, nm *wire.NetmapDelta) {
-	var ids []int64
-	steps := 0
-	for to = from; to.next.Load() != nil; steps++ {
-		to = to.next.Load()
-		if to.delta == nil || steps >= maxDeltaSteps {
-			whole = true
-		}
-		if !whole {
-			ids = append(ids, to.delta.ids...)
-		}
-	}
-	if whole {
+// streamDelta is what the snapshots after from, up to the newest, to,
+// change in node id's netmap: whole is set when one of them was built
+// whole (or the change log no longer reaches back to from): then only the
+// netmaps before and after say what changed. Otherwise nm is nil when
+// nothing changed for id, or the delta to send.
+func (c *Coordinator) streamDelta(from *snapshot, id int64) (to *snapshot, whole bool, nm *wire.NetmapDelta) {
+	to = c.state.Load()
+	ids, ok := c.changes.since(from.version, to.version)
+	if !ok {
 		return to, true, nil
 	}
 	if _, relay := to.relayNodes.byID[id]; relay {

@@ -370,7 +370,7 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		prev := cur
-		to, all, d := streamDelta(cur, node.ID)
+		to, all, d := c.streamDelta(cur, node.ID)
 		cur = to
 		if !all && (d == nil || req.Deltas) {
 			if !delta(cur, d) {
