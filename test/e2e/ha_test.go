@@ -99,6 +99,7 @@ func TestCoordinatorsOnPostgres(t *testing.T) {
 	}
 	for _, a := range agents[1:] {
 		a1.ping(t, a.addr(t, false), 2, "0.2")
+		a.ping(t, a1.addr(t, false), 2, "0.2")
 	}
 	if st := a2.status(t); st.Coordinator != "https://"+co2.host.Addr.String()+":"+strconv.Itoa(coordPort) {
 		t.Errorf("a2 talks to %s, want co2", st.Coordinator)
@@ -140,18 +141,18 @@ func TestCoordinatorsOnPostgres(t *testing.T) {
 		t.Errorf("nodes list with the first coordinator dead: %v\n%s", err, out)
 	}
 
-	// A policy change through co2 reaches every agent within 1 s.
+	// A policy change through co2 reaches every agent within 1 s of its
+	// commit.
 	f := filepath.Join(t.TempDir(), "policy.hujson")
 	// Every node's rules change (agents that take deltas are sent no
 	// policy version that leaves their rules as they were).
 	if err := os.WriteFile(f, []byte(`{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:1-65535"]}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	v := policyVersion(t, co2.cli(t, "acl", "set", f, "--json"))
+	v, set := policyVersion(t, co2.cli(t, "acl", "set", f, "--json"))
 	for _, a := range agents {
-		at := waitApplied(t, a, start, func(p, _ int) bool { return p >= v })
-		if d := at.Sub(start); d > time.Second {
+		at := waitApplied(t, a, set.Add(-time.Second), func(p, _ int) bool { return p >= v })
+		if d := at.Sub(set); d > time.Second {
 			t.Errorf("the policy change through co2 reached %s after %s, want within 1 s", a.name, d)
 		}
 	}
@@ -184,29 +185,30 @@ func TestCoordinatorsOnPostgres(t *testing.T) {
 			t.Errorf("%s: %v", c.host.Name, err)
 		}
 	}
-	start = time.Now()
 	if err := os.WriteFile(f, []byte(allowAll), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	v = policyVersion(t, co3.cli(t, "acl", "set", f, "--json"))
+	v, set = policyVersion(t, co3.cli(t, "acl", "set", f, "--json"))
 	for _, a := range agents {
-		waitApplied(t, a, start, func(p, _ int) bool { return p >= v })
+		waitApplied(t, a, set.Add(-time.Second), func(p, _ int) bool { return p >= v })
 	}
 	if out := <-pings; !strings.Contains(out, " 0% packet loss") {
 		t.Errorf("a1 → a3 lost packets while PostgreSQL restarted:\n%s", out)
 	}
 }
 
-// policyVersion reads the version from the JSON that acl set prints.
-func policyVersion(t *testing.T, out string) int {
+// policyVersion reads the version, and when the coordinator committed
+// it, from the JSON that acl set prints.
+func policyVersion(t *testing.T, out string) (int, time.Time) {
 	t.Helper()
 	var p struct {
-		Version int `json:"version"`
+		Version int       `json:"version"`
+		Created time.Time `json:"created"`
 	}
-	if err := json.Unmarshal([]byte(out), &p); err != nil || p.Version == 0 {
+	if err := json.Unmarshal([]byte(out), &p); err != nil || p.Version == 0 || p.Created.IsZero() {
 		t.Fatalf("acl set: %v\n%s", err, out)
 	}
-	return p.Version
+	return p.Version, p.Created
 }
 
 // waitApplied waits up to 10 s for agent a to log a netmap applied after
