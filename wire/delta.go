@@ -40,9 +40,13 @@ func (d *NetmapDelta) Apply(nm *Netmap) (*Netmap, error) {
 	}
 	added := false
 	for _, p := range d.Peers {
+		if p.ID == out.Self.ID {
+			return nil, fmt.Errorf("netmap delta %d: peer %d is the node itself", d.Version, p.ID)
+		}
 		if i, ok := at[p.ID]; ok {
 			out.Peers[i] = p
 		} else {
+			at[p.ID] = len(out.Peers)
 			out.Peers = append(out.Peers, p)
 			added = true
 		}

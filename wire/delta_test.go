@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -40,4 +41,39 @@ func TestNetmapDeltaApply(t *testing.T) {
 			t.Errorf("Apply(%+v) = %v, want an error naming the delta", bad, err)
 		}
 	}
+}
+
+// FuzzNetmapDelta: a stream message an agent decodes, whatever it holds,
+// is either refused with an error naming the delta or gives a netmap of
+// the same node whose peers are unique and ordered by ID, and leaves the
+// netmap it was applied to as it was.
+func FuzzNetmapDelta(f *testing.F) {
+	f.Add([]byte(`{"delta":{"version":5,"peers":[{"id":3,"name":"c"}],"removed":[2],"policy":{"version":7,"rules":[]}}}`))
+	f.Add([]byte(`{"delta":{"version":6,"self":{"id":1,"endpoints":["192.0.2.1:1"]}}}`))
+	f.Add([]byte(`{"delta":{"version":6,"peers":[{"id":9},{"id":9}],"removed":[4,4]}}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		nm := &Netmap{Version: 3, Self: Node{ID: 1, Name: "a"}, Peers: []Node{{ID: 2, Name: "b"}, {ID: 4, Name: "d"}}}
+		var m MapMessage
+		if json.Unmarshal(raw, &m) != nil || m.Delta == nil {
+			return
+		}
+		got, err := m.Delta.Apply(nm)
+		if nm.Version != 3 || len(nm.Peers) != 2 || nm.Peers[0].ID != 2 || nm.Peers[1].ID != 4 || nm.Self.Name != "a" {
+			t.Fatalf("the netmap applied to changed: %+v", nm)
+		}
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "netmap delta ") {
+				t.Errorf("error %q does not name the delta", err)
+			}
+			return
+		}
+		if got.Self.ID != 1 {
+			t.Errorf("self became node %d", got.Self.ID)
+		}
+		for i := 1; i < len(got.Peers); i++ {
+			if got.Peers[i-1].ID >= got.Peers[i].ID {
+				t.Errorf("peers not unique and ordered by ID: %d then %d", got.Peers[i-1].ID, got.Peers[i].ID)
+			}
+		}
+	})
 }
