@@ -49,7 +49,7 @@ func BenchmarkScale(b *testing.B) {
 		}
 		n = v
 	}
-	raiseFileLimit(b, uint64(2*n+256))
+	raiseFileLimit(b, uint64(n+512))
 	bin := build(b, b.TempDir(), "wiremesh", "github.com/wiremesh/wiremesh/cmd/wiremesh")
 	var rows [][]string
 	for _, engine := range []string{"postgres", "sqlite"} {
