@@ -159,7 +159,6 @@ func TestCoordinatorsOnPostgres(t *testing.T) {
 
 	// A node deleted through co3 leaves every peer within 1 s.
 	gone := a4.publicKey(t)
-	start = time.Now()
 	co3.cli(t, "nodes", "delete", "a4")
 	for _, a := range agents[:3] {
 		d := waitFor(t, 10*time.Second, a.name+" dropping a4", func() bool { return !a.hasPeer(gone) })

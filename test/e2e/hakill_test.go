@@ -61,19 +61,19 @@ const (
 // from the netmaps.
 //
 // A client enrolls with one key and one name and retries, on another
-// coordinator, until a definite answer: 200, or 409 "public key already
-// enrolled" to a retry, which means that an earlier attempt committed but
-// its answer was lost; that is allowed only if some earlier attempt got no
-// answer at all: an attempt answered with an error must not have created a
-// node. Afterwards the three coordinators list the same nodes: one for
-// each client, under its name, with the id and addresses it was told if it
-// was answered 200, and no other; no address is given twice; the database
-// counts one join key use and one audit entry per node; every policy
-// version the admin was answered for is stored with its text; and within
-// haSettle of the last kill every client holding a credential streams a
-// netmap of the last policy version with the peers it gives (a hub that
-// every node may reach: the hub has every node as a peer, every other
-// node the hub only).
+// coordinator, until it is answered 200, as the agent does: refused as
+// already enrolled (an earlier attempt committed, its answer lost), it
+// asks again with a proof of its key and gets the node back. That refusal
+// is allowed only if some earlier attempt got no answer at all: an attempt
+// answered with an error must not have created a node. Afterwards the
+// three coordinators list the same nodes: one for each client, under its
+// name, with the id and addresses it was told, and no other; no address is
+// given twice; the database counts one join key use and one audit entry
+// per node; every policy version the admin was answered for is stored
+// with its text; and within haSettle of the last kill every client streams
+// a netmap of the last policy version with the peers it gives (a hub that
+// every node may reach: the hub has every node as a peer, every other node
+// the hub only).
 func TestCoordinatorsKillLoop(t *testing.T) {
 	pg := pgtest.Start(t)
 	db := pg.Database(t)
@@ -125,7 +125,64 @@ func TestCoordinatorsKillLoop(t *testing.T) {
 	waitFor(t, 10*time.Second, "the hub's first netmap", func() bool { return hub.latest() != nil })
 
 	start := time.Now()
-	waves := make([]chan struct{}, haWaves)
+	waves, enrolled := startStorm(ctx, &wg, jk, clients)
+	stopPolicy, policyDone := make(chan struct{}), make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(policyDone)
+		admin.run(ctx, stopPolicy)
+	}()
+	kills, maxDown := haKillLoop(t, cos, waves, enrolled, start.Add(haCap))
+	chaos := time.Since(start)
+	close(stopPolicy)
+	<-policyDone
+	if admin.err != nil {
+		t.Error(admin.err)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	// One more policy, the last, while the clients cut by the last kill
+	// move.
+	if err := admin.setPolicy(ctx, 999); err != nil {
+		t.Fatal(err)
+	}
+	final, port := checkPolicies(t, admin)
+	settled := waitSettled(t, hub, clients, final.Version, port, kills[len(kills)-1].at)
+	cancel()
+	wg.Wait()
+
+	all := append(clients, hub)
+	st := stormStats(t, haStorm(all))
+	answeredErr, failovers, recovered := haSums(t, all)
+	gaps := haGaps(t, kills, all)
+	worst := quantile(gaps, 1)
+	t.Logf("%d kills in %s (down at most %s); policy versions: %d acknowledged (last %d, active %d), %d attempts refused a connection, %d cut, %d answered with an error",
+		len(kills), chaos.Round(time.Millisecond), maxDown.Round(time.Millisecond), len(admin.acked), admin.last, final.Version, admin.refused, admin.cut, admin.answeredErr)
+	t.Logf("enrollments: %d acknowledged, %d of them to a proven retry (an answer lost), %d retries, %d cut, answered with an error (by status) %v; time to an acknowledged enrollment p50 %s p99 %s",
+		st.acked, recovered, st.retries, st.cut, answeredErr, st.p50.Round(time.Millisecond), st.p99.Round(time.Millisecond))
+	t.Logf("streams: %d cut by a kill; time from the kill to the next stream p50 %s p99 %s max %s; %d moves to another coordinator in all; every client on policy version %d %s after the last kill",
+		len(gaps), quantile(gaps, 0.5).Round(time.Millisecond), quantile(gaps, 0.99).Round(time.Millisecond), worst.Round(time.Millisecond), failovers, final.Version, settled.Round(time.Millisecond))
+
+	nodes := sameNodes(t, admin.c, cos)
+	dups := checkStormNodes(t, haStorm(all), nodes, checkNodeRows(t, "pgx", db, jk.Secret.ID))
+	report.Add(t, report.Row{
+		Fault: "one of three coordinators on PostgreSQL SIGKILLed every few seconds, a policy change every second",
+		Check: fmt.Sprintf("%d concurrent enrollments across them: each one exists once, no address twice; every client ends on the last policy", haClients),
+		Figure: fmt.Sprintf("%d kills in %s; %d/%d enrolled (%d answers lost, the node given back); %d duplicates; worst time without a stream after a kill %s; last policy everywhere %s after the last kill",
+			len(kills), chaos.Round(100*time.Millisecond), len(nodes)-1, haClients, recovered, dups, worst.Round(time.Millisecond), settled.Round(time.Millisecond)),
+		Target: "no loss, no duplicate",
+		Met:    !t.Failed(),
+	})
+}
+
+// startStorm starts the clients in haWaves waves, each client enrolling
+// when its wave's channel is closed and then following its stream until
+// ctx is done; wg counts them. enrolled is closed once every client has
+// its answer.
+func startStorm(ctx context.Context, wg *sync.WaitGroup, jk credential.Bundle, clients []*haClient) (waves []chan struct{}, enrolled <-chan struct{}) {
+	waves = make([]chan struct{}, haWaves)
 	for i := range waves {
 		waves[i] = make(chan struct{})
 	}
@@ -142,28 +199,22 @@ func TestCoordinatorsKillLoop(t *testing.T) {
 			}
 		}()
 	}
-	enrolled := make(chan struct{})
-	go func() { enrolling.Wait(); close(enrolled) }()
-	stopPolicy, policyDone := make(chan struct{}), make(chan struct{})
-	go func() { defer close(policyDone); admin.run(ctx, stopPolicy) }()
+	done := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		enrolling.Wait()
+		close(done)
+	}()
+	return waves, done
+}
 
-	kills, maxDown := haKillLoop(t, cos, waves, enrolled, start.Add(haCap))
-	chaos := time.Since(start)
-	close(stopPolicy)
-	<-policyDone
-	if admin.err != nil {
-		t.Error(admin.err)
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
-	// One more policy, the last, while the clients cut by the last kill
-	// move.
-	if err := admin.setPolicy(ctx, 999); err != nil {
-		t.Fatal(err)
-	}
-
-	// The last policy, and every acknowledged one, as stored.
+// checkPolicies checks that the active policy is one the admin set and no
+// older than the last it was answered for, and that every policy it was
+// answered for is stored with its text. It returns the active policy and
+// its port.
+func checkPolicies(t *testing.T, admin *haAdmin) (wire.Policy, int) {
+	t.Helper()
 	var final wire.Policy
 	if _, err := admin.c.get(wire.PathPolicy, &final); err != nil {
 		t.Fatal(err)
@@ -180,82 +231,77 @@ func TestCoordinatorsKillLoop(t *testing.T) {
 			t.Errorf("acknowledged policy version %d has text %q, want %q", v, p.Text, text)
 		}
 	}
+	return final, port
+}
 
-	// Every client holding a credential streams the last policy version.
-	lastKill := kills[len(kills)-1].at
-	var stragglers string
+// waitSettled waits until every client streams policy version v with the
+// peers it gives (haStragglers), failing the test haSettle after since.
+// It returns how long after since that was.
+func waitSettled(t *testing.T, hub *haClient, clients []*haClient, v uint64, port int, since time.Time) time.Duration {
+	t.Helper()
 	for {
-		if stragglers = haStragglers(hub, clients, final.Version, port); stragglers == "" {
-			break
+		stragglers := haStragglers(hub, clients, v, port)
+		if stragglers == "" {
+			return time.Since(since)
 		}
-		if time.Since(lastKill) > haSettle {
-			t.Errorf("%s after the last kill, not every client streams policy version %d: %s", haSettle, final.Version, stragglers)
-			break
+		if time.Since(since) > haSettle {
+			t.Errorf("%s after the last kill, not every client streams policy version %d: %s", haSettle, v, stragglers)
+			return time.Since(since)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	settled := time.Since(lastKill)
-	cancel()
-	wg.Wait()
+}
 
-	st := stormStats(t, haStorm(hub, clients))
-	answeredErr := map[int]int{}
-	var failovers int
-	for _, c := range append(clients, hub) {
+// haSums fails the test for every client a stream refused, and returns the
+// enrollment attempts answered with an error by status, the moves to
+// another coordinator and the enrollments answered to a proven retry.
+func haSums(t *testing.T, clients []*haClient) (answeredErr map[int]int, failovers, recovered int) {
+	t.Helper()
+	answeredErr = map[int]int{}
+	for _, c := range clients {
+		if c.failed != nil {
+			t.Error(c.failed)
+		}
 		for code, n := range c.answeredErr {
 			answeredErr[code] += n
 		}
 		failovers += c.failovers
-		if c.failed != nil {
-			t.Error(c.failed)
+		if c.recovered {
+			recovered++
 		}
 	}
-	gaps := haGaps(t, kills, append(clients, hub))
-	worst := quantile(gaps, 1)
-	t.Logf("%d kills in %s (down at most %s); policy versions: %d acknowledged (last %d, active %d), %d attempts refused a connection, %d cut, %d answered with an error",
-		len(kills), chaos.Round(time.Millisecond), maxDown.Round(time.Millisecond), len(admin.acked), admin.last, final.Version, admin.refused, admin.cut, admin.answeredErr)
-	t.Logf("enrollments: %d acknowledged, %d answer lost (409 on retry), %d retries, %d cut, answered with an error (by status) %v; time to an acknowledged enrollment p50 %s p99 %s",
-		st.acked, st.lost, st.retries, st.cut, answeredErr, st.p50.Round(time.Millisecond), st.p99.Round(time.Millisecond))
-	t.Logf("streams: %d cut by a kill; time from the kill to the next stream p50 %s p99 %s max %s; %d moves to another coordinator in all; every client on policy version %d %s after the last kill",
-		len(gaps), quantile(gaps, 0.5).Round(time.Millisecond), quantile(gaps, 0.99).Round(time.Millisecond), worst.Round(time.Millisecond), failovers, final.Version, settled.Round(time.Millisecond))
+	return answeredErr, failovers, recovered
+}
 
-	// The same nodes through every coordinator, as the clients were told,
-	// and as the database counts them.
+// sameNodes lists the nodes through every coordinator, fails the test
+// unless they list the same (haNodeList), and returns the first listing.
+func sameNodes(t *testing.T, admin *adminClient, cos []*coordinator) []wire.Node {
+	t.Helper()
 	var nodes []wire.Node
 	for i, co := range cos {
-		admin.c.url = co.url()
-		ns := admin.c.nodes(t, 50)
+		admin.url = co.url()
+		ns := admin.nodes(t, 50)
 		if i == 0 {
 			nodes = ns
 		} else if a, b := haNodeList(nodes), haNodeList(ns); a != b {
 			t.Errorf("%s lists other nodes than %s:\n%s\n%s", co.host.Name, cos[0].host.Name, b, a)
 		}
 	}
-	rows := checkNodeRows(t, "pgx", db, jk.Secret.ID)
-	dups := checkStormNodes(t, haStorm(hub, clients), nodes, rows)
-
-	report.Add(t, report.Row{
-		Fault: "one of three coordinators on PostgreSQL SIGKILLed every few seconds, a policy change every second",
-		Check: fmt.Sprintf("%d concurrent enrollments across them: each one exists once, no address twice; every client ends on the last policy", haClients),
-		Figure: fmt.Sprintf("%d kills in %s; %d/%d enrolled (%d answer lost); %d duplicates; worst time without a stream after a kill %s; last policy everywhere %s after the last kill",
-			len(kills), chaos.Round(100*time.Millisecond), len(nodes)-1, haClients, st.lost, dups, worst.Round(time.Millisecond), settled.Round(time.Millisecond)),
-		Target: "no loss, no duplicate",
-		Met:    !t.Failed(),
-	})
+	return nodes
 }
 
 // addSources gives h n more underlay addresses, 198.51.100.50 and up, and
 // returns them.
 func addSources(t *testing.T, h *lab.Host, n int) []netip.Addr {
 	t.Helper()
+	if n > 200 || h.Addr.As4()[3] >= 50 {
+		t.Fatalf("%d sources from .50 do not fit beside the lab's hosts (%s)", n, h.Addr)
+	}
 	var batch strings.Builder
 	addrs := make([]netip.Addr, n)
 	for i := range addrs {
 		addrs[i] = netip.AddrFrom4([4]byte{198, 51, 100, byte(50 + i)})
 		fmt.Fprintf(&batch, "addr add %s/32 dev eth0\n", addrs[i])
-	}
-	if n > 200 || h.Addr.As4()[3] >= 50 {
-		t.Fatalf("%d sources from .50 do not fit beside the lab's hosts (%s)", n, h.Addr)
 	}
 	f := filepath.Join(t.TempDir(), "sources")
 	if err := os.WriteFile(f, []byte(batch.String()), 0o600); err != nil {
@@ -382,6 +428,7 @@ type haClient struct {
 	*stormClient
 	coords      *coordinatorSet
 	answeredErr map[int]int // enrollment attempts answered with an error (429, 5xx), by status
+	recovered   bool        // answered 200 to a proven retry: an earlier attempt's answer was lost
 	failovers   int         // moves to another coordinator
 	lastProof   int64
 
@@ -417,7 +464,7 @@ func newHAClient(t *testing.T, h *lab.Host, src netip.Addr, jk credential.Bundle
 // definite answer (see TestCoordinatorsKillLoop), moving to another
 // coordinator after each failure and pausing after a round over all.
 func (c *haClient) enroll(ctx context.Context, jk credential.Bundle, release <-chan struct{}) error {
-	body, _ := json.Marshal(wire.EnrollRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: c.pub, Hostname: c.hostname})
+	req := wire.EnrollRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: c.pub, Hostname: c.hostname}
 	select {
 	case <-ctx.Done():
 		return fmt.Errorf("%s: %w before the first attempt", c.hostname, ctx.Err())
@@ -433,6 +480,7 @@ func (c *haClient) enroll(ctx context.Context, jk credential.Bundle, release <-c
 		c.attempts++
 		c.url = c.coords.url
 		t0 := time.Now()
+		body, _ := json.Marshal(req)
 		code, _, b, err := c.post(ctx, jk, body)
 		switch {
 		case err != nil:
@@ -447,14 +495,17 @@ func (c *haClient) enroll(ctx context.Context, jk credential.Bundle, release <-c
 				break
 			}
 			c.acked, c.took, c.last = true, time.Since(start), time.Since(t0)
+			c.recovered = req.Proof != ""
 			return nil
-		case code == http.StatusConflict && bytes.Contains(b, []byte("public key already enrolled")):
+		case code == http.StatusConflict && req.Proof == "" && errorCode(b) == wire.CodeAlreadyEnrolled:
 			if c.cut == 0 {
 				return fmt.Errorf("%s: attempt %d at %s refused as already enrolled, but every earlier attempt was answered (with an error: %v, the last %s): an attempt answered with an error created a node",
 					c.hostname, c.attempts, c.url, c.answeredErr, last)
 			}
-			c.lost, c.took, c.last = true, time.Since(start), time.Since(t0)
-			return nil
+			if req.Proof, err = c.enrollProof(ctx); err == nil {
+				continue // at once, there
+			}
+			last = fmt.Sprintf("%s: %v", c.url, err)
 		case code == http.StatusTooManyRequests || code >= 500:
 			last = fmt.Sprintf("%s: %d: %s", c.url, code, b)
 			c.answeredErr[code]++
@@ -463,6 +514,38 @@ func (c *haClient) enroll(ctx context.Context, jk credential.Bundle, release <-c
 		}
 		c.next(ctx, &pause)
 	}
+}
+
+// errorCode returns the code of an error answer's body.
+func errorCode(body []byte) wire.ErrorCode {
+	var e wire.Error
+	json.Unmarshal(body, &e)
+	return e.Code
+}
+
+// enrollProof fetches the proof key of the coordinator in use and proves
+// c's key to it, as the agent does to be given back the node an attempt
+// whose answer was lost enrolled.
+func (c *haClient) enrollProof(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, stormAttempt)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url+wire.PathCoordinatorKey, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var k wire.CoordinatorKey
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("coordinator key: HTTP %d", resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&k); err != nil {
+		return "", fmt.Errorf("coordinator key: %w", err)
+	}
+	return credential.EnrollProof(c.key, k.PublicKey, time.Now())
 }
 
 // next moves to another coordinator after a failure, or pauses when all
@@ -653,11 +736,11 @@ func haGaps(t *testing.T, kills []haKill, clients []*haClient) (gaps []time.Dura
 	return gaps
 }
 
-// haStorm returns the clients' stormClients, the hub's last.
-func haStorm(hub *haClient, clients []*haClient) []*stormClient {
-	var out []*stormClient
-	for _, c := range append(clients, hub) {
-		out = append(out, c.stormClient)
+// haStorm returns the clients' stormClients.
+func haStorm(clients []*haClient) []*stormClient {
+	out := make([]*stormClient, len(clients))
+	for i, c := range clients {
+		out[i] = c.stormClient
 	}
 	return out
 }
