@@ -39,13 +39,14 @@ func (s *DB) Enroll(ctx context.Context, key credential.Secret, p EnrollParams) 
 	// takes the write lock (SQLite's, or the version row's), and a flood
 	// of bad keys must neither hold it nor wait for it. The check inside
 	// the transaction is the one that counts (a one-time key may be used
-	// meanwhile). A proven retry may come with a key used up since.
-	if !p.Proven {
-		if g, err := checkJoinKey(ctx, s.q(), key, now); err != nil {
-			return wire.Node{}, credential.Secret{}, 0, err
-		} else if err := g.admits(p.Relay != nil); err != nil {
+	// meanwhile). A proven retry may come with a key used up or expired
+	// since.
+	if g, err := checkJoinKey(ctx, s.q(), key, now); err != nil {
+		if c, _ := Code(err); !p.Proven || (c != wire.CodeKeyUsed && c != wire.CodeExpired) {
 			return wire.Node{}, credential.Secret{}, 0, err
 		}
+	} else if err := g.admits(p.Relay != nil); err != nil {
+		return wire.Node{}, credential.Secret{}, 0, err
 	}
 	var relay sql.NullString
 	if p.Relay != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -170,6 +171,9 @@ func testEnrollRetry(t *testing.T, e *engine) {
 	}
 	if _, _, _, err := s.Enroll(ctx, once, EnrollParams{PublicKey: pub, Proven: true}); !errors.Is(err, ErrDenied) {
 		t.Errorf("proven, after the node streamed: %v, want the used key refused", err)
+	}
+	if _, _, _, err := s.Enroll(ctx, credential.NewSecret("jk"), EnrollParams{PublicKey: pub, Proven: true}); !errors.Is(err, ErrDenied) {
+		t.Errorf("proven, with an unknown join key: %v, want ErrDenied", err)
 	}
 	revoked := mustEnroll(t, s, other, EnrollParams{Hostname: "r"})
 	if err := s.RevokeJoinKey(ctx, "test", other.ID); err != nil {
