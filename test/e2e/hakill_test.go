@@ -430,7 +430,7 @@ type haClient struct {
 	answeredErr map[int]int // enrollment attempts answered with an error (429, 5xx), by status
 	recovered   bool        // answered 200 to a proven retry: an earlier attempt's answer was lost
 	failovers   int         // moves to another coordinator
-	lastProof   int64
+	lastProof   int64       // unix time of the last netmap proof made
 
 	mu      sync.Mutex
 	netmap  *wire.Netmap // guarded by mu; the newest netmap received
@@ -683,6 +683,7 @@ func (c *haClient) streaming() (string, bool) {
 // other node: the hub), "" if none.
 func haStragglers(hub *haClient, clients []*haClient, v uint64, port int) string {
 	var out []string
+	rule := []wire.PortRange{{First: uint16(port), Last: uint16(port)}}
 	for _, c := range append([]*haClient{hub}, clients...) {
 		if !c.acked {
 			continue
@@ -697,8 +698,8 @@ func haStragglers(hub *haClient, clients []*haClient, v uint64, port int) string
 			why = "no netmap"
 		case nm.PolicyVersion != v:
 			why = fmt.Sprintf("policy version %d (netmap %d)", nm.PolicyVersion, nm.Version)
-		case c == hub && (len(nm.Peers) != len(clients) || len(nm.Rules) != 1 || !slices.Equal(nm.Rules[0].Ports, []wire.PortRange{{First: uint16(port), Last: uint16(port)}})):
-			why = fmt.Sprintf("%d peers and rules %+v, want %d peers and port %d", len(nm.Peers), nm.Rules, len(clients), port)
+		case c == hub && (!peersAre(nm, clients) || len(nm.Rules) != 1 || !slices.Equal(nm.Rules[0].Ports, rule)):
+			why = fmt.Sprintf("%d peers and rules %+v, want the %d other nodes and port %d", len(nm.Peers), nm.Rules, len(clients), port)
 		case c != hub && (len(nm.Peers) != 1 || nm.Peers[0].PublicKey != hub.pub):
 			why = fmt.Sprintf("%d peers, want the hub only", len(nm.Peers))
 		}
@@ -710,6 +711,23 @@ func haStragglers(hub *haClient, clients []*haClient, v uint64, port int) string
 		out = append(out[:5], fmt.Sprintf("and %d more", len(out)-5))
 	}
 	return strings.Join(out, "; ")
+}
+
+// peersAre reports whether nm's peers are clients, each once.
+func peersAre(nm *wire.Netmap, clients []*haClient) bool {
+	keys := make(map[string]bool, len(nm.Peers))
+	for _, p := range nm.Peers {
+		keys[p.PublicKey] = true
+	}
+	if len(keys) != len(nm.Peers) || len(keys) != len(clients) {
+		return false
+	}
+	for _, c := range clients {
+		if !keys[c.pub] {
+			return false
+		}
+	}
+	return true
 }
 
 // haGaps returns, for every kill and every client whose stream it cut,
