@@ -230,7 +230,17 @@ func (c *Coordinator) handleEnroll(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	node, cred, _, err := c.store.Enroll(r.Context(), key, store.EnrollParams{PublicKey: req.PublicKey, Name: req.Name, Hostname: req.Hostname, Relay: req.Relay})
+	if req.Proof != "" {
+		if err := c.proof.CheckEnroll(req.PublicKey, req.Proof, time.Now()); err != nil {
+			code := wire.CodeProofInvalid
+			if errors.Is(err, credential.ErrProofTime) {
+				code = wire.CodeProofTime
+			}
+			writeError(w, http.StatusForbidden, code, err.Error(), nil)
+			return
+		}
+	}
+	node, cred, _, err := c.store.Enroll(r.Context(), key, store.EnrollParams{PublicKey: req.PublicKey, Name: req.Name, Hostname: req.Hostname, Relay: req.Relay, Proven: req.Proof != ""})
 	if err != nil {
 		if errors.Is(err, store.ErrDenied) {
 			attempt.fail()

@@ -34,6 +34,7 @@ import (
 //	services report: "wiremesh services report v2" || node public || time (ns) || SHA-256(content)
 //	(before protocol 4: "wiremesh services report v1" || node public || time)
 //	relay attach:    "wiremesh relay v1" || node public || nonce
+//	enrollment:      "wiremesh enroll v1" || node public || time
 //
 // Keys are the 32 raw bytes; time is unix seconds, 8 bytes big-endian,
 // and for a services report unix nanoseconds, so that every report of an
@@ -55,6 +56,7 @@ const (
 	purposeServicesV2   = "wiremesh services report v2"
 	purposeConnectivity = "wiremesh connectivity report v1"
 	purposeRelay        = "wiremesh relay v1"
+	purposeEnroll       = "wiremesh enroll v1"
 )
 
 // RelayNonceLen is the length of a relay's challenge nonce.
@@ -142,6 +144,13 @@ func (k *ProofKey) CheckRotation(nodePublic, newPublic, proof string) error {
 // ProofWindow away from now.
 func (k *ProofKey) CheckNetmap(nodePublic, proof string, now time.Time) (time.Time, error) {
 	return k.checkTimed(purposeNetmap, nodePublic, proof, nil, now)
+}
+
+// CheckEnroll checks proof of an enrollment of the node with public key
+// nodePublic, and its time against now, like CheckNetmap.
+func (k *ProofKey) CheckEnroll(nodePublic, proof string, now time.Time) error {
+	_, err := k.checkTimed(purposeEnroll, nodePublic, proof, nil, now)
+	return err
 }
 
 // CheckServices checks proof of a services report of the node with public
@@ -232,6 +241,14 @@ func RotationProof(nodePrivate [32]byte, coordinatorKey, newPublic string) (stri
 // within ProofWindow of at.
 func NetmapProof(nodePrivate [32]byte, coordinatorKey string, at time.Time) (string, error) {
 	return timedProof(purposeNetmap, nodePrivate, coordinatorKey, at, nil)
+}
+
+// EnrollProof returns the proof for an enrollment made at time at by the
+// holder of nodePrivate, like NetmapProof: an agent sends it to be given
+// back the node that an enrollment of its key made when the answer was
+// lost (wire.EnrollRequest.Proof).
+func EnrollProof(nodePrivate [32]byte, coordinatorKey string, at time.Time) (string, error) {
+	return timedProof(purposeEnroll, nodePrivate, coordinatorKey, at, nil)
 }
 
 // ServicesProof returns the proof for a services report made at time at

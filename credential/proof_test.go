@@ -175,6 +175,41 @@ func TestNetmapProof(t *testing.T) {
 	}
 }
 
+// An enrollment proof is a timed proof of its own purpose: a netmap proof
+// made at the same time is no enrollment proof, nor the other way round.
+func TestEnrollProof(t *testing.T) {
+	coord, other := newProofKey(t), newProofKey(t)
+	node, thief := newWGKey(t), newWGKey(t)
+	pub := node.PublicKey().String()
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	good, err := credential.EnrollProof(node, coord.PublicKey(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := coord.CheckEnroll(pub, good, now.Add(time.Minute)); err != nil {
+		t.Errorf("enrollment proof: %v", err)
+	}
+	netmap, _ := credential.NetmapProof(node, coord.PublicKey(), now)
+	if _, err := coord.CheckNetmap(pub, good, now); !errors.Is(err, credential.ErrProof) {
+		t.Errorf("an enrollment proof taken for a netmap proof: %v, want ErrProof", err)
+	}
+	stolen, _ := credential.EnrollProof(thief, coord.PublicKey(), now)
+	elsewhere, _ := credential.EnrollProof(node, other.PublicKey(), now)
+	for _, tc := range []struct{ name, proof string }{
+		{"none", ""},
+		{"a netmap proof", netmap},
+		{"made with another private key", stolen},
+		{"for another coordinator", elsewhere},
+	} {
+		if err := coord.CheckEnroll(pub, tc.proof, now); !errors.Is(err, credential.ErrProof) {
+			t.Errorf("%s: %v, want ErrProof", tc.name, err)
+		}
+	}
+	if err := coord.CheckEnroll(pub, good, now.Add(credential.ProofWindow+time.Second)); !errors.Is(err, credential.ErrProofTime) {
+		t.Errorf("an old enrollment proof: %v, want ErrProofTime", err)
+	}
+}
+
 // A services proof covers the report's content and its time to the
 // nanosecond; it and a netmap proof are not interchangeable: each names
 // its purpose, and so does the protocol 3 services proof.

@@ -352,6 +352,13 @@ func (a *Agent) enroll(ctx context.Context, key wgtypes.Key, name, hostname stri
 		if isProtocolRefusal(err) {
 			return Identity{}, fmt.Errorf("enrollment: coordinator refused this agent's protocol %d: %w", wire.ProtocolVersion, err)
 		}
+		if req.Proof == "" && isEnrolledRefusal(err) {
+			// An earlier attempt may have enrolled the node and lost the
+			// answer: ask for the node back with a proof of the key.
+			if req.Proof, err = enrollProof(ctx, ctl, key); err == nil {
+				continue
+			}
+		}
 		if errors.Is(err, ErrRefused) {
 			return Identity{}, fmt.Errorf("enrollment: %w", err)
 		}

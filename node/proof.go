@@ -2,12 +2,14 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/wiremesh/wiremesh/client"
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/wire"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // coordinatorKey returns the coordinator's proof key: the one enrollment
@@ -141,4 +143,22 @@ func (c *control) saveIdentity() error {
 	id.Coordinators = c.urls
 	c.mu.Unlock()
 	return c.state.saveIdentity(id)
+}
+
+// enrollProof proves key to the coordinator ctl talks to, for an
+// enrollment (wire.EnrollRequest.Proof).
+func enrollProof(ctx context.Context, ctl *controlClient, key wgtypes.Key) (string, error) {
+	ck, err := ctl.coordinatorKey(ctx)
+	if err != nil {
+		return "", err
+	}
+	return credential.EnrollProof(key, ck, time.Now())
+}
+
+// isEnrolledRefusal reports whether err is an enrollment refused because
+// the public key is enrolled, or the one-time join key used: perhaps by
+// an earlier attempt whose answer was lost.
+func isEnrolledRefusal(err error) bool {
+	c := client.CodeOf(err)
+	return errors.Is(err, ErrRefused) && (c == wire.CodeAlreadyEnrolled || c == wire.CodeKeyUsed)
 }

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/wire"
@@ -25,7 +26,8 @@ func ValidName(name string) error {
 
 // Enroll admits a node with a join key: it checks the key, picks a name and
 // the next free address, stores the node and its credential and counts the
-// key's use, all in one transaction.
+// key's use, all in one transaction; or, for a proven retry, gives the node
+// an earlier attempt enrolled a new credential (EnrollParams.Proven).
 func (s *DB) Enroll(ctx context.Context, key credential.Secret, p EnrollParams) (wire.Node, credential.Secret, uint64, error) {
 	if p.Name != "" {
 		if err := ValidName(p.Name); err != nil {
@@ -37,9 +39,12 @@ func (s *DB) Enroll(ctx context.Context, key credential.Secret, p EnrollParams) 
 	// takes the write lock (SQLite's, or the version row's), and a flood
 	// of bad keys must neither hold it nor wait for it. The check inside
 	// the transaction is the one that counts (a one-time key may be used
-	// meanwhile).
+	// meanwhile). A proven retry may come with a key used up or expired
+	// since.
 	if g, err := checkJoinKey(ctx, s.q(), key, now); err != nil {
-		return wire.Node{}, credential.Secret{}, 0, err
+		if c, _ := Code(err); !p.Proven || (c != wire.CodeKeyUsed && c != wire.CodeExpired) {
+			return wire.Node{}, credential.Secret{}, 0, err
+		}
 	} else if err := g.admits(p.Relay != nil); err != nil {
 		return wire.Node{}, credential.Secret{}, 0, err
 	}
@@ -51,6 +56,12 @@ func (s *DB) Enroll(ctx context.Context, key credential.Secret, p EnrollParams) 
 	cred := credential.NewSecret("nd")
 	var id int64
 	ver, err := s.tx(ctx, func(tx conn) error {
+		if p.Proven {
+			var err error
+			if id, err = reissue(ctx, tx, key, p.PublicKey, cred, now); id != 0 || err != nil {
+				return err
+			}
+		}
 		g, err := useJoinKey(ctx, tx, key, now)
 		if err != nil {
 			return err
@@ -61,7 +72,7 @@ func (s *DB) Enroll(ctx context.Context, key credential.Secret, p EnrollParams) 
 		var other string
 		err = tx.row(ctx, "SELECT name FROM nodes WHERE public_key = ?", p.PublicKey).Scan(&other)
 		if err == nil {
-			return fmt.Errorf("%w: public key already enrolled as node %q", ErrConflict, other)
+			return withCode(wire.CodeAlreadyEnrolled, fmt.Errorf("%w: public key already enrolled as node %q", ErrConflict, other))
 		} else if !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("check key: %w", err)
 		}
@@ -89,6 +100,36 @@ func (s *DB) Enroll(ctx context.Context, key credential.Secret, p EnrollParams) 
 	}
 	n, err := s.node(ctx, "id = ?", id)
 	return n, cred, ver, err
+}
+
+// reissue gives cred to the node of publicKey, and returns its id, if it
+// is the work of an earlier attempt of a proven enrollment: a node that
+// join key key enrolled, that has never opened a netmap stream (none has
+// set its last_seen), while key is still known and not revoked. It returns
+// 0 otherwise, for the enrollment to go on as a new one.
+func reissue(ctx context.Context, tx conn, key credential.Secret, publicKey string, cred credential.Secret, now time.Time) (int64, error) {
+	var hash string
+	var revoked int64
+	err := tx.row(ctx, "SELECT hash, revoked FROM join_keys WHERE id = ?", key.ID).Scan(&hash, &revoked)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && (!key.Matches(hash) || revoked != 0)) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read join key: %w", err)
+	}
+	var id int64
+	var name string
+	err = tx.row(ctx, "SELECT id, name FROM nodes WHERE public_key = ? AND join_key_id = ? AND last_seen = 0", publicKey, key.ID).Scan(&id, &name)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("check key: %w", err)
+	}
+	if _, err := tx.exec(ctx, "UPDATE nodes SET cred_id = ?, cred_hash = ? WHERE id = ?", cred.ID, cred.Hash(), id); err != nil {
+		return 0, fmt.Errorf("replace credential: %w", err)
+	}
+	return id, audit(ctx, tx, now, key.ID, "node.enroll.retry", name, "key "+publicKey)
 }
 
 // sanitizeName makes a node name from host name h.

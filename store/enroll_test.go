@@ -9,8 +9,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -124,6 +126,71 @@ func testEnrollFailureIsAtomic(t *testing.T, e *engine) {
 	if want := pfx("100.64.0.2/32"); n.Addresses[0] != want {
 		t.Errorf("address %s, want %s (refused enrollments must not use addresses)", n.Addresses[0], want)
 	}
+}
+
+// A proven enrollment of a public key that the same join key enrolled for
+// a node that has never streamed is the retry of an attempt whose answer
+// was lost: the node comes back with a new credential, the old one stops
+// working, and no key use or node is added. Without the proof, with
+// another join key, after the node streamed or with the key revoked, it is
+// refused as before.
+func testEnrollRetry(t *testing.T, e *engine) {
+	ctx := context.Background()
+	s, _ := e.open(t)
+	once := newJoinKey(t, s, wire.CreateJoinKeyRequest{})
+	first := mustEnroll(t, s, once, EnrollParams{Hostname: "h"})
+	pub := first.node.PublicKey
+	if _, _, _, err := s.Enroll(ctx, once, EnrollParams{PublicKey: pub, Hostname: "h"}); !hasCode(err, wire.CodeKeyUsed) {
+		t.Errorf("unproven retry: %v, want code %s", err, wire.CodeKeyUsed)
+	}
+	again := mustEnroll(t, s, once, EnrollParams{PublicKey: pub, Hostname: "h", Proven: true})
+	if diff := cmp.Diff(first.node, again.node, cmpNet); diff != "" {
+		t.Errorf("proven retry returned another node (-first +retry):\n%s", diff)
+	}
+	if again.cred == first.cred {
+		t.Error("proven retry returned the lost credential, want a new one")
+	}
+	if n, err := s.NodeByCredential(ctx, again.cred); err != nil || n.ID != first.node.ID {
+		t.Errorf("the new credential: %v, %v", n.ID, err)
+	}
+	if _, err := s.NodeByCredential(ctx, first.cred); err == nil {
+		t.Error("the lost credential still works")
+	}
+	if n, k := len(mustNodes(t, s)), joinKeyByID(t, s, once.ID); n != 1 || k.Uses != 1 {
+		t.Errorf("%d nodes and %d key uses after the retry, want 1 and 1", n, k.Uses)
+	}
+
+	other := newJoinKey(t, s, wire.CreateJoinKeyRequest{Reusable: true})
+	for _, proven := range []bool{false, true} {
+		if _, _, _, err := s.Enroll(ctx, other, EnrollParams{PublicKey: pub, Proven: proven}); !errors.Is(err, ErrConflict) || !hasCode(err, wire.CodeAlreadyEnrolled) {
+			t.Errorf("proven %v, with another join key: %v, want ErrConflict with code %s", proven, err, wire.CodeAlreadyEnrolled)
+		}
+	}
+	if err := s.SetOnline(ctx, []int64{first.node.ID}, time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := s.Enroll(ctx, once, EnrollParams{PublicKey: pub, Proven: true}); !errors.Is(err, ErrDenied) {
+		t.Errorf("proven, after the node streamed: %v, want the used key refused", err)
+	}
+	if _, _, _, err := s.Enroll(ctx, credential.NewSecret("jk"), EnrollParams{PublicKey: pub, Proven: true}); !errors.Is(err, ErrDenied) {
+		t.Errorf("proven, with an unknown join key: %v, want ErrDenied", err)
+	}
+	revoked := mustEnroll(t, s, other, EnrollParams{Hostname: "r"})
+	if err := s.RevokeJoinKey(ctx, "test", other.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := s.Enroll(ctx, other, EnrollParams{PublicKey: revoked.node.PublicKey, Proven: true}); !hasCode(err, wire.CodeRevoked) {
+		t.Errorf("proven, with the key revoked: %v, want code %s", err, wire.CodeRevoked)
+	}
+	if n, err := s.NodeByCredential(ctx, again.cred); err != nil || n.ID != first.node.ID {
+		t.Errorf("refused retries changed the credential: %v, %v", n.ID, err)
+	}
+}
+
+// hasCode reports whether err carries code.
+func hasCode(err error, code wire.ErrorCode) bool {
+	c, ok := Code(err)
+	return ok && c == code
 }
 
 // A full prefix refuses enrollment cleanly; the store keeps working.

@@ -213,4 +213,11 @@ type EnrollParams struct {
 	// Relay enrolls a relay so described (checked by the caller); only a
 	// relay join key admits one, and it admits nothing else. Nil: an agent.
 	Relay *wire.Relay
+	// Proven says that the caller proved it holds PublicKey's private key
+	// (checked by the caller). Then a node of PublicKey that the same join
+	// key enrolled and that has never opened a netmap stream is the work
+	// of an earlier attempt whose answer was lost: Enroll gives it a new
+	// credential and returns it, however the key was used since (unless
+	// it was revoked). False: a public key already enrolled is refused.
+	Proven bool
 }

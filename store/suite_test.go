@@ -31,6 +31,7 @@ var suite = []struct {
 	{"EnrollNameFromHostnameIsValid", testEnrollNameFromHostnameIsValid, ""},
 	{"EnrollFailureIsAtomic", testEnrollFailureIsAtomic, ""},
 	{"EnrollPrefixFull", testEnrollPrefixFull, ""},
+	{"EnrollRetry", testEnrollRetry, ""},
 	{"ConcurrentEnroll", testConcurrentEnroll, ""},
 	{"OneTimeKeyTwoStores", testOneTimeKeyTwoStores, ""},
 	{"JoinKeyRules", testJoinKeyRules, ""},

@@ -75,6 +75,11 @@ const (
 	// CodeConflict (409): the change conflicts with the state, such as a
 	// name already taken.
 	CodeConflict ErrorCode = "conflict"
+	// CodeAlreadyEnrolled (409): an enrollment of a public key that is
+	// already a node's. An agent whose earlier attempt may have enrolled
+	// it (the answer was lost) asks again with a proof of its key
+	// (EnrollRequest.Proof).
+	CodeAlreadyEnrolled ErrorCode = "already_enrolled"
 	// CodeTooLarge (413): the body is larger than the limit.
 	CodeTooLarge ErrorCode = "too_large"
 	// CodeRateLimited (429): too many attempts; Retry-After says when to

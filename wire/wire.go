@@ -381,6 +381,15 @@ type EnrollRequest struct {
 	// only a relay join key admits (403 otherwise); nil enrolls an agent,
 	// which a relay join key refuses (403).
 	Relay *Relay `json:"relay,omitempty"`
+	// Proof, set, proves that the caller holds PublicKey's private key
+	// (credential.EnrollProof, for the coordinator's proof key; 403 if
+	// wrong). With it, the retry of an enrollment whose answer was lost
+	// gets its node back: if PublicKey is the key of a node enrolled with
+	// the same join key (used up or expired since, but not revoked) that
+	// has never opened a netmap stream, the answer is that node with a
+	// new credential, which replaces the lost one. Empty: a public key
+	// already enrolled is refused (409, CodeAlreadyEnrolled).
+	Proof string `json:"proof,omitempty"`
 }
 
 // EnrollResponse admits a node.

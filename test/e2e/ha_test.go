@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 type coordinator struct {
 	host      *lab.Host
 	proc      *lab.Proc
+	db        string // the PostgreSQL database
 	dataDir   string
 	tokenFile string
 }
@@ -27,15 +29,27 @@ type coordinator struct {
 // keeps its state in PostgreSQL database db.
 func (m *mesh) startCoordinatorOn(name, db string) *coordinator {
 	m.t.Helper()
-	c := &coordinator{host: m.lab.AddHost(name), dataDir: filepath.Join(m.t.TempDir(), name)}
+	c := &coordinator{host: m.lab.AddHost(name), db: db, dataDir: filepath.Join(m.t.TempDir(), name)}
 	c.tokenFile = filepath.Join(c.dataDir, "admin.token")
-	c.proc = c.host.Start(m.t, "coordinator", nil, bin, "coordinator", "--database", db,
+	c.start(m.t)
+	return c
+}
+
+// start starts c's process on its host, data dir and port, and waits
+// until it listens.
+func (c *coordinator) start(t *testing.T) {
+	t.Helper()
+	c.proc = c.host.Start(t, "coordinator", nil, bin, "coordinator", "--database", c.db,
 		"--data-dir", c.dataDir, "--listen", fmt.Sprintf("%s:%d", c.host.Addr, coordPort),
 		"--keepalive", "2s", "--log-format", "json")
 	if err := c.proc.WaitLog("coordinator listening", 10*time.Second); err != nil {
-		m.t.Fatalf("coordinator %s did not start: %v\n%s", name, err, c.proc.Log())
+		t.Fatalf("coordinator %s did not start: %v\n%s", c.host.Name, err, c.proc.Log())
 	}
-	return c
+}
+
+// url is c's advertised URL.
+func (c *coordinator) url() string {
+	return "https://" + netip.AddrPortFrom(c.host.Addr, coordPort).String()
 }
 
 // cli runs an admin verb against coordinator c, from its host, with its

@@ -115,7 +115,7 @@ func TestCoordinatorKillLoop(t *testing.T) {
 	// The database as the last SIGKILL left it.
 	db := filepath.Join(m.dataDir, "wiremesh.db")
 	integrity := checkIntegrity(t, db)
-	rows := checkNodeRows(t, db, jk.Secret.ID)
+	rows := checkNodeRows(t, "sqlite", "file:"+db+"?_pragma=busy_timeout(10000)", jk.Secret.ID)
 
 	// The coordinator once more, to check through the API what the
 	// clients were told.
@@ -386,14 +386,14 @@ type nodeRow struct {
 	hostIndex                         int64
 }
 
-// checkNodeRows reads the nodes from the database file of a stopped
-// coordinator and fails the test for a half-written one, and unless the
+// checkNodeRows reads the nodes from the database (database/sql's driver
+// and dsn) and fails the test for a half-written one, and unless the
 // join key joinKeyID counts one use and the audit log one enrollment per
 // node (they are written in the same transaction). It returns the rows by
 // public key.
-func checkNodeRows(t *testing.T, path, joinKeyID string) map[string]nodeRow {
+func checkNodeRows(t *testing.T, driver, dsn, joinKeyID string) map[string]nodeRow {
 	t.Helper()
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+	db, err := sql.Open(driver, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,7 +423,7 @@ func checkNodeRows(t *testing.T, path, joinKeyID string) map[string]nodeRow {
 		t.Errorf("%d node rows but %d public keys", n, len(rows))
 	}
 	var uses, enrolls int
-	if err := db.QueryRow("SELECT uses FROM join_keys WHERE id = ?", joinKeyID).Scan(&uses); err != nil {
+	if err := db.QueryRow("SELECT uses FROM join_keys WHERE id = $1", joinKeyID).Scan(&uses); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.QueryRow("SELECT count(*) FROM audit WHERE action = 'node.enroll'").Scan(&enrolls); err != nil {
