@@ -75,7 +75,7 @@ func (c *Coordinator) handleNode(w http.ResponseWriter, r *http.Request) {
 	s := c.state.Load()
 	d := wire.NodeDetail{Node: n, Peers: []string{}, Reaches: []wire.Access{}, ReachedBy: []wire.Access{}}
 	s.compiled.Peers(n.ID, func(j int) {
-		p := s.nodes[j]
+		p := s.node(j)
 		d.Peers = append(d.Peers, p.Name)
 		d.Reaches = appendAccess(d.Reaches, p.Name, s.compiled.Access(n.ID, p.ID))
 		d.ReachedBy = appendAccess(d.ReachedBy, p.Name, s.compiled.Access(p.ID, n.ID))

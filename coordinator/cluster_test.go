@@ -183,13 +183,15 @@ func TestTimersRunOnce(t *testing.T) {
 func TestOnlineOnAnotherCoordinator(t *testing.T) {
 	ts := startCluster(t, 2, func(c *Config) {
 		c.beat = 50 * time.Millisecond
-		c.EphemeralTimeout = 300 * time.Millisecond
+		// Long enough for the stream to open after the enrollment on a
+		// loaded machine: a node that never streamed is swept too.
+		c.EphemeralTimeout = 2 * time.Second
 	})
 	jk := ts[0].createJoinKey(t, wire.CreateJoinKeyRequest{Ephemeral: true})
 	e := ts[0].enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: "eph"})
 	st := ts[1].openStream(t, e.Credential, wire.MapRequest{PublicKey: e.Node.PublicKey})
 	st.netmap(t, "the first netmap", func(*wire.Netmap) bool { return true })
-	time.Sleep(time.Second) // several sweeps and ephemeral timeouts, on whichever holds the lease
+	time.Sleep(5 * time.Second) // sweeps and two ephemeral timeouts, on whichever holds the lease
 	for i, s := range ts {
 		n, err := s.c.adminNode(context.Background(), "eph")
 		if err != nil || !n.Online {

@@ -69,9 +69,14 @@ type Coordinator struct {
 // snapshot is an immutable view of the nodes and the compiled policy at
 // one state version. When a newer snapshot replaces it, changed is closed.
 type snapshot struct {
-	version  uint64
-	nodes    []wire.Node // the agents, by id
-	aclNodes []acl.Node  // the same nodes, as the policy sees them
+	version uint64
+	// nodes are the agents, by id, as of the last snapshot built whole;
+	// patch has the entries changed since (by index in nodes), read with
+	// node. What the policy sees of a node (its ID, name, tags,
+	// addresses, services) is never in patch.
+	nodes    []wire.Node
+	patch    map[int]wire.Node
+	aclNodes []acl.Node // the same nodes, as the policy sees them
 	byID     map[int64]int
 	byKey    map[[32]byte]int // node public key → index in nodes
 	policy   wire.Policy      // the active policy, Version 0 if none
@@ -91,6 +96,14 @@ type snapshot struct {
 	// delta is what changed from the snapshot before, if this one was
 	// made by applying a delta (deltaSnapshot); nil: built whole.
 	delta *snapshotDelta
+}
+
+// node returns agent i of s.
+func (s *snapshot) node(i int) wire.Node {
+	if n, ok := s.patch[i]; ok {
+		return n
+	}
+	return s.nodes[i]
 }
 
 // has reports whether node id, an agent or a relay node, is in s.
@@ -467,7 +480,7 @@ func (c *Coordinator) netmapFor(s *snapshot, id int64) (nm *wire.Netmap, ok bool
 	}
 	nm = &wire.Netmap{
 		Version:           s.version,
-		Self:              s.nodes[i],
+		Self:              s.node(i),
 		Prefixes:          c.store.Prefixes(),
 		KeepAliveInterval: wire.Duration(c.cfg.KeepAlive),
 		PolicyVersion:     s.policy.Version,

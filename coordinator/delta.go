@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bytes"
+	"maps"
 	"slices"
 	"sync"
 
@@ -92,24 +93,40 @@ func (c *Coordinator) deltaSnapshot(old *snapshot, d store.Delta) *snapshot {
 	}
 	for _, n := range d.Nodes {
 		i, ok := old.byID[n.ID]
-		if !ok || n.Relay != nil || n.PublicKey != old.nodes[i].PublicKey || !sameACLNode(aclNode(n), old.aclNodes[i]) {
+		if !ok || n.Relay != nil || n.PublicKey != old.node(i).PublicKey || !sameACLNode(aclNode(n), old.aclNodes[i]) {
 			return nil // a join, a relay node, a new key, or what the policy sees
 		}
 	}
 	s := &snapshot{
-		version: d.Version, nodes: slices.Clone(old.nodes), aclNodes: old.aclNodes, byID: old.byID, byKey: old.byKey,
+		version: d.Version, nodes: old.nodes, patch: maps.Clone(old.patch), aclNodes: old.aclNodes, byID: old.byID, byKey: old.byKey,
 		policy: old.policy, gossip: old.gossip, compiled: old.compiled, changed: make(chan struct{}),
 		nextExpiry: d.NextExpiry, relayNodes: old.relayNodes, coordinators: old.coordinators,
 		delta: &snapshotDelta{},
 	}
+	if s.patch == nil {
+		s.patch = map[int]wire.Node{}
+	}
 	parsed := old.compiled.Policy()
 	for _, n := range d.Nodes {
 		n.Services = providedServices(parsed, n)
-		s.nodes[old.byID[n.ID]] = n
+		s.patch[old.byID[n.ID]] = n
 		s.delta.ids = append(s.delta.ids, n.ID)
+	}
+	// Each delta copies the patch; past a bound, the nodes are copied
+	// with it applied instead, so that a storm of changes costs each a
+	// share of one copy of the nodes per maxPatch, not a copy each.
+	if len(s.patch) > maxPatch {
+		s.nodes = slices.Clone(old.nodes)
+		for i, n := range s.patch {
+			s.nodes[i] = n
+		}
+		s.patch = nil
 	}
 	return s
 }
+
+// maxPatch bounds the entries a snapshot patches its nodes with.
+const maxPatch = 256
 
 // sameACLNode reports whether the policy sees a and b alike.
 func sameACLNode(a, b acl.Node) bool {
@@ -131,7 +148,7 @@ func relayEqual(a, b wire.Relay) bool {
 // peerEntry is node j of s as node id's netmap lists it: with only the
 // services id may reach.
 func peerEntry(s *snapshot, id int64, j int) wire.Node {
-	p := s.nodes[j]
+	p := s.node(j)
 	if len(p.Services) > 0 {
 		p.Services = slices.DeleteFunc(slices.Clone(p.Services), func(sv wire.Service) bool {
 			ok, _ := s.compiled.Allows(id, p.ID, serviceProto(sv.Proto), sv.Port)
@@ -162,7 +179,7 @@ func (c *Coordinator) streamDelta(from *snapshot, id int64) (to *snapshot, whole
 			if nm == nil {
 				nm = &wire.NetmapDelta{}
 			}
-			self := to.nodes[j]
+			self := to.node(j)
 			nm.Self = &self
 		case to.compiled.IsPeer(id, x):
 			if nm == nil {

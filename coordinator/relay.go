@@ -43,7 +43,7 @@ func (c *Coordinator) relayAllowed(k [32]byte) bool {
 	if !ok {
 		return false
 	}
-	exp := s.nodes[i].Expires
+	exp := s.node(i).Expires
 	return exp.IsZero() || time.Now().Before(exp)
 }
 

@@ -10,3 +10,5 @@ CREATE TABLE node_deletions (
 	version {{int}} NOT NULL
 );
 CREATE INDEX node_deletions_version ON node_deletions(version);
+-- StateSince reads the next expiry with every change.
+CREATE INDEX nodes_expires ON nodes(expires);
