@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -117,6 +118,7 @@ type stormAgent struct {
 	bytes atomic.Int64
 
 	redials atomic.Int64 // connections tried again after failing
+	drops   atomic.Int64 // streams that broke once open
 
 	mu    sync.Mutex
 	cur   *wire.Netmap // guarded by mu; the stream's netmap, deltas applied
@@ -247,13 +249,14 @@ func runStorm(b *testing.B, bin string, n int, db string, coordinators int) *sto
 		}
 		rss += r
 	}
-	var bytes, redials int64
+	var bytes, redials, drops int64
 	for _, a := range agents {
 		bytes += a.bytes.Load()
 		redials += a.redials.Load()
+		drops += a.drops.Load()
 	}
 	m.result = stormResult{wall: wall, cpu: m.cpu(b) - cpu0, rss: rss}
-	logf("storm N=%d on %d coordinator(s): %s, coordinator CPU %.2f s, RSS %.0f MiB, %.1f MiB of netmaps decoded, %d connections tried again", n, coordinators, wall.Round(time.Millisecond), m.result.cpu, rss, float64(bytes)/(1<<20), redials)
+	logf("storm N=%d on %d coordinator(s): %s, coordinator CPU %.2f s, RSS %.0f MiB, %.1f MiB of netmaps decoded, %d connections tried again, %d streams broke", n, coordinators, wall.Round(time.Millisecond), m.result.cpu, rss, float64(bytes)/(1<<20), redials, drops)
 	return m
 }
 
@@ -351,10 +354,30 @@ func enrollStorm(b *testing.B, cfg store.Config, n int) []*stormAgent {
 	return agents
 }
 
-// stormStream opens the agent's netmap stream, reporting an endpoint of
+// stormStream holds the agent's netmap stream (streamOnce) until ctx is
+// done: as the agent does, it opens another when one ends or breaks (a
+// coordinator drops a stream it cannot write to within its write
+// timeout), and counts it.
+func (a *stormAgent) stormStream(ctx context.Context, url string) error {
+	for {
+		err := a.streamOnce(ctx, url)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !errors.Is(err, errStreamBroke) {
+			return err
+		}
+		a.drops.Add(1)
+	}
+}
+
+// errStreamBroke marks the end of a stream that was open.
+var errStreamBroke = errors.New("stream broke")
+
+// streamOnce opens the agent's netmap stream, reporting an endpoint of
 // its own, and applies what comes until ctx is done; the agent is done
 // once its netmap has every peer it should, each with endpoints.
-func (a *stormAgent) stormStream(ctx context.Context, url string) error {
+func (a *stormAgent) streamOnce(ctx context.Context, url string) error {
 	proof, err := credential.NetmapProof(a.key, a.ckey, time.Now())
 	if err != nil {
 		return fmt.Errorf("%s: netmap proof: %w", a.name, err)
@@ -398,7 +421,7 @@ func (a *stormAgent) stormStream(ctx context.Context, url string) error {
 	for {
 		line, err := br.ReadBytes('\n')
 		if err != nil {
-			return fmt.Errorf("%s: netmap stream: %w", a.name, err)
+			return fmt.Errorf("%s: netmap stream: %w: %w", a.name, errStreamBroke, err)
 		}
 		a.bytes.Add(int64(len(line)))
 		var m wire.MapMessage
