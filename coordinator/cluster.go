@@ -207,11 +207,13 @@ func (c *Coordinator) beat(ctx context.Context, gained chan<- struct{}) {
 		}
 	}()
 	for {
+		c.vouchMu.Lock()
 		if ids := c.onlineIDs(); len(ids) > 0 {
 			if err := c.store.SetOnline(ctx, ids, time.Now().Add(c.onlineFor())); err != nil && ctx.Err() == nil {
 				c.log.Warn("cannot record the nodes online", "err", err)
 			}
 		}
+		c.vouchMu.Unlock()
 		if self, err := c.self(); err == nil {
 			if ver, err := c.store.RegisterCoordinator(ctx, self); err != nil && ctx.Err() == nil {
 				c.log.Warn("cannot record this coordinator as up", "err", err)

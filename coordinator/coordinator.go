@@ -44,6 +44,10 @@ type Coordinator struct {
 
 	onlineMu sync.Mutex
 	online   map[int64]int // node id → open netmap streams; guarded by onlineMu
+	// vouchMu orders the writes of online_until: a stream's end, which
+	// clears it, never comes between beat reading the nodes online and
+	// writing their vouch, which would make a node online again.
+	vouchMu sync.Mutex
 
 	metrics *metrics // nil-safe; nil for a Coordinator not made by New
 
@@ -512,9 +516,20 @@ func (c *Coordinator) setOnline(ctx context.Context, id int64, delta int) {
 	default:
 		return
 	}
+	c.vouchMu.Lock()
+	defer c.vouchMu.Unlock()
+	if until.IsZero() && c.onlineCount(id) > 0 {
+		return // a new stream opened meanwhile
+	}
 	if err := c.store.SetOnline(context.WithoutCancel(ctx), []int64{id}, until); err != nil {
 		c.log.Warn("cannot record whether a node is online", "err", err)
 	}
+}
+
+func (c *Coordinator) onlineCount(id int64) int {
+	c.onlineMu.Lock()
+	defer c.onlineMu.Unlock()
+	return c.online[id]
 }
 
 // isOnline reports whether node n holds a netmap stream on this

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,6 +13,9 @@ import (
 
 	"github.com/wiremesh/wiremesh/coordinator"
 	"github.com/wiremesh/wiremesh/internal/pgtest"
+	"github.com/wiremesh/wiremesh/store"
+	"github.com/wiremesh/wiremesh/wire"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // TestAgentFailsOver: an agent enrolled with a join key that names one of
@@ -79,6 +84,16 @@ func TestRestoredDatabase(t *testing.T) {
 	co := startCoordinator(t)
 	a := startAgent(t, "a", filepath.Join(t.TempDir(), "a"), co.joinKey(t, false))
 	a.waitUp(t)
+	// A second node, so that each policy below changes a's rules (a
+	// policy version that leaves them as they were is not sent to a).
+	_, sec, err := co.c.Store().CreateJoinKey(context.Background(), "test", wire.CreateJoinKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bk, _ := wgtypes.GeneratePrivateKey()
+	if _, _, _, err := co.c.Store().Enroll(context.Background(), sec, store.EnrollParams{PublicKey: bk.PublicKey().String(), Name: "b"}); err != nil {
+		t.Fatal(err)
+	}
 	addr := strings.TrimPrefix(co.url, "https://")
 	restart := func() {
 		t.Helper()
@@ -95,8 +110,8 @@ func TestRestoredDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	restart()
-	for range 5 {
-		co.setPolicy(t, allowAll)
+	for port := range 5 {
+		co.setPolicy(t, fmt.Sprintf(`{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:%d"]}]}`, 1000+port))
 	}
 	policyIs := func(v uint64) func(*fakeEngine) bool {
 		return func(e *fakeEngine) bool {

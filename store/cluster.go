@@ -92,11 +92,19 @@ func (s *DB) coordinators(ctx context.Context, q conn) ([]Coordinator, error) {
 // Lease takes lease name for holder, or renews it, until ttl from now,
 // unless another holder has it and it has not run out; it reports whether
 // holder has it now. The holders' clocks must agree to well within ttl.
+// On SQLite, which one process owns (a coordinator locks its data dir),
+// the lease is always the caller's: a coordinator restarted after a crash
+// does not wait for its former self's lease to run out.
 func (s *DB) Lease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
 	now := s.now()
-	res, err := s.q().exec(ctx, `INSERT INTO leases(name, holder, until) VALUES(?, ?, ?)
-		ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until = excluded.until
-		WHERE leases.holder = excluded.holder OR leases.until < ?`, name, holder, now.Add(ttl).UnixMilli(), now.UnixMilli())
+	q := `INSERT INTO leases(name, holder, until) VALUES(?, ?, ?)
+		ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until = excluded.until`
+	args := []any{name, holder, now.Add(ttl).UnixMilli()}
+	if s.d.notify != "" {
+		q += " WHERE leases.holder = excluded.holder OR leases.until < ?"
+		args = append(args, now.UnixMilli())
+	}
+	res, err := s.q().exec(ctx, q, args...)
 	if err != nil {
 		return false, fmt.Errorf("lease %s: %w", name, err)
 	}

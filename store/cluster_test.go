@@ -98,6 +98,18 @@ func testLease(t *testing.T, e *engine) {
 	take(s, "a", false)
 }
 
+// testLeaseSQLite: one process owns a SQLite database, so the lease is
+// always the caller's, even one its crashed former self still holds.
+func testLeaseSQLite(t *testing.T, e *engine) {
+	ctx := context.Background()
+	s, _ := e.open(t)
+	for _, holder := range []string{"a", "b", "a"} {
+		if ok, err := s.Lease(ctx, "timers", holder, time.Hour); err != nil || !ok {
+			t.Fatalf("Lease(%s) = %v, %v; want it", holder, ok, err)
+		}
+	}
+}
+
 // testSharedSecret: the first value stored is everyone's.
 func testSharedSecret(t *testing.T, e *engine) {
 	ctx := context.Background()

@@ -194,7 +194,7 @@ func TestMetrics(t *testing.T) {
 		s.want(t, "one stream per agent", eq(2), "wiremesh_coordinator_netmap_streams")
 		s.want(t, "enrollments", eq(2), "wiremesh_coordinator_enrollments_total", "result", "ok")
 		s.want(t, "first netmaps", gt(1), "wiremesh_coordinator_netmap_pushes_total", "trigger", "connect")
-		s.want(t, "pushes after changes", gt(0), "wiremesh_coordinator_netmap_pushes_total", "trigger", "change")
+		s.want(t, "deltas after changes", gt(0), "wiremesh_coordinator_netmap_pushes_total", "trigger", "delta")
 		s.want(t, "push latency observed", gt(0), "wiremesh_coordinator_netmap_push_latency_seconds")
 		s.want(t, "policy compiles", gt(0), "wiremesh_coordinator_policy_compile_seconds")
 		s.want(t, "admin requests by route", gt(0), "wiremesh_coordinator_api_requests_total", "route", "PUT /v1/policy", "code", "200")
