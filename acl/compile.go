@@ -235,6 +235,31 @@ func (c *Compiled) Peers(id int64, fn func(i int)) {
 	})
 }
 
+// SamePeers reports whether node id has the same peers under c and o,
+// two compilations over the same nodes in the same order (as Compile was
+// given them); false if id is not in both or the nodes differ in number.
+func (c *Compiled) SamePeers(o *Compiled, id int64) bool {
+	i, ok1 := c.index[id]
+	j, ok2 := o.index[id]
+	if !ok1 || !ok2 || i != j || len(c.nodes) != len(o.nodes) {
+		return false
+	}
+	a, b := c.classes[c.classOf[i]].peers, o.classes[o.classOf[i]].peers
+	if len(a) != len(b) {
+		return false
+	}
+	for w := range a {
+		x, y := a[w], b[w]
+		if w == i/64 { // a node is not its own peer, whatever its class says
+			x, y = x&^(1<<(i%64)), y&^(1<<(i%64))
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
 // IsPeer reports whether nodes a and b may exchange traffic, in either
 // direction: whether each is among the other's Peers.
 func (c *Compiled) IsPeer(a, b int64) bool {

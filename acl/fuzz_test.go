@@ -57,6 +57,14 @@ func FuzzParse(f *testing.F) {
 				}
 			}
 		}
+		for _, n := range nodes {
+			if !c.SamePeers(c, n.ID) {
+				t.Errorf("SamePeers(%s) of a compilation with itself is false", n.Name)
+			}
+			if c.SamePeers(empty, n.ID) != (len(peersOf(c, n.ID)) == 0) {
+				t.Errorf("SamePeers(%s) with the empty compilation: %v, but it has %d peers", n.Name, c.SamePeers(empty, n.ID), len(peersOf(c, n.ID)))
+			}
+		}
 		_ = Diff(empty, c)
 		_ = Diff(c, empty)
 		again, err := Parse("fuzz.hujson", text)
@@ -94,4 +102,10 @@ func checkErrors(t *testing.T, text []byte, err error) {
 		}
 		prev = e.Pos
 	}
+}
+
+func peersOf(c *Compiled, id int64) []int {
+	var out []int
+	c.Peers(id, func(i int) { out = append(out, i) })
+	return out
 }

@@ -100,6 +100,9 @@ type snapshot struct {
 	// delta is what changed from the snapshot before, if this one was
 	// made by applying a delta (deltaSnapshot); nil: built whole.
 	delta *snapshotDelta
+	// nodesEpoch changes with the node list or any entry in it: two
+	// snapshots of one epoch differ at most in the policy (policyDelta).
+	nodesEpoch uint64
 }
 
 // node returns agent i of s.
@@ -439,6 +442,13 @@ func (c *Coordinator) fullSnapshot(old *snapshot, st store.State) *snapshot {
 	// owners too) and for checking other policies.
 	for i, n := range s.nodes {
 		s.nodes[i].Services = providedServices(parsed, n)
+	}
+	s.nodesEpoch = 1
+	if old != nil {
+		s.nodesEpoch = old.nodesEpoch
+		if !sameNodes(old, s.nodes) {
+			s.nodesEpoch++
+		}
 	}
 	start := time.Now()
 	s.compiled = acl.Compile(parsed, s.aclNodes)

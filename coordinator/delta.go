@@ -101,7 +101,7 @@ func (c *Coordinator) deltaSnapshot(old *snapshot, d store.Delta) *snapshot {
 		version: d.Version, nodes: old.nodes, patch: maps.Clone(old.patch), aclNodes: old.aclNodes, byID: old.byID, byKey: old.byKey,
 		policy: old.policy, gossip: old.gossip, compiled: old.compiled, changed: make(chan struct{}),
 		nextExpiry: d.NextExpiry, relayNodes: old.relayNodes, coordinators: old.coordinators,
-		delta: &snapshotDelta{},
+		delta: &snapshotDelta{}, nodesEpoch: old.nodesEpoch + 1,
 	}
 	if s.patch == nil {
 		s.patch = map[int]wire.Node{}
@@ -256,4 +256,52 @@ func rulesBytes(rules []wire.FilterRule) []byte {
 	d := digester{buf: make([]byte, 0, 256)}
 	d.rules(rules)
 	return d.buf
+}
+
+// sameNodes reports whether nodes are old's, entry for entry.
+func sameNodes(old *snapshot, nodes []wire.Node) bool {
+	if len(nodes) != len(old.nodes) {
+		return false
+	}
+	for i := range nodes {
+		o := old.node(i)
+		if o.ID != nodes[i].ID || !bytes.Equal(nodeBytes(&o), nodeBytes(&nodes[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+// policyDelta is diffNetmap for two snapshots whose nodes are the same
+// (a policy change), worked out from the compiled policies without
+// building either netmap: the node's rules if they changed, and the
+// entries of the peers whose services it may reach changed; ok is false
+// when more changed (the peers, the relay map, the keyring…), and then
+// diffNetmap says what.
+func policyDelta(prev, cur *snapshot, id int64) (d *wire.NetmapDelta, ok bool) {
+	if prev.nodesEpoch != cur.nodesEpoch || !cur.compiled.SamePeers(prev.compiled, id) || !slices.Equal(prev.gossip.Keys, cur.gossip.Keys) ||
+		!sameCoordinators(prev.coordinators, cur.coordinators) || !slices.EqualFunc(prev.relayNodes.relays, cur.relayNodes.relays, relayEqual) {
+		return nil, false
+	}
+	if _, ok := cur.byID[id]; !ok {
+		return nil, false // a relay node
+	}
+	d = &wire.NetmapDelta{Version: cur.version}
+	rules := cur.compiled.Rules(id)
+	if (prev.policy.Version == 0) != (cur.policy.Version == 0) || !bytes.Equal(rulesBytes(prev.compiled.Rules(id)), rulesBytes(rules)) {
+		d.Policy = &wire.NetmapPolicy{Version: cur.policy.Version, Rules: rules}
+	}
+	cur.compiled.Peers(id, func(j int) {
+		if len(cur.node(j).Services) == 0 {
+			return // nothing of its entry depends on the policy
+		}
+		a, b := peerEntry(prev, id, j), peerEntry(cur, id, j)
+		if !bytes.Equal(nodeBytes(&a), nodeBytes(&b)) {
+			d.Peers = append(d.Peers, b)
+		}
+	})
+	if d.Policy == nil && len(d.Peers) == 0 {
+		return nil, true
+	}
+	return d, true
 }

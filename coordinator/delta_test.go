@@ -234,3 +234,71 @@ func TestDiffNetmapEveryField(t *testing.T) {
 		t.Errorf("the first policy: delta %+v, %v; want its version", d, ok)
 	}
 }
+
+// TestPolicyDelta: a policy change that leaves the peers as they were is
+// worked out from the compiled policies (policyDelta): the rules of the
+// nodes whose rules changed, and the entries of peers whose services a
+// node may now reach; what it sends, applied, is the whole netmap.
+func TestPolicyDelta(t *testing.T) {
+	ts := startServer(t, time.Hour)
+	const before = `{"acls": [{"action": "accept", "src": ["tag:viewer"], "dst": ["tag:web:22"]}]}`
+	const after = `{"acls": [{"action": "accept", "src": ["tag:viewer"], "dst": ["tag:web:22,80"]}]}`
+	ts.setPolicy(t, before)
+	enroll := func(name, tag string) wire.EnrollResponse {
+		jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Tags: []string{tag}})
+		return ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: name})
+	}
+	web, viewer := enroll("web1", "tag:web"), enroll("viewer1", "tag:viewer")
+	if _, err := ts.c.store.SetServices(context.Background(), web.Node, []wire.Service{{Name: "web", Port: 80, Proto: wire.ServiceTCP}}, func(string) string { return "" }); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.c.publish(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	prev := ts.c.state.Load()
+	nmv, _ := ts.c.netmapFor(prev, viewer.Node.ID)
+	nmw, _ := ts.c.netmapFor(prev, web.Node.ID)
+	if len(nmv.Peers) != 1 || len(nmv.Peers[0].Services) != 0 {
+		t.Fatalf("viewer's netmap before: %+v; want web1 without the service it may not reach", nmv.Peers)
+	}
+	ts.setPolicy(t, after)
+	cur := ts.c.state.Load()
+	for _, tc := range []struct {
+		name string
+		id   int64
+		nm   *wire.Netmap
+		ok   func(*wire.NetmapDelta) bool
+	}{
+		{"viewer1", viewer.Node.ID, nmv, func(d *wire.NetmapDelta) bool {
+			return d.Policy == nil && len(d.Peers) == 1 && len(d.Peers[0].Services) == 1
+		}},
+		{"web1", web.Node.ID, nmw, func(d *wire.NetmapDelta) bool { return d.Policy != nil && len(d.Peers) == 0 }},
+	} {
+		d, ok := policyDelta(prev, cur, tc.id)
+		if !ok || d == nil || !tc.ok(d) {
+			t.Errorf("%s: policyDelta = %+v, %v", tc.name, d, ok)
+			continue
+		}
+		got, err := d.Apply(tc.nm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := ts.c.netmapFor(cur, tc.id)
+		if d.Policy == nil {
+			want.PolicyVersion = got.PolicyVersion // its rules did not change: no news
+		}
+		if digestNetmap(got) != digestNetmap(want) {
+			t.Errorf("%s: the delta applied differs from the whole netmap:\n%+v\n%+v", tc.name, got, want)
+		}
+	}
+	// Peers that change, or nodes that change, are not its to say.
+	ts.setPolicy(t, `{"acls": []}`)
+	if _, ok := policyDelta(cur, ts.c.state.Load(), viewer.Node.ID); ok {
+		t.Error("policyDelta took a change of peers")
+	}
+	cur = ts.c.state.Load()
+	enroll("web2", "tag:web")
+	if _, ok := policyDelta(cur, ts.c.state.Load(), viewer.Node.ID); ok {
+		t.Error("policyDelta took a join")
+	}
+}

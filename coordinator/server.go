@@ -388,6 +388,14 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 			}
 			continue
 		}
+		if req.Deltas {
+			if d, ok := policyDelta(prev, cur, node.ID); ok {
+				if !delta(cur, d) {
+					return
+				}
+				continue
+			}
+		}
 		nm, ok := c.netmapFor(cur, node.ID)
 		if !ok {
 			return // deleted or expired: the agent's next request is refused
