@@ -91,19 +91,23 @@ func (a *agent) wgEndpoint(t *testing.T, b *agent) netip.AddrPort {
 
 // traffic pings b's overlay address from a, 5 a second, for d, in the
 // background; the returned function waits for the pings to end and
-// returns ping's output.
-func traffic(t *testing.T, a, b *agent, d time.Duration) func() string {
+// returns what they saw.
+func traffic(t *testing.T, a, b *agent, d time.Duration) func() *lab.Pings {
 	t.Helper()
 	dst := b.addr(t, false).String()
-	out := make(chan string, 1)
+	n := int(d / (200 * time.Millisecond))
+	out := make(chan *lab.Pings, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), d+10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), d+time.Minute)
 		defer cancel()
-		n := fmt.Sprint(int(d / (200 * time.Millisecond)))
-		b, _ := a.host.Run(ctx, "ping", "-n", "-c", n, "-i", "0.2", "-W", "1", dst)
-		out <- string(b)
+		p, err := a.host.Ping(ctx, dst, n, 200*time.Millisecond)
+		if err != nil {
+			t.Error(err)
+			p = &lab.Pings{Count: n, Out: err.Error()}
+		}
+		out <- p
 	}()
-	return func() string { return <-out }
+	return func() *lab.Pings { return <-out }
 }
 
 // knowsCandidate reports whether a knows an address of its peer b whose
@@ -198,7 +202,7 @@ func TestConnectivityEasyEasy(t *testing.T) {
 	if ep := b.wgEndpoint(t, a); ep.Addr() != sa.PublicAddr() {
 		t.Errorf("wg show on %s: endpoint of %s is %v, want %v:PORT", b.name, a.name, ep, sa.PublicAddr())
 	}
-	a.ping(t, b.addr(t, false), 10, "0.1")
+	a.ping(t, b.addr(t, false), 10, 100*time.Millisecond)
 	if p := a.path(t, b.name); p.Kind != wire.PathKindDirect {
 		t.Errorf("after traffic, %s reaches %s by %+v, want direct", a.name, b.name, p)
 	}
@@ -223,8 +227,8 @@ func TestConnectivityPublicHard(t *testing.T) {
 	if ep := h.wgEndpoint(t, p); ep.Addr() != p.host.Addr {
 		t.Errorf("wg show on %s: endpoint of %s is %v, want %v:PORT", h.name, p.name, ep, p.host.Addr)
 	}
-	h.ping(t, p.addr(t, false), 10, "0.1")
-	p.ping(t, h.addr(t, false), 10, "0.1")
+	h.ping(t, p.addr(t, false), 10, 100*time.Millisecond)
+	p.ping(t, h.addr(t, false), 10, 100*time.Millisecond)
 }
 
 // TestConnectivitySameNAT: two hosts behind one (hard) NAT reach each
@@ -239,7 +243,7 @@ func TestConnectivitySameNAT(t *testing.T) {
 	if ep := a.wgEndpoint(t, b); ep.Addr() != b.host.Addr {
 		t.Errorf("wg show on %s: endpoint of %s is %v, want %v:PORT", a.name, b.name, ep, b.host.Addr)
 	}
-	a.ping(t, b.addr(t, false), 10, "0.1")
+	a.ping(t, b.addr(t, false), 10, 100*time.Millisecond)
 }
 
 // local runs a wiremesh verb against a's agent and returns its output,
@@ -328,8 +332,8 @@ func TestConnectivityHardHard(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
-	if out := wait(); !strings.Contains(out, " 0% packet loss") {
-		t.Errorf("pings lost over the relay:\n%s", out)
+	if p := wait(); p.Lost() > 0 {
+		t.Errorf("pings lost over the relay: %s\n%s", p, p.Out)
 	}
 	// The coordinator has the agents' reports.
 	waitFor(t, 10*time.Second, "connectivity reports", func() bool {
@@ -356,8 +360,8 @@ func TestConnectivityNoRelay(t *testing.T) {
 	a, b, _ := hardPair(t, m, "--no-relay")
 	peered(t, a, b)
 	wait := traffic(t, a, b, 5*time.Second)
-	if out := wait(); !strings.Contains(out, " 100% packet loss") {
-		t.Errorf("pings answered between hard NATs without a relay:\n%s", out)
+	if p := wait(); p.Lost() < p.Count {
+		t.Errorf("pings answered between hard NATs without a relay: %s\n%s", p, p.Out)
 	}
 	if p := a.path(t, b.name); p.Kind != wire.PathKindNone {
 		t.Errorf("%s reaches %s by %+v with --no-relay, want none", a.name, b.name, p)
@@ -379,7 +383,7 @@ func TestConnectivityUDPBlocked(t *testing.T) {
 	if why := u.path(t, e.name).Why; !strings.Contains(why, "udp blocked") {
 		t.Errorf("why %s is relayed: %q, want udp blocked", u.name, why)
 	}
-	u.ping(t, e.addr(t, false), 10, "0.1")
+	u.ping(t, e.addr(t, false), 10, 100*time.Millisecond)
 	iperf(t, u, e)
 	if p := u.path(t, e.name); p.Kind != wire.PathKindRelay {
 		t.Errorf("after traffic, %s reaches %s by %+v, want relay", u.name, e.name, p)
@@ -418,50 +422,38 @@ func TestConnectivityRebind(t *testing.T) {
 	directBoth(t, a, b, sb.PublicAddr(), sa.PublicAddr(), 10*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	out := make(chan []byte, 1)
+	const n = 200
+	dst := a.addr(t, false).String()
+	out := make(chan *lab.Pings, 1)
 	go func() {
-		o, _ := b.host.Run(ctx, "ping", "-n", "-c", "200", "-i", "0.1", "-W", "1", a.addr(t, false).String())
-		out <- o
+		p, err := b.host.Ping(ctx, dst, n, 100*time.Millisecond)
+		if err != nil {
+			t.Error(err)
+			p = &lab.Pings{Count: n, Out: err.Error()}
+		}
+		out <- p
 	}()
 	time.Sleep(3 * time.Second) // the ping's own schedule: rebind 3 s into it
 	if err := sa.Rebind(); err != nil {
 		t.Fatal(err)
 	}
-	gap := longestGap(t, string(<-out), 200)
+	gap := longestGap(t, <-out)
 	t.Logf("longest run of lost pings: %d (%s)", gap, time.Duration(gap)*100*time.Millisecond)
 	if gap > 50 {
 		t.Errorf("%d pings in a row lost after the rebind (%s at 10/s), want at most 5 s", gap, time.Duration(gap)*100*time.Millisecond)
 	}
 }
 
-// longestGap returns the longest run of unanswered sequence numbers in
-// ping's output of n probes (1..n), and fails if the last 10 were not all
-// answered.
-func longestGap(t *testing.T, out string, n int) int {
+// longestGap returns the longest run of unanswered probes of p, and
+// fails if the last 10 were not all answered.
+func longestGap(t *testing.T, p *lab.Pings) int {
 	t.Helper()
-	got := map[int]bool{}
-	for _, line := range strings.Split(out, "\n") {
-		var seq int
-		if i := strings.Index(line, "icmp_seq="); i >= 0 {
-			fmt.Sscanf(line[i:], "icmp_seq=%d", &seq)
-			got[seq] = true
+	for seq := max(1, p.Count-9); seq <= p.Count; seq++ {
+		if !p.Answered(seq) {
+			t.Fatalf("traffic did not recover: probe %d unanswered (%s)\n%s", seq, p, lastLines(p.Out, 15))
 		}
 	}
-	gap, run := 0, 0
-	for seq := 1; seq <= n; seq++ {
-		if got[seq] {
-			run = 0
-			continue
-		}
-		run++
-		gap = max(gap, run)
-	}
-	for seq := n - 9; seq <= n; seq++ {
-		if !got[seq] {
-			t.Fatalf("traffic did not recover: probe %d unanswered\n%s", seq, lastLines(out, 15))
-		}
-	}
-	return gap
+	return p.LongestGap()
 }
 
 // TestConnectivityRotateRelayed: a relayed node that rotates its key

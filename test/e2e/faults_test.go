@@ -102,16 +102,18 @@ func TestCoordinatorOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	outage := time.Now()
-	pinged := make(chan string, 1)
+	const pings = 600
+	pinged := make(chan *lab.Pings, 1)
 	dst := h2.addr(t, false).String()
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		out, err := h1.host.Run(ctx, "ping", "-n", "-q", "-c", "600", "-i", "0.1", "-W", "1", dst)
+		p, err := h1.host.Ping(ctx, dst, pings, 100*time.Millisecond)
 		if err != nil {
-			out = append(out, []byte(err.Error())...)
+			t.Error(err)
+			p = &lab.Pings{Count: pings, Out: err.Error()}
 		}
-		pinged <- string(out)
+		pinged <- p
 	}()
 	// An agent restarted during the outage comes up from its cache.
 	restart := time.Now()
@@ -120,20 +122,16 @@ func TestCoordinatorOutage(t *testing.T) {
 	if !strings.Contains(h3.proc.Log(), "starting from cached netmap") {
 		t.Fatalf("h3 did not start from its cache:\n%s", h3.proc.Log())
 	}
-	h3.ping(t, h1.addr(t, false), 5, "0.2")
+	h3.ping(t, h1.addr(t, false), 5, 200*time.Millisecond)
 	report.Add(t, report.Row{Fault: "coordinator down 60 s", Check: "an agent restarted meanwhile comes up from its cached netmap and pings a peer",
 		Figure: "stop → 5 of 5 pings answered in " + time.Since(restart).Round(100*time.Millisecond).String()})
-	out := <-pinged
-	sent, lost := -1, -1
-	if c := pingCounts.FindStringSubmatch(out); c != nil {
-		sent, lost = atoi(c[1]), atoi(c[1])-atoi(c[2])
-	}
+	p := <-pinged
 	report.Add(t, report.Row{Fault: "coordinator down 60 s", Check: "pings between existing nodes (h1 → h2, 10 a second)",
-		Figure: fmt.Sprintf("%d sent, %d lost", sent, lost), Target: "0 lost", Met: sent > 0 && lost == 0})
-	if !strings.Contains(out, " 0% packet loss") {
-		t.Fatalf("pings during the 60 s outage lost packets:\n%s", out)
+		Figure: fmt.Sprintf("%d sent, %d lost", p.Count, p.Lost()), Target: "0 lost", Met: p.Lost() == 0})
+	if p.Lost() > 0 {
+		t.Fatalf("pings during the 60 s outage: %s\n%s", p, lastLines(p.Out, 5))
 	}
-	t.Logf("coordinator down %s: %s", time.Since(outage).Round(time.Second), lastLine(out))
+	t.Logf("coordinator down %s: %s", time.Since(outage).Round(time.Second), p)
 
 	m.startCoordinator()
 	const reconnectBound = 10 * time.Second
@@ -155,11 +153,6 @@ func TestCoordinatorOutage(t *testing.T) {
 	if d > time.Second {
 		t.Fatalf("the policy change after the outage reached h1 %s after `acl set` returned; want ≤ 1 s", d.Round(time.Millisecond))
 	}
-}
-
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return lines[len(lines)-1]
 }
 
 // TestStateDirFullOrReadOnly: when an agent's state dir fills up or turns
@@ -196,7 +189,7 @@ func TestStateDirFullOrReadOnly(t *testing.T) {
 		t.Fatalf("a full state dir is not reported: %v\n%s", err, h1.proc.Log())
 	}
 	reported := time.Since(start)
-	h1.ping(t, h2.addr(t, false), 3, "0.2")
+	h1.ping(t, h2.addr(t, false), 3, 200*time.Millisecond)
 	if st := h1.status(t); st.PolicyVersion == 0 || !st.Connected {
 		t.Fatalf("status with a full state dir: %+v", st)
 	}
@@ -221,8 +214,8 @@ func TestStateDirFullOrReadOnly(t *testing.T) {
 		return strings.Contains(h1.proc.Log(), "read-only file system")
 	})
 	reported = time.Since(start)
-	h1.ping(t, h2.addr(t, false), 3, "0.2")
-	h2.ping(t, h1.addr(t, false), 3, "0.2")
+	h1.ping(t, h2.addr(t, false), 3, 200*time.Millisecond)
+	h2.ping(t, h1.addr(t, false), 3, 200*time.Millisecond)
 	if h1.proc.Exited() {
 		t.Fatalf("agent exited:\n%s", h1.proc.Log())
 	}

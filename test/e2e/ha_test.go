@@ -112,8 +112,8 @@ func TestCoordinatorsOnPostgres(t *testing.T) {
 		}
 	}
 	for _, a := range agents[1:] {
-		a1.ping(t, a.addr(t, false), 2, "0.2")
-		a.ping(t, a1.addr(t, false), 2, "0.2")
+		a1.ping(t, a.addr(t, false), 2, 200*time.Millisecond)
+		a.ping(t, a1.addr(t, false), 2, 200*time.Millisecond)
 	}
 	if st := a2.status(t); st.Coordinator != "https://"+co2.host.Addr.String()+":"+strconv.Itoa(coordPort) {
 		t.Errorf("a2 talks to %s, want co2", st.Coordinator)
@@ -126,13 +126,18 @@ func TestCoordinatorsOnPostgres(t *testing.T) {
 	}
 
 	// SIGKILL the first coordinator while a1 and a2 talk.
-	pings := make(chan string, 1)
-	go func() {
+	pings := make(chan *lab.Pings, 1)
+	pingRun := func(from *agent, to netip.Addr, n int) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		out, err := a2.host.Run(ctx, "ping", "-n", "-c", "40", "-i", "0.2", "-W", "1", a1.addr(t, false).String())
-		pings <- fmt.Sprintf("%s%v", out, err)
-	}()
+		p, err := from.host.Ping(ctx, to.String(), n, 200*time.Millisecond)
+		if err != nil {
+			t.Error(err)
+			p = &lab.Pings{Count: n, Out: err.Error()}
+		}
+		pings <- p
+	}
+	go pingRun(a2, a1.addr(t, false), 40)
 	time.Sleep(time.Second)
 	killed := time.Now()
 	co1.proc.Kill()
@@ -146,8 +151,8 @@ func TestCoordinatorsOnPostgres(t *testing.T) {
 		}
 		t.Logf("%s moved to another coordinator within %s of the kill", a.name, time.Since(killed).Round(time.Millisecond))
 	}
-	if out := <-pings; !strings.Contains(out, " 0% packet loss") {
-		t.Errorf("a2 → a1 lost packets while a1's coordinator was killed:\n%s", out)
+	if p := <-pings; p.Lost() > 0 {
+		t.Errorf("a2 → a1 lost packets while a1's coordinator was killed: %s\n%s", p, p.Out)
 	}
 
 	// The CLI with that token goes on through the others.
@@ -186,12 +191,7 @@ func TestCoordinatorsOnPostgres(t *testing.T) {
 	// PostgreSQL restarts under traffic: the traffic goes on, the
 	// coordinators notice and listen again by themselves, and a change
 	// through co3 reaches every agent.
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		out, err := a1.host.Run(ctx, "ping", "-n", "-c", "25", "-i", "0.2", "-W", "1", a3.addr(t, false).String())
-		pings <- fmt.Sprintf("%s%v", out, err)
-	}()
+	go pingRun(a1, a3.addr(t, false), 25)
 	time.Sleep(time.Second)
 	pg.Restart(t)
 	for _, c := range []*coordinator{co2, co3} {
@@ -206,8 +206,8 @@ func TestCoordinatorsOnPostgres(t *testing.T) {
 	for _, a := range agents {
 		waitApplied(t, a, set.Add(-time.Second), func(p, _ int) bool { return p >= v })
 	}
-	if out := <-pings; !strings.Contains(out, " 0% packet loss") {
-		t.Errorf("a1 → a3 lost packets while PostgreSQL restarted:\n%s", out)
+	if p := <-pings; p.Lost() > 0 {
+		t.Errorf("a1 → a3 lost packets while PostgreSQL restarted: %s\n%s", p, p.Out)
 	}
 }
 

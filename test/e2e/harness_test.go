@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -370,20 +369,19 @@ func (a *agent) hasPeer(pub string) bool {
 	return ok
 }
 
-// ping sends count pings from a to dst over the overlay and returns the
-// output; it fails the test if any is lost.
-func (a *agent) ping(t *testing.T, dst netip.Addr, count int, interval string) string {
+// ping sends count pings from a to dst over the overlay, one every
+// interval, and fails the test unless every one is answered.
+func (a *agent) ping(t *testing.T, dst netip.Addr, count int, interval time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	out, err := a.host.Run(ctx, "ping", "-n", "-c", strconv.Itoa(count), "-i", interval, "-W", "1", dst.String())
+	p, err := a.host.Ping(ctx, dst.String(), count, interval)
 	if err != nil {
-		t.Fatalf("ping %s → %s: %v", a.name, dst, err)
+		t.Fatal(err)
 	}
-	if !strings.Contains(string(out), " 0% packet loss") {
-		t.Fatalf("ping %s → %s lost packets:\n%s", a.name, dst, out)
+	if p.Lost() > 0 {
+		t.Fatalf("ping %s → %s: %s:\n%s", a.name, dst, p, p.Out)
 	}
-	return string(out)
 }
 
 // logTime returns the time of the first JSON log line of p whose msg is msg.

@@ -78,8 +78,8 @@ func TestConnectivityHostile(t *testing.T) {
 			}
 		}
 	}()
-	a.ping(t, b.addr(t, false), 40, "0.05") // fails on any loss
-	b.ping(t, a.addr(t, false), 40, "0.05")
+	a.ping(t, b.addr(t, false), 40, 50*time.Millisecond) // fails on any loss
+	b.ping(t, a.addr(t, false), 40, 50*time.Millisecond)
 	close(stop)
 	<-sent
 	select {
@@ -124,5 +124,5 @@ func TestConnectivityHostile(t *testing.T) {
 	if after.Kind != before.Kind || after.Addr != before.Addr || !after.Since.Equal(before.Since) {
 		t.Errorf("pub's path to a changed after forged pongs: %+v, was %+v", after, before)
 	}
-	pub.ping(t, a.addr(t, false), 10, "0.1")
+	pub.ping(t, a.addr(t, false), 10, 100*time.Millisecond)
 }

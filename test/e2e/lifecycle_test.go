@@ -42,7 +42,7 @@ func TestJoinAndDeletePush(t *testing.T) {
 	} else {
 		t.Logf("join → in every peer's WireGuard config: ≤ %s", d.Round(time.Millisecond))
 	}
-	h1.ping(t, h3.addr(t, false), 1, "0.2")
+	h1.ping(t, h3.addr(t, false), 1, 200*time.Millisecond)
 
 	cred := h3.identity(t).Credential
 	start := time.Now()
@@ -137,7 +137,7 @@ func TestRestartsAndOutage(t *testing.T) {
 	if st := h2.status(t); st.Self.PublicKey != before.Node.PublicKey {
 		t.Fatalf("agent runs with key %s, enrolled with %s", st.Self.PublicKey, before.Node.PublicKey)
 	}
-	h2.ping(t, h1.addr(t, false), 2, "0.2")
+	h2.ping(t, h1.addr(t, false), 2, 200*time.Millisecond)
 
 	// Coordinator restart: every node, address and key kept.
 	nodesBefore := m.nodes()
@@ -160,7 +160,7 @@ func TestRestartsAndOutage(t *testing.T) {
 
 	// Outage: the coordinator is killed; traffic keeps flowing with no loss.
 	m.coord.Kill()
-	h1.ping(t, h2.addr(t, false), 20, "0.1")
+	h1.ping(t, h2.addr(t, false), 20, 100*time.Millisecond)
 	// An agent restarted during the outage comes back from its cache.
 	h2.stop(t)
 	h2.start(t)
@@ -170,8 +170,8 @@ func TestRestartsAndOutage(t *testing.T) {
 	if st := h2.status(t); st.Connected || len(st.Peers) != 1 {
 		t.Fatalf("during the outage: connected=%v peers=%d, want not connected with 1 peer", st.Connected, len(st.Peers))
 	}
-	h2.ping(t, h1.addr(t, false), 5, "0.2")
-	h1.ping(t, h2.addr(t, false), 5, "0.2")
+	h2.ping(t, h1.addr(t, false), 5, 200*time.Millisecond)
+	h1.ping(t, h2.addr(t, false), 5, 200*time.Millisecond)
 
 	// The coordinator returns; both agents resync without a restart.
 	m.startCoordinator()

@@ -60,12 +60,12 @@ func TestOverlayAllPairs(t *testing.T) {
 				continue
 			}
 			a, b := m.agents[src], m.agents[dst]
-			a.ping(t, b.addr(t, false), 2, "0.2")
+			a.ping(t, b.addr(t, false), 2, 200*time.Millisecond)
 			tcpEcho(t, a.host, b.host, b.addr(t, false), secret)
 		}
 	}
 	// IPv6 over the overlay, one pair each way.
-	m.agents["h1"].ping(t, m.agents["h2"].addr(t, true), 2, "0.2")
+	m.agents["h1"].ping(t, m.agents["h2"].addr(t, true), 2, 200*time.Millisecond)
 	tcpEcho(t, m.agents["h2"].host, m.agents["h1"].host, m.agents["h1"].addr(t, true), secret)
 
 	pkts := capture.Stop()

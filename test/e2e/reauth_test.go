@@ -46,8 +46,8 @@ func TestReenrol(t *testing.T) {
 	// Its probes and its relay client use the new key too: the relay
 	// refuses the old one.
 	waitFor(t, 10*time.Second, "h2 attached to the relay with its new key", func() bool { return h2.relayConnected(t, "coordinator") })
-	h1.ping(t, h2.addr(t, false), 1, "0.2")
-	h2.ping(t, h1.addr(t, false), 1, "0.2")
+	h1.ping(t, h2.addr(t, false), 1, 200*time.Millisecond)
+	h2.ping(t, h1.addr(t, false), 1, 200*time.Millisecond)
 
 	// --force-reauth with a valid identity: a new node; the old one stays.
 	old1 := h1.publicKey(t)
@@ -68,7 +68,7 @@ func TestReenrol(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "h1's new key in h2", func() bool { return h2.hasPeer(pub1) && h1.hasPeer(pub2) })
 	waitFor(t, 10*time.Second, "h1 attached to the relay with its new key", func() bool { return h1.relayConnected(t, "coordinator") })
-	h1.ping(t, h2.addr(t, false), 1, "0.2")
+	h1.ping(t, h2.addr(t, false), 1, 200*time.Millisecond)
 
 	// Expired: the agent stops and says once what to do.
 	m.cli("nodes", "expire", "h2")

@@ -3,12 +3,12 @@ package e2e
 import (
 	"context"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/wiremesh/wiremesh/test/lab"
 	"github.com/wiremesh/wiremesh/wire"
 )
 
@@ -43,16 +43,20 @@ func relayMapOf(t *testing.T, a *agent, names ...string) {
 }
 
 // pingRun pings b from a n times at 10/s in the background; the returned
-// function waits for the end and returns ping's output.
-func pingRun(a, b *agent, dst string, n int) func() string {
-	out := make(chan string, 1)
+// function waits for the end and returns what the pings saw.
+func pingRun(t *testing.T, a, b *agent, dst string, n int) func() *lab.Pings {
+	out := make(chan *lab.Pings, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(n)*100*time.Millisecond+20*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(n)*100*time.Millisecond+time.Minute)
 		defer cancel()
-		o, _ := a.host.Run(ctx, "ping", "-n", "-c", strconv.Itoa(n), "-i", "0.1", "-W", "1", dst)
-		out <- string(o)
+		p, err := a.host.Ping(ctx, dst, n, 100*time.Millisecond)
+		if err != nil {
+			t.Error(err)
+			p = &lab.Pings{Count: n, Out: err.Error()}
+		}
+		out <- p
 	}()
-	return func() string { return <-out }
+	return func() *lab.Pings { return <-out }
 }
 
 // TestRelayFailover (issue 13, scenario 7): two standalone relays, a
@@ -77,16 +81,16 @@ func TestRelayFailover(t *testing.T) {
 		return a.relayConnected(t, other) && b.relayConnected(t, other)
 	})
 
-	wait := pingRun(a, b, b.addr(t, false).String(), 150)
+	wait := pingRun(t, a, b, b.addr(t, false).String(), 150)
 	time.Sleep(3 * time.Second) // the ping's own schedule: kill 3 s into it
 	if err := rs[used].proc.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	out := wait()
-	gap := longestGap(t, out, 150)
+	gap := longestGap(t, out)
 	t.Logf("relay %s killed; longest run of lost pings: %d (%s)", used, gap, time.Duration(gap)*100*time.Millisecond)
 	if gap > 50 {
-		t.Errorf("%d pings in a row lost after relay %s died, want at most 5 s at 10/s:\n%s", gap, used, lastLines(out, 5))
+		t.Errorf("%d pings in a row lost after relay %s died, want at most 5 s at 10/s:\n%s", gap, used, lastLines(out.Out, 5))
 	}
 	for _, x := range []*agent{a, b} {
 		if p := x.path(t, map[*agent]string{a: b.name, b: a.name}[x]); p.Kind != wire.PathKindRelay || p.Relay != other {
@@ -111,18 +115,18 @@ func TestCoordinatorDownPaths(t *testing.T) {
 	firstPing(t, a, b, time.Now(), 15*time.Second, "the relay maps")
 	peered(t, a, p)
 	waitFor(t, 20*time.Second, a.name+" direct to "+p.name, func() bool {
-		a.ping(t, p.addr(t, false), 2, "0.2")
+		a.ping(t, p.addr(t, false), 2, 200*time.Millisecond)
 		return a.path(t, p.name).Kind == wire.PathKindDirect
 	})
 
 	m.coord.Kill()
-	relayed := pingRun(a, b, b.addr(t, false).String(), 50)
-	direct := pingRun(a, p, p.addr(t, false).String(), 50)
-	if out := relayed(); !strings.Contains(out, " 0% packet loss") {
-		t.Errorf("the relayed path lost pings with the coordinator down:\n%s", lastLines(out, 3))
+	relayed := pingRun(t, a, b, b.addr(t, false).String(), 50)
+	direct := pingRun(t, a, p, p.addr(t, false).String(), 50)
+	if p := relayed(); p.Lost() > 0 {
+		t.Errorf("the relayed path lost pings with the coordinator down: %s\n%s", p, lastLines(p.Out, 3))
 	}
-	if out := direct(); !strings.Contains(out, " 0% packet loss") {
-		t.Errorf("the direct path lost pings with the coordinator down:\n%s", lastLines(out, 3))
+	if p := direct(); p.Lost() > 0 {
+		t.Errorf("the direct path lost pings with the coordinator down: %s\n%s", p, lastLines(p.Out, 3))
 	}
 
 	b.stop(t)

@@ -6,19 +6,16 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/internal/report"
+	"github.com/wiremesh/wiremesh/test/lab"
 	"github.com/wiremesh/wiremesh/wire"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
-
-var pingCounts = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
 
 // TestKeyRotation: `wiremesh rotate-key` gives a node a new WireGuard key
 // that its peers learn through the coordinator, with at most 1 s of lost
@@ -32,13 +29,17 @@ func TestKeyRotation(t *testing.T) {
 
 	// 10 ms pings from h1 to h2 across h2's rotation.
 	const count, every = 400, 10 * time.Millisecond
-	pinged := make(chan string, 1)
+	pinged := make(chan *lab.Pings, 1)
 	dst := h2.addr(t, false).String()
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		out, _ := h1.host.Run(ctx, "ping", "-n", "-q", "-c", strconv.Itoa(count), "-i", "0.01", "-W", "1", dst)
-		pinged <- string(out)
+		p, err := h1.host.Ping(ctx, dst, count, every)
+		if err != nil {
+			t.Error(err)
+			p = &lab.Pings{Count: count, Out: err.Error()}
+		}
+		pinged <- p
 	}()
 	time.Sleep(time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -46,16 +47,11 @@ func TestKeyRotation(t *testing.T) {
 	if out, err := h2.host.Run(ctx, bin, "rotate-key", "--state-dir", h2.stateDir); err != nil {
 		t.Fatalf("rotate-key: %v\n%s", err, out)
 	}
-	out := <-pinged
-	c := pingCounts.FindStringSubmatch(out)
-	if c == nil {
-		t.Fatalf("ping output: %s", out)
-	}
-	sent, got := atoi(c[1]), atoi(c[2])
-	lost := time.Duration(sent-got) * every
-	t.Logf("rotation: %d of %d pings lost at %s intervals: %s without answers", sent-got, sent, every, lost)
+	p := <-pinged
+	lost := time.Duration(p.Lost()) * every
+	t.Logf("rotation: %s at %s intervals: %s without answers", p, every, lost)
 	report.Add(t, report.Row{Fault: "node's WireGuard key rotated (`rotate-key`)", Check: "pings from a peer across the rotation, every 10 ms",
-		Figure: fmt.Sprintf("%d of %d lost: %s without answers", sent-got, sent, lost), Target: "≤ 1 s of loss", Met: lost <= time.Second})
+		Figure: fmt.Sprintf("%d of %d lost: %s without answers", p.Lost(), p.Count, lost), Target: "≤ 1 s of loss", Met: lost <= time.Second})
 	if lost > time.Second {
 		t.Errorf("key rotation lost %s of pings; want ≤ 1 s", lost)
 	}
@@ -73,14 +69,14 @@ func TestKeyRotation(t *testing.T) {
 	h2.stop(t)
 	h2.start(t)
 	waitFor(t, 5*time.Second, "h2 reconnected with its new key", func() bool { return h2.status(t).Connected })
-	h1.ping(t, h2.addr(t, false), 3, "0.2")
+	h1.ping(t, h2.addr(t, false), 3, 200*time.Millisecond)
 
 	stolenCredential(t, m, h1, h2)
 
 	// Scheduled rotation.
 	waitFor(t, 10*time.Second, "h3's scheduled rotation", func() bool { return h3.publicKey(t) != old3 })
 	learned := waitFor(t, 5*time.Second, "h1 has h3's new key", func() bool { return h1.hasPeer(h3.publicKey(t)) })
-	h1.ping(t, h3.addr(t, false), 3, "0.2")
+	h1.ping(t, h3.addr(t, false), 3, 200*time.Millisecond)
 	fig := "the peer had it " + learned.Round(time.Millisecond).String() + " after it showed in the state dir"
 	if learned < 10*time.Millisecond {
 		fig = "the peer had it when it showed in the state dir (polled every 10 ms)"
@@ -124,7 +120,5 @@ func stolenCredential(t *testing.T, m *mesh, h1, h2 *agent) {
 		t.Fatalf("after the thief's attempts: h2's key %s (was %s); h1 has it %v, has the thief's %v",
 			h2.publicKey(t), id.Node.PublicKey, h1.hasPeer(id.Node.PublicKey), h1.hasPeer(thief.PublicKey().String()))
 	}
-	h1.ping(t, h2.addr(t, false), 3, "0.2")
+	h1.ping(t, h2.addr(t, false), 3, 200*time.Millisecond)
 }
-
-func atoi(s string) int { n, _ := strconv.Atoi(s); return n }

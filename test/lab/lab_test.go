@@ -451,3 +451,30 @@ func TestWriteEtc(t *testing.T) {
 		t.Errorf("%s left behind: %v", dir, err)
 	}
 }
+
+// TestHostPing: Host.Ping tells which probes went unanswered (h2 drops the
+// third echo request).
+func TestHostPing(t *testing.T) {
+	lab.Require(t, "nft")
+	_, h1, h2 := twoHosts(t)
+	ctx := ctxT(t, 30*time.Second)
+	for _, args := range [][]string{
+		{"add", "table", "inet", "drop3"},
+		{"add", "chain", "inet", "drop3", "in", "{ type filter hook input priority 0; }"},
+		{"add", "rule", "inet", "drop3", "in", "icmp", "type", "echo-request", "icmp", "sequence", "3", "drop"},
+	} {
+		if out, err := h2.Run(ctx, append([]string{"nft"}, args...)...); err != nil {
+			t.Fatalf("nft %v: %v\n%s", args, err, out)
+		}
+	}
+	p, err := h1.Ping(ctx, h2.Addr.String(), 6, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Lost() != 1 || p.Answered(3) || !p.Answered(1) || !p.Answered(6) || p.LongestGap() != 1 {
+		t.Errorf("ping with probe 3 dropped: %s\n%s", p, p.Out)
+	}
+	if want := "1 of 6 probes unanswered, longest run 1 (3)"; p.String() != want {
+		t.Errorf("String() = %q, want %q", p.String(), want)
+	}
+}
