@@ -49,7 +49,8 @@ type Compiled struct {
 // crule is a rule resolved against the inventory.
 type crule struct {
 	src         bitset         // nodes matched by the sources
-	srcPrefixes []netip.Prefix // source addresses for the packet filter
+	srcPrefixes []netip.Prefix // source prefixes for the packet filter that are no node's: "*", hosts, CIDRs
+	srcIDs      []int64        // source nodes for the packet filter, by id, sorted: those srcPrefixes do not cover
 	dsts        []cdest
 	protos      []uint8
 	pos         Pos
@@ -118,6 +119,7 @@ func Compile(p *Policy, reported []Node) *Compiled {
 			}
 			cr.srcPrefixes = dedupPrefixes(cr.srcPrefixes)
 		}
+		cr.srcIDs = r.sourceIDs(rule.Src, cr.srcPrefixes)
 		for _, d := range rule.Dst {
 			cr.dsts = append(cr.dsts, r.dest(d))
 		}
@@ -199,8 +201,8 @@ func (c *Compiled) buildClass(i int) class {
 		if isDst {
 			cl.peers.or(r.src)
 			cl.in = append(cl.in, ri)
-			if len(r.srcPrefixes) > 0 {
-				cl.filter = append(cl.filter, wire.FilterRule{Srcs: r.srcPrefixes, Protos: r.protos, Ports: normalizePorts(ports)})
+			if len(r.srcPrefixes) > 0 || len(r.srcIDs) > 0 {
+				cl.filter = append(cl.filter, wire.FilterRule{Srcs: r.srcPrefixes, SrcPeers: r.srcIDs, Protos: r.protos, Ports: normalizePorts(ports)})
 			}
 		}
 	}
@@ -210,8 +212,9 @@ func (c *Compiled) buildClass(i int) class {
 // Policy returns the policy compiled, or nil.
 func (c *Compiled) Policy() *Policy { return c.policy }
 
-// Rules returns the inbound filter rules of node id. The slices are shared:
-// do not modify them.
+// Rules returns the inbound filter rules of node id. They name source
+// nodes by id (wire.FilterRule.SrcPeers), each one of the node's Peers or
+// the node itself. The slices are shared: do not modify them.
 func (c *Compiled) Rules(id int64) []wire.FilterRule {
 	i, ok := c.index[id]
 	if !ok {
@@ -473,7 +476,8 @@ func (r *resolver) sourcePrefixes(s Selector) []netip.Prefix {
 
 var anyPrefixes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
 
-// prefixes returns the source addresses s stands for.
+// prefixes returns the source prefixes s stands for that are no node's:
+// "*", hosts and CIDRs, also inside groups.
 func (r *resolver) prefixes(s Selector) []netip.Prefix {
 	switch s.Kind {
 	case SelAny:
@@ -487,9 +491,50 @@ func (r *resolver) prefixes(s Selector) []netip.Prefix {
 		}
 		return out
 	}
-	var out []netip.Prefix
-	r.match(s).each(func(i int) { out = append(out, r.nodes[i].Addrs...) })
-	return out
+	return nil
+}
+
+// sourceNodes adds to b the nodes that srcs name as nodes (not by
+// address): by name, tag, service, also inside groups.
+func (r *resolver) sourceNodes(srcs []Selector, b bitset) {
+	for _, s := range srcs {
+		switch s.Kind {
+		case SelAny, SelHost, SelCIDR:
+		case SelGroup:
+			r.sourceNodes(r.p.Groups[s.Name], b)
+		default:
+			b.or(r.match(s))
+		}
+	}
+}
+
+// sourceIDs returns the ids, sorted, of the nodes srcs name as nodes whose
+// addresses covered does not already hold: a packet filter lets in their
+// addresses besides covered. A rule's ids are computed once and shared by
+// every class it applies to; on the wire they take a few bytes each where
+// the node's addresses took some 50.
+func (r *resolver) sourceIDs(srcs []Selector, covered []netip.Prefix) []int64 {
+	b := newBitset(len(r.nodes))
+	r.sourceNodes(srcs, b)
+	var ids []int64
+	b.each(func(i int) {
+		if len(covered) > 0 && allCovered(r.nodes[i].Addrs, covered) {
+			return
+		}
+		ids = append(ids, r.nodes[i].ID)
+	})
+	slices.Sort(ids)
+	return ids
+}
+
+// allCovered reports whether every address of addrs lies in one of ps.
+func allCovered(addrs, ps []netip.Prefix) bool {
+	for _, a := range addrs {
+		if !slices.ContainsFunc(ps, func(p netip.Prefix) bool { return p.Contains(a.Addr()) }) {
+			return false
+		}
+	}
+	return true
 }
 
 // bitset is a set of node indexes.

@@ -124,7 +124,7 @@ func renderNetmaps(c *Compiled, nodes []Node) string {
 			peers = []string{"(none)"}
 		}
 		fmt.Fprintf(&b, "  peers: %s\n", strings.Join(peers, ", "))
-		rules := c.Rules(n.ID)
+		rules := resolved(c, n.ID)
 		if len(rules) == 0 {
 			b.WriteString("  rules: (none)\n")
 		}
@@ -222,7 +222,7 @@ func TestCompileProperties(t *testing.T) {
 	t.Run("nil policy", func(t *testing.T) {
 		c := Compile(nil, nodes)
 		for _, n := range nodes {
-			if r, p := c.Rules(n.ID), peerNames(c, nodes, n.ID); r != nil || p != nil {
+			if r, p := resolved(c, n.ID), peerNames(c, nodes, n.ID); r != nil || p != nil {
 				t.Errorf("%s: rules %v, peers %v; want none", n.Name, r, p)
 			}
 		}
@@ -236,7 +236,7 @@ func TestCompileProperties(t *testing.T) {
 	t.Run("allowed nothing sees no peers", func(t *testing.T) {
 		c := compile("basic.hujson")
 		for _, name := range []string{"printer", "bastion", "lonely"} {
-			if r, p := c.Rules(id(name)), peerNames(c, nodes, id(name)); len(r) != 0 || len(p) != 0 {
+			if r, p := resolved(c, id(name)), peerNames(c, nodes, id(name)); len(r) != 0 || len(p) != 0 {
 				t.Errorf("%s: rules %v, peers %v; want none", name, r, p)
 			}
 			for _, n := range nodes {
@@ -252,7 +252,7 @@ func TestCompileProperties(t *testing.T) {
 			t.Errorf("bastion's peers: %v, want every other node", got)
 		}
 		// "*:22" covers bastion itself: its only rule admits its own addresses.
-		if r := c.Rules(id("bastion")); len(r) != 1 || prefixesText(r[0].Srcs) != "100.64.0.5/32 fd77:6d65:7368::5/128" {
+		if r := resolved(c, id("bastion")); len(r) != 1 || prefixesText(r[0].Srcs) != "100.64.0.5/32 fd77:6d65:7368::5/128" {
 			t.Errorf("bastion's rules: %v, want one, from its own addresses only", r)
 		}
 		for _, n := range nodes {
@@ -269,7 +269,7 @@ func TestCompileProperties(t *testing.T) {
 	})
 	t.Run("star source is every address", func(t *testing.T) {
 		c := compile("selectors.hujson")
-		r := c.Rules(id("web-1"))
+		r := resolved(c, id("web-1"))
 		if len(r) == 0 || prefixesText(r[0].Srcs) != "0.0.0.0/0 ::/0" || protoText(r[0].Protos) != "icmp,icmpv6" {
 			t.Errorf("web-1's first rule: %+v, want srcs 0.0.0.0/0 ::/0, protos icmp,icmpv6", r)
 		}
@@ -277,7 +277,7 @@ func TestCompileProperties(t *testing.T) {
 	t.Run("ports merged", func(t *testing.T) {
 		c := compile("selectors.hujson")
 		var got []string
-		for _, r := range c.Rules(id("api-1")) {
+		for _, r := range resolved(c, id("api-1")) {
 			got = append(got, portsText(r.Ports))
 		}
 		for _, want := range []string{"80-101,443,8443", "22,1000-2501", "*"} {
@@ -293,7 +293,7 @@ func TestCompileProperties(t *testing.T) {
 		}
 		// web-1 and web-2 are in the same rules, on their own ports.
 		for name, want := range map[string]string{"web-1": "8080", "web-2": "8081"} {
-			if r := c.Rules(id(name)); len(r) == 0 || portsText(r[0].Ports) != want {
+			if r := resolved(c, id(name)); len(r) == 0 || portsText(r[0].Ports) != want {
 				t.Errorf("%s's rules: %v, want the first on port %s only", name, r, want)
 			}
 		}
@@ -303,7 +303,7 @@ func TestCompileProperties(t *testing.T) {
 	})
 	t.Run("unknown node", func(t *testing.T) {
 		c := compile("oneway.hujson")
-		if r := c.Rules(999); r != nil {
+		if r := resolved(c, 999); r != nil {
 			t.Errorf("Rules(999) = %v, want nil", r)
 		}
 		c.Peers(999, func(i int) { t.Errorf("Peers(999) called fn(%d)", i) })
@@ -368,7 +368,7 @@ func TestCompileServices(t *testing.T) {
 	const client, a, b, c, d, e, f = 1, 2, 3, 4, 5, 6, 7
 	rulePorts := func(cp *Compiled, id int64) []string {
 		var out []string
-		for _, r := range cp.Rules(id) {
+		for _, r := range resolved(cp, id) {
 			out = append(out, protoText(r.Protos)+" "+portsText(r.Ports))
 		}
 		return out
@@ -450,7 +450,7 @@ func TestCompileServices(t *testing.T) {
     {"action": "accept", "src": ["svc:other", "group:dns"], "dst": ["tag:client:22"], "proto": "tcp"},
   ],
 }`, nodes)
-		r := cp.Rules(client)
+		r := resolved(cp, client)
 		if len(r) != 1 || prefixesText(r[0].Srcs) != "100.64.0.5/32 100.64.0.7/32 fd77:6d65:7368::5/128 fd77:6d65:7368::7/128" {
 			t.Errorf("client's rules: %v, want one from d's and f's addresses", r)
 		}
@@ -480,9 +480,24 @@ func TestCompileServices(t *testing.T) {
 	t.Run("unknown service", func(t *testing.T) {
 		cp := mustCompile(t, `{"acls": [{"action": "accept", "src": ["svc:nope", "tag:client"], "dst": ["svc:nope", "svc:nope:1"]}]}`, nodes)
 		for _, n := range nodes {
-			if r, p := cp.Rules(n.ID), peerNames(cp, nodes, n.ID); r != nil || p != nil {
+			if r, p := resolved(cp, n.ID), peerNames(cp, nodes, n.ID); r != nil || p != nil {
 				t.Errorf("%s: rules %v, peers %v; want none", n.Name, r, p)
 			}
 		}
 	})
+}
+
+// resolved returns node id's rules with their source nodes' addresses in
+// Srcs (sorted), as an agent's filter takes them.
+func resolved(c *Compiled, id int64) []wire.FilterRule {
+	rules := slices.Clone(wire.ResolveRules(c.Rules(id), func(x int64) []netip.Prefix {
+		if i, ok := c.index[x]; ok {
+			return c.nodes[i].Addrs
+		}
+		return nil
+	}))
+	for i := range rules {
+		rules[i].Srcs = dedupPrefixes(slices.Clone(rules[i].Srcs))
+	}
+	return rules
 }

@@ -39,11 +39,6 @@ func FuzzParse(f *testing.F) {
 		c := Compile(p, nodes)
 		_ = c.RunTests()
 		for _, n := range nodes {
-			for _, r := range c.Rules(n.ID) {
-				if len(r.Srcs) == 0 {
-					t.Errorf("%s has a rule with no sources", n.Name)
-				}
-			}
 			peers := map[int64]bool{}
 			c.Peers(n.ID, func(i int) {
 				if nodes[i].ID == n.ID {
@@ -54,6 +49,18 @@ func FuzzParse(f *testing.F) {
 			for _, m := range nodes {
 				if c.IsPeer(n.ID, m.ID) != peers[m.ID] || c.IsPeer(m.ID, n.ID) != peers[m.ID] {
 					t.Errorf("IsPeer(%s, %s) = %v, IsPeer(%s, %s) = %v; Peers(%s) has %s: %v", n.Name, m.Name, c.IsPeer(n.ID, m.ID), m.Name, n.Name, c.IsPeer(m.ID, n.ID), n.Name, m.Name, peers[m.ID])
+				}
+			}
+			// A rule has sources, and names as sources only nodes its
+			// netmap holds: the node and its peers.
+			for _, r := range c.Rules(n.ID) {
+				if len(r.Srcs) == 0 && len(r.SrcPeers) == 0 {
+					t.Errorf("%s has a rule with no sources", n.Name)
+				}
+				for _, id := range r.SrcPeers {
+					if id != n.ID && !peers[id] {
+						t.Errorf("%s has a rule from node %d, which is not its peer", n.Name, id)
+					}
 				}
 			}
 		}

@@ -188,7 +188,7 @@ func TestCompileOwners(t *testing.T) {
 		if got := peerNames(c, nodes, ci); got != nil {
 			t.Errorf("ci-1's peers: %v, want none", got)
 		}
-		if r := c.Rules(ci); r != nil {
+		if r := resolved(c, ci); r != nil {
 			t.Errorf("ci-1's rules: %v, want none", r)
 		}
 		if got, want := peerNames(c, nodes, db), []string{"api-1"}; !slices.Equal(got, want) {

@@ -588,7 +588,7 @@ func TestCompileRandom(t *testing.T) {
 			if got, want := peerNames(c, nodes, nodes[di].ID), s.peers(dst); !slices.Equal(got, want) {
 				fail("peers of %s: %v, want %v", dst.name, got, want)
 			}
-			rules := c.Rules(nodes[di].ID)
+			rules := resolved(c, nodes[di].ID)
 			ports := probePorts(r)
 			for _, svc := range dst.services { // its own ports, and the next
 				if !slices.Contains(ports, svc.Port) {

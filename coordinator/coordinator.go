@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -111,6 +112,14 @@ func (s *snapshot) node(i int) wire.Node {
 		return n
 	}
 	return s.nodes[i]
+}
+
+// addrs returns the addresses of node id in s, nil if it is not there.
+func (s *snapshot) addrs(id int64) []netip.Prefix {
+	if i, ok := s.byID[id]; ok {
+		return s.node(i).Addresses
+	}
+	return nil
 }
 
 // has reports whether node id, an agent or a relay node, is in s.

@@ -2,7 +2,9 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
@@ -300,5 +302,72 @@ func TestPolicyDelta(t *testing.T) {
 	enroll("web2", "tag:web")
 	if _, ok := policyDelta(cur, ts.c.state.Load(), viewer.Node.ID); ok {
 		t.Error("policyDelta took a join")
+	}
+}
+
+// TestRulesBySourceID: rules name their source nodes by ID (protocol 7),
+// so a join sends each peer that may reach the new node its entry and
+// rules of a few bytes per source, under 2 KiB in all; an agent of
+// protocol 6 gets the same rules with the sources' addresses instead,
+// whole and in deltas.
+func TestRulesBySourceID(t *testing.T) {
+	ts := startServer(t, skipKeepAlive)
+	ts.setPolicy(t, fmt.Sprintf(skipPolicy, 22))
+	enroll := func(name string) wire.EnrollResponse {
+		jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Tags: []string{"tag:a"}})
+		return ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: name})
+	}
+	a1, a2 := enroll("a1"), enroll("a2")
+	open := func(n wire.EnrollResponse, protocol int) (*stream, *wire.Netmap) {
+		s := ts.openStream(t, n.Credential, wire.MapRequest{ProtocolVersion: protocol, PublicKey: n.Node.PublicKey, Deltas: true})
+		m := s.message(t, n.Node.Name+"'s first netmap")
+		if m.Netmap == nil {
+			t.Fatalf("%s's first message %+v, want a whole netmap", n.Node.Name, m)
+		}
+		return s, m.Netmap
+	}
+	s1, nm1 := open(a1, 6)
+	s2, nm2 := open(a2, wire.ProtocolVersion)
+	s1.drain(t, "a1")
+	s2.drain(t, "a2")
+	ids := []int64{a1.Node.ID, a2.Node.ID}
+	addrs := func(ns ...wire.EnrollResponse) []netip.Prefix {
+		var out []netip.Prefix
+		for _, n := range ns {
+			out = append(out, n.Node.Addresses...)
+		}
+		return out
+	}
+	if len(nm2.Rules) != 1 || !slices.Equal(nm2.Rules[0].SrcPeers, ids) || len(nm2.Rules[0].Srcs) != 0 {
+		t.Fatalf("a2's rules %+v, want one from nodes %v by ID", nm2.Rules, ids)
+	}
+	if r := nm2.FilterRules(); !slices.Equal(r[0].Srcs, addrs(a1, a2)) {
+		t.Errorf("a2's rules resolved: %+v, want sources %v", r, addrs(a1, a2))
+	}
+	if len(nm1.Rules) != 1 || len(nm1.Rules[0].SrcPeers) != 0 || !slices.Equal(nm1.Rules[0].Srcs, addrs(a1, a2)) {
+		t.Fatalf("a1 (protocol 6) got rules %+v, want sources %v by address", nm1.Rules, addrs(a1, a2))
+	}
+
+	a3 := enroll("a3")
+	m := s2.message(t, "a3's join at a2")
+	d := m.Delta
+	if d == nil || len(d.Peers) != 1 || d.Peers[0].Name != "a3" || d.Policy == nil || !slices.Equal(d.Policy.Rules[0].SrcPeers, append(ids, a3.Node.ID)) {
+		t.Fatalf("a2 got %+v (delta %+v), want a3's entry and rules from a1, a2, a3 by ID", m, d)
+	}
+	b, _ := json.Marshal(m)
+	t.Logf("a3's join at a2: %d bytes", len(b))
+	if len(b) >= 2048 {
+		t.Errorf("a3's join cost a2 %d bytes, want < 2 KiB: %s", len(b), b)
+	}
+	applied, err := d.Apply(nm2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := applied.FilterRules(); !slices.Equal(r[0].Srcs, addrs(a1, a2, a3)) {
+		t.Errorf("a2's rules after the join, resolved: %+v, want sources %v", r, addrs(a1, a2, a3))
+	}
+	m = s1.message(t, "a3's join at a1 (protocol 6)")
+	if d := m.Delta; d == nil || d.Policy == nil || len(d.Policy.Rules[0].SrcPeers) != 0 || !slices.Equal(d.Policy.Rules[0].Srcs, addrs(a1, a2, a3)) {
+		t.Errorf("a1 (protocol 6) got %+v, want rules from a1, a2, a3 by address", d)
 	}
 }

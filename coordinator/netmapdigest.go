@@ -132,6 +132,10 @@ func (d *digester) rules(rules []wire.FilterRule) {
 	d.uint(uint64(len(rules)))
 	for _, r := range rules {
 		d.prefixes(r.Srcs)
+		d.uint(uint64(len(r.SrcPeers)))
+		for _, id := range r.SrcPeers {
+			d.int(id)
+		}
 		d.bytes(r.Protos)
 		d.uint(uint64(len(r.Ports)))
 		for _, p := range r.Ports {

@@ -330,6 +330,8 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 	defer keepAlive.Stop()
 	var last *netmapDigest // of the last whole netmap sent, if no delta went after it
 	sent := false
+	// An agent before protocol 7 knows sources by address only.
+	legacy := req.ProtocolVersion < 7
 	// whole sends nm, s's netmap, unless it is the last one sent but for
 	// its version; false: the stream broke.
 	whole := func(s *snapshot, nm *wire.Netmap) bool {
@@ -341,6 +343,11 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 			// on as if nothing happened.
 			c.metrics.netmapSkipped()
 			return true
+		}
+		if legacy {
+			resolved := *nm
+			resolved.Rules = nm.FilterRules()
+			nm = &resolved
 		}
 		if err := send(wire.MapMessage{Netmap: nm}); err != nil {
 			return false
@@ -354,6 +361,9 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 		if d == nil {
 			c.metrics.netmapSkipped() // nothing this node sees changed
 			return true
+		}
+		if legacy && d.Policy != nil {
+			d.Policy.Rules = wire.ResolveRules(d.Policy.Rules, s.addrs)
 		}
 		if err := send(wire.MapMessage{Delta: d}); err != nil {
 			return false

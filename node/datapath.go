@@ -121,7 +121,7 @@ func (d *dataPath) apply(nm *wire.Netmap) error {
 	}
 	d.names.Store(&names)
 	if d.filter != nil {
-		d.filter.SetRules(filter.CompilePolicy(nm.PolicyVersion, localPrefixes(nm.Self), nm.Rules))
+		d.filter.SetRules(filter.CompilePolicy(nm.PolicyVersion, localPrefixes(nm.Self), nm.FilterRules()))
 	}
 	d.applyPaths(nm)
 	if err := d.engine.Apply(nm); err != nil {

@@ -38,6 +38,11 @@ import (
 //	   MapRequest.Deltas, after which a stream may carry NetmapDeltas
 //	   (MapMessage.Delta). Agents of 3 to 5 work on, with whole netmaps
 //	   and the one coordinator they enrolled with.
+//	7 (2026-12-04): FilterRule.SrcPeers: rules name source nodes by ID
+//	   (the netmap's Self or Peers) instead of listing their addresses,
+//	   so a rule's change or a join costs bytes per node, not per
+//	   address. Agents of 3 to 6 work on: their coordinator resolves the
+//	   IDs into Srcs for them.
 //
 // Compatibility window: a coordinator accepts agents of protocol
 // MinProtocolVersion to its own ProtocolVersion, and refuses others at
@@ -46,7 +51,7 @@ import (
 // coordinator first, then the agents; raise MinProtocolVersion only when
 // the agents below it can no longer work (as protocol 3's proofs made of
 // 1 and 2), and say so in the release notes.
-const ProtocolVersion = 6
+const ProtocolVersion = 7
 
 // MinProtocolVersion is the oldest agent protocol a coordinator accepts.
 // Agents of 1 and 2 make no proofs of their key, which protocol 3
