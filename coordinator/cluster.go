@@ -126,10 +126,29 @@ func (c *Coordinator) urls() []string {
 }
 
 // allURLs are the URLs of every coordinator serving the mesh in s, this
-// one's first, for join keys and netmaps: at most credential.MaxURLs.
+// one's first, for join keys: at most credential.MaxURLs.
 func (c *Coordinator) allURLs(s *snapshot) []string {
-	out := c.urls()
-	for _, co := range s.coordinators {
+	return addURLs(c.urls(), s.coordinators)
+}
+
+// netmapURLs are the URLs of every coordinator serving the mesh in s for
+// netmaps: in the database's order, so that every coordinator builds the
+// same netmap (an agent that moves to another names the netmap it holds
+// by its digest), then this one's if it is not registered yet.
+func (c *Coordinator) netmapURLs(s *snapshot) []string {
+	out := addURLs(nil, s.coordinators)
+	for _, u := range c.urls() {
+		if !slices.Contains(out, u) {
+			out = append(out, u)
+		}
+	}
+	return out[:min(len(out), credential.MaxURLs)]
+}
+
+// addURLs appends the coordinators' URLs that out lacks, up to
+// credential.MaxURLs in all.
+func addURLs(out []string, cos []store.Coordinator) []string {
+	for _, co := range cos {
 		for _, u := range co.URLs {
 			if !slices.Contains(out, u) {
 				out = append(out, u)

@@ -510,7 +510,7 @@ func (c *Coordinator) netmapFor(s *snapshot, id int64) (nm *wire.Netmap, ok bool
 		Rules:             s.compiled.Rules(id),
 		Gossip:            &s.gossip,
 		CoordinatorPins:   c.pins.Strings(),
-		CoordinatorURLs:   c.allURLs(s),
+		CoordinatorURLs:   c.netmapURLs(s),
 		Relays:            s.relayNodes.relays,
 	}
 	s.compiled.Peers(id, func(j int) { nm.Peers = append(nm.Peers, peerEntry(s, id, j)) })

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"maps"
 	"slices"
 	"sync"
@@ -238,25 +239,17 @@ func diffNetmap(old, nm *wire.Netmap) (d *wire.NetmapDelta, ok bool) {
 }
 
 // digestRest is the digest of nm without what a delta carries.
-func digestRest(nm *wire.Netmap) netmapDigest {
+func digestRest(nm *wire.Netmap) [sha256.Size]byte {
 	rest := *nm
 	rest.Self, rest.Peers, rest.PolicyVersion, rest.Rules = wire.Node{}, nil, 0, nil
-	return digestNetmap(&rest)
+	return rest.Digest()
 }
 
 // nodeBytes is an encoding of n to compare it with another.
-func nodeBytes(n *wire.Node) []byte {
-	d := digester{buf: make([]byte, 0, 256)}
-	d.node(n)
-	return d.buf
-}
+func nodeBytes(n *wire.Node) []byte { return wire.AppendNode(make([]byte, 0, 256), n) }
 
 // rulesBytes is an encoding of rules to compare them with others.
-func rulesBytes(rules []wire.FilterRule) []byte {
-	d := digester{buf: make([]byte, 0, 256)}
-	d.rules(rules)
-	return d.buf
-}
+func rulesBytes(rules []wire.FilterRule) []byte { return wire.AppendRules(make([]byte, 0, 256), rules) }
 
 // sameNodes reports whether nodes are old's, entry for entry.
 func sameNodes(old *snapshot, nodes []wire.Node) bool {

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -107,7 +108,7 @@ func TestNetmapDeltas(t *testing.T) {
 		t.Fatal(err)
 	}
 	whole, _ := ts.c.netmapFor(ts.c.state.Load(), a2.Node.ID)
-	if digestNetmap(applied) != digestNetmap(whole) || applied.Version != whole.Version {
+	if applied.Digest() != whole.Digest() || applied.Version != whole.Version {
 		t.Errorf("a2's netmap with the delta applied differs from the whole netmap:\n%+v\n%+v", applied, whole)
 	}
 	if m := sa1.message(t, "a1's own endpoints"); m.Delta == nil || m.Delta.Self == nil || !slices.Equal(m.Delta.Self.Endpoints, eps) || len(m.Delta.Peers) != 0 {
@@ -140,7 +141,7 @@ func TestNetmapDeltas(t *testing.T) {
 			t.Fatal(err)
 		}
 		want, _ := ts.c.netmapFor(ts.c.state.Load(), id)
-		if digestNetmap(got) != digestNetmap(want) {
+		if got.Digest() != want.Digest() {
 			t.Errorf("%s's netmap with the delta applied differs from the whole netmap:\n%+v\n%+v", name, got, want)
 		}
 	}
@@ -190,7 +191,7 @@ func TestDiffNetmapEveryField(t *testing.T) {
 		case !ok:
 		case d == nil:
 			// A new policy version with the same rules is no news.
-			if digestNetmap(before) != digestNetmap(after) && what != "Netmap.PolicyVersion" {
+			if before.Digest() != after.Digest() && what != "Netmap.PolicyVersion" {
 				t.Errorf("%s changed: diffNetmap found no difference", what)
 			}
 		default:
@@ -198,7 +199,7 @@ func TestDiffNetmapEveryField(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v", what, err)
 			}
-			if digestNetmap(got) != digestNetmap(after) {
+			if got.Digest() != after.Digest() {
 				t.Errorf("%s changed: the delta applied differs from the netmap after", what)
 			}
 		}
@@ -289,7 +290,7 @@ func TestPolicyDelta(t *testing.T) {
 		if d.Policy == nil {
 			want.PolicyVersion = got.PolicyVersion // its rules did not change: no news
 		}
-		if digestNetmap(got) != digestNetmap(want) {
+		if got.Digest() != want.Digest() {
 			t.Errorf("%s: the delta applied differs from the whole netmap:\n%+v\n%+v", tc.name, got, want)
 		}
 	}
@@ -369,5 +370,70 @@ func TestRulesBySourceID(t *testing.T) {
 	m = s1.message(t, "a3's join at a1 (protocol 6)")
 	if d := m.Delta; d == nil || d.Policy == nil || len(d.Policy.Rules[0].SrcPeers) != 0 || !slices.Equal(d.Policy.Rules[0].Srcs, addrs(a1, a2, a3)) {
 		t.Errorf("a1 (protocol 6) got %+v, want rules from a1, a2, a3 by address", d)
+	}
+}
+
+// TestStreamResumes: an agent that names the netmap it holds
+// (MapRequest.HaveDigest) gets, when that is its netmap now, a first
+// delta that carries only the version, and the changes after it as
+// deltas; when something changed meanwhile, or without deltas, the whole
+// netmap.
+func TestStreamResumes(t *testing.T) {
+	ts := startServer(t, skipKeepAlive)
+	ts.setPolicy(t, fmt.Sprintf(skipPolicy, 22))
+	enroll := func(name string) wire.EnrollResponse {
+		jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Tags: []string{"tag:a"}})
+		return ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: name})
+	}
+	a1, a2 := enroll("a1"), enroll("a2")
+	open := func(have *wire.Netmap, deltas bool) (*stream, wire.MapMessage) {
+		req := wire.MapRequest{PublicKey: a1.Node.PublicKey, Deltas: deltas}
+		if have != nil {
+			dg := have.Digest()
+			req.HaveDigest = hex.EncodeToString(dg[:])
+		}
+		s := ts.openStream(t, a1.Credential, req)
+		t.Cleanup(s.cancel)
+		return s, s.message(t, "the first message")
+	}
+	s, m := open(nil, true)
+	nm := m.Netmap
+	if nm == nil {
+		t.Fatalf("first message %+v, want a whole netmap", m)
+	}
+	s.drain(t, "a1")
+	s.cancel()
+	resumes := func() float64 {
+		return metricValue(t, ts.c, "wiremesh_coordinator_netmap_pushes_total", "trigger", "resume")
+	}
+
+	s, m = open(nm, true)
+	if d := m.Delta; d == nil || d.Version < nm.Version || d.Self != nil || d.Peers != nil || d.Removed != nil || d.Policy != nil {
+		t.Fatalf("resuming with the netmap held: first message %+v (delta %+v), want a delta of the version alone", m, m.Delta)
+	}
+	if resumes() != 1 {
+		t.Errorf("resumes counted: %v, want 1", resumes())
+	}
+	eps := []string{"192.0.2.9:41641"}
+	if _, err := ts.c.store.SetEndpoints(context.Background(), a2.Node.ID, eps); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.c.publish(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if m := s.message(t, "a2's endpoints"); m.Delta == nil || len(m.Delta.Peers) != 1 || !slices.Equal(m.Delta.Peers[0].Endpoints, eps) {
+		t.Errorf("after resuming: %+v, want a delta with a2's endpoints", m)
+	}
+	s.cancel()
+
+	// nm is no longer a1's netmap: it comes whole.
+	if _, m := open(nm, true); m.Netmap == nil {
+		t.Errorf("resuming with a netmap that changed since: %+v, want the whole netmap", m)
+	}
+	if _, m := open(nm, false); m.Netmap == nil {
+		t.Errorf("without deltas: %+v, want the whole netmap", m)
+	}
+	if resumes() != 1 {
+		t.Errorf("resumes counted: %v, want 1", resumes())
 	}
 }

@@ -36,6 +36,7 @@ const (
 	triggerConnect = "connect" // the first netmap of a stream
 	triggerChange  = "change"  // a newer snapshot
 	triggerDelta   = "delta"   // a newer snapshot, as a NetmapDelta
+	triggerResume  = "resume"  // the first message of a stream whose agent holds its netmap: the version alone
 )
 
 // Results of enrollments and service reports, by the status code answered.
@@ -47,7 +48,7 @@ func newMetrics(c *Coordinator) *metrics {
 		reg: prometheus.NewRegistry(),
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wiremesh_coordinator_netmap_pushes_total",
-			Help: "Netmaps written to agents' streams, by trigger: connect (a stream's first), change (a newer state version, whole) or delta (a newer state version, as a delta).",
+			Help: "Netmaps written to agents' streams, by trigger: connect (a stream's first), change (a newer state version, whole), delta (a newer state version, as a delta) or resume (a stream's first, to an agent that holds its netmap: the version alone).",
 		}, []string{"trigger"}),
 		skips: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "wiremesh_coordinator_netmap_skips_total",
@@ -84,6 +85,7 @@ func newMetrics(c *Coordinator) *metrics {
 	m.pushes.WithLabelValues(triggerConnect)
 	m.pushes.WithLabelValues(triggerChange)
 	m.pushes.WithLabelValues(triggerDelta)
+	m.pushes.WithLabelValues(triggerResume)
 	for _, r := range requestResults {
 		m.enrollments.WithLabelValues(r)
 		m.reports.WithLabelValues(r)
@@ -120,6 +122,14 @@ func (m *metrics) netmapDeltaSent(s *snapshot) {
 	}
 	m.pushes.WithLabelValues(triggerDelta).Inc()
 	m.pushLatency.Observe(time.Since(s.published).Seconds())
+}
+
+// netmapResumed counts a stream that started with the netmap its agent
+// held.
+func (m *metrics) netmapResumed() {
+	if m != nil {
+		m.pushes.WithLabelValues(triggerResume).Inc()
+	}
 }
 
 // netmapSkipped counts a netmap that a newer snapshot left unchanged for

@@ -183,10 +183,10 @@ func TestNetmapDigestEveryField(t *testing.T) {
 		fill(t, reflect.ValueOf(nm).Elem(), "Netmap")
 		return nm
 	}
-	want := digestNetmap(filled())
+	want := filled().Digest()
 	nv := filled()
 	nv.Version++
-	if digestNetmap(nv) != want {
+	if nv.Digest() != want {
 		t.Fatal("a new version changes the digest")
 	}
 	changes := 0
@@ -197,7 +197,7 @@ func TestNetmapDigestEveryField(t *testing.T) {
 		changes++
 		nm := filled()
 		change(at(reflect.ValueOf(nm).Elem(), steps))
-		if digestNetmap(nm) == want {
+		if nm.Digest() == want {
 			t.Errorf("%s changed: the digest is the same", path)
 		}
 	})
@@ -209,7 +209,7 @@ func TestNetmapDigestEveryField(t *testing.T) {
 	a, b := filled(), filled()
 	a.Self.Name, a.Self.PublicKey = "ab", "c"
 	b.Self.Name, b.Self.PublicKey = "a", "bc"
-	if digestNetmap(a) == digestNetmap(b) {
+	if a.Digest() == b.Digest() {
 		t.Error("name ab, key c has the digest of name a, key bc")
 	}
 }
@@ -347,7 +347,7 @@ func BenchmarkNetmapCompare(b *testing.B) {
 		s2 := ts.c.state.Load()
 		nm1, _ := ts.c.netmapFor(s1, 1)
 		nm2, _ := ts.c.netmapFor(s2, 1)
-		if s1.version == s2.version || len(nm1.Peers) != peers || digestNetmap(nm1) != digestNetmap(nm2) {
+		if s1.version == s2.version || len(nm1.Peers) != peers || nm1.Digest() != nm2.Digest() {
 			b.Fatalf("snapshots v%d, v%d: %d peers, digests differ", s1.version, s2.version, len(nm1.Peers))
 		}
 		b.Run(fmt.Sprintf("peers=%d/build", peers), func(b *testing.B) {
@@ -357,7 +357,7 @@ func BenchmarkNetmapCompare(b *testing.B) {
 		})
 		b.Run(fmt.Sprintf("peers=%d/digest", peers), func(b *testing.B) {
 			for b.Loop() {
-				digestNetmap(nm2)
+				nm2.Digest()
 			}
 		})
 		b.Run(fmt.Sprintf("peers=%d/deepequal", peers), func(b *testing.B) {

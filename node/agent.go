@@ -555,7 +555,7 @@ func (a *Agent) streamOnce(ctx context.Context, opened func()) error {
 	if err != nil {
 		return err
 	}
-	return a.ctl.api.stream(ctx, a.ctl.id.Credential, req, func(nm *wire.Netmap) {
+	return a.ctl.api.stream(ctx, a.ctl.id.Credential, req, a.data.current(), func(nm *wire.Netmap) {
 		fresh := !a.ctl.isConnected()
 		if fresh {
 			a.svc.Load().wakeReport() // a new stream: the coordinator may have missed reports

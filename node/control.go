@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -259,14 +260,24 @@ func (c *controlClient) enroll(ctx context.Context, key credential.Secret, req w
 
 // stream opens a netmap stream and calls fn with every netmap until the
 // stream ends, ctx is done, or nothing arrives for three keep-alive
-// intervals.
-func (c *controlClient) stream(ctx context.Context, cred string, req wire.MapRequest, fn func(*wire.Netmap)) error {
+// intervals. have, if not nil, is the netmap the agent holds: the
+// coordinator may resume the stream with it (req.HaveDigest) instead of
+// sending it whole.
+func (c *controlClient) stream(ctx context.Context, cred string, req wire.MapRequest, have *wire.Netmap, fn func(*wire.Netmap)) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	// A watchdog ends a silent stream; every message pushes it back.
 	silence := 45 * time.Second
 	watchdog := time.AfterFunc(silence, func() { cancel(errors.New("netmap stream silent")) })
 	defer watchdog.Stop()
+	var cur *wire.Netmap // the stream's last netmap, deltas applied
+	if have != nil && req.Deltas {
+		dg := have.Digest()
+		req.HaveDigest, cur = hex.EncodeToString(dg[:]), have
+		if ka := time.Duration(have.KeepAliveInterval); ka > 0 {
+			silence = 3 * ka
+		}
+	}
 	_, api := c.current()
 	resp, err := api.WithToken(cred).Open(ctx, http.MethodPost, wire.PathNetmap, req)
 	if err != nil {
@@ -274,7 +285,6 @@ func (c *controlClient) stream(ctx context.Context, cred string, req wire.MapReq
 	}
 	defer resp.Body.Close()
 	dec := json.NewDecoder(io.LimitReader(resp.Body, 1<<40))
-	var cur *wire.Netmap // the stream's last netmap, deltas applied
 	for {
 		var m wire.MapMessage
 		if err := dec.Decode(&m); err != nil {

@@ -109,7 +109,7 @@ func TestStreamSilenceEndsIt(t *testing.T) {
 	var got []uint64
 	done := make(chan error, 1)
 	go func() {
-		done <- c.stream(context.Background(), "nd1.AAAA", wire.MapRequest{}, func(nm *wire.Netmap) { got = append(got, nm.Version) })
+		done <- c.stream(context.Background(), "nd1.AAAA", wire.MapRequest{}, nil, func(nm *wire.Netmap) { got = append(got, nm.Version) })
 	}()
 	select {
 	case err := <-done:
@@ -152,7 +152,7 @@ func TestStreamKeepAlivesAndCancel(t *testing.T) {
 	seen := make(chan uint64, 100)
 	done := make(chan error, 1)
 	go func() {
-		done <- c.stream(ctx, "nd1.AAAA", wire.MapRequest{}, func(nm *wire.Netmap) { seen <- nm.Version })
+		done <- c.stream(ctx, "nd1.AAAA", wire.MapRequest{}, nil, func(nm *wire.Netmap) { seen <- nm.Version })
 	}()
 	// Nine keep-alive intervals pass without the watchdog firing.
 	timeout := time.After(waitFor)
@@ -192,7 +192,7 @@ func TestStreamAppliesDeltas(t *testing.T) {
 	}
 	delta := wire.MapMessage{Delta: &wire.NetmapDelta{Version: 2, Peers: []wire.Node{{ID: 2, Name: "b", Endpoints: []string{"192.0.2.2:1"}}}}}
 	var got []*wire.Netmap
-	err := serve(wire.MapMessage{Netmap: &nm}, delta).stream(context.Background(), "cred", wire.MapRequest{}, func(nm *wire.Netmap) { got = append(got, nm) })
+	err := serve(wire.MapMessage{Netmap: &nm}, delta).stream(context.Background(), "cred", wire.MapRequest{}, nil, func(nm *wire.Netmap) { got = append(got, nm) })
 	if len(got) != 2 || got[1].Version != 2 || len(got[1].Peers[0].Endpoints) != 1 || len(got[0].Peers[0].Endpoints) != 0 {
 		t.Fatalf("netmaps %+v (stream ended: %v); want the first, then it with the delta", got, err)
 	}
@@ -200,7 +200,7 @@ func TestStreamAppliesDeltas(t *testing.T) {
 		"a delta first":           {delta},
 		"an unknown peer removed": {{Netmap: &nm}, {Delta: &wire.NetmapDelta{Version: 2, Removed: []int64{9}}}},
 	} {
-		err := serve(msgs...).stream(context.Background(), "cred", wire.MapRequest{}, func(*wire.Netmap) {})
+		err := serve(msgs...).stream(context.Background(), "cred", wire.MapRequest{}, nil, func(*wire.Netmap) {})
 		if err == nil || !strings.Contains(err.Error(), "netmap stream: ") || strings.Contains(err.Error(), "EOF") {
 			t.Errorf("%s: stream ended with %v, want the delta refused", name, err)
 		}

@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -36,6 +39,7 @@ func TestAgentFailsOver(t *testing.T) {
 	a := startAgent(t, "a", dir, cos[0].joinKey(t, false)) // names c1 only
 	a.waitUp(t)
 	want := []string{cos[0].url, cos[1].url}
+	slices.Sort(want) // netmaps list them in the database's order
 	if got := a.ctl.api.allURLs(); !slices.Equal(got, want) {
 		t.Errorf("agent knows coordinators %v, want %v from its netmap", got, want)
 	}
@@ -52,6 +56,11 @@ func TestAgentFailsOver(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Logf("streaming from the other coordinator %s after its own stopped", time.Since(start).Round(time.Millisecond))
+	// Nothing changed for the agent meanwhile: it resumed with the netmap
+	// it held, which the other coordinator builds the same.
+	if got := pushes(t, cos[1], "resume"); got != 1 {
+		t.Errorf("the other coordinator resumed %d streams, want 1", got)
+	}
 	cos[1].setPolicy(t, allowAll)
 	a.eng.wait(t, "the policy set on the other coordinator", func(e *fakeEngine) bool {
 		e.mu.Lock()
@@ -70,9 +79,28 @@ func TestAgentFailsOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(id.Coordinators, []string{cos[1].url, cos[0].url}) && !slices.Equal(id.Coordinators, want) {
-		t.Errorf("node.json keeps coordinators %v, want both", id.Coordinators)
+	if !slices.Equal(id.Coordinators, want) {
+		t.Errorf("node.json keeps coordinators %v, want %v", id.Coordinators, want)
 	}
+}
+
+// pushes returns co's count of netmap messages sent by trigger.
+func pushes(t *testing.T, co *testCoordinator, trigger string) int {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	co.c.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	series := `wiremesh_coordinator_netmap_pushes_total{trigger="` + trigger + `"} `
+	for line := range strings.SplitSeq(rec.Body.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, series); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no series %s in the coordinator's metrics", series)
+	return 0
 }
 
 // TestRestoredDatabase: the coordinator's database is restored from a

@@ -82,7 +82,7 @@ func (a *Agent) checkIdentity(ctx context.Context) error {
 		return err
 	}
 	accepted := false
-	err = api.stream(ctx, a.ctl.id.Credential, req, func(*wire.Netmap) { accepted = true; cancel() })
+	err = api.stream(ctx, a.ctl.id.Credential, req, nil, func(*wire.Netmap) { accepted = true; cancel() })
 	if accepted {
 		return nil
 	}

@@ -42,7 +42,9 @@ import (
 //	   (the netmap's Self or Peers) instead of listing their addresses,
 //	   so a rule's change or a join costs bytes per node, not per
 //	   address. Agents of 3 to 6 work on: their coordinator resolves the
-//	   IDs into Srcs for them.
+//	   IDs into Srcs for them. MapRequest.HaveDigest: an agent that
+//	   reconnects (to any coordinator) resumes with the netmap it holds
+//	   when nothing changed for it meanwhile.
 //
 // Compatibility window: a coordinator accepts agents of protocol
 // MinProtocolVersion to its own ProtocolVersion, and refuses others at
@@ -446,6 +448,13 @@ type MapRequest struct {
 	// netmap, the stream may carry only what changed. False (an older
 	// agent): every message is a whole netmap.
 	Deltas bool `json:"deltas,omitempty"`
+	// HaveDigest names the netmap the agent holds (from an earlier
+	// stream, with this coordinator or another): hex of its Digest. With
+	// Deltas, when the node's netmap is that one but for its version, the
+	// stream starts with a delta that carries only the version (the
+	// agent resumes with what it has) instead of the whole netmap.
+	// Empty, or another netmap: the whole netmap first. From protocol 7.
+	HaveDigest string `json:"have_digest,omitempty"`
 }
 
 // MapMessage is one newline-delimited JSON message of a netmap stream.
@@ -455,8 +464,9 @@ type MapMessage struct {
 	Netmap *Netmap `json:"netmap,omitempty"`
 	// Delta is what changed in the last netmap of the stream (whole or
 	// with deltas applied), to be applied to it; only to an agent that
-	// asked for deltas (MapRequest.Deltas), never as a stream's first
-	// message.
+	// asked for deltas (MapRequest.Deltas). A stream's first message is a
+	// delta only when the agent named the netmap it holds
+	// (MapRequest.HaveDigest): then it applies to that one.
 	Delta *NetmapDelta `json:"delta,omitempty"`
 	// KeepAlive is sent when nothing changed for a while; the agent treats
 	// a stream silent for three keep-alive intervals as dead.

@@ -1,4 +1,4 @@
-package coordinator
+package wire
 
 import (
 	"crypto/sha256"
@@ -6,23 +6,18 @@ import (
 	"hash"
 	"net/netip"
 	"time"
-
-	"github.com/wiremesh/wiremesh/wire"
 )
 
-// netmapDigest is what a stream keeps of the last netmap it sent: a
-// SHA-256 of everything in it but its Version, so that a netmap with the
-// same digest is the same netmap for the agent. Computing it costs a
-// fraction of encoding the netmap (BenchmarkNetmapCompare), and keeping
-// it 32 bytes a stream, where keeping the netmap itself would hold its
-// peers (~26 MiB over 1,000 agents of ~59 peers and 10 of 999).
-type netmapDigest [sha256.Size]byte
-
-// digestNetmap returns nm's digest. Every field but Version goes in, in a
-// fixed order, lengths before contents, so that two netmaps share a digest
-// only if they are the same; TestNetmapDigestEveryField fails on a field
-// left out.
-func digestNetmap(nm *wire.Netmap) netmapDigest {
+// Digest returns a SHA-256 of everything in nm but its Version: two
+// netmaps with the same digest are the same netmap for an agent. Every
+// field goes in, in a fixed order, lengths before contents, so that two
+// netmaps share a digest only if they are the same (the coordinator's
+// TestNetmapDigestEveryField fails on a field left out). A coordinator
+// keeps a stream's last netmap as its digest (32 bytes, where the netmap
+// would hold its peers), and an agent that reconnects names the netmap it
+// holds by it (MapRequest.HaveDigest). Computing it costs a fraction of
+// encoding the netmap (the coordinator's BenchmarkNetmapCompare).
+func (nm *Netmap) Digest() [sha256.Size]byte {
 	d := digester{h: sha256.New(), buf: make([]byte, 0, 2*digestFlush)}
 	d.uint(nm.PolicyVersion)
 	d.int(int64(nm.KeepAliveInterval))
@@ -46,14 +41,30 @@ func digestNetmap(nm *wire.Netmap) netmapDigest {
 		d.node(&nm.Peers[i])
 	}
 	d.flush()
-	var sum netmapDigest
+	var sum [sha256.Size]byte
 	d.h.Sum(sum[:0])
 	return sum
 }
 
+// AppendNode appends an encoding of n to b, the one Digest hashes, to
+// compare n with another node.
+func AppendNode(b []byte, n *Node) []byte {
+	d := digester{buf: b}
+	d.node(n)
+	return d.buf
+}
+
+// AppendRules appends an encoding of rules to b, the one Digest hashes,
+// to compare them with others.
+func AppendRules(b []byte, rules []FilterRule) []byte {
+	d := digester{buf: b}
+	d.rules(rules)
+	return d.buf
+}
+
 // digestFlush is how many bytes a digester gathers before hashing them.
 // A digester without a hash gathers them all: an encoding of what it was
-// fed, to compare (see diffNetmap).
+// fed, to compare (AppendNode, AppendRules).
 const digestFlush = 4096
 
 // digester feeds values to a hash, gathering small writes in buf.
@@ -128,7 +139,7 @@ func (d *digester) prefixes(ps []netip.Prefix) {
 	}
 }
 
-func (d *digester) rules(rules []wire.FilterRule) {
+func (d *digester) rules(rules []FilterRule) {
 	d.uint(uint64(len(rules)))
 	for _, r := range rules {
 		d.prefixes(r.Srcs)
@@ -145,7 +156,7 @@ func (d *digester) rules(rules []wire.FilterRule) {
 	}
 }
 
-func (d *digester) node(n *wire.Node) {
+func (d *digester) node(n *Node) {
 	d.int(n.ID)
 	d.string(n.Name)
 	d.string(n.PublicKey)
@@ -196,7 +207,7 @@ func (d *digester) node(n *wire.Node) {
 	}
 }
 
-func (d *digester) relay(r *wire.Relay) {
+func (d *digester) relay(r *Relay) {
 	d.string(r.Name)
 	d.string(r.URL)
 	d.strings(r.Pins)
