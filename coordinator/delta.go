@@ -211,9 +211,7 @@ func diffNetmap(old, nm *wire.Netmap) (d *wire.NetmapDelta, ok bool) {
 		self := nm.Self
 		d.Self, changed = &self, true
 	}
-	// A new policy version that leaves the node's rules as they were is
-	// not news to it (unless it is the first policy, or none again).
-	if (old.PolicyVersion == 0) != (nm.PolicyVersion == 0) || !bytes.Equal(rulesBytes(old.Rules), rulesBytes(nm.Rules)) {
+	if policyNews(old.PolicyVersion, nm.PolicyVersion, old.Rules, nm.Rules) {
 		d.Policy, changed = &wire.NetmapPolicy{Version: nm.PolicyVersion, Rules: nm.Rules}, true
 	}
 	was := make(map[int64][]byte, len(old.Peers))
@@ -236,6 +234,14 @@ func diffNetmap(old, nm *wire.Netmap) (d *wire.NetmapDelta, ok bool) {
 		return nil, true
 	}
 	return d, true
+}
+
+// policyNews reports whether a node whose policy went from version was
+// with rules old to version is with rules rules must be told: a new
+// policy version that leaves its rules as they were is no news to it,
+// unless it is the first policy, or none again.
+func policyNews(was, is uint64, old, rules []wire.FilterRule) bool {
+	return (was == 0) != (is == 0) || !bytes.Equal(rulesBytes(old), rulesBytes(rules))
 }
 
 // digestRest is the digest of nm without what a delta carries.
@@ -281,7 +287,7 @@ func policyDelta(prev, cur *snapshot, id int64) (d *wire.NetmapDelta, ok bool) {
 	}
 	d = &wire.NetmapDelta{Version: cur.version}
 	rules := cur.compiled.Rules(id)
-	if (prev.policy.Version == 0) != (cur.policy.Version == 0) || !bytes.Equal(rulesBytes(prev.compiled.Rules(id)), rulesBytes(rules)) {
+	if policyNews(prev.policy.Version, cur.policy.Version, prev.compiled.Rules(id), rules) {
 		d.Policy = &wire.NetmapPolicy{Version: cur.policy.Version, Rules: rules}
 	}
 	cur.compiled.Peers(id, func(j int) {
