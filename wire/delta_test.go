@@ -2,6 +2,7 @@ package wire
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -76,4 +77,24 @@ func FuzzNetmapDelta(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkNetmapDeltaApply: what applying a delta of one changed peer
+// costs an agent with 200 and with 10,000 peers.
+func BenchmarkNetmapDeltaApply(b *testing.B) {
+	for _, n := range []int{200, 10000} {
+		nm := &Netmap{Self: Node{ID: 0}}
+		for i := 1; i <= n; i++ {
+			nm.Peers = append(nm.Peers, Node{ID: int64(i), Name: "n", Endpoints: []string{"192.0.2.1:51820"}})
+		}
+		d := &NetmapDelta{Version: 2, Peers: []Node{{ID: int64(n / 2), Name: "n", Endpoints: []string{"192.0.2.2:51820"}}}}
+		b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := d.Apply(nm); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
