@@ -51,11 +51,11 @@ func (c *Coordinator) handleServicesReport(w http.ResponseWriter, r *http.Reques
 		return
 	}
 	at, err := c.proof.CheckServices(req.PublicKey, req.ContentProof, content, time.Now())
-	if err == nil {
-		err = c.reportTimes.accept(node.ID, at)
-	}
 	if err != nil {
 		c.refuseProof(w, r, node, err)
+		return
+	}
+	if !c.acceptReport(w, r, node, "services", at) {
 		return
 	}
 	before := c.state.Load()

@@ -339,3 +339,31 @@ func countOf[T comparable](s []T, v T) int {
 	}
 	return n
 }
+
+// TestReportReplayAtAnotherCoordinator: a services or connectivity
+// report accepted by one coordinator, replayed at another, is refused
+// (403, a replayed report): every coordinator shares the newest proof
+// times in the database.
+func TestReportReplayAtAnotherCoordinator(t *testing.T) {
+	ts := startCluster(t, 2)
+	jk := ts[0].createJoinKey(t, wire.CreateJoinKeyRequest{})
+	a := ts[0].enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: "a"})
+	pub := a.Node.PublicKey
+	web := []wire.Service{{Name: "web", Port: 8080, Health: "passing"}}
+	svc := wire.ServicesReport{PublicKey: pub, Services: web, ContentProof: servicesProof(t, ts[0].c, pub, web)}
+	conn := wire.ConnectivityReport{PublicKey: pub, Endpoints: []string{"192.0.2.34:51820"}, Connectivity: wire.Connectivity{NAT: wire.NATEasy}}
+	conn.ContentProof = connectivityProof(t, ts[0].c, pub, conn)
+	for _, r := range []struct {
+		what string
+		path string
+		body any
+	}{{"services", wire.PathServicesReport, svc}, {"connectivity", wire.PathConnectivity, conn}} {
+		if code, body := ts[0].doJSON(t, "PUT", r.path, a.Credential, r.body); code != 204 {
+			t.Fatalf("%s report at the first coordinator: %d %s", r.what, code, body)
+		}
+		code, body := ts[1].doJSON(t, "PUT", r.path, a.Credential, r.body)
+		if code != 403 || !strings.Contains(errorOf(t, body).Error, "a replayed report") {
+			t.Errorf("the %s report replayed at the second coordinator: %d %s, want 403, a replayed report", r.what, code, body)
+		}
+	}
+}

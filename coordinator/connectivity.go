@@ -67,11 +67,11 @@ func (c *Coordinator) handleConnectivity(w http.ResponseWriter, r *http.Request)
 		return
 	}
 	at, err := c.proof.CheckConnectivity(req.PublicKey, req.ContentProof, content, time.Now())
-	if err == nil {
-		err = c.connTimes.accept(node.ID, at)
-	}
 	if err != nil {
 		c.refuseProof(w, r, node, err)
+		return
+	}
+	if !c.acceptReport(w, r, node, "connectivity", at) {
 		return
 	}
 	conn := req.Connectivity

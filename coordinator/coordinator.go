@@ -33,9 +33,7 @@ type Coordinator struct {
 	pins  credential.Pins      // the current pin first, then the announced next ones
 	proof *credential.ProofKey // checks nodes' proofs of their private keys
 
-	proofTimes  proofTimes // newest netmap proof time per node
-	reportTimes proofTimes // newest services report proof time per node; strict
-	connTimes   proofTimes // newest connectivity report proof time per node; strict
+	proofTimes proofTimes // newest netmap proof time per node
 	conns       connectivity
 
 	// pubMu serialises publish so snapshots replace each other in order.
@@ -212,8 +210,6 @@ func New(cfg Config) (_ *Coordinator, _ Files, err error) {
 		}
 	}
 	c := &Coordinator{cfg: cfg, log: cfg.Logger, dir: dir, store: st, cert: cert, pins: pins, proof: proof, online: map[int64]int{}, started: time.Now(), id: newHolderID(cfg.AdvertiseURL)}
-	c.reportTimes.strict = true
-	c.connTimes.strict = true
 	c.metrics = newMetrics(c)
 	self, err := c.self()
 	if err != nil {

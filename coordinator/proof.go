@@ -47,30 +47,23 @@ func (c *Coordinator) handleCoordinatorKey(w http.ResponseWriter, _ *http.Reques
 	writeJSON(w, http.StatusOK, wire.CoordinatorKey{PublicKey: c.proof.PublicKey()})
 }
 
-// proofTimes holds, per node, the time of the newest proof of a kind (a
-// netmap request's, a services report's) the coordinator accepted, so that
-// an older one is refused. It is kept in memory: after a restart only the
-// time window applies.
+// proofTimes holds, per node, the time of the newest netmap proof the
+// coordinator accepted, so that an older one is refused. It is kept in
+// memory: after a restart, and at another coordinator, only the time
+// window applies. Netmap proofs carry seconds, and an agent may open two
+// streams within one, so an equal time passes. (Report proofs, which
+// carry nanoseconds and must grow, are recorded in the database:
+// acceptReport.)
 type proofTimes struct {
-	// strict refuses a time equal to the newest accepted too: a services
-	// report's proof carries nanoseconds, and the agent makes each later
-	// than the last, so an equal time is a replay. Netmap proofs carry
-	// seconds, and an agent may open two streams within one.
-	strict bool
-
 	mu   sync.Mutex
 	last map[int64]time.Time // node id → newest accepted proof time; guarded by mu
 }
 
 // accept records at as node id's newest proof time, unless it is older
-// than the newest already accepted (or, strict, not newer).
+// than the newest already accepted.
 func (p *proofTimes) accept(id int64, at time.Time) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if last, ok := p.last[id]; ok && p.strict && !at.After(last) {
-		return fmt.Errorf("%w: the report's proof was made at %s, not after that of a report this node already made (%s): a replayed report",
-			credential.ErrProofTime, at.UTC().Format(time.RFC3339Nano), last.UTC().Format(time.RFC3339Nano))
-	}
 	if last, ok := p.last[id]; ok && at.Before(last) {
 		return fmt.Errorf("%w: the proof was made at %s, before one this node already used (%s); check the node's clock",
 			credential.ErrProofTime, at.UTC().Format(time.RFC3339), last.UTC().Format(time.RFC3339))
@@ -80,6 +73,26 @@ func (p *proofTimes) accept(id int64, at time.Time) error {
 	}
 	p.last[id] = at
 	return nil
+}
+
+// acceptReport records at, the time of the proof of node's report of kind
+// ("services", "connectivity"), as its newest in the database, which
+// every coordinator shares, and refuses (403) a report whose proof is not
+// newer than one any of them accepted: a replayed report. The agent makes
+// each report's proof later than the last, in nanoseconds. False: the
+// answer is written.
+func (c *Coordinator) acceptReport(w http.ResponseWriter, r *http.Request, node wire.Node, kind string, at time.Time) bool {
+	ok, newest, err := c.store.AcceptProof(r.Context(), node.ID, kind, at)
+	if err != nil {
+		c.writeStoreError(w, err)
+		return false
+	}
+	if !ok {
+		c.refuseProof(w, r, node, fmt.Errorf("%w: the report's proof was made at %s, not after that of a report this node already made (%s): a replayed report",
+			credential.ErrProofTime, at.UTC().Format(time.RFC3339Nano), newest.UTC().Format(time.RFC3339Nano)))
+		return false
+	}
+	return true
 }
 
 // netmapAuth authenticates a netmap request: the node credential, the

@@ -275,6 +275,11 @@ func (c *Cached) SharedSecret(ctx context.Context, name, value string) (string, 
 	return c.s.SharedSecret(ctx, name, value)
 }
 
+// AcceptProof changes nothing admins list.
+func (c *Cached) AcceptProof(ctx context.Context, id int64, kind string, at time.Time) (bool, time.Time, error) {
+	return c.s.AcceptProof(ctx, id, kind, at)
+}
+
 func (c *Cached) CreateSession(ctx context.Context, s Session, limit int) (string, error) {
 	defer c.wrote()
 	return c.s.CreateSession(ctx, s, limit)

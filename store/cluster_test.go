@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -317,4 +318,61 @@ func testStateSince(t *testing.T, e *engine) {
 		}
 	})
 	step("nothing", func() {})
+}
+
+// AcceptProof takes each newer proof time of a kind once: the same time
+// again, or an older one, is refused with the newest, also through a
+// second store on the same database (another coordinator) and when both
+// try at once; kinds and nodes are apart; a deleted node's times go with
+// it; the version stays.
+func testAcceptProof(t *testing.T, e *engine) {
+	ctx := context.Background()
+	s, loc := e.open(t)
+	other := e.mustOpenAt(t, loc, netip.Prefix{}, netip.Prefix{})
+	key := newJoinKey(t, s, wire.CreateJoinKeyRequest{Reusable: true})
+	a := mustEnroll(t, s, key, EnrollParams{Name: "a", PublicKey: newPublicKey(t)})
+	b := mustEnroll(t, s, key, EnrollParams{Name: "b", PublicKey: newPublicKey(t)})
+	ver := mustVersion(t, s)
+	t0 := time.Unix(1_800_000_000, 123456789)
+	accept := func(st *DB, id int64, kind string, at time.Time, want bool, newest time.Time) {
+		t.Helper()
+		ok, got, err := st.AcceptProof(ctx, id, kind, at)
+		if err != nil || ok != want || !got.Equal(newest) {
+			t.Errorf("AcceptProof(node %d, %s, %v) = %v, %v, %v; want %v, %v", id, kind, at, ok, got, err, want, newest)
+		}
+	}
+	accept(s, a.node.ID, "services", t0, true, t0)
+	accept(s, a.node.ID, "services", t0, false, t0)     // the same report again
+	accept(other, a.node.ID, "services", t0, false, t0) // at another coordinator
+	accept(other, a.node.ID, "services", t0.Add(-time.Nanosecond), false, t0)
+	accept(other, a.node.ID, "services", t0.Add(time.Nanosecond), true, t0.Add(time.Nanosecond))
+	accept(s, a.node.ID, "connectivity", t0, true, t0)
+	accept(s, b.node.ID, "services", t0, true, t0)
+	if v := mustVersion(t, s); v != ver {
+		t.Errorf("AcceptProof changed the version %d → %d", ver, v)
+	}
+	// Both stores at once with one new time: one takes it.
+	t1 := t0.Add(time.Second)
+	oks := make([]bool, 2)
+	var wg sync.WaitGroup
+	for i, st := range []*DB{s, other} {
+		wg.Go(func() {
+			ok, _, err := st.AcceptProof(ctx, a.node.ID, "services", t1)
+			if err != nil {
+				t.Error(err)
+			}
+			oks[i] = ok
+		})
+	}
+	wg.Wait()
+	if oks[0] == oks[1] {
+		t.Errorf("one proof time given to two stores at once: accepted %v", oks)
+	}
+	if _, err := s.DeleteNode(ctx, "test", "a"); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := s.q().row(ctx, "SELECT COUNT(*) FROM proof_times WHERE node_id = ?", a.node.ID).Scan(&n); err != nil || n != 0 {
+		t.Errorf("a deleted node's proof times: %d rows (%v), want none", n, err)
+	}
 }

@@ -348,5 +348,29 @@ func recordDeletion(ctx context.Context, tx conn, id int64) error {
 	if _, err := tx.exec(ctx, "INSERT INTO node_deletions(id, version) VALUES(?, "+curVersion+")", id); err != nil {
 		return fmt.Errorf("record deletion: %w", err)
 	}
+	if _, err := tx.exec(ctx, "DELETE FROM proof_times WHERE node_id = ?", id); err != nil {
+		return fmt.Errorf("record deletion: %w", err)
+	}
 	return nil
+}
+
+// AcceptProof records at as node id's newest proof time of kind, unless
+// one at at or later is recorded (one statement, so that two coordinators
+// given the same report accept it once).
+func (s *DB) AcceptProof(ctx context.Context, id int64, kind string, at time.Time) (bool, time.Time, error) {
+	res, err := s.q().exec(ctx, `INSERT INTO proof_times(node_id, kind, at) VALUES(?, ?, ?)
+		ON CONFLICT(node_id, kind) DO UPDATE SET at = excluded.at WHERE proof_times.at < excluded.at`, id, kind, at.UnixNano())
+	if err != nil {
+		return false, time.Time{}, fmt.Errorf("record the %s proof: %w", kind, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return false, time.Time{}, fmt.Errorf("record the %s proof: %w", kind, err)
+	} else if n == 1 {
+		return true, at, nil
+	}
+	var newest int64
+	if err := s.q().row(ctx, "SELECT at FROM proof_times WHERE node_id = ? AND kind = ?", id, kind).Scan(&newest); err != nil {
+		return false, time.Time{}, fmt.Errorf("read the %s proof: %w", kind, err)
+	}
+	return false, time.Unix(0, newest), nil
 }

@@ -113,6 +113,11 @@ type Store interface {
 	// SetOnline records that nodes ids hold a netmap stream until until
 	// (zero: none), without a new version.
 	SetOnline(ctx context.Context, ids []int64, until time.Time) error
+	// AcceptProof records at as the time of node id's newest report proof
+	// of kind, unless one made at at or later is recorded: then it
+	// returns false and that time (the report is a replay, or older than
+	// one accepted). Without a new version.
+	AcceptProof(ctx context.Context, id int64, kind string, at time.Time) (ok bool, newest time.Time, err error)
 
 	// CreateSession stores web UI session s under a new random id, which
 	// it returns; the database keeps neither the id nor the admin token's

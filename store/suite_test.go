@@ -65,6 +65,7 @@ var suite = []struct {
 	{"LeaseSQLite", testLeaseSQLite, sqliteName},
 	{"SharedSecret", testSharedSecret, ""},
 	{"SetOnline", testSetOnline, ""},
+	{"AcceptProof", testAcceptProof, ""},
 	{"Sessions", testSessions, ""},
 	{"SessionLimit", testSessionLimit, ""},
 	{"SessionsAtRest", testSessionsAtRest, ""},
