@@ -60,7 +60,6 @@ func (c *Coordinator) adminNode(ctx context.Context, name string) (wire.Node, er
 	}
 	n := withRefused(c.state.Load().compiled.Policy(), all[i])
 	n.Online = c.isOnline(n)
-	n.Connectivity = c.conns.get(n.ID)
 	return n, nil
 }
 

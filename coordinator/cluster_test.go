@@ -343,7 +343,7 @@ func countOf[T comparable](s []T, v T) int {
 // TestReportReplayAtAnotherCoordinator: a services or connectivity
 // report accepted by one coordinator, replayed at another, is refused
 // (403, a replayed report): every coordinator shares the newest proof
-// times in the database.
+// times in the database. The other shows what the node reported.
 func TestReportReplayAtAnotherCoordinator(t *testing.T) {
 	ts := startCluster(t, 2)
 	jk := ts[0].createJoinKey(t, wire.CreateJoinKeyRequest{})
@@ -365,5 +365,10 @@ func TestReportReplayAtAnotherCoordinator(t *testing.T) {
 		if code != 403 || !strings.Contains(errorOf(t, body).Error, "a replayed report") {
 			t.Errorf("the %s report replayed at the second coordinator: %d %s, want 403, a replayed report", r.what, code, body)
 		}
+	}
+	// What the node reported is in the database: the other coordinator
+	// shows it too.
+	if c := adminNodeOf(t, ts[1], "a").Connectivity; c == nil || c.NAT != wire.NATEasy {
+		t.Errorf("the second coordinator shows a's connectivity as %+v, want the report made to the first", c)
 	}
 }

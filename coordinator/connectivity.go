@@ -2,51 +2,10 @@ package coordinator
 
 import (
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/wiremesh/wiremesh/wire"
 )
-
-// connectivity keeps what each node last reported about how it reaches
-// the mesh (NAT type, home relay, paths to its peers). It lives in memory:
-// agents report again on every new netmap stream, so a coordinator
-// restart loses it only until they reconnect.
-type connectivity struct {
-	mu    sync.Mutex
-	nodes map[int64]wire.Connectivity // guarded by mu
-}
-
-func (cs *connectivity) set(id int64, c wire.Connectivity) {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	if cs.nodes == nil {
-		cs.nodes = map[int64]wire.Connectivity{}
-	}
-	cs.nodes[id] = c
-}
-
-// get returns node id's last report; nil: none.
-func (cs *connectivity) get(id int64) *wire.Connectivity {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	c, ok := cs.nodes[id]
-	if !ok {
-		return nil
-	}
-	return &c
-}
-
-// retain forgets the reports of the nodes keep says are gone.
-func (cs *connectivity) retain(keep func(id int64) bool) {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	for id := range cs.nodes {
-		if !keep(id) {
-			delete(cs.nodes, id)
-		}
-	}
-}
 
 // handleConnectivity takes an agent's connectivity report: its endpoint
 // candidates go to its peers' netmaps (spaced out like every endpoint
@@ -76,7 +35,10 @@ func (c *Coordinator) handleConnectivity(w http.ResponseWriter, r *http.Request)
 	}
 	conn := req.Connectivity
 	conn.Reported = time.Now().UTC()
-	c.conns.set(node.ID, conn)
+	if err := c.store.SetConnectivity(r.Context(), node.ID, conn); err != nil {
+		c.writeStoreError(w, err)
+		return
+	}
 	if err := c.offerEndpoints(r.Context(), node, req.Endpoints); err != nil {
 		c.writeStoreError(w, err)
 		return

@@ -34,7 +34,6 @@ type Coordinator struct {
 	proof *credential.ProofKey // checks nodes' proofs of their private keys
 
 	proofTimes proofTimes // newest netmap proof time per node
-	conns       connectivity
 
 	// pubMu serialises publish so snapshots replace each other in order.
 	pubMu   sync.Mutex
@@ -408,7 +407,6 @@ func (c *Coordinator) publish(ctx context.Context) error {
 		if c.relay != nil {
 			c.relay.Recheck() // a deleted, expired or re-keyed node leaves the relay
 		}
-		c.conns.retain(func(id int64) bool { _, ok := s.byID[id]; return ok })
 	}
 	return nil
 }

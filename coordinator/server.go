@@ -498,7 +498,6 @@ func (c *Coordinator) handleNodes(w http.ResponseWriter, r *http.Request) {
 	for i := range nodes {
 		nodes[i] = withRefused(pol, nodes[i])
 		nodes[i].Online = c.isOnline(nodes[i])
-		nodes[i].Connectivity = c.conns.get(nodes[i].ID)
 	}
 	if len(nodes) == limit {
 		setNext(w, r, nodes[len(nodes)-1].ID, limit)

@@ -117,6 +117,16 @@ func (c *Cached) Touch(ctx context.Context, id int64, t time.Time) error {
 	return nil
 }
 
+// SetConnectivity records a node's connectivity, and patches the listing.
+func (c *Cached) SetConnectivity(ctx context.Context, id int64, conn wire.Connectivity) error {
+	if err := c.s.SetConnectivity(ctx, id, conn); err != nil {
+		c.wrote()
+		return err
+	}
+	c.patch(id, func(n *wire.Node) bool { n.Connectivity = &conn; return true })
+	return nil
+}
+
 // SetAgentVersion records an agent's version, and patches the listing.
 func (c *Cached) SetAgentVersion(ctx context.Context, id int64, version string) error {
 	if err := c.s.SetAgentVersion(ctx, id, version); err != nil {

@@ -13,17 +13,22 @@ import (
 	"github.com/wiremesh/wiremesh/wire"
 )
 
-const nodeColumns = "id, name, public_key, host_index, tags, endpoints, created, last_seen, services, expires, version, ephemeral, relay, online_until"
+const nodeColumns = "id, name, public_key, host_index, tags, endpoints, created, last_seen, services, expires, version, ephemeral, relay, online_until, connectivity"
 
 // scanNode scans a row of nodeColumns.
 func (s *DB) scanNode(sc interface{ Scan(...any) error }) (wire.Node, error) {
 	var n wire.Node
 	var idx int64
-	var tags, eps, svcs string
+	var tags, eps, svcs, conn string
 	var created, seen, expires, onlineUntil int64
 	var relay sql.NullString
-	if err := sc.Scan(&n.ID, &n.Name, &n.PublicKey, &idx, &tags, &eps, &created, &seen, &svcs, &expires, &n.Version, &n.Ephemeral, &relay, &onlineUntil); err != nil {
+	if err := sc.Scan(&n.ID, &n.Name, &n.PublicKey, &idx, &tags, &eps, &created, &seen, &svcs, &expires, &n.Version, &n.Ephemeral, &relay, &onlineUntil, &conn); err != nil {
 		return n, err
+	}
+	if conn != "" {
+		if err := json.Unmarshal([]byte(conn), &n.Connectivity); err != nil {
+			return n, fmt.Errorf("node %s: bad stored connectivity: %w", n.Name, err)
+		}
 	}
 	if relay.Valid {
 		if err := json.Unmarshal([]byte(relay.String), &n.Relay); err != nil {
@@ -117,6 +122,19 @@ func (s *DB) SetEndpoints(ctx context.Context, id int64, eps []string) (uint64, 
 func (s *DB) Touch(ctx context.Context, id int64, t time.Time) error {
 	if _, err := s.q().exec(ctx, "UPDATE nodes SET last_seen = ? WHERE id = ?", t.UnixMilli(), id); err != nil {
 		return fmt.Errorf("record last seen: %w", err)
+	}
+	return nil
+}
+
+// SetConnectivity records what node id reported about how it reaches the
+// mesh. It does not bump the version: only admins see it.
+func (s *DB) SetConnectivity(ctx context.Context, id int64, c wire.Connectivity) error {
+	j, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("record connectivity: %w", err)
+	}
+	if _, err := s.q().exec(ctx, "UPDATE nodes SET connectivity = ? WHERE id = ?", string(j), id); err != nil {
+		return fmt.Errorf("record connectivity: %w", err)
 	}
 	return nil
 }

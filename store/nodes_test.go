@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -401,5 +402,36 @@ func testStateIsOneSnapshot(t *testing.T, e *engine) {
 			torn++
 		}
 		reads++
+	}
+}
+
+// SetConnectivity records a node's report for admins, without a new
+// version; a second store on the database (another coordinator) lists
+// it; netmaps' State does not carry it.
+func testSetConnectivity(t *testing.T, e *engine) {
+	ctx := context.Background()
+	s, loc := e.open(t)
+	a := mustEnroll(t, s, newJoinKey(t, s, wire.CreateJoinKeyRequest{}), EnrollParams{})
+	before := mustVersion(t, s)
+	conn := wire.Connectivity{NAT: wire.NATHard, HomeRelay: "eu-1", Reported: time.UnixMilli(time.Now().UnixMilli()).UTC(),
+		Paths: []wire.PeerPath{{Peer: "b", Kind: wire.PathKindRelay, Relay: "eu-1", RTT: wire.Duration(3 * time.Millisecond)}}}
+	if err := s.SetConnectivity(ctx, a.node.ID, conn); err != nil {
+		t.Fatal(err)
+	}
+	if v := mustVersion(t, s); v != before {
+		t.Errorf("SetConnectivity moved the version from %d to %d", before, v)
+	}
+	other := e.mustOpenAt(t, loc, netip.Prefix{}, netip.Prefix{})
+	for _, st := range []*DB{s, other} {
+		if got := mustNodes(t, st)[0].Connectivity; got == nil || !reflect.DeepEqual(*got, conn) {
+			t.Errorf("listed connectivity %+v, want %+v", got, conn)
+		}
+	}
+	state, err := s.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if state.Nodes[0].Connectivity != nil {
+		t.Error("State's nodes carry Connectivity, an admin-only field")
 	}
 }

@@ -114,7 +114,7 @@ func (s *DB) StateSince(ctx context.Context, since uint64) (Delta, error) {
 // stateNode is n as State has it: without what only admins see.
 func stateNode(n wire.Node) wire.Node {
 	// For admins only; last seen also changes without a new version.
-	n.Version, n.Expires, n.Ephemeral, n.LastSeen, n.OnlineUntil = "", time.Time{}, false, time.Time{}, time.Time{}
+	n.Version, n.Expires, n.Ephemeral, n.LastSeen, n.OnlineUntil, n.Connectivity = "", time.Time{}, false, time.Time{}, time.Time{}, nil
 	n.Services = definitions(n.Services) // health travels by gossip
 	return n
 }

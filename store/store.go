@@ -46,6 +46,9 @@ type Store interface {
 	// SetAgentVersion records the version node id's agent reported (cut
 	// to 64 bytes), without a new version: only admins see it.
 	SetAgentVersion(ctx context.Context, id int64, version string) error
+	// SetConnectivity records what node id last reported about how it
+	// reaches the mesh, without a new version: only admins see it.
+	SetConnectivity(ctx context.Context, id int64, c wire.Connectivity) error
 	// SetServices records node n's services and their health. Changed
 	// definitions are versioned and audited (refused says why the policy
 	// does not let n provide a service, "" if it may); health alone is

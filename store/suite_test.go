@@ -41,6 +41,7 @@ var suite = []struct {
 	{"NodeByCredentialWrongSecret", testNodeByCredentialWrongSecret, ""},
 	{"SetEndpoints", testSetEndpoints, ""},
 	{"TouchKeepsVersion", testTouchKeepsVersion, ""},
+	{"SetConnectivity", testSetConnectivity, ""},
 	{"NodeExpiryFromJoinKey", testNodeExpiryFromJoinKey, ""},
 	{"ExpireNodeAtAndNever", testExpireNodeAtAndNever, ""},
 	{"DeleteEphemeral", testDeleteEphemeral, ""},
