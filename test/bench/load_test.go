@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -318,32 +319,59 @@ func (a *simAgent) enroll(ctx context.Context, url, joinKey string) error {
 	return nil
 }
 
+// openStream opens a's netmap stream with req and a fresh proof of a's
+// key, and checks that it is open (HTTP 200). With redials, a stream that
+// cannot be opened is tried again after a backoff, as the agent does (a
+// storm overflows the coordinator's listen backlog), and each such
+// attempt is counted there.
+func (a *simAgent) openStream(ctx context.Context, url string, req wire.MapRequest, redials *atomic.Int64) (*http.Response, error) {
+	proof, err := credential.NetmapProof(a.key, a.ckey, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("%s: netmap proof: %w", a.name, err)
+	}
+	req.ProtocolVersion, req.PublicKey, req.Version, req.Proof = wire.ProtocolVersion, a.pub, "bench", proof
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, url+wire.PathNetmap, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	hreq.Header.Set("Authorization", "Bearer "+a.cred)
+	hreq.Header.Set("Content-Type", "application/json")
+	var resp *http.Response
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		if resp, err = a.hc.Do(hreq); err == nil || redials == nil || ctx.Err() != nil {
+			break
+		}
+		redials.Add(1)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait/2 + rand.N(wait/2)):
+		}
+		hreq.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: open netmap stream: %w", a.name, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		resp.Body.Close()
+		return nil, fmt.Errorf("%s: netmap stream: HTTP %d: %s", a.name, resp.StatusCode, raw)
+	}
+	return resp, nil
+}
+
 // stream holds the agent's netmap stream until ctx is done, passing every
 // netmap to r's probes.
 func (a *simAgent) stream(ctx context.Context, url string, r *loadRun) error {
-	proof, err := credential.NetmapProof(a.key, a.ckey, time.Now())
-	if err != nil {
-		return fmt.Errorf("%s: netmap proof: %w", a.name, err)
-	}
-	body, err := json.Marshal(wire.MapRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: a.pub, ListenPort: 51820, Version: "bench", Proof: proof})
+	resp, err := a.openStream(ctx, url, wire.MapRequest{ListenPort: 51820}, nil)
 	if err != nil {
 		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+wire.PathNetmap, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+a.cred)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := a.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s: open netmap stream: %w", a.name, err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-		return fmt.Errorf("%s: netmap stream: HTTP %d: %s", a.name, resp.StatusCode, raw)
-	}
 	if resp.ProtoMajor != 2 {
 		return fmt.Errorf("%s: netmap stream over %s, want HTTP/2 as the agent's", a.name, resp.Proto)
 	}

@@ -2,13 +2,11 @@ package bench
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -378,44 +376,12 @@ var errStreamBroke = errors.New("stream broke")
 // its own, and applies what comes until ctx is done; the agent is done
 // once its netmap has every peer it should, each with endpoints.
 func (a *stormAgent) streamOnce(ctx context.Context, url string) error {
-	proof, err := credential.NetmapProof(a.key, a.ckey, time.Now())
-	if err != nil {
-		return fmt.Errorf("%s: netmap proof: %w", a.name, err)
-	}
 	ep := fmt.Sprintf("198.51.100.%d:%d", 1+a.idx%250, 40000+a.idx/250)
-	body, err := json.Marshal(wire.MapRequest{ProtocolVersion: wire.ProtocolVersion, PublicKey: a.pub, Endpoints: []string{ep}, Version: "bench", Proof: proof, Deltas: true})
+	resp, err := a.openStream(ctx, url, wire.MapRequest{Endpoints: []string{ep}, Deltas: true}, &a.redials)
 	if err != nil {
 		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+wire.PathNetmap, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+a.cred)
-	// A storm overflows the coordinator's listen backlog and keeps it
-	// busy with handshakes: as the agent does, a stream that cannot be
-	// opened is tried again after a backoff.
-	var resp *http.Response
-	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
-		if resp, err = a.hc.Do(req); err == nil || ctx.Err() != nil {
-			break
-		}
-		a.redials.Add(1)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait/2 + rand.N(wait/2)):
-		}
-		req.Body = io.NopCloser(bytes.NewReader(body))
-	}
-	if err != nil {
-		return fmt.Errorf("%s: open netmap stream: %w", a.name, err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-		return fmt.Errorf("%s: netmap stream: HTTP %d: %s", a.name, resp.StatusCode, raw)
-	}
 	br := bufio.NewReaderSize(resp.Body, 64<<10)
 	var cur *wire.Netmap // the stream's own; a.cur is its copy for others
 	for {
