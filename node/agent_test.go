@@ -197,6 +197,22 @@ func (ra *runningAgent) stop(t *testing.T) error {
 	return ra.wait(t)
 }
 
+// storedIdentity reads the node.json of the stopped agent whose state dir
+// is dir.
+func storedIdentity(t *testing.T, dir string) Identity {
+	t.Helper()
+	st, err := openStateDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	id, _, err := st.loadIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
 // waitUp waits until the agent has enrolled and has a netmap from the
 // coordinator.
 func (ra *runningAgent) waitUp(t *testing.T) {

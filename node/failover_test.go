@@ -70,15 +70,7 @@ func TestAgentFailsOver(t *testing.T) {
 	if err := a.stop(t); err != nil {
 		t.Fatal(err)
 	}
-	st, err := openStateDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	id, _, err := st.loadIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := storedIdentity(t, dir)
 	if !slices.Equal(id.Coordinators, want) {
 		t.Errorf("node.json keeps coordinators %v, want %v", id.Coordinators, want)
 	}

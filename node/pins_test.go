@@ -37,15 +37,7 @@ func TestAgentAdoptsNetmapPins(t *testing.T) {
 	if err := a.stop(t); err != nil {
 		t.Fatal(err)
 	}
-	st, err := openStateDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	id, _, err := st.loadIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := storedIdentity(t, dir)
 	if !id.Pins.Equal(co.c.Pins()) {
 		t.Errorf("node.json keeps pins %s, want the netmap's %s", id.Pins, co.c.Pins())
 	}
