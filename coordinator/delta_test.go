@@ -421,19 +421,28 @@ func TestStreamResumes(t *testing.T) {
 	if err := ts.c.publish(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if m := s.message(t, "a2's endpoints"); m.Delta == nil || len(m.Delta.Peers) != 1 || !slices.Equal(m.Delta.Peers[0].Endpoints, eps) {
-		t.Errorf("after resuming: %+v, want a delta with a2's endpoints", m)
+	m = s.message(t, "a2's endpoints")
+	if m.Delta == nil || len(m.Delta.Peers) != 1 || !slices.Equal(m.Delta.Peers[0].Endpoints, eps) {
+		t.Fatalf("after resuming: %+v, want a delta with a2's endpoints", m)
+	}
+	now, err := m.Delta.Apply(nm)
+	if err != nil {
+		t.Fatal(err)
 	}
 	s.cancel()
 
-	// nm is no longer a1's netmap: it comes whole.
+	// nm is no longer a1's netmap: it comes whole. now is, but an agent
+	// without deltas gets it whole all the same.
 	if _, m := open(nm, true); m.Netmap == nil {
 		t.Errorf("resuming with a netmap that changed since: %+v, want the whole netmap", m)
 	}
-	if _, m := open(nm, false); m.Netmap == nil {
+	if _, m := open(now, false); m.Netmap == nil {
 		t.Errorf("without deltas: %+v, want the whole netmap", m)
 	}
 	if resumes() != 1 {
 		t.Errorf("resumes counted: %v, want 1", resumes())
+	}
+	if _, m := open(now, true); m.Delta == nil {
+		t.Errorf("resuming with the current netmap: %+v, want a delta of the version", m)
 	}
 }

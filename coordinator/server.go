@@ -336,8 +336,8 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 	// 999).
 	var last *[sha256.Size]byte
 	sent := false
-	// An agent before protocol 7 knows sources by address only.
-	legacy := req.ProtocolVersion < 7
+	// An older agent knows sources by address only.
+	legacy := req.ProtocolVersion < wire.ProtocolSrcPeers
 	// whole sends nm, s's netmap, unless it is the last one sent but for
 	// its version; false: the stream broke.
 	whole := func(s *snapshot, nm *wire.Netmap) bool {
@@ -384,7 +384,7 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if dg := nm.Digest(); req.Deltas && req.HaveDigest == hex.EncodeToString(dg[:]) {
+	if dg, ok := heldNetmap(req, nm); ok {
 		// The agent holds this netmap already (a coordinator died, or the
 		// stream broke): it resumes with it at the current version.
 		if err := send(wire.MapMessage{Delta: &wire.NetmapDelta{Version: nm.Version}}); err != nil {
@@ -443,6 +443,17 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// heldNetmap reports whether req names nm, but for its version, as the
+// netmap its agent holds (MapRequest.HaveDigest, with deltas), and returns
+// nm's digest if so.
+func heldNetmap(req wire.MapRequest, nm *wire.Netmap) ([sha256.Size]byte, bool) {
+	if !req.Deltas || req.HaveDigest == "" {
+		return [sha256.Size]byte{}, false
+	}
+	dg := nm.Digest()
+	return dg, req.HaveDigest == hex.EncodeToString(dg[:])
 }
 
 // requestEndpoints returns where the node's WireGuard can be reached: the

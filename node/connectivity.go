@@ -48,7 +48,8 @@ func (r *connReporter) poke() {
 }
 
 // newStream makes the next report go out even if nothing changed: the
-// coordinator keeps reports in memory and may have restarted.
+// stream may be with another coordinator, or one whose database was
+// restored from a backup.
 func (r *connReporter) newStream() {
 	r.resend.Store(true)
 	r.poke()

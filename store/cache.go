@@ -20,9 +20,10 @@ import (
 // Its one rule: every write made through it, whether it succeeds or not,
 // bumps its generation when it is done, and a listing read at an older
 // generation is read again. The writes of one node's admin-only fields
-// (Touch, SetAgentVersion, SetServices when only health changed) bump it
-// too and patch a current listing with their change, so it stays current.
-// Reads go straight to the wrapped Store.
+// (Touch, SetAgentVersion, SetConnectivity, SetServices when only health
+// changed) bump it too and patch a current listing with their change, so
+// it stays current. AcceptProof, which writes nothing a listing shows,
+// passes straight through. Reads go straight to the wrapped Store.
 type Cached struct {
 	Reader // the wrapped Store's
 

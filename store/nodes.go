@@ -13,22 +13,17 @@ import (
 	"github.com/wiremesh/wiremesh/wire"
 )
 
-const nodeColumns = "id, name, public_key, host_index, tags, endpoints, created, last_seen, services, expires, version, ephemeral, relay, online_until, connectivity"
+const nodeColumns = "id, name, public_key, host_index, tags, endpoints, created, last_seen, services, expires, version, ephemeral, relay, online_until"
 
 // scanNode scans a row of nodeColumns.
 func (s *DB) scanNode(sc interface{ Scan(...any) error }) (wire.Node, error) {
 	var n wire.Node
 	var idx int64
-	var tags, eps, svcs, conn string
+	var tags, eps, svcs string
 	var created, seen, expires, onlineUntil int64
 	var relay sql.NullString
-	if err := sc.Scan(&n.ID, &n.Name, &n.PublicKey, &idx, &tags, &eps, &created, &seen, &svcs, &expires, &n.Version, &n.Ephemeral, &relay, &onlineUntil, &conn); err != nil {
+	if err := sc.Scan(&n.ID, &n.Name, &n.PublicKey, &idx, &tags, &eps, &created, &seen, &svcs, &expires, &n.Version, &n.Ephemeral, &relay, &onlineUntil); err != nil {
 		return n, err
-	}
-	if conn != "" {
-		if err := json.Unmarshal([]byte(conn), &n.Connectivity); err != nil {
-			return n, fmt.Errorf("node %s: bad stored connectivity: %w", n.Name, err)
-		}
 	}
 	if relay.Valid {
 		if err := json.Unmarshal([]byte(relay.String), &n.Relay); err != nil {

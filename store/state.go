@@ -62,7 +62,7 @@ func (s *DB) StateSince(ctx context.Context, since uint64) (Delta, error) {
 		now := s.now()
 		for rows.Next() {
 			var hj string
-			n, err := s.scanNode(healthScanner{rows, &hj})
+			n, err := s.scanNode(healthScanner{rows, []any{&hj}})
 			if err != nil {
 				return fmt.Errorf("read changed nodes: %w", err)
 			}
@@ -138,19 +138,26 @@ func (s *DB) Nodes(ctx context.Context) (nodes []wire.Node, ver uint64, err erro
 	return nodes, ver, err
 }
 
-// scanAdminNodes reads every node with its reported health, with q.
+// scanAdminNodes reads every node with its reported health and
+// connectivity, with q.
 func (s *DB) scanAdminNodes(ctx context.Context, q conn) ([]wire.Node, error) {
-	rows, err := q.query(ctx, "SELECT "+nodeColumns+", health FROM nodes ORDER BY id")
+	rows, err := q.query(ctx, "SELECT "+nodeColumns+", health, connectivity FROM nodes ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
 	defer rows.Close()
 	nodes := []wire.Node{}
 	for rows.Next() {
-		var hj string
-		n, err := s.scanNode(healthScanner{rows, &hj})
+		var hj, cj string
+		n, err := s.scanNode(healthScanner{rows, []any{&hj, &cj}})
 		if err != nil {
 			return nil, fmt.Errorf("list nodes: %w", err)
+		}
+		// Only admins see a node's connectivity; one that does not
+		// decode (it cannot come from SetConnectivity) is no report,
+		// rather than a listing, and a state, that fails.
+		if cj != "" && json.Unmarshal([]byte(cj), &n.Connectivity) != nil {
+			n.Connectivity = nil
 		}
 		if hj != "{}" {
 			var h map[string]reportedHealth
@@ -164,13 +171,14 @@ func (s *DB) scanAdminNodes(ctx context.Context, q conn) ([]wire.Node, error) {
 	return nodes, rows.Err()
 }
 
-// healthScanner scans a node row followed by its health column.
+// healthScanner scans a node row followed by its health column (and, in
+// the admin listing, its connectivity).
 type healthScanner struct {
-	rows   *sql.Rows
-	health *string
+	rows *sql.Rows
+	more []any
 }
 
-func (h healthScanner) Scan(dest ...any) error { return h.rows.Scan(append(dest, h.health)...) }
+func (h healthScanner) Scan(dest ...any) error { return h.rows.Scan(append(dest, h.more...)...) }
 
 // definitions returns svcs without their reported health and checks.
 func definitions(svcs []wire.Service) []wire.Service {

@@ -55,6 +55,11 @@ import (
 // 1 and 2), and say so in the release notes.
 const ProtocolVersion = 7
 
+// ProtocolSrcPeers is the first protocol whose agents resolve
+// FilterRule.SrcPeers; a coordinator lists the sources of older agents'
+// rules by address.
+const ProtocolSrcPeers = 7
+
 // MinProtocolVersion is the oldest agent protocol a coordinator accepts.
 // Agents of 1 and 2 make no proofs of their key, which protocol 3
 // requires.

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -102,19 +101,7 @@ func TestCoordinatorOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	outage := time.Now()
-	const pings = 600
-	pinged := make(chan *lab.Pings, 1)
-	dst := h2.addr(t, false).String()
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		p, err := h1.host.Ping(ctx, dst, pings, 100*time.Millisecond)
-		if err != nil {
-			t.Error(err)
-			p = &lab.Pings{Count: pings, Out: err.Error()}
-		}
-		pinged <- p
-	}()
+	pinged := h1.host.PingInBackground(h2.addr(t, false).String(), 600, 100*time.Millisecond)
 	// An agent restarted during the outage comes up from its cache.
 	restart := time.Now()
 	h3.stop(t)
@@ -125,7 +112,7 @@ func TestCoordinatorOutage(t *testing.T) {
 	h3.ping(t, h1.addr(t, false), 5, 200*time.Millisecond)
 	report.Add(t, report.Row{Fault: "coordinator down 60 s", Check: "an agent restarted meanwhile comes up from its cached netmap and pings a peer",
 		Figure: "stop → 5 of 5 pings answered in " + time.Since(restart).Round(100*time.Millisecond).String()})
-	p := <-pinged
+	p := pinged(t)
 	report.Add(t, report.Row{Fault: "coordinator down 60 s", Check: "pings between existing nodes (h1 → h2, 10 a second)",
 		Figure: fmt.Sprintf("%d sent, %d lost", p.Count, p.Lost()), Target: "0 lost", Met: p.Lost() == 0})
 	if p.Lost() > 0 {

@@ -126,18 +126,7 @@ func TestCoordinatorsOnPostgres(t *testing.T) {
 	}
 
 	// SIGKILL the first coordinator while a1 and a2 talk.
-	pings := make(chan *lab.Pings, 1)
-	pingRun := func(from *agent, to netip.Addr, n int) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		p, err := from.host.Ping(ctx, to.String(), n, 200*time.Millisecond)
-		if err != nil {
-			t.Error(err)
-			p = &lab.Pings{Count: n, Out: err.Error()}
-		}
-		pings <- p
-	}
-	go pingRun(a2, a1.addr(t, false), 40)
+	pings := a2.host.PingInBackground(a1.addr(t, false).String(), 40, 200*time.Millisecond)
 	time.Sleep(time.Second)
 	killed := time.Now()
 	co1.proc.Kill()
@@ -151,7 +140,7 @@ func TestCoordinatorsOnPostgres(t *testing.T) {
 		}
 		t.Logf("%s moved to another coordinator within %s of the kill", a.name, time.Since(killed).Round(time.Millisecond))
 	}
-	if p := <-pings; p.Lost() > 0 {
+	if p := pings(t); p.Lost() > 0 {
 		t.Errorf("a2 → a1 lost packets while a1's coordinator was killed: %s\n%s", p, p.Out)
 	}
 
@@ -191,7 +180,7 @@ func TestCoordinatorsOnPostgres(t *testing.T) {
 	// PostgreSQL restarts under traffic: the traffic goes on, the
 	// coordinators notice and listen again by themselves, and a change
 	// through co3 reaches every agent.
-	go pingRun(a1, a3.addr(t, false), 25)
+	pings = a1.host.PingInBackground(a3.addr(t, false).String(), 25, 200*time.Millisecond)
 	time.Sleep(time.Second)
 	pg.Restart(t)
 	for _, c := range []*coordinator{co2, co3} {
@@ -206,7 +195,7 @@ func TestCoordinatorsOnPostgres(t *testing.T) {
 	for _, a := range agents {
 		waitApplied(t, a, set.Add(-time.Second), func(p, _ int) bool { return p >= v })
 	}
-	if p := <-pings; p.Lost() > 0 {
+	if p := pings(t); p.Lost() > 0 {
 		t.Errorf("a1 → a3 lost packets while PostgreSQL restarted: %s\n%s", p, p.Out)
 	}
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -42,21 +41,10 @@ func relayMapOf(t *testing.T, a *agent, names ...string) {
 	})
 }
 
-// pingRun pings b from a n times at 10/s in the background; the returned
-// function waits for the end and returns what the pings saw.
-func pingRun(t *testing.T, a, b *agent, dst string, n int) func() *lab.Pings {
-	out := make(chan *lab.Pings, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(n)*100*time.Millisecond+time.Minute)
-		defer cancel()
-		p, err := a.host.Ping(ctx, dst, n, 100*time.Millisecond)
-		if err != nil {
-			t.Error(err)
-			p = &lab.Pings{Count: n, Out: err.Error()}
-		}
-		out <- p
-	}()
-	return func() *lab.Pings { return <-out }
+// pingRun pings dst from a n times at 10/s in the background; the
+// returned function waits for the end and returns what the pings saw.
+func pingRun(a *agent, dst string, n int) func(testing.TB) *lab.Pings {
+	return a.host.PingInBackground(dst, n, 100*time.Millisecond)
 }
 
 // TestRelayFailover (issue 13, scenario 7): two standalone relays, a
@@ -81,12 +69,12 @@ func TestRelayFailover(t *testing.T) {
 		return a.relayConnected(t, other) && b.relayConnected(t, other)
 	})
 
-	wait := pingRun(t, a, b, b.addr(t, false).String(), 150)
+	wait := pingRun(a, b.addr(t, false).String(), 150)
 	time.Sleep(3 * time.Second) // the ping's own schedule: kill 3 s into it
 	if err := rs[used].proc.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	out := wait()
+	out := wait(t)
 	gap := longestGap(t, out)
 	t.Logf("relay %s killed; longest run of lost pings: %d (%s)", used, gap, time.Duration(gap)*100*time.Millisecond)
 	if gap > 50 {
@@ -120,12 +108,12 @@ func TestCoordinatorDownPaths(t *testing.T) {
 	})
 
 	m.coord.Kill()
-	relayed := pingRun(t, a, b, b.addr(t, false).String(), 50)
-	direct := pingRun(t, a, p, p.addr(t, false).String(), 50)
-	if p := relayed(); p.Lost() > 0 {
+	relayed := pingRun(a, b.addr(t, false).String(), 50)
+	direct := pingRun(a, p.addr(t, false).String(), 50)
+	if p := relayed(t); p.Lost() > 0 {
 		t.Errorf("the relayed path lost pings with the coordinator down: %s\n%s", p, lastLines(p.Out, 3))
 	}
-	if p := direct(); p.Lost() > 0 {
+	if p := direct(t); p.Lost() > 0 {
 		t.Errorf("the direct path lost pings with the coordinator down: %s\n%s", p, lastLines(p.Out, 3))
 	}
 

@@ -12,7 +12,6 @@ import (
 
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/internal/report"
-	"github.com/wiremesh/wiremesh/test/lab"
 	"github.com/wiremesh/wiremesh/wire"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -29,25 +28,14 @@ func TestKeyRotation(t *testing.T) {
 
 	// 10 ms pings from h1 to h2 across h2's rotation.
 	const count, every = 400, 10 * time.Millisecond
-	pinged := make(chan *lab.Pings, 1)
-	dst := h2.addr(t, false).String()
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		p, err := h1.host.Ping(ctx, dst, count, every)
-		if err != nil {
-			t.Error(err)
-			p = &lab.Pings{Count: count, Out: err.Error()}
-		}
-		pinged <- p
-	}()
+	pinged := h1.host.PingInBackground(h2.addr(t, false).String(), count, every)
 	time.Sleep(time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if out, err := h2.host.Run(ctx, bin, "rotate-key", "--state-dir", h2.stateDir); err != nil {
 		t.Fatalf("rotate-key: %v\n%s", err, out)
 	}
-	p := <-pinged
+	p := pinged(t)
 	lost := time.Duration(p.Lost()) * every
 	t.Logf("rotation: %s at %s intervals: %s without answers", p, every, lost)
 	report.Add(t, report.Row{Fault: "node's WireGuard key rotated (`rotate-key`)", Check: "pings from a peer across the rotation, every 10 ms",

@@ -346,9 +346,9 @@ func TestUnderlayBypass(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	answered := p.Count - p.Lost()
+	answered := p.Answers() // a probe after the 3 counts too
 	report.Add(t, report.Row{Fault: "underlay neighbour routes packets for a node's overlay address to its underlay interface", Check: "pings answered around WireGuard",
-		Figure: fmt.Sprintf("%d of 3", answered), Target: "0 of 3", Met: answered == 0})
+		Figure: fmt.Sprintf("%d of %d", answered, p.Count), Target: "0", Met: answered == 0})
 	if answered > 0 {
 		t.Fatalf("evil reached h1's overlay address over the underlay:\n%s", p.Out)
 	}

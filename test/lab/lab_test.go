@@ -453,7 +453,7 @@ func TestWriteEtc(t *testing.T) {
 }
 
 // TestHostPing: Host.Ping tells which probes went unanswered (h2 drops the
-// third echo request).
+// third echo request), probing on for the one lost.
 func TestHostPing(t *testing.T) {
 	lab.Require(t, "nft")
 	_, h1, h2 := twoHosts(t)
@@ -473,6 +473,9 @@ func TestHostPing(t *testing.T) {
 	}
 	if p.Lost() != 1 || p.Answered(3) || !p.Answered(1) || !p.Answered(6) || p.LongestGap() != 1 {
 		t.Errorf("ping with probe 3 dropped: %s\n%s", p, p.Out)
+	}
+	if p.Answers() != 6 { // 1, 2, 4, 5, 6 and the 7th, sent for the lost one
+		t.Errorf("Answers() = %d, want 6:\n%s", p.Answers(), p.Out)
 	}
 	if want := "1 of 6 probes unanswered, longest run 1 (3)"; p.String() != want {
 		t.Errorf("String() = %q, want %q", p.String(), want)

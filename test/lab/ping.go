@@ -6,6 +6,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -25,13 +26,16 @@ type Pings struct {
 // Ping pings dst from h count times, one probe every interval, and
 // reports which probes were answered.
 //
-// Every probe has until all of them are answered, or until PingGrace
-// after the last was due. ping's own count mode (-c alone) gives its last
-// probe only one interval, or two round trips, once any probe was
-// answered: a reply that a loaded host delays by 200 ms counted as lost
-// (TestConnectivityPublicHard lost "pings 9 and 10 of 10" to that in a CI
-// proof run). With a deadline, ping goes on probing after count until
-// count answers are in; only the first count probes are judged.
+// ping's own count mode (-c alone) gives its last probe only one
+// interval, or two round trips, once any probe was answered: a reply that
+// a loaded host delays by 200 ms counted as lost (TestConnectivityPublicHard
+// lost "pings 9 and 10 of 10" to that in a CI proof run). So ping runs
+// with a deadline too, PingGrace after the last probe is due: it then goes
+// on probing after count until count answers are in, and only the first
+// count probes are judged. A probe is judged lost when its answer is not
+// in by then, or when count answers came first (a later probe's overtook
+// it). With a deadline, ping also stops at the first ICMP error it gets;
+// the probes after it count as lost.
 func (h *Host) Ping(ctx context.Context, dst string, count int, interval time.Duration) (*Pings, error) {
 	deadline := math.Ceil((time.Duration(count)*interval + PingGrace).Seconds())
 	out, err := h.Run(ctx, "ping", "-n", "-c", strconv.Itoa(count),
@@ -56,8 +60,38 @@ func (h *Host) Ping(ctx context.Context, dst string, count int, interval time.Du
 	return p, nil
 }
 
+// PingInBackground runs Ping in a goroutine of its own and returns a
+// function that waits for its end and returns what it saw, failing t if
+// ping could not run. The goroutine touches no testing.T: a test that
+// ends before it waits is safe (the lab's cleanup kills ping).
+func (h *Host) PingInBackground(dst string, count int, interval time.Duration) (wait func(t testing.TB) *Pings) {
+	type result struct {
+		p   *Pings
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(count)*interval+PingGrace+time.Minute)
+		defer cancel()
+		p, err := h.Ping(ctx, dst, count, interval)
+		done <- result{p, err}
+	}()
+	return func(t testing.TB) *Pings {
+		t.Helper()
+		r := <-done
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		return r.p
+	}
+}
+
 // Answered reports whether probe seq (1..Count) was answered.
 func (p *Pings) Answered(seq int) bool { return p.answered[seq] }
+
+// Answers returns how many probes were answered, those after Count too:
+// for a check that nothing gets through.
+func (p *Pings) Answers() int { return len(p.answered) }
 
 // Lost returns how many of the Count probes went unanswered.
 func (p *Pings) Lost() int {
