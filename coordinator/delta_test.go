@@ -67,12 +67,8 @@ func (s *stream) messageOrKeepAlive(t *testing.T, what string) wire.MapMessage {
 func TestNetmapDeltas(t *testing.T) {
 	ts := startServer(t, skipKeepAlive)
 	ts.setPolicy(t, fmt.Sprintf(skipPolicy, 22))
-	enroll := func(name, tag string) wire.EnrollResponse {
-		jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Tags: []string{tag}})
-		return ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: name})
-	}
-	a1, a2, b1, old := enroll("a1", "tag:a"), enroll("a2", "tag:a"), enroll("b1", "tag:b"), enroll("old", "tag:a")
-	enroll("hub", "tag:hub") // reaches everyone on the port the policy names
+	a1, a2, b1, old := ts.enrollTagged(t, "a1", "tag:a"), ts.enrollTagged(t, "a2", "tag:a"), ts.enrollTagged(t, "b1", "tag:b"), ts.enrollTagged(t, "old", "tag:a")
+	ts.enrollTagged(t, "hub", "tag:hub") // reaches everyone on the port the policy names
 	open := func(n wire.EnrollResponse, deltas bool) (*stream, *wire.Netmap) {
 		s := ts.openStream(t, n.Credential, wire.MapRequest{PublicKey: n.Node.PublicKey, Deltas: deltas})
 		m := s.message(t, n.Node.Name+"'s first netmap")
@@ -247,11 +243,7 @@ func TestPolicyDelta(t *testing.T) {
 	const before = `{"acls": [{"action": "accept", "src": ["tag:viewer"], "dst": ["tag:web:22"]}]}`
 	const after = `{"acls": [{"action": "accept", "src": ["tag:viewer"], "dst": ["tag:web:22,80"]}]}`
 	ts.setPolicy(t, before)
-	enroll := func(name, tag string) wire.EnrollResponse {
-		jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Tags: []string{tag}})
-		return ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: name})
-	}
-	web, viewer := enroll("web1", "tag:web"), enroll("viewer1", "tag:viewer")
+	web, viewer := ts.enrollTagged(t, "web1", "tag:web"), ts.enrollTagged(t, "viewer1", "tag:viewer")
 	if _, err := ts.c.store.SetServices(context.Background(), web.Node, []wire.Service{{Name: "web", Port: 80, Proto: wire.ServiceTCP}}, func(string) string { return "" }); err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +292,7 @@ func TestPolicyDelta(t *testing.T) {
 		t.Error("policyDelta took a change of peers")
 	}
 	cur = ts.c.state.Load()
-	enroll("web2", "tag:web")
+	ts.enrollTagged(t, "web2", "tag:web")
 	if _, ok := policyDelta(cur, ts.c.state.Load(), viewer.Node.ID); ok {
 		t.Error("policyDelta took a join")
 	}
@@ -314,11 +306,7 @@ func TestPolicyDelta(t *testing.T) {
 func TestRulesBySourceID(t *testing.T) {
 	ts := startServer(t, skipKeepAlive)
 	ts.setPolicy(t, fmt.Sprintf(skipPolicy, 22))
-	enroll := func(name string) wire.EnrollResponse {
-		jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Tags: []string{"tag:a"}})
-		return ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: name})
-	}
-	a1, a2 := enroll("a1"), enroll("a2")
+	a1, a2 := ts.enrollTagged(t, "a1", "tag:a"), ts.enrollTagged(t, "a2", "tag:a")
 	open := func(n wire.EnrollResponse, protocol int) (*stream, *wire.Netmap) {
 		s := ts.openStream(t, n.Credential, wire.MapRequest{ProtocolVersion: protocol, PublicKey: n.Node.PublicKey, Deltas: true})
 		m := s.message(t, n.Node.Name+"'s first netmap")
@@ -349,7 +337,7 @@ func TestRulesBySourceID(t *testing.T) {
 		t.Fatalf("a1 (protocol 6) got rules %+v, want sources %v by address", nm1.Rules, addrs(a1, a2))
 	}
 
-	a3 := enroll("a3")
+	a3 := ts.enrollTagged(t, "a3", "tag:a")
 	m := s2.message(t, "a3's join at a2")
 	d := m.Delta
 	if d == nil || len(d.Peers) != 1 || d.Peers[0].Name != "a3" || d.Policy == nil || !slices.Equal(d.Policy.Rules[0].SrcPeers, append(ids, a3.Node.ID)) {
@@ -381,11 +369,7 @@ func TestRulesBySourceID(t *testing.T) {
 func TestStreamResumes(t *testing.T) {
 	ts := startServer(t, skipKeepAlive)
 	ts.setPolicy(t, fmt.Sprintf(skipPolicy, 22))
-	enroll := func(name string) wire.EnrollResponse {
-		jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Tags: []string{"tag:a"}})
-		return ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: name})
-	}
-	a1, a2 := enroll("a1"), enroll("a2")
+	a1, a2 := ts.enrollTagged(t, "a1", "tag:a"), ts.enrollTagged(t, "a2", "tag:a")
 	open := func(have *wire.Netmap, deltas bool) (*stream, wire.MapMessage) {
 		req := wire.MapRequest{PublicKey: a1.Node.PublicKey, Deltas: deltas}
 		if have != nil {

@@ -79,11 +79,7 @@ const skipPolicy = `{"acls": [
 func TestNetmapSkipsUnchanged(t *testing.T) {
 	ts := startServer(t, skipKeepAlive)
 	ts.setPolicy(t, fmt.Sprintf(skipPolicy, 22))
-	enroll := func(name, tag string) wire.EnrollResponse {
-		jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Tags: []string{tag}})
-		return ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: name})
-	}
-	a1, b1, hub := enroll("a1", "tag:a"), enroll("b1", "tag:b"), enroll("hub", "tag:hub")
+	a1, b1, hub := ts.enrollTagged(t, "a1", "tag:a"), ts.enrollTagged(t, "b1", "tag:b"), ts.enrollTagged(t, "hub", "tag:hub")
 	open := func(n wire.EnrollResponse, port int) (*stream, *wire.Netmap) {
 		s := ts.openStream(t, n.Credential, wire.MapRequest{PublicKey: n.Node.PublicKey, ListenPort: port})
 		return s, s.next(t, n.Node.Name+"'s first netmap")
@@ -107,7 +103,7 @@ func TestNetmapSkipsUnchanged(t *testing.T) {
 	skips := metricValue(t, ts.c, "wiremesh_coordinator_netmap_skips_total")
 
 	// a2 enrolls: a1 and hub learn it, b1 does not see it.
-	a2 := enroll("a2", "tag:a")
+	a2 := ts.enrollTagged(t, "a2", "tag:a")
 	hasA2 := func(nm *wire.Netmap) bool { return slices.Contains(peerNames(nm), "a2") }
 	if nm := sa.next(t, "a2 at a1"); !hasA2(nm) {
 		t.Errorf("a1's next netmap has peers %v, want a2 among them", peerNames(nm))

@@ -32,11 +32,7 @@ const ownersTestPolicy = `{
 func newOwnersMesh(t *testing.T, policy string) *ownersMesh {
 	ts := startServer(t, time.Hour)
 	m := &ownersMesh{ts: ts, apiSvc: wire.Service{Name: "api", Port: 443}, rogueSvc: wire.Service{Name: "api", Port: 8443}}
-	enroll := func(name, tag string) wire.EnrollResponse {
-		jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Tags: []string{tag}})
-		return ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: name})
-	}
-	m.api, m.ci, m.db, m.web = enroll("api-1", "tag:api"), enroll("ci-1", "tag:ci"), enroll("db-1", "tag:db"), enroll("web-1", "tag:web")
+	m.api, m.ci, m.db, m.web = ts.enrollTagged(t, "api-1", "tag:api"), ts.enrollTagged(t, "ci-1", "tag:ci"), ts.enrollTagged(t, "db-1", "tag:db"), ts.enrollTagged(t, "web-1", "tag:web")
 	ts.setPolicy(t, policy)
 	m.report(t, m.api, m.apiSvc)
 	m.report(t, m.ci, m.rogueSvc)

@@ -419,6 +419,14 @@ type stream struct {
 	cancel context.CancelFunc
 }
 
+// enrollTagged enrolls a node called name with a join key that gives it
+// tag.
+func (ts *testServer) enrollTagged(t *testing.T, name, tag string) wire.EnrollResponse {
+	t.Helper()
+	jk := ts.createJoinKey(t, wire.CreateJoinKeyRequest{Tags: []string{tag}})
+	return ts.enroll(t, jk.JoinKey, wire.EnrollRequest{PublicKey: newPublicKey(t), Name: name})
+}
+
 // openStream opens a netmap stream as an agent does: with the proof of
 // req.PublicKey's private key (which newPublicKey made), unless req.Proof
 // is set.
