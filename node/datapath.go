@@ -4,8 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
-	"runtime"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -28,6 +26,7 @@ type dataPath struct {
 	engine             Engine
 	bind               *bind.Bind
 	relays             *relays
+	tun                *releasingTUN                         // nil with a fake engine
 	filter             *filter.Filter                        // nil with Config.NoFilter
 	flows              *flowLog                              // nil with Config.NoFilter
 	names              atomic.Pointer[map[netip.Addr]string] // overlay address → node name, for the filter's log
@@ -82,7 +81,13 @@ func newDataPath(cfg *Config, key wgtypes.Key, knownToPeers bool, onCandidates f
 		if d.filter, err = filter.New(fcfg); err != nil {
 			return nil, err
 		}
-		ecfg.WrapTUN = func(t tun.Device) tun.Device { return filter.Wrap(t, d.filter) }
+	}
+	ecfg.WrapTUN = func(t tun.Device) tun.Device {
+		if d.filter != nil {
+			t = filter.Wrap(t, d.filter)
+		}
+		d.tun = newReleasingTUN(t)
+		return d.tun
 	}
 	eng, err := cfg.NewEngine(ecfg)
 	if err != nil {
@@ -229,53 +234,5 @@ func (d *dataPath) nameOf(ad netip.Addr) string {
 func (d *dataPath) runFlows(ctx context.Context) {
 	if d.flows != nil {
 		d.flows.run(ctx)
-	}
-}
-
-// trimMemory hands memory back to the OS once traffic calms down.
-// wireguard-go gives every packet a 64 KiB buffer from unbounded pools, so
-// a burst of traffic grows the heap by hundreds of MiB, which the Go runtime
-// would return only minutes later. Trimming waits for calmFor quiet
-// intervals: the next burst grows the heap again, page by page, which cost
-// the first seconds of each iperf3 run 5-8% more CPU per GB when a single
-// quiet interval of 10 s trimmed (BenchmarkPaths); so pauses of a few
-// seconds keep the buffers, and the memory is back within 20 s.
-func (d *dataPath) trimMemory(ctx context.Context) {
-	const (
-		every   = 5 * time.Second
-		calmFor = 3        // quiet intervals in a row before trimming
-		calm    = 32 << 20 // bytes per interval below which it is quiet
-	)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	var last int64
-	busy, quiet := false, 0
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		stats, err := d.engine.Stats()
-		if err != nil {
-			continue
-		}
-		var total int64
-		for _, s := range stats {
-			total += s.RxBytes + s.TxBytes
-		}
-		moved := total - last
-		last = total
-		if moved >= calm {
-			busy, quiet = true, 0
-			continue
-		}
-		if quiet++; busy && quiet >= calmFor {
-			// wireguard-go keeps its buffers in sync.Pools, which let go
-			// of them only after two collections.
-			runtime.GC()
-			debug.FreeOSMemory()
-			busy = false
-		}
 	}
 }

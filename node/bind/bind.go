@@ -73,6 +73,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wiremesh/wiremesh/internal/pages"
 	"golang.zx2c4.com/wireguard/conn"
 )
 
@@ -94,6 +95,8 @@ type Bind struct {
 	epoch time.Time
 	stats counters
 	wake  chan struct{} // wakes the housekeeping goroutine; 1-buffered
+	// releaseMsg is the datagram ReleaseBuffers sends the socket.
+	releaseMsg []byte
 
 	// index maps each address a peer proved its own (a pong came from it)
 	// to that peer; replaced, never modified, so the receive path reads it
@@ -114,10 +117,12 @@ type Bind struct {
 
 // session is what lives from one Open to its Close.
 type session struct {
-	queue  chan relayed  // relayed WireGuard packets for wireguard-go
-	closed chan struct{} // closed by Close
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // the housekeeping goroutine
+	port    uint16        // the bound port
+	queue   chan relayed  // relayed WireGuard packets for wireguard-go
+	release chan struct{} // 1-buffered; ReleaseBuffers to the relayed ReceiveFunc
+	closed  chan struct{} // closed by Close
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // the housekeeping goroutine
 }
 
 type relayed struct {
@@ -159,6 +164,7 @@ func newBind(cfg Config, inner conn.Bind) (*Bind, error) {
 		epoch: time.Now(), wake: make(chan struct{}, 1),
 		peers: map[[32]byte]*peer{}, pending: map[[12]byte]*pendingPing{},
 	}
+	b.releaseMsg = newReleaseMsg()
 	b.local = newLocalState(cfg.STUNServers)
 	b.bufs.New = func() any { s := make([]byte, 0, 2048); return &s }
 	b.index.Store(&map[netip.AddrPort]*peer{})
@@ -294,7 +300,10 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	s := &session{queue: make(chan relayed, b.cfg.RelayQueue), closed: make(chan struct{})}
+	s := &session{
+		port: actual, queue: make(chan relayed, b.cfg.RelayQueue),
+		release: make(chan struct{}, 1), closed: make(chan struct{}),
+	}
 	out := make([]conn.ReceiveFunc, 0, len(fns)+1)
 	for _, fn := range fns {
 		out = append(out, b.receiveDirect(fn))
@@ -350,8 +359,10 @@ func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) {
 func (b *Bind) receiveDirect(fn conn.ReceiveFunc) conn.ReceiveFunc {
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 		n, err := fn(bufs, sizes, eps)
-		if n > 0 {
-			b.demux(bufs[:n], sizes[:n], eps[:n])
+		if n > 0 && b.demux(bufs[:n], sizes[:n], eps[:n]) {
+			// ReleaseBuffers woke us and nothing else came: no packet
+			// is in bufs and nobody writes them until we return.
+			pages.Release(bufs)
 		}
 		return n, err
 	}
@@ -360,11 +371,13 @@ func (b *Bind) receiveDirect(fn conn.ReceiveFunc) conn.ReceiveFunc {
 // demux handles one batch from the socket in place: WireGuard packets
 // stay (with the peer's endpoint if their source is a proven path), the
 // rest is handled and its size set to 0. The WireGuard path allocates
-// nothing.
-func (b *Bind) demux(bufs [][]byte, sizes []int, eps []conn.Endpoint) {
+// nothing. It reports whether the batch was only ReleaseBuffers' wake-up
+// (and other datagrams handled here).
+func (b *Bind) demux(bufs [][]byte, sizes []int, eps []conn.Endpoint) (onlyWake bool) {
 	idx := *b.index.Load()
 	now := b.now()
 	var pkts, bytes uint64
+	wake := false
 	for i, size := range sizes {
 		if size == 0 {
 			continue
@@ -391,7 +404,11 @@ func (b *Bind) demux(bufs [][]byte, sizes []int, eps []conn.Endpoint) {
 		case kindDisco:
 			b.handleDisco(pkt, se.AddrPort, se, "")
 		default:
-			b.stats.garbage.Add(1)
+			if b.isReleaseCall(pkt, se.AddrPort) {
+				wake = true
+			} else {
+				b.stats.garbage.Add(1)
+			}
 		}
 		sizes[i] = 0
 	}
@@ -399,6 +416,7 @@ func (b *Bind) demux(bufs [][]byte, sizes []int, eps []conn.Endpoint) {
 		b.stats.rxPackets[pathDirect].Add(pkts)
 		b.stats.rxBytes[pathDirect].Add(bytes)
 	}
+	return wake && pkts == 0
 }
 
 // DeliverRelayed takes a packet that arrived through relay from the node
@@ -446,10 +464,14 @@ func (b *Bind) DeliverRelayed(relay string, src [32]byte, pkt []byte) {
 func (b *Bind) receiveRelayed(s *session) conn.ReceiveFunc {
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 		var it relayed
-		select {
-		case it = <-s.queue:
-		case <-s.closed:
-			return 0, net.ErrClosed
+		for it.buf == nil {
+			select {
+			case it = <-s.queue:
+			case <-s.release:
+				pages.Release(bufs)
+			case <-s.closed:
+				return 0, net.ErrClosed
+			}
 		}
 		n := 0
 		for {
