@@ -109,17 +109,16 @@ type frameReader struct {
 }
 
 // header reads the next header. A stream that ends cleanly before it
-// gives io.EOF; anything else wrong is a *badFrame.
+// gives io.EOF, one that fails there (a closed or broken connection) its
+// read error; anything else wrong is a *badFrame.
 func (fr *frameReader) header() (frameType, int, error) {
 	fr.n++
 	fr.cur = 0
 	if k, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
-		if k == 0 && errors.Is(err, io.EOF) {
-			return 0, 0, io.EOF
+		if k == 0 {
+			return 0, 0, err
 		}
-		if k > 0 {
-			fr.cur = frameType(fr.hdr[0])
-		}
+		fr.cur = frameType(fr.hdr[0])
 		return 0, 0, fr.fail(truncated("header", k, headerLen, err))
 	}
 	fr.cur = frameType(fr.hdr[0])

@@ -557,3 +557,17 @@ func TestClientDetectsSilentRelay(t *testing.T) {
 		t.Errorf("error %v, want it to say the relay went silent", err)
 	}
 }
+
+// Closing the relay ends its clients' connections between frames: that
+// is not a malformed frame, and the log does not say so.
+func TestCloseIsNotMalformed(t *testing.T) {
+	r := newTestRelay(t, nil)
+	for range 3 {
+		r.attached(t)
+	}
+	waitFor(t, "three clients attached", func() bool { return strings.Count(r.logs.String(), "relay client attached") == 3 })
+	r.stop()
+	if logs := r.logs.String(); strings.Contains(logs, "malformed") || strings.Contains(logs, "refused") {
+		t.Errorf("closing the relay logged a refusal:\n%s", logs)
+	}
+}
