@@ -305,21 +305,32 @@ func New(cfg Config) (_ *Agent, err error) {
 	return a, nil
 }
 
-// enrollOnce enrolls the node if it has no identity yet and writes key and
-// identity only once the coordinator has admitted it.
+// enrollOnce enrolls the node if it has no identity yet. A new key goes to
+// disk before the coordinator sees it: an agent that dies after the
+// coordinator admitted the key but before it wrote its identity enrolls
+// the same key at its next start and gets its node back with a proof of
+// it (see enroll), where a new key would find a one-time join key used.
+// A refused enrollment takes the new key away again; the identity is
+// written once the coordinator has admitted the node.
 func (a *Agent) enrollOnce(ctx context.Context) error {
 	if a.enrolled {
 		return nil
 	}
 	key := a.ctl.privateKey()
-	id, err := a.enroll(ctx, key, a.cfg.Name, a.cfg.Hostname)
-	if err != nil {
-		return err
-	}
 	if a.newKey {
 		if err := a.state.saveKey(key); err != nil {
 			return err
 		}
+	}
+	id, err := a.enroll(ctx, key, a.cfg.Name, a.cfg.Hostname)
+	if err != nil {
+		if a.newKey && errors.Is(err, ErrRefused) {
+			// No node has this key: leave the state dir as it was.
+			if rerr := a.state.removeKey(); rerr != nil {
+				a.log.Warn("remove the key of a refused enrollment", "err", rerr)
+			}
+		}
+		return err
 	}
 	if err := a.state.saveIdentity(id); err != nil {
 		return err

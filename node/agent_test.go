@@ -438,9 +438,14 @@ func TestEnrollRefused(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.wantErr) {
 				t.Errorf("error %v, want it to contain %q", err, tc.wantErr)
 			}
+			// A refused enrollment leaves nothing behind; one that got no
+			// answer keeps the key, which the coordinator may have
+			// admitted, for the next start to enroll again.
 			for _, f := range []string{keyFile, identityFile, netmapFile} {
-				if _, err := os.Stat(filepath.Join(dir, f)); !errors.Is(err, os.ErrNotExist) {
-					t.Errorf("refused enrollment left %s behind", f)
+				_, err := os.Stat(filepath.Join(dir, f))
+				kept, want := !errors.Is(err, os.ErrNotExist), f == keyFile && !tc.wantRefused && tc.inRun
+				if kept != want {
+					t.Errorf("after the failed enrollment %s is there: %v, want %v", f, kept, want)
 				}
 			}
 			// The state dir is free again.

@@ -13,9 +13,10 @@ import (
 
 // TestEnrollAnswerLost: an agent whose key the coordinator enrolled
 // without the agent reading the answer (here, an enrollment made before
-// it starts, with the key in its state dir) is refused, its one-time key
-// counting as used; it asks again with a proof of its key and comes up as
-// that node, instead of exiting refused.
+// it starts, with the key in its state dir, where an agent killed during
+// its enrollment left it: enrollOnce writes the key first) is refused,
+// its one-time key counting as used; it asks again with a proof of its
+// key and comes up as that node, instead of exiting refused.
 func TestEnrollAnswerLost(t *testing.T) {
 	tc := startCoordinator(t)
 	joinKey := tc.joinKey(t, false)

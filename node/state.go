@@ -130,6 +130,13 @@ func (s *stateDir) saveKey(k wgtypes.Key) error {
 	return atomicfile.Write(s.file(keyFile), []byte(k.String()+"\n"), 0o600)
 }
 
+func (s *stateDir) removeKey() error {
+	if err := os.Remove(s.file(keyFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
 // loadIdentity returns the stored identity; ok is false if there is none.
 func (s *stateDir) loadIdentity() (id Identity, ok bool, err error) {
 	b, err := s.read(identityFile)
