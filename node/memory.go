@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"sync"
 	"time"
 
@@ -22,17 +23,20 @@ import (
 // Go's default GOGC of 100 the garbage of an idle agent (gossip, probes)
 // would grow to as much again before a collection.
 //
-// So while traffic is quiet the collector runs at idleGCPercent, and once a
-// burst has been followed by calmFor quiet seconds, the agent hands memory
-// back: the reading goroutines drop the pages of their batches (package
-// internal/pages), the pools are emptied by two collections and the free
-// heap goes back to the OS. The first quarter second of traffic above calmRate
-// restores the GOGC the agent started with. An operator's GOGC in the
-// environment is left alone.
+// So while the agent is quiet the collector runs at idleGCPercent, and
+// once a busy spell has been followed by 15 s of quiet, the agent hands
+// memory back: the reading goroutines drop the pages of their batches
+// (package internal/pages), the pools are emptied by two collections and
+// the free heap goes back to the OS. Busy is WireGuard traffic above
+// calmRate or allocation above calmAllocs (a burst of DNS queries, say,
+// which GOGC 10 would answer with a collection every few hundred queries);
+// the first quarter second of it restores the GOGC the agent started with.
+// An operator's GOGC in the environment is left alone.
 const (
 	memTick       = 250 * time.Millisecond
-	calmRate      = 1500 << 10 // WireGuard bytes per tick, both ways, below which it is quiet (6 MiB/s)
-	calmFor       = 60         // quiet ticks after a burst before memory is handed back (15 s)
+	calmRate      = 1500 << 10 // WireGuard bytes per tick, both ways (6 MiB/s)
+	calmAllocs    = 512 << 10  // bytes allocated per tick (2 MiB/s; an idle agent: ~0.5)
+	calmFor       = 60         // quiet ticks after a busy one before memory is handed back (15 s)
 	idleGCPercent = 10
 )
 
@@ -57,25 +61,26 @@ func (d *dataPath) trimMemory(ctx context.Context) {
 	}
 	t := time.NewTicker(memTick)
 	defer t.Stop()
-	last := d.wireGuardBytes()
-	busy, quiet := false, 0
+	allocs := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	allocated := func() uint64 {
+		metrics.Read(allocs)
+		return allocs[0].Value.Uint64()
+	}
+	last, lastAlloc := d.wireGuardBytes(), allocated()
+	var q quietness
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		total := d.wireGuardBytes()
-		moved := total - last
-		last = total
-		if moved >= calmRate {
-			if !busy && tune {
+		total, alloc := d.wireGuardBytes(), allocated()
+		switch q.tick(total-last, alloc-lastAlloc) {
+		case becameBusy:
+			if tune {
 				debug.SetGCPercent(busyGC)
 			}
-			busy, quiet = true, 0
-			continue
-		}
-		if quiet++; busy && quiet >= calmFor {
+		case calmedDown:
 			d.releaseBuffers()
 			// The pools let go of their buffers only after two
 			// collections; FreeOSMemory is the second.
@@ -84,9 +89,40 @@ func (d *dataPath) trimMemory(ctx context.Context) {
 			if tune {
 				debug.SetGCPercent(idleGCPercent)
 			}
-			busy = false
 		}
+		last, lastAlloc = total, alloc
 	}
+}
+
+// quietness follows the agent from busy to quiet, one tick at a time.
+type quietness struct {
+	busy  bool
+	quiet int // quiet ticks in a row
+}
+
+type change int
+
+const (
+	unchanged  change = iota
+	becameBusy        // the first busy tick after quiet ones
+	calmedDown        // calmFor quiet ticks after a busy one
+)
+
+// tick takes the WireGuard bytes moved and the bytes allocated in a tick.
+func (q *quietness) tick(moved, allocated uint64) change {
+	if moved >= calmRate || allocated >= calmAllocs {
+		was := q.busy
+		q.busy, q.quiet = true, 0
+		if !was {
+			return becameBusy
+		}
+		return unchanged
+	}
+	if q.quiet++; q.busy && q.quiet >= calmFor {
+		q.busy = false
+		return calmedDown
+	}
+	return unchanged
 }
 
 // wireGuardBytes is what the bind carried so far, both ways, all paths.

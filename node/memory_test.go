@@ -18,6 +18,38 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 )
 
+func TestQuietness(t *testing.T) {
+	var q quietness
+	steps := []struct {
+		moved, allocated uint64
+		ticks            int
+		want             change // of the last tick
+	}{
+		{0, 100 << 10, 100, unchanged}, // an idle agent stays quiet
+		{calmRate, 0, 1, becameBusy},   // WireGuard traffic
+		{10 * calmRate, 0, 20, unchanged},
+		{0, 0, calmFor - 1, unchanged}, // not yet calm
+		{0, calmAllocs, 1, unchanged},  // allocation keeps it busy
+		{0, 0, calmFor - 1, unchanged},
+		{0, 0, 1, calmedDown},
+		{0, 0, 3 * calmFor, unchanged}, // and stays down
+		{0, calmAllocs, 1, becameBusy}, // a burst of DNS queries, say
+		{0, 0, calmFor, calmedDown},
+	}
+	for i, s := range steps {
+		for n := range s.ticks {
+			got := q.tick(s.moved, s.allocated)
+			want := unchanged
+			if n == s.ticks-1 {
+				want = s.want
+			}
+			if got != want {
+				t.Fatalf("step %d, tick %d of %d: %v, want %v", i, n+1, s.ticks, got, want)
+			}
+		}
+	}
+}
+
 // tunInOwnNetns creates a TUN device with 192.0.2.1/24 in a network
 // namespace of its own, and a UDP socket there whose packets to the /24
 // the device reads. The namespace goes away with the device and socket.
