@@ -55,8 +55,9 @@ var startGCPercent = sync.OnceValue(func() int {
 // so pauses of a few seconds keep the buffers.
 func (d *dataPath) trimMemory(ctx context.Context) {
 	tune := os.Getenv("GOGC") == ""
-	busyGC := startGCPercent()
+	var busyGC int
 	if tune {
+		busyGC = startGCPercent()
 		debug.SetGCPercent(idleGCPercent)
 	}
 	t := time.NewTicker(memTick)

@@ -43,8 +43,7 @@ type recvResult struct {
 // receive packets as before afterwards.
 func TestReleaseBuffers(t *testing.T) {
 	priv, _ := newKey(t)
-	peerPriv, peerPub := newKey(t)
-	_ = peerPriv
+	_, peerPub := newKey(t)
 	b, err := newBind(Config{PrivateKey: priv, Timing: fastTiming(),
 		InterfaceAddrs: func() ([]netip.Prefix, error) { return nil, nil }}, conn.NewStdNetBind())
 	if err != nil {
