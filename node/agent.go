@@ -222,6 +222,7 @@ type Agent struct {
 	cfg   Config
 	log   *slog.Logger
 	state *stateDir
+	cache *netmapCache // writes the applied netmaps to state
 
 	ctl  *control                 // made by New
 	data *dataPath                // made by Run before anything reads it
@@ -262,6 +263,7 @@ func New(cfg Config) (_ *Agent, err error) {
 		return nil, err
 	}
 	a.ctl.state = a.state
+	a.cache = newNetmapCache(a.state, cfg.Logger)
 	defer func() {
 		if err != nil {
 			a.state.Close()
@@ -460,7 +462,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	var wg sync.WaitGroup
 	report := func(ctx context.Context) { svc.runReporter(ctx, a.ctl.report) }
 	reportConn := func(ctx context.Context) { a.conn.run(ctx, a.data.connectivity, a.ctl.reportConnectivity) }
-	for _, fn := range []func(context.Context){a.data.trimMemory, a.mesh.run, report, reportConn, a.data.runFlows, a.rotateKeys} {
+	for _, fn := range []func(context.Context){a.data.trimMemory, a.mesh.run, report, reportConn, a.data.runFlows, a.rotateKeys, a.cache.run} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -612,9 +614,7 @@ func (a *Agent) apply(nm *wire.Netmap, save, fresh bool) error {
 		a.log.Warn("the coordinator has no access policy: all inbound traffic is denied and there are no peers; set one with: wiremesh acl set FILE")
 	}
 	if save {
-		if err := a.state.saveNetmap(nm); err != nil {
-			a.log.Error("cannot cache netmap; the data path keeps working", "err", err)
-		}
+		a.cache.save(nm)
 	}
 	return nil
 }

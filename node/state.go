@@ -1,14 +1,18 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/wiremesh/wiremesh/credential"
 	"github.com/wiremesh/wiremesh/internal/atomicfile"
@@ -180,6 +184,70 @@ func (s *stateDir) loadNetmap() (*wire.Netmap, error) {
 func (s *stateDir) saveNetmap(nm *wire.Netmap) error {
 	b, _ := json.Marshal(nm)
 	return atomicfile.Write(s.file(netmapFile), append(b, '\n'), 0o600)
+}
+
+// cacheInterval is the least time between two writes of the netmap cache.
+const cacheInterval = time.Second
+
+// netmapCache writes the netmaps the agent applies to its state dir, in
+// the background and at most one per cacheInterval: the netmap stream
+// never waits for the disk, and a burst of deltas costs one write with its
+// fsyncs, not one each. The last netmap is written when run returns, so a
+// stopped agent's cache is its last netmap; a killed one's is at most
+// cacheInterval behind, and the coordinator sends the current one anyway.
+type netmapCache struct {
+	state *stateDir
+	log   *slog.Logger
+	wake  chan struct{} // 1-buffered
+
+	mu   sync.Mutex
+	next *wire.Netmap // guarded by mu; applied, not yet written
+}
+
+func newNetmapCache(s *stateDir, log *slog.Logger) *netmapCache {
+	return &netmapCache{state: s, log: log, wake: make(chan struct{}, 1)}
+}
+
+// save has nm written soon. Netmaps are not changed once applied.
+func (c *netmapCache) save(nm *wire.Netmap) {
+	c.mu.Lock()
+	c.next = nm
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run writes what save hands it until ctx is done, then the last of it.
+func (c *netmapCache) run(ctx context.Context) {
+	defer c.write()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.wake:
+		}
+		c.write()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(cacheInterval):
+		}
+	}
+}
+
+func (c *netmapCache) write() {
+	c.mu.Lock()
+	nm := c.next
+	c.next = nil
+	c.mu.Unlock()
+	if nm == nil {
+		return
+	}
+	if err := c.state.saveNetmap(nm); err != nil {
+		c.log.Error("cannot cache netmap; the data path keeps working", "err", err)
+	}
 }
 
 func decodeStrict(b []byte, v any) error {

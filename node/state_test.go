@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"os"
@@ -334,5 +335,49 @@ func TestStateReadMissingIsNotExist(t *testing.T) {
 	s := mustOpenStateDir(t, newStatePath(t))
 	if _, err := s.read("nope"); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("read of a missing file: %v, want os.ErrNotExist", err)
+	}
+}
+
+// TestNetmapCache: the cache writes the first netmap at once, and when
+// it stops, the last one it was given, however fast they came.
+func TestNetmapCache(t *testing.T) {
+	s, err := openStateDir(filepath.Join(t.TempDir(), "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := newNetmapCache(s, testLogger(t, "cache"))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.run(ctx) }()
+	version := func() uint64 {
+		nm, err := s.loadNetmap()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if nm == nil {
+			return 0
+		}
+		return nm.Version
+	}
+	nm := testNetmap(t)
+	nm.Version = 1
+	c.save(nm)
+	deadline := time.Now().Add(waitFor)
+	for version() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("first netmap not written within %v", waitFor)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for v := uint64(2); v <= 50; v++ {
+		next := *nm
+		next.Version = v
+		c.save(&next)
+	}
+	cancel()
+	<-done
+	if v := version(); v != 50 {
+		t.Errorf("after stopping the cache holds version %d, want the last, 50", v)
 	}
 }
