@@ -227,6 +227,10 @@ func TestStandaloneRelay(t *testing.T) {
 	if i < 0 || m.nodes()[i].Relay == nil {
 		t.Errorf("nodes list does not show eu-1 as a relay: %+v", m.nodes())
 	}
+	// The cache is written at most once a second: wait for b in it.
+	waitFor(t, 15*time.Second, "b in a's cached netmap", func() bool {
+		return slices.ContainsFunc(agentNetmap(t, a).Peers, func(p wire.Node) bool { return p.Name == "b" })
+	})
 	if nm := agentNetmap(t, a); slices.ContainsFunc(nm.Peers, func(p wire.Node) bool { return p.Name == "eu-1" }) || len(nm.Peers) != 1 {
 		t.Errorf("a's peers %+v, want b only (never the relay)", nm.Peers)
 	}
