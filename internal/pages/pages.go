@@ -19,6 +19,15 @@ import (
 
 var pageSize = uintptr(os.Getpagesize())
 
+// interior is the page-aligned range [lo, hi) inside b up to its
+// capacity, with b's start; hi <= lo if no whole page is in it.
+func interior(b []byte) (start, lo, hi uintptr) {
+	start = uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	lo = (start + pageSize - 1) &^ (pageSize - 1)
+	hi = (start + uintptr(cap(b))) &^ (pageSize - 1)
+	return start, lo, hi
+}
+
 // Release drops the whole pages inside each buffer, up to its capacity,
 // and returns how many bytes that covered. Whatever the buffers held
 // reads as zeros afterwards. The caller must own the buffers: nothing may
@@ -27,41 +36,35 @@ var pageSize = uintptr(os.Getpagesize())
 func Release(bufs [][]byte) int {
 	n := 0
 	for _, b := range bufs {
-		b = b[:cap(b)]
-		if len(b) == 0 {
-			continue
-		}
-		start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-		lo := (start + pageSize - 1) &^ (pageSize - 1)
-		hi := (start + uintptr(len(b))) &^ (pageSize - 1)
+		start, lo, hi := interior(b)
 		if hi <= lo {
 			continue
 		}
-		if unix.Madvise(b[lo-start:hi-start], unix.MADV_DONTNEED) == nil {
+		if unix.Madvise(b[lo-start:hi-start:hi-start], unix.MADV_DONTNEED) == nil {
 			n += int(hi - lo)
 		}
 	}
 	return n
 }
 
-// Resident counts the whole pages inside b that are in memory (mincore).
-func Resident(b []byte) (int, error) {
-	b = b[:cap(b)]
-	start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-	lo := (start + pageSize - 1) &^ (pageSize - 1)
-	hi := (start + uintptr(len(b))) &^ (pageSize - 1)
-	if hi <= lo {
-		return 0, nil
-	}
-	vec := make([]byte, (hi-lo)/pageSize)
-	_, _, errno := unix.Syscall(unix.SYS_MINCORE, lo, hi-lo, uintptr(unsafe.Pointer(&vec[0])))
-	runtime.KeepAlive(b)
-	if errno != 0 {
-		return 0, errno
-	}
+// Resident counts the whole pages inside the buffers, up to their
+// capacity, that are in memory (mincore).
+func Resident(bufs [][]byte) (int, error) {
 	n := 0
-	for _, v := range vec {
-		n += int(v & 1)
+	for _, b := range bufs {
+		_, lo, hi := interior(b)
+		if hi <= lo {
+			continue
+		}
+		vec := make([]byte, (hi-lo)/pageSize)
+		_, _, errno := unix.Syscall(unix.SYS_MINCORE, lo, hi-lo, uintptr(unsafe.Pointer(&vec[0])))
+		runtime.KeepAlive(b)
+		if errno != 0 {
+			return 0, errno
+		}
+		for _, v := range vec {
+			n += int(v & 1)
+		}
 	}
 	return n, nil
 }

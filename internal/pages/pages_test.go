@@ -7,7 +7,7 @@ import (
 
 func resident(t *testing.T, b []byte) int {
 	t.Helper()
-	n, err := Resident(b)
+	n, err := Resident([][]byte{b})
 	if err != nil {
 		t.Fatal(err)
 	}

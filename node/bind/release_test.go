@@ -21,15 +21,11 @@ func dirtyBatch(n int) [][]byte {
 
 func residentPages(t *testing.T, bufs [][]byte) int {
 	t.Helper()
-	total := 0
-	for _, b := range bufs {
-		n, err := pages.Resident(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		total += n
+	n, err := pages.Resident(bufs)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return total
+	return n
 }
 
 type recvResult struct {
