@@ -536,6 +536,18 @@ func (b *Bind) sendPeer(bufs [][]byte, p *peer) error {
 	if relay == "" && r.direct == nil {
 		r.direct = r.fallback
 	}
+	if relay != "" && r.direct != nil && len(bufs) == 1 && isHandshake(bufs[0]) {
+		// A handshake message goes one way only: of two copies of a
+		// response, wireguard-go's handshake workers can both take one
+		// and derive the session twice, and the second derivation
+		// deletes the session before, which the peer may still be
+		// sending with, and sends from a nonce the peer has seen.
+		if r.sound {
+			relay = ""
+		} else {
+			r.direct = nil
+		}
+	}
 	var errDirect, errRelay error
 	if r.direct != nil {
 		errDirect = b.sendDirect(bufs, r.direct)

@@ -54,3 +54,17 @@ func classify(p []byte) packetKind {
 	}
 	return kindGarbage
 }
+
+// isHandshake reports whether p is a WireGuard handshake message: an
+// initiation, a response or a cookie reply.
+func isHandshake(p []byte) bool {
+	switch len(p) {
+	case wgInitiationSize:
+		return p[0] == 1
+	case wgResponseSize:
+		return p[0] == 2
+	case wgCookieReplySize:
+		return p[0] == 3
+	}
+	return false
+}

@@ -131,6 +131,7 @@ type node struct {
 	port  uint16
 	recv  chan got
 	wg    sync.WaitGroup
+	seq   atomic.Uint32 // of packets sent by copies
 }
 
 func newKey(t testing.TB) (priv, pub [32]byte) {

@@ -1,6 +1,7 @@
 package bind
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"slices"
 	"testing"
@@ -426,4 +427,88 @@ func TestSilentPathRelayed(t *testing.T) {
 		}
 	})
 	t.Logf("relayed %v after the path went silent (trust 10s)", time.Since(blocked))
+}
+
+// TestHandshakeOneWay: while traffic also goes through the relay (the
+// upgrade's overlap, a silent path), data packets are sent both ways but a
+// handshake message only one: direct while the path answers, through the
+// relay once it is silent. Two copies of a response race in wireguard-go.
+func TestHandshakeOneWay(t *testing.T) {
+	handshakes := map[string][]byte{
+		"initiation":   append([]byte{1}, make([]byte, wgInitiationSize-1)...),
+		"response":     append([]byte{2}, make([]byte, wgResponseSize-1)...),
+		"cookie reply": append([]byte{3}, make([]byte, wgCookieReplySize-1)...),
+	}
+	t.Run("overlap", func(t *testing.T) {
+		a, b := directPair(t, time.Minute)
+		if d, r := a.copies(b, data(0)); d != 1 || r != 1 {
+			t.Fatalf("a data packet: %d direct and %d relayed copies, want 1 and 1", d, r)
+		}
+		for name, pkt := range handshakes {
+			if d, r := a.copies(b, pkt); d != 1 || r != 0 {
+				t.Errorf("%s: %d direct and %d relayed copies, want 1 and 0", name, d, r)
+			}
+		}
+	})
+	t.Run("silent", func(t *testing.T) {
+		a, b := directPair(t, time.Nanosecond)
+		// a stops hearing b: its heartbeats go unanswered, the path is
+		// silent (and what a sends still reaches b both ways).
+		a.under.block(b.addr(), true)
+		waitFor(t, "a data packet relayed too", 5*time.Second, func() bool {
+			_, r := a.copies(b, data(0))
+			return r == 1
+		})
+		for name, pkt := range handshakes {
+			if d, r := a.copies(b, pkt); d != 0 || r != 1 {
+				t.Errorf("%s: %d direct and %d relayed copies, want 0 and 1", name, d, r)
+			}
+		}
+	})
+}
+
+// directPair returns two nodes with a direct path from a to b and the
+// given upgrade overlap.
+func directPair(t *testing.T, overlap time.Duration) (a, b *node) {
+	rn := newRelayNet()
+	mod := func(c *Config) {
+		c.Timing.Overlap, c.Timing.Trust, c.Timing.Dead = overlap, 10*time.Second, 20*time.Second
+	}
+	a, b = newNode(t, rn, mod), newNode(t, rn, mod)
+	a.setPeer(b, b.addr())
+	b.setPeer(a, a.addr())
+	waitFor(t, "direct", wait, func() bool {
+		_ = a.sendTo(b, 0)
+		return a.path(b).Kind == PathDirect
+	})
+	return a, b
+}
+
+// copies sends pkt from n to o with a new sequence number and returns how
+// many copies o got directly and through the relay.
+func (n *node) copies(o *node, pkt []byte) (direct, relayed int) {
+	seq := n.seq.Add(1) | 1<<31
+	binary.BigEndian.PutUint32(pkt[8:], seq)
+	ep, err := n.b.ParseEndpoint(EndpointString(o.pub))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	if err := n.b.Send([][]byte{pkt}, ep); err != nil {
+		n.t.Fatal(err)
+	}
+	deadline := time.After(300 * time.Millisecond)
+	for {
+		select {
+		case g := <-o.recv:
+			switch {
+			case g.seq != seq:
+			case g.relayed:
+				relayed++
+			default:
+				direct++
+			}
+		case <-deadline:
+			return direct, relayed
+		}
+	}
 }
