@@ -105,6 +105,7 @@ type Bind struct {
 	prefixes atomic.Pointer[[]netip.Prefix] // local addresses, for "LAN"
 	sess     atomic.Pointer[session]        // nil while closed
 	bufs     sync.Pool                      // *[]byte for relayed packets
+	hs       handshakeCopies
 
 	mu sync.Mutex // guards the fields below; taken before any peer.mu
 	// priv and pub are the node key pair; pub is the sender of our disco.
@@ -369,8 +370,9 @@ func (b *Bind) receiveDirect(fn conn.ReceiveFunc) conn.ReceiveFunc {
 }
 
 // demux handles one batch from the socket in place: WireGuard packets
-// stay (with the peer's endpoint if their source is a proven path), the
-// rest is handled and its size set to 0. The WireGuard path allocates
+// stay (with the peer's endpoint if their source is a proven path), but
+// for copies of a handshake message (handshakeCopies); the rest is
+// handled and its size set to 0. The WireGuard path allocates
 // nothing. It reports whether the batch was only ReleaseBuffers' wake-up
 // (and other datagrams handled here).
 func (b *Bind) demux(bufs [][]byte, sizes []int, eps []conn.Endpoint) (onlyWake bool) {
@@ -389,6 +391,9 @@ func (b *Bind) demux(bufs [][]byte, sizes []int, eps []conn.Endpoint) (onlyWake 
 		}
 		switch classify(pkt) {
 		case kindWireGuard:
+			if pkt[0] != wgTransportType && b.hs.copied(pkt) {
+				break
+			}
 			pkts++
 			bytes += uint64(size)
 			if p := idx[se.AddrPort]; p != nil {
@@ -422,14 +427,17 @@ func (b *Bind) demux(bufs [][]byte, sizes []int, eps []conn.Endpoint) (onlyWake 
 // DeliverRelayed takes a packet that arrived through relay from the node
 // with public key src (the relay client's OnPacket). Disco is handled at
 // once; WireGuard is copied into a bounded queue read by the extra
-// ReceiveFunc; anything else, and packets from keys not in the netmap, is
-// dropped.
+// ReceiveFunc; anything else, copies of a handshake message and packets
+// from keys not in the netmap are dropped.
 func (b *Bind) DeliverRelayed(relay string, src [32]byte, pkt []byte) {
 	switch classify(pkt) {
 	case kindDisco:
 		b.handleDisco(pkt, netip.AddrPort{}, nil, relay)
 		return
 	case kindWireGuard:
+		if pkt[0] != wgTransportType && b.hs.copied(pkt) {
+			return
+		}
 	default:
 		b.stats.garbage.Add(1)
 		return
@@ -535,18 +543,6 @@ func (b *Bind) sendPeer(bufs [][]byte, p *peer) error {
 	}
 	if relay == "" && r.direct == nil {
 		r.direct = r.fallback
-	}
-	if relay != "" && r.direct != nil && len(bufs) == 1 && isHandshake(bufs[0]) {
-		// A handshake message goes one way only: of two copies of a
-		// response, wireguard-go's handshake workers can both take one
-		// and derive the session twice, and the second derivation
-		// deletes the session before, which the peer may still be
-		// sending with, and sends from a nonce the peer has seen.
-		if r.sound {
-			relay = ""
-		} else {
-			r.direct = nil
-		}
 	}
 	var errDirect, errRelay error
 	if r.direct != nil {

@@ -1,6 +1,8 @@
 package bind
 
 import (
+	"sync"
+
 	"github.com/wiremesh/wiremesh/relay/stun"
 )
 
@@ -55,16 +57,42 @@ func classify(p []byte) packetKind {
 	return kindGarbage
 }
 
-// isHandshake reports whether p is a WireGuard handshake message: an
-// initiation, a response or a cookie reply.
-func isHandshake(p []byte) bool {
-	switch len(p) {
-	case wgInitiationSize:
-		return p[0] == 1
-	case wgResponseSize:
-		return p[0] == 2
-	case wgCookieReplySize:
-		return p[0] == 3
+// handshakeCopies remembers the last handshake messages received, so that
+// only the first copy of one reaches wireguard-go. While the relay also
+// carries a peer's traffic (the upgrade's overlap, a silent direct path)
+// every message comes twice, and of two copies of a handshake response
+// wireguard-go's handshake workers can each take one: the session is then
+// derived twice, and the second derivation deletes the session the peer
+// may still be sending with and restarts the nonces the peer has seen.
+// Each handshake message WireGuard sends is new (a fresh ephemeral key or
+// nonce), so a message seen before is only ever a copy.
+//
+// A message is known by the 16 bytes 32 before its end: an initiation's
+// or a response's mac1 (a MAC over everything before it), a cookie
+// reply's sealed cookie (under a random nonce).
+type handshakeCopies struct {
+	mu   sync.Mutex
+	seen map[[16]byte]struct{} // the keys in ring
+	ring [256][16]byte
+	next int
+}
+
+// copied reports whether pkt, a WireGuard handshake message, was received
+// before (among the last 256), and remembers it.
+func (h *handshakeCopies) copied(pkt []byte) bool {
+	k := [16]byte(pkt[len(pkt)-32:])
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.seen[k]; ok {
+		return true
 	}
+	if h.seen == nil {
+		h.seen = make(map[[16]byte]struct{}, len(h.ring))
+	} else if len(h.seen) == len(h.ring) {
+		delete(h.seen, h.ring[h.next])
+	}
+	h.seen[k] = struct{}{}
+	h.ring[h.next] = k
+	h.next = (h.next + 1) % len(h.ring)
 	return false
 }

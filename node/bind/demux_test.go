@@ -1,6 +1,7 @@
 package bind
 
 import (
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"testing"
@@ -222,4 +223,28 @@ func TestEndpoints(t *testing.T) {
 	a.traffic(b)
 	waitFor(t, "direct", wait, func() bool { return a.path(b).Kind == PathDirect })
 	check("direct", b.addr().String())
+}
+
+// TestHandshakeCopiesForget: a message is known as a copy while it is
+// among the last 256 handshake messages received.
+func TestHandshakeCopiesForget(t *testing.T) {
+	var h handshakeCopies
+	msg := func(i int) []byte {
+		p := make([]byte, wgResponseSize)
+		p[0] = 2
+		binary.BigEndian.PutUint32(p[len(p)-32:], uint32(i))
+		return p
+	}
+	for i := range 256 {
+		if h.copied(msg(i)) {
+			t.Fatalf("message %d taken for a copy", i)
+		}
+	}
+	if !h.copied(msg(0)) || !h.copied(msg(255)) {
+		t.Fatal("a copy of one of the last 256 messages not recognised")
+	}
+	h.copied(msg(256)) // evicts message 0
+	if h.copied(msg(0)) {
+		t.Fatal("message 0 still remembered after 256 others")
+	}
 }

@@ -204,7 +204,6 @@ func (p *peer) considerLocked(c *path, now int64) {
 type route struct {
 	direct   *conn.StdNetEndpoint // nil: not direct
 	relay    bool                 // also (or only) through a relay
-	sound    bool                 // direct is trusted and answering
 	fallback *conn.StdNetEndpoint // direct if no relay is connected
 	lastIn   string               // relay the peer last sent through
 	home     string               // the peer's home relay
@@ -228,8 +227,8 @@ func (p *peer) route(now int64) route {
 		// While the path is silent, the relay carries a copy too: a path
 		// that died costs at most a heartbeat interval and silentGrace
 		// of traffic, not its whole trust.
-		r.direct, r.sound = p.best.ep, !p.silentLocked(p.best, now)
-		r.relay = (now < p.overlapUntil || !r.sound) && !cfg.NoRelay
+		r.direct = p.best.ep
+		r.relay = (now < p.overlapUntil || p.silentLocked(p.best, now)) && !cfg.NoRelay
 		return r
 	case p.best != nil:
 		r.direct = p.best.ep // was working: keep sending there too
